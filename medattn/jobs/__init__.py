@@ -1,0 +1,1 @@
+"""Built-in jobs: train, test, explain, figure."""

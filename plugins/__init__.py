@@ -1,0 +1,1 @@
+"""medattn built-in plugins (installed as medattn_plugins)."""

@@ -1,0 +1,7 @@
+"""Built-in dataset plugins."""
+from medattn.hookspecs import Component, hookimpl
+
+
+@hookimpl
+def medattn_components() -> list[Component]:
+    return []
