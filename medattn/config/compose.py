@@ -1,0 +1,179 @@
+"""Putting an experiment together: ``extends`` (deep merge), ``--set`` overrides, ``matrix`` expansion."""
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+from .yaml_marks import Mark, Marked, dotted, load_yaml
+
+
+def load_with_extends(path: Path, display: str | None = None, _stack: tuple[Path, ...] = ()) -> Marked:
+    """Load a file and the files it ``extends`` (relative to it), deep-merged, child over parent."""
+    here = load_yaml(path, display)
+    resolved = path.resolve()
+    parents = here.data.pop("extends", None)
+    if parents is None:
+        return here
+    if isinstance(parents, str):
+        parents = [parents]
+    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+        raise ConfigError([f"{here.mark(('extends',))} extends: must be a file path or a list of file paths"])
+    merged = Marked({}, {}, {})
+    for i, parent in enumerate(parents):
+        where = here.mark(("extends", i))
+        target = (path.parent / parent).resolve()
+        chain = _stack + (resolved,)
+        if target in chain:
+            cycle = " -> ".join(str(p.name) for p in chain + (target,))
+            raise ConfigError([f"{where} extends: cycle: {cycle}"])
+        if not target.is_file():
+            raise ConfigError([f"{where} extends: file not found: {parent} (looked for {target})"])
+        shown = str(Path(display or str(path)).parent / parent)
+        merge_into(merged, load_with_extends(target, shown, chain))
+    merge_into(merged, here)
+    return merged
+
+
+def merge_into(base: Marked, top: Marked) -> None:
+    """Deep-merge ``top`` into ``base``: mappings merge, anything else replaces."""
+
+    def rec(b: dict, t: dict, at: tuple) -> None:
+        for key, value in t.items():
+            if isinstance(value, dict) and isinstance(b.get(key), dict):
+                rec(b[key], value, at + (key,))
+            else:
+                b[key] = copy.deepcopy(value)
+                for table in (base.marks, base.keymarks):
+                    for p in [p for p in table if p[: len(at) + 1] == at + (key,)]:
+                        del table[p]
+
+    rec(base.data, top.data, ())
+    base.marks.update(top.marks)
+    base.keymarks.update(top.keymarks)
+
+
+def parse_override(text: str) -> tuple[tuple, Any]:
+    """``a.b.0.c=value`` -> (("a", "b", 0, "c"), value parsed as a YAML scalar or flow collection)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or not re.fullmatch(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*", key):
+        raise ConfigError([f"--set {text}: expected KEY=VALUE with a dotted key, e.g. train.epochs=3"])
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"--set {text}: the value is not valid YAML: {exc}"]) from None
+    path = tuple(int(p) if p.isdigit() else p for p in key.split("."))
+    return path, value
+
+
+def set_path(marked: Marked, path: tuple, value: Any, mark: Mark, keymark: Mark | None = None) -> str | None:
+    """Set a dotted path, creating mappings on the way; returns a problem text or None."""
+    node: Any = marked.data
+    for i, part in enumerate(path[:-1]):
+        if isinstance(node, list) and isinstance(part, int):
+            if part >= len(node):
+                return f"{dotted(path[: i + 1])}: index {part} is past the end of the list ({len(node)} items)"
+            node = node[part]
+            continue
+        if not isinstance(node, dict):
+            return f"{dotted(path[:i])}: is not a mapping, cannot set {dotted(path)}"
+        if not isinstance(node.get(part), (dict, list)):
+            node[part] = {}
+        node = node[part]
+    last = path[-1]
+    if isinstance(node, list):
+        if not isinstance(last, int) or last >= len(node):
+            return f"{dotted(path)}: not a valid list index"
+        node[last] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        return f"{dotted(path[:-1])}: is not a mapping, cannot set {dotted(path)}"
+    for table in (marked.marks, marked.keymarks):
+        for p in [p for p in table if p[: len(path)] == path]:
+            del table[p]
+    marked.marks[path] = mark
+    marked.keymarks[path] = keymark or mark
+    return None
+
+
+def apply_overrides(marked: Marked, overrides: list[str]) -> None:
+    """Apply ``--set`` overrides; a set path that is also a matrix key pins that matrix dimension."""
+    problems = []
+    for text in overrides:
+        path, value = parse_override(text)
+        mark = Mark(f"--set {text}")
+        problem = set_path(marked, path, value, mark)
+        if problem:
+            problems.append(f"--set {text}: {problem}")
+        matrix = marked.data.get("matrix")
+        if isinstance(matrix, dict):
+            matrix.pop(dotted(path), None)
+    if problems:
+        raise ConfigError(problems)
+
+
+@dataclass
+class Variant:
+    """One run of an experiment: the config with one choice per matrix key."""
+
+    name: str
+    config: Marked
+    choices: dict[str, Any]
+
+
+def expand_matrix(marked: Marked) -> list[Variant]:
+    """Cartesian product of the ``matrix:`` lists, each a named variant (``default`` without a matrix)."""
+    matrix = marked.data.pop("matrix", None)
+    if matrix is None or matrix == {}:
+        return [Variant("default", marked, {})]
+    if not isinstance(matrix, dict):
+        raise ConfigError([f"{marked.mark(('matrix',))} matrix: must be a mapping of dotted keys to lists of values"])
+    problems = []
+    for key, values in matrix.items():
+        if not isinstance(values, list) or not values:
+            problems.append(f"{marked.mark(('matrix', key))} matrix.{key}: must be a non-empty list of values")
+        elif not re.fullmatch(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*", str(key)):
+            problems.append(f"{marked.mark(('matrix', key), key=True)} matrix.{key}: not a dotted key")
+    if problems:
+        raise ConfigError(problems)
+    keys = list(matrix)
+    variants = []
+    for combo in itertools.product(*(range(len(matrix[k])) for k in keys)):
+        cfg = Marked(copy.deepcopy(marked.data), dict(marked.marks), dict(marked.keymarks))
+        choices = {}
+        for key, i in zip(keys, combo):
+            value = matrix[key][i]
+            path = tuple(int(p) if p.isdigit() else p for p in str(key).split("."))
+            problem = set_path(cfg, path, copy.deepcopy(value), marked.mark(("matrix", key, i)),
+                               marked.mark(("matrix", key), key=True))
+            if problem:
+                problems.append(f"{marked.mark(('matrix', key), key=True)} matrix.{key}: {problem}")
+            choices[key] = value
+        variants.append(Variant(_variant_name(choices, matrix), cfg, choices))
+    if problems:
+        raise ConfigError(sorted(set(problems)))
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):  # fall back to key=value names when values alone collide
+        for v in variants:
+            v.name = "_".join(f"{k.split('.')[-2] if k.endswith('.name') else k.split('.')[-1]}-{_slug(val)}"
+                              for k, val in v.choices.items())
+    return variants
+
+
+def _variant_name(choices: dict, matrix: dict) -> str:
+    parts = []
+    for key, value in choices.items():
+        parts.append(_slug(value) if not isinstance(value, (dict, list)) else f"{key.split('.')[-1]}{matrix[key].index(value)}")
+    return "_".join(parts)
+
+
+def _slug(value: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9.\-]+", "-", str(value)).strip("-") or "x"

@@ -1,0 +1,90 @@
+"""Data assembly: the selected dataset's splits, train-time augmentation, normalisation, loaders."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .errors import UserError
+from .hookspecs import DataBundle, DataContext, TransformContext
+from .model import component_params, image_size
+from .registry import Registry
+
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+SPLITS = ("train", "val", "test")
+
+
+class Prepared(Dataset):
+    """A split with the train-time transform (if any) and the normalisation applied to ``image``."""
+
+    def __init__(self, base: Dataset, mean: torch.Tensor | None, std: torch.Tensor | None,
+                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        self.base, self.mean, self.std, self.augment = base, mean, std, augment
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = dict(self.base[i])
+        image = item["image"]
+        if self.augment is not None:
+            image = self.augment(image)
+        item["raw"] = image  # the un-normalised image, for figures
+        if self.mean is not None:
+            image = (image - self.mean) / self.std
+        item["image"] = image
+        return item
+
+
+def normalisation(config: dict, backbone: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Mean/std tensors (C, 1, 1) from ``dataset.normalize``; (None, None) for ``none``."""
+    mode = config["dataset"].get("normalize", "auto")
+    channels = int(getattr(backbone, "in_chans", 3))
+    if mode == "none":
+        return None, None
+    if mode == "auto":
+        mean, std = getattr(backbone, "mean", IMAGENET[0]), getattr(backbone, "std", IMAGENET[1])
+    elif mode == "imagenet":
+        mean, std = IMAGENET
+    else:
+        mean, std = mode["mean"], mode["std"]
+    mean, std = list(mean), list(std)
+    if len(mean) != channels:  # a 1-channel model fed with 3-channel statistics: average them
+        if len(mean) == 3 and channels == 1:
+            mean, std = [sum(mean) / 3], [sum(std) / 3]
+        else:
+            raise UserError(f"dataset.normalize: {len(mean)} mean/std values for a {channels}-channel backbone")
+    return torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
+
+
+def build_data(reg: Registry, config: dict, backbone: Any, run_dir: Path | None,
+               log: Callable[[str], None] = print) -> tuple[DataBundle, dict[str, Prepared]]:
+    """The raw bundle and the prepared splits (augmented train, normalised everywhere)."""
+    spec = config["dataset"]
+    channels = int(getattr(backbone, "in_chans", 3))
+    ctx = DataContext(seed=int(config.get("seed", 42)), image_size=image_size(config), channels=channels,
+                      cache_dir=None, run_dir=run_dir, log=log)
+    bundle = reg.factory("dataset", spec["name"])(component_params(reg, "dataset", spec), ctx)
+    missing = [s for s in SPLITS if s not in bundle.splits]
+    if missing:
+        raise UserError(f"dataset {spec['name']!r} gave no {', '.join(missing)} split")
+    mean, std = normalisation(config, backbone)
+    augment = None
+    aug_spec = (config.get("train") or {}).get("augment")
+    if aug_spec:
+        tctx = TransformContext(image_size=image_size(config), channels=channels, seed=int(config.get("seed", 42)))
+        augment = reg.factory("transform", aug_spec["name"])(component_params(reg, "transform", aug_spec), tctx)
+    prepared = {s: Prepared(bundle.splits[s], mean, std, augment if s == "train" else None) for s in SPLITS}
+    return bundle, prepared
+
+
+def loader(ds: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int,
+           device: torch.device | None = None) -> DataLoader:
+    """A DataLoader with a seeded generator (shuffling repeatable from the experiment's seed)."""
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, generator=gen,
+                      pin_memory=device is not None and device.type == "cuda",
+                      persistent_workers=num_workers > 0)

@@ -1,0 +1,256 @@
+"""The runner: experiment -> plan (one run per matrix variant) -> jobs in order, each in its run directory.
+
+Run directory: ``OUTPUT_DIR/EXPERIMENT/VARIANT/`` with ``config.yaml`` (the resolved config),
+``manifest.json``, ``checkpoints/``, ``metrics/``, ``explanations/``, ``figures/``. A job reads what earlier
+jobs wrote, so ``--jobs explain,figure`` works on an existing run without retraining.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .config import Experiment
+from .errors import UserError
+from .registry import Registry
+
+# The keys that decide what a trained model is: a run directory with different values is another run.
+IDENTITY_KEYS = ("seed", "dataset", "model", "train")
+
+
+@dataclass
+class Run:
+    """One variant of an experiment: its config, directory, device, and what its jobs share."""
+
+    experiment: str
+    variant: str
+    config: dict
+    dir: Path
+    registry: Registry
+    device_spec: str
+    log: Callable[[str], None] = print
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    # -- paths -----------------------------------------------------------------------------------
+    def path(self, *parts: str) -> Path:
+        p = self.dir.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    @property
+    def device(self):  # torch.device, resolved lazily so that planning never imports torch
+        if "device" not in self._cache:
+            from .device import resolve_device
+
+            self._cache["device"] = resolve_device(self.device_spec)
+        return self._cache["device"]
+
+    # -- shared pieces, built once per run -------------------------------------------------------
+    def data(self):
+        """(bundle, prepared splits); the dataset is built once and shared by every job of the run."""
+        if "data" not in self._cache:
+            from .data import build_data
+            from .model import build_backbone
+
+            # a backbone says how many channels and which normalisation it wants; the model gets its own
+            backbone = build_backbone(self.registry, self.config, num_outputs=1)
+            self._cache["data"] = build_data(self.registry, self.config, backbone, self.dir, self.log)
+        return self._cache["data"]
+
+    def class_names(self) -> list[str]:
+        return list(self.data()[0].class_names)
+
+    def new_model(self):
+        """A freshly initialised model for this run, seeded so that it does not depend on job order."""
+        from .model import build_model
+
+        bundle, _ = self.data()
+        seed_everything(int(self.config.get("seed", 42)))
+        return build_model(self.registry, self.config, bundle.class_names)
+
+    def load_model(self, checkpoint: str):
+        """The model with the weights of ``checkpoints/<checkpoint>.pt`` (written by the train job)."""
+        from . import checkpoints
+
+        file = self.dir / "checkpoints" / f"{checkpoint}.pt"
+        if not file.is_file():
+            have = sorted(p.stem for p in (self.dir / "checkpoints").glob("*.pt"))
+            raise UserError(f"{file}: checkpoint not found (run the train job first"
+                            f"{'; this run has: ' + ', '.join(have) if have else ''})")
+        model = self.new_model()
+        model.load_state_dict(checkpoints.load(file)["model"])
+        return model.to(self.device).eval()
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def plan(exp: Experiment, output_dir: str | None = None, jobs: list[str] | None = None,
+         device: str | None = None) -> list[tuple[Run, list[str]]]:
+    """The runs of an experiment and the jobs each will run, checked before anything is written."""
+    out = []
+    for variant in exp.variants:
+        cfg = variant.config.data
+        run_jobs = list(jobs or cfg.get("jobs") or [])
+        unknown = [j for j in run_jobs if j not in exp.registry.names("job")]
+        if unknown:
+            raise UserError(f"--jobs: unknown job(s) {', '.join(unknown)}; known: {', '.join(exp.registry.names('job'))}")
+        base = Path(output_dir or cfg.get("output_dir", "runs"))
+        run = Run(exp.name, variant.name, cfg, base / exp.name / variant.name, exp.registry,
+                  device or cfg.get("device", "auto"))
+        out.append((run, run_jobs))
+    return out
+
+
+def check_run_dir(run: Run) -> str:
+    """'new', 'same' or 'updated' (only non-identity keys changed); a different identity is refused."""
+    file = run.dir / "config.yaml"
+    if not file.is_file():
+        return "new"
+    try:
+        old = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError:
+        raise UserError(f"{file}: exists but is not readable YAML; move the run directory away") from None
+    diffs = [k for k in IDENTITY_KEYS if _canon(old.get(k)) != _canon(run.config.get(k))]
+    if diffs:
+        detail = "; ".join(_first_difference(old.get(k), run.config.get(k), k) for k in diffs)
+        raise UserError(f"{run.dir}: this run directory holds a different experiment ({detail}). "
+                        f"Refusing to mix them: use --output-dir, rename the experiment, or remove the folder.")
+    return "same" if _canon(old) == _canon(run.config) else "updated"
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _first_difference(a: Any, b: Any, at: str) -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            if _canon(a.get(k)) != _canon(b.get(k)):
+                return _first_difference(a.get(k), b.get(k), f"{at}.{k}")
+    return f"{at}: was {json.dumps(a, default=str)}, now {json.dumps(b, default=str)}"
+
+
+def write_run_files(run: Run) -> None:
+    """config.yaml (resolved) and manifest.json, written before the first job."""
+    run.dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.dir / "config.yaml", yaml.safe_dump(run.config, sort_keys=False))
+    atomic_write_text(run.dir / "manifest.json", json.dumps(manifest(run), indent=2))
+
+
+def manifest(run: Run) -> dict:
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("medattn", "torch", "torchvision", "timm", "captum", "numpy", "scikit-learn"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    selected = {}
+    for kind, spec in (("dataset", run.config["dataset"]), ("backbone", run.config["model"]["backbone"]),
+                       ("attention", run.config["model"].get("attention") or {"name": "none"})):
+        comp = run.registry.get(kind, spec["name"])
+        selected[kind] = {"name": comp.name, "plugin": comp.plugin, "version": comp.version}
+    return {
+        "experiment": run.experiment, "variant": run.variant, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "python": sys.version.split()[0], "platform": platform.platform(), "versions": versions,
+        "components": selected, "seed": run.config.get("seed"), "device": str(run.device),
+        "git_sha": git_sha(), "config_sha256": hashlib.sha256(_canon(run.config).encode()).hexdigest(),
+    }
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_experiment(exp: Experiment, output_dir: str | None = None, jobs: list[str] | None = None,
+                   device: str | None = None, log: Callable[[str], None] = print) -> list[dict]:
+    """Plan, check every run (directory and device) before any work, then run the jobs; returns the summary."""
+    runs = plan(exp, output_dir, jobs, device)
+    for run, _ in runs:  # every check first: a bad device or a foreign run dir stops before any work
+        run.log = log
+        check_run_dir(run)
+        _ = run.device
+    t0 = time.time()
+    for i, (run, run_jobs) in enumerate(runs, 1):
+        log(f"== [{i}/{len(runs)}] {run.experiment}/{run.variant} on {run.device}: {', '.join(run_jobs)}")
+        write_run_files(run)
+        for job in run_jobs:
+            started = time.time()
+            exp.registry.factory("job", job)(run)
+            log(f"   {job} done in {time.time() - started:.1f}s")
+    rows = summarize(exp, runs)
+    log(f"== {len(runs)} run(s) in {time.time() - t0:.0f}s; summary in {summary_dir(runs)}")
+    log(format_table(rows))
+    return rows
+
+
+def summary_dir(runs: list[tuple[Run, list[str]]]) -> Path:
+    return runs[0][0].dir.parent
+
+
+def summarize(exp: Experiment, runs: list[tuple[Run, list[str]]]) -> list[dict]:
+    """One row per variant and tested checkpoint, from metrics/test_*.json; written as CSV and Markdown."""
+    rows: list[dict] = []
+    for run, _ in runs:
+        for file in sorted((run.dir / "metrics").glob("test_*.json")):
+            metrics = json.loads(file.read_text())
+            row = {"variant": run.variant, "checkpoint": file.stem[len("test_"):]}
+            row.update({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            rows.append(row)
+        quality = run.dir / "explanations" / "quality.json"
+        if quality.is_file() and rows and rows[-1]["variant"] == run.variant:
+            for method, scores in json.loads(quality.read_text()).items():
+                for key, value in scores.items():
+                    if isinstance(value, (int, float)):
+                        rows[-1][f"{method}.{key}"] = value
+    if not rows:
+        return rows
+    out = summary_dir(runs)
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with open(out / "summary.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "summary.md").write_text(format_table(rows) + "\n")
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """A Markdown table of the summary rows (numbers to 4 decimals)."""
+    if not rows:
+        return "(no test metrics yet: run the test job)"
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    cells = [[f"{r[c]:.4f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"  # noqa: E731
+    return "\n".join([line(columns), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells)])
