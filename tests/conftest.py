@@ -1,0 +1,61 @@
+"""Shared fixtures: in-process CLI calls, experiment files written on the fly, a tiny experiment."""
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+# a complete experiment that trains in seconds on CPU
+TINY = """\
+name: tiny
+seed: 3
+device: cpu
+dataset:
+  name: synthetic_lesions
+  image_size: 32
+  params: {n_train: 24, n_val: 8, n_test: 8}
+model:
+  backbone: {name: resnet18, params: {pretrained: false}}
+  attention: {name: none}
+train: {epochs: 1, batch_size: 8, optimizer: {name: adam, lr: 1.0e-3}}
+test: {checkpoints: [best_val_loss]}
+explain: {methods: [{name: saliency}], samples: 2}
+figure: {kinds: [curves, saliency_grid]}
+jobs: [train, test, explain, figure]
+"""
+
+
+@pytest.fixture
+def write(tmp_path: Path):
+    """write(name, text) -> path of a dedented file under tmp_path."""
+
+    def _write(name: str, text: str) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return _write
+
+
+@pytest.fixture
+def cli(capsys):
+    """cli(*args) -> (exit code, stdout, stderr), run in-process."""
+    from medattn.cli import main
+
+    def _cli(*args: str) -> tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return _cli
+
+
+@pytest.fixture
+def tiny(write, tmp_path):
+    """Path of the tiny experiment file, writing its runs under tmp_path/runs."""
+    return write("tiny.yaml", TINY + f"output_dir: {tmp_path / 'runs'}\n")

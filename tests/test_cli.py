@@ -1,0 +1,43 @@
+"""The command line, through a subprocess as a user runs it."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def medattn(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "medattn.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_help_for_every_command():
+    for cmd in ([], ["run"], ["validate"], ["plugins"], ["schema"]):
+        out = medattn(*cmd, "--help")
+        assert out.returncode == 0 and "usage: medattn" in out.stdout
+
+
+def test_schema_is_json_schema_with_component_params():
+    out = medattn("schema")
+    schema = json.loads(out.stdout)
+    assert schema["$schema"].endswith("2020-12/schema")
+    backbone = schema["properties"]["model"]["properties"]["backbone"]
+    assert "resnet18" in backbone["properties"]["name"]["enum"]
+    assert any(rule["then"]["properties"]["params"].get("properties", {}).get("pretrained")
+               for rule in backbone["allOf"])
+
+
+def test_bad_file_exits_2_without_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndataset: {name: synthetic_lesions}\nmodel: {backbone: {name: resnt18}}\nseeed: 1\n")
+    out = medattn("validate", bad)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"{bad}:3:28 model.backbone.name: 'resnt18' is not one of" in out.stderr
+    assert f"{bad}:4:1 seeed: unknown key (did you mean 'seed'?)" in out.stderr
+    assert "2 problems" in out.stderr
+
+
+def test_validate_a_good_file(tiny):
+    out = medattn("validate", tiny)
+    assert out.returncode == 0, out.stderr
+    assert "ok default: device cpu; data train 24, val 8, test 8 (2 classes)" in out.stdout

@@ -1,0 +1,74 @@
+"""The runner end to end on a few tiny synthetic images, and the run-directory rules."""
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from medattn.config import load_experiment
+from medattn.runner import run_experiment
+
+QUIET = {"log": lambda *_: None}
+
+
+def test_end_to_end_then_explain_and_figure_reuse_checkpoints(tiny, tmp_path, cli):
+    code, out, err = cli("run", tiny)
+    assert code == 0, err
+    run = tmp_path / "runs" / "tiny" / "default"
+    for rel in ("config.yaml", "manifest.json", "checkpoints/last.pt", "checkpoints/best_val_loss.pt",
+                "metrics/history.csv", "metrics/test_best_val_loss.json", "metrics/predictions_best_val_loss.csv",
+                "explanations/samples.npz", "explanations/saliency.npz", "figures/curves.png",
+                "figures/saliency_grid.png"):
+        assert (run / rel).is_file(), rel
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["seed"] == 3 and manifest["device"] == "cpu" and manifest["versions"]["torch"]
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["epochs"] == 1
+    metrics = json.loads((run / "metrics/test_best_val_loss.json").read_text())
+    assert metrics["n"] == 8 and 0 <= metrics["accuracy"] <= 1
+    assert "| variant" in out and "default" in out  # the summary table
+    assert (tmp_path / "runs" / "tiny" / "summary.csv").is_file()
+
+    ckpt = run / "checkpoints" / "best_val_loss.pt"
+    before = ckpt.stat().st_mtime_ns
+    (run / "figures" / "curves.png").unlink()
+    code, _, err = cli("run", tiny, "--jobs", "explain,figure")
+    assert code == 0, err
+    assert ckpt.stat().st_mtime_ns == before  # no retraining
+    assert (run / "figures" / "curves.png").is_file()
+
+
+def test_finished_training_is_not_repeated(tiny):
+    exp = load_experiment(tiny, ["jobs=[train]"])
+    run_experiment(exp, **QUIET)
+    lines = []
+    run_experiment(load_experiment(tiny, ["jobs=[train]"]), log=lines.append)
+    assert any("already trained" in line for line in lines)
+
+
+def test_run_dir_of_a_different_experiment_is_refused(tiny, cli):
+    assert cli("run", tiny, "--set", "jobs=[train]")[0] == 0
+    code, _, err = cli("run", tiny, "--set", "train.optimizer.lr=0.01", "--set", "jobs=[train]")
+    assert code == 2
+    assert "holds a different experiment (train.optimizer.lr: was 0.001, now 0.01)" in err
+    assert "Traceback" not in err
+    # changing only what is not part of the model's identity is allowed
+    assert cli("run", tiny, "--set", "explain.samples=1", "--set", "jobs=[train]")[0] == 0
+
+
+def test_unavailable_device_is_refused_before_any_work(tiny, tmp_path, cli):
+    code, _, err = cli("run", tiny, "--device", "cuda:3")
+    assert code == 2 and "device 'cuda:3' is not available" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_missing_checkpoint_for_test_job_is_clear(tiny, cli):
+    code, _, err = cli("run", tiny, "--jobs", "test")
+    assert code == 2 and "checkpoint not found (run the train job first" in err
+
+
+def test_matrix_runs_each_variant_and_summarises(tiny, tmp_path):
+    exp = load_experiment(tiny, ["jobs=[train, test]", "matrix={model.attention.name: [none, timm_attn]}"])
+    rows = run_experiment(exp, **QUIET)
+    assert [r["variant"] for r in rows] == ["none", "timm_attn"]
+    summary = (tmp_path / "runs" / "tiny" / "summary.md").read_text()
+    assert "timm_attn" in summary and "accuracy" in summary
