@@ -1,0 +1,27 @@
+"""``cxr16``: the 16 chest X-rays embedded in the package (see cxr16/ATTRIBUTION.md)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from medattn.errors import UserError
+from medattn.hookspecs import DataBundle, DataContext
+
+from .image_folder import build_from_root
+
+CXR16_GROUP = r"(person\d+|IM-\d+)"
+
+
+def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
+    """Factory of ``cxr16``: the 16 embedded chest X-rays (NORMAL=0, PNEUMONIA=1), split 8/4/4 by patient."""
+    from importlib import resources
+
+    root = Path(str(resources.files("medattn_plugins.datasets") / "cxr16"))
+    if not root.is_dir():
+        raise UserError(f"the embedded cxr16 sample is missing from the installed package ({root}); "
+                        "reinstall medattn")
+    p = {"classes": ["NORMAL", "PNEUMONIA"], "group_regex": CXR16_GROUP,
+         "val_fraction": float(params.get("val_fraction", 0.25)),
+         "test_fraction": float(params.get("test_fraction", 0.25)),
+         "cache": params.get("cache", False), "on_bad_sample": "error"}
+    return build_from_root(root, p, ctx, "cxr16")

@@ -1,0 +1,100 @@
+"""``image_folder``: class sub-folders, optionally inside train/ val/ test/ split folders."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from medattn.errors import UserError
+from medattn.hookspecs import DataBundle, DataContext
+
+from .file_dataset import Sample, SkipLog, build_bundle, check_files, options_from
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom")
+SPLIT_DIRS = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
+
+
+def require_dir(root: Any, field: str = "dataset.params.root") -> Path:
+    """The data root as a Path, or a UserError naming the field."""
+    if root in (None, "", "REQUIRED"):
+        raise UserError(f"{field} is required: set it in the experiment file or with --set {field}=/path")
+    p = Path(str(root)).expanduser()
+    if not p.is_dir():
+        raise UserError(f"{field}: data directory not found: {p}")
+    return p
+
+
+def group_of(name: str, pattern: str | None) -> str:
+    """The patient/group id: the first regex group (or whole match) of ``pattern`` in ``name``, else name."""
+    if pattern:
+        m = re.search(pattern, name)
+        if m:
+            return m.group(1) if m.groups() else m.group(0)
+    return name
+
+
+def list_images(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
+    """Image files under ``folder`` (recursive, sorted, hidden files ignored)."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in extensions
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def find_split_dirs(root: Path) -> dict[str, Path]:
+    """The train/val/test folders present under root (case-insensitive names)."""
+    found: dict[str, Path] = {}
+    children = {c.name.lower(): c for c in root.iterdir() if c.is_dir()}
+    for split, names in SPLIT_DIRS.items():
+        for n in names:
+            if n in children:
+                found[split] = children[n]
+                break
+    return found
+
+
+def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
+    """Factory of ``image_folder``."""
+    root = require_dir(params.get("root"))
+    return build_from_root(root, params, ctx, "image_folder")
+
+
+def build_from_root(root: Path, params: dict[str, Any], ctx: DataContext, dataset: str) -> DataBundle:
+    """Class folders (with or without split folders) under ``root`` -> DataBundle."""
+    exts = tuple(e.lower() if e.startswith(".") else "." + e.lower()
+                 for e in params.get("extensions") or IMAGE_EXTENSIONS)
+    pattern = params.get("group_regex") or None
+    split_dirs = find_split_dirs(root)
+    if "train" not in split_dirs:
+        split_dirs = {"train": root}
+        if any(k in split_dirs for k in ("val", "test")):
+            raise UserError(f"{root}: has val/test folders but no train/ folder")
+    class_dirs: dict[str, set[str]] = {}
+    for split, d in split_dirs.items():
+        class_dirs[split] = {c.name for c in d.iterdir() if c.is_dir() and not c.name.startswith(".")}
+    classes = params.get("classes") or sorted(class_dirs["train"])
+    if not classes:
+        raise UserError(f"{split_dirs['train']}: no class sub-folders found (expected e.g. "
+                        f"{split_dirs['train']}/<class>/<image>.png)")
+    for split, names in class_dirs.items():
+        unknown = sorted(names - set(classes))
+        if unknown and not params.get("classes"):
+            raise UserError(f"{split_dirs[split]}: class folder(s) {unknown} are not in the train classes "
+                            f"{classes}; set dataset.params.classes to choose the classes")
+    opts = options_from(params, ctx)
+    skips = SkipLog(ctx.run_dir, ctx.log)
+    parts: dict[str, list[Sample]] = {}
+    for split, d in split_dirs.items():
+        samples = []
+        for label, cls in enumerate(classes):
+            cdir = d / cls
+            if not cdir.is_dir():
+                raise UserError(f"{d}: class folder '{cls}' is missing (classes: {classes})")
+            files = list_images(cdir, exts)
+            if not files:
+                raise UserError(f"{cdir}: class '{cls}' has no images with extensions {list(exts)}")
+            for f in files:
+                rel = f.relative_to(root).as_posix()
+                samples.append(Sample(path=str(f), label=label, id=rel, group=group_of(f.name, pattern) if pattern else rel))
+        parts[split] = check_files(samples, opts, skips, bool(params.get("verify", False)))
+    info = {"root": str(root), "layout": "+".join(sorted(split_dirs))}
+    return build_bundle(dataset, parts, list(classes), params, ctx, opts, skips, info=info,
+                        source=f"{dataset} at {root}")

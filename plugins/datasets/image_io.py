@@ -1,0 +1,151 @@
+"""Reading images from disk into float arrays in [0, 1], and sizing them into tensors.
+
+PNG (8 and 16 bit), JPEG, TIFF and anything else Pillow opens; DICOM through pydicom with the modality
+LUT (rescale slope / intercept), the VOI LUT or window (when present and ``dicom_voi`` is on) and
+MONOCHROME1 inversion. A file that cannot be read raises :class:`BadImage` with the reason; datasets turn
+that into a UserError naming the file (or skip it, with ``on_bad_sample: skip``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
+
+
+class BadImage(Exception):
+    """An image file that is missing, unreadable or corrupt (str(e) is the reason)."""
+
+
+def is_dicom(path: Path) -> bool:
+    """True when ``path`` has a DICOM suffix or the DICM preamble marker."""
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def read_image(path: str | Path, dicom_voi: bool = True) -> np.ndarray:
+    """Decode one file to float32 (H, W) for grey or (H, W, 3) for colour, values in [0, 1]."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadImage("file not found")
+    if is_dicom(path):
+        return read_dicom(path, dicom_voi=dicom_voi)
+    return read_pillow(path)
+
+
+def read_pillow(path: Path) -> np.ndarray:
+    """Decode a PNG / JPEG / TIFF / BMP with Pillow, keeping 16-bit depth."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+                return np.asarray(im, dtype=np.float32) / 65535.0
+            if mode == "I":
+                arr = np.asarray(im, dtype=np.float64)
+                top = 65535.0 if arr.max(initial=0) > 255 else 255.0
+                return np.clip(arr / top, 0, 1).astype(np.float32)
+            if mode == "F":
+                return _minmax(np.asarray(im, dtype=np.float32))
+            if mode in ("L", "1"):
+                return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+            if mode == "LA":
+                return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+            rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise BadImage(f"cannot decode image: {exc}") from None
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+        return np.ascontiguousarray(rgb[..., 0])  # grey stored as RGB (common in JPEG releases)
+    return rgb
+
+
+def _minmax(arr: np.ndarray) -> np.ndarray:
+    lo, hi = float(np.min(arr)), float(np.max(arr))
+    if hi <= lo:
+        return np.zeros(arr.shape, dtype=np.float32)
+    return ((arr - lo) / (hi - lo)).astype(np.float32)
+
+
+def read_dicom(path: Path, dicom_voi: bool = True) -> np.ndarray:
+    """Decode a DICOM file: modality LUT, then VOI LUT / window when present, MONOCHROME1 inverted."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(path)
+    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError) as exc:
+        raise BadImage(f"not a readable DICOM file: {exc}") from None
+    if "PixelData" not in ds:
+        raise BadImage("DICOM file has no pixel data")
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:  # pydicom raises many types for missing decoders / truncated data
+        raise BadImage(f"cannot decode DICOM pixel data ({ds.file_meta.get('TransferSyntaxUID', '?')}): "
+                       f"{exc}; compressed files may need pylibjpeg or gdcm installed") from None
+    if arr.ndim == 3 and arr.shape[-1] != 3:
+        arr = arr[0]  # multi-frame: first frame
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if arr.ndim == 3:  # colour
+        if photometric.startswith("YBR"):
+            from pydicom.pixels import convert_color_space
+
+            arr = convert_color_space(arr, photometric, "RGB")
+        top = float(2 ** int(ds.get("BitsStored", 8)) - 1)
+        return np.clip(arr.astype(np.float32) / top, 0, 1)
+    values = apply_modality_lut(arr, ds).astype(np.float64)
+    has_voi = "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds)
+    if dicom_voi and has_voi:
+        out = np.asarray(apply_voi_lut(values, ds), dtype=np.float64)
+        # the output range of the LUT / window: push the extreme inputs through the same function
+        probe = np.asarray(apply_voi_lut(np.array([values.min() - 1e6, values.max() + 1e6]), ds),
+                           dtype=np.float64)
+        lo, hi = float(probe.min()), float(probe.max())
+        img = ((out - lo) / (hi - lo)).astype(np.float32) if hi > lo else _minmax(out)
+        img = np.clip(img, 0, 1)
+    else:
+        img = _minmax(values)
+    if photometric == "MONOCHROME1":
+        img = 1.0 - img
+    return img
+
+
+def to_tensor(arr: np.ndarray, size: tuple[int, int], channels: int) -> Any:
+    """(H, W) or (H, W, 3) float array -> float tensor (channels, *size) in [0, 1] (antialiased resize)."""
+    import torch
+    from torchvision.transforms.v2 import functional as F
+
+    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
+    if tuple(t.shape[-2:]) != tuple(size):
+        t = F.resize(t, list(size), interpolation=F.InterpolationMode.BILINEAR, antialias=True)
+    t = t.clamp_(0.0, 1.0)
+    if channels == 3 and t.shape[0] == 1:
+        t = t.expand(3, -1, -1).contiguous()
+    elif channels == 1 and t.shape[0] == 3:
+        t = F.rgb_to_grayscale(t)
+    return t
+
+
+def mask_to_tensor(arr: np.ndarray, size: tuple[int, int]) -> Any:
+    """(H, W) mask array (any scale) -> float tensor (1, *size) of 0/1 (nearest resize)."""
+    import torch
+    from torchvision.transforms.v2 import functional as F
+
+    if arr.ndim == 3:
+        arr = arr.max(axis=-1)
+    t = torch.from_numpy((np.asarray(arr) > 0).astype(np.float32))[None]
+    if tuple(t.shape[-2:]) != tuple(size):
+        t = F.resize(t, list(size), interpolation=F.InterpolationMode.BILINEAR, antialias=True)
+        t = (t >= 0.5).float()
+    return t
