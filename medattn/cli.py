@@ -39,6 +39,8 @@ def parser() -> argparse.ArgumentParser:
     _add_config_args(val)
     plug = sub.add_parser("plugins", help="list components and plugin load errors")
     plug.add_argument("--json", action="store_true", help="machine-readable output")
+    plug.add_argument("--markdown", action="store_true",
+                      help="a Markdown reference of every component and its params (the README's plugin reference)")
     plug.add_argument("--kind", help="only this kind (dataset, backbone, attention, head, explainer, ...)")
     sch = sub.add_parser("schema", help="print the composed JSON Schema of experiment files",
                          description="The JSON Schema (Draft 2020-12) of experiment files, with every installed "
@@ -115,6 +117,9 @@ def cmd_plugins(args) -> int:
             "clashes": [{"kind": k, "name": n, "plugins": [c.plugin for c in cs]} for (k, n), cs in reg.clashes.items()],
         }, indent=2))
         return 0
+    if args.markdown:
+        print(markdown_reference(comps))
+        return 0
     width = max([len(c.name) for c in comps] + [4])
     kind = None
     for c in comps:
@@ -129,6 +134,28 @@ def cmd_plugins(args) -> int:
         for e in reg.errors:
             print(f"  {e.plugin}: {e.error}", file=sys.stderr)
     return 0
+
+
+def markdown_reference(comps) -> str:
+    """Every component with its description and a table of its params (name, type, default, meaning)."""
+    out = []
+    kind = None
+    for c in comps:
+        if c.kind != kind:
+            kind = c.kind
+            out.append(f"\n#### {kind}\n")
+        out.append(f"**`{c.name}`** ({c.plugin}): {c.description}\n")
+        props = c.params_schema.get("properties", {}) if c.kind != "job" else {}
+        if props:
+            out.append("| param | type | default | description |\n|---|---|---|---|")
+            for name, sub in props.items():
+                typ = sub.get("type") or ("one of " + ", ".join(map(str, sub["enum"])) if "enum" in sub else "")
+                typ = "/".join(typ) if isinstance(typ, list) else typ
+                default = json.dumps(sub["default"]) if "default" in sub else ""
+                desc = sub.get("description", "").replace("|", "\\|")
+                out.append(f"| `{name}` | {str(typ).replace('|', '/')} | `{default}` | {desc} |")
+            out.append("")
+    return "\n".join(out).strip() + "\n"
 
 
 def cmd_schema(args) -> int:

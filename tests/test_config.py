@@ -64,14 +64,14 @@ def test_wrong_type_and_out_of_range(write):
 def test_unknown_component_name_did_you_mean(write):
     p = write("c.yaml", BASE.replace("attention: {name: none}", "attention: {name: nnoe}"))
     (line,) = problems(p)
-    assert line.startswith(f"{p}:5:20 model.attention.name: 'nnoe' is not one of")
+    assert line.startswith(f"{p}:5:21 model.attention.name: 'nnoe' is not one of")
     assert "(did you mean 'none'?)" in line
 
 
 def test_params_not_accepted_by_component(write):
     p = write("p.yaml", BASE.replace("{name: resnet18}", "{name: resnet18, params: {pretrainde: true}}"))
     (line,) = problems(p)
-    assert line.startswith(f"{p}:4:46 model.backbone.params.pretrainde: unknown key (did you mean 'pretrained'?)")
+    assert line.startswith(f"{p}:4:39 model.backbone.params.pretrainde: unknown key (did you mean 'pretrained'?)")
 
 
 def test_duplicate_key(write):
@@ -87,7 +87,7 @@ def test_extends_merges_and_reports_child_lines(write):
     assert cfg["name"] == "child" and cfg["train"]["epochs"] == 5 and cfg["train"]["batch_size"] == 4
     bad = write("bad_child.yaml", "extends: base.yaml\ntrain: {epochs: 0}\n")
     (line,) = problems(bad)
-    assert line.startswith(f"{bad}:2:18 train.epochs:")
+    assert line.startswith(f"{bad}:2:17 train.epochs:")
 
 
 def test_extends_missing_and_cycle(write):

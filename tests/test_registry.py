@@ -25,7 +25,7 @@ def fake_site(tmp_path, monkeypatch):
     """install(dist, {entry_point: module_source}) registers modules the way pip-installed ones are found."""
 
     def install(dist: str, modules: dict[str, str]) -> None:
-        info = tmp_path / f"{dist}-1.2.3.dist-info"
+        info = tmp_path / f"{dist.replace('-', '_')}-1.2.3.dist-info"
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
         lines = ["[medattn]"]

@@ -86,6 +86,8 @@ def set_path(marked: Marked, path: tuple, value: Any, mark: Mark, keymark: Mark 
             return f"{dotted(path[:i])}: is not a mapping, cannot set {dotted(path)}"
         if not isinstance(node.get(part), (dict, list)):
             node[part] = {}
+            marked.marks.setdefault(path[: i + 1], mark)
+            marked.keymarks.setdefault(path[: i + 1], keymark or mark)
         node = node[part]
     last = path[-1]
     if isinstance(node, list):
@@ -157,23 +159,20 @@ def expand_matrix(marked: Marked) -> list[Variant]:
             if problem:
                 problems.append(f"{marked.mark(('matrix', key), key=True)} matrix.{key}: {problem}")
             choices[key] = value
-        variants.append(Variant(_variant_name(choices, matrix), cfg, choices))
+        variants.append(Variant(_variant_name(choices), cfg, choices))
     if problems:
         raise ConfigError(sorted(set(problems)))
     names = [v.name for v in variants]
-    if len(set(names)) != len(names):  # fall back to key=value names when values alone collide
-        for v in variants:
-            v.name = "_".join(f"{k.split('.')[-2] if k.endswith('.name') else k.split('.')[-1]}-{_slug(val)}"
-                              for k, val in v.choices.items())
+    if len(set(names)) != len(names):  # values alone collide: number the variants
+        for i, v in enumerate(variants):
+            v.name = f"{i:02d}_{v.name}"
     return variants
 
 
-def _variant_name(choices: dict, matrix: dict) -> str:
-    parts = []
-    for key, value in choices.items():
-        parts.append(_slug(value) if not isinstance(value, (dict, list)) else f"{key.split('.')[-1]}{matrix[key].index(value)}")
-    return "_".join(parts)
+def _variant_name(choices: dict) -> str:
+    """Variant name from the chosen values; a component choice ``{name: x, ...}`` contributes ``x``."""
+    return "_".join(_slug(v["name"] if isinstance(v, dict) and "name" in v else v) for v in choices.values())
 
 
 def _slug(value: Any) -> str:
-    return re.sub(r"[^A-Za-z0-9.\-]+", "-", str(value)).strip("-") or "x"
+    return re.sub(r"[^A-Za-z0-9._\-]+", "-", str(value)).strip("-") or "x"

@@ -1,0 +1,82 @@
+"""Helpers for the model zoo tests: build components from their records, chained the way the core does."""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import torch
+from medattn_plugins import attention as attention_plugin
+from medattn_plugins import backbones as backbone_plugin
+from medattn_plugins import heads as head_plugin
+from torch import nn
+
+from medattn.hookspecs import AttentionContext, Component, HeadContext, ModelContext
+
+RECORDS: dict[tuple[str, str], Component] = {
+    (c.kind, c.name): c
+    for mod in (backbone_plugin, attention_plugin, head_plugin)
+    for c in mod.medattn_components()
+}
+
+
+def defaults(kind: str, name: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``params`` with the top-level defaults of the component's schema filled in (as the core does)."""
+    props = RECORDS[(kind, name)].params_schema.get("properties", {})
+    out = {k: v["default"] for k, v in props.items() if "default" in v}
+    out.update(params or {})
+    return out
+
+
+def factory(kind: str, name: str):
+    """Import the factory a record names."""
+    mod, _, fn = RECORDS[(kind, name)].factory.partition(":")
+    return getattr(importlib.import_module(mod), fn)
+
+
+class Chain(nn.Module):
+    """backbone -> attention -> head, like the core's model."""
+
+    def __init__(self, backbone: nn.Module, attention: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone, self.attention, self.head = backbone, attention, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.attention(self.backbone(x)))
+
+
+def backbone(name: str, size: int = 64, num_outputs: int = 1, **params: Any) -> nn.Module:
+    """Build a backbone by component name."""
+    return factory("backbone", name)(defaults("backbone", name, params), ModelContext((size, size), num_outputs))
+
+
+@torch.no_grad()
+def probe(bb: nn.Module, att: nn.Module, size: int) -> tuple[int, ...]:
+    """The attention output shape for one image, in eval mode (what the core gives the head)."""
+    modes = [(m, m.training) for m in (bb, att)]
+    for m, _ in modes:
+        m.eval()
+    out = att(bb(torch.zeros(1, bb.in_chans, size, size)))
+    for m, was in modes:
+        m.train(was)
+    return tuple(out.shape[1:])
+
+
+def build(bb_name: str, att_name: str = "none", head: str | None = None, size: int = 64, num_outputs: int = 1,
+          bb_params: dict[str, Any] | None = None, att_params: dict[str, Any] | None = None,
+          head_params: dict[str, Any] | None = None) -> Chain:
+    """The whole model; ``head`` None takes the attention's default head."""
+    bb = backbone(bb_name, size, num_outputs, **(bb_params or {}))
+    att = factory("attention", att_name)(defaults("attention", att_name, att_params),
+                                         AttentionContext(backbone=bb, image_size=(size, size),
+                                                          num_outputs=num_outputs))
+    if head is None:
+        spec = getattr(att, "default_head", None) or {"name": "linear", "params": {}}
+        head, head_params = spec["name"], {**spec.get("params", {}), **(head_params or {})}
+    hd = factory("head", head)(defaults("head", head, head_params),
+                               HeadContext(in_shape=probe(bb, att, size), num_outputs=num_outputs))
+    return Chain(bb, att, hd)
+
+
+def n_params(module: nn.Module) -> int:
+    """Number of parameters."""
+    return sum(p.numel() for p in module.parameters())

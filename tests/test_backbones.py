@@ -1,0 +1,251 @@
+"""Backbones: named levels from one pass, level requests, weights (local only), in_chans, freeze, Grad-CAM layer."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+import torchvision
+from jsonschema import Draft202012Validator
+
+from medattn.errors import UserError
+from tests.conftest_models import RECORDS, backbone, build
+
+FAST = ["resnet18", "densenet121", "vgg16", "resnet50"]
+
+
+def test_listing_does_not_import_torch_and_schemas_are_valid():
+    code = ("import sys, medattn_plugins.backbones as b, medattn_plugins.attention as a, medattn_plugins.heads as h\n"
+            "[m.medattn_components() for m in (a, b, h)]\n"
+            "assert 'torch' not in sys.modules and 'timm' not in sys.modules, 'heavy import'\n")
+    import subprocess
+
+    subprocess.run([sys.executable, "-c", code], check=True)
+    for comp in RECORDS.values():
+        Draft202012Validator.check_schema(comp.params_schema)
+        assert comp.params_schema["additionalProperties"] is False
+        for prop in comp.params_schema["properties"].values():
+            assert prop["description"] and "\n" not in prop["description"]
+            assert "default" in prop
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_levels_shapes_and_feature_info(name):
+    bb = backbone(name)
+    assert bb.arch == name and bb.in_chans == 3 and len(bb.mean) == 3
+    out = bb(torch.randn(2, 3, 64, 64))
+    assert list(out) == [bb.final_level] == [i["name"] for i in bb.feature_info]
+    bb.request_levels(bb.available_levels)
+    out = bb(torch.randn(2, 3, 64, 64))
+    assert list(out) == bb.available_levels and list(out)[-1] == bb.final_level
+    for info, (level, t) in zip(bb.feature_info, out.items()):
+        assert info["name"] == level and t.shape[1] == info["channels"]
+        expect = 1 if info["reduction"] is None else 64 // info["reduction"]
+        assert t.shape[-2:] == (expect, expect), (level, t.shape)
+
+
+def test_seed_final_levels():
+    x = torch.randn(2, 3, 64, 64)
+    dense = backbone("densenet121")(x)
+    assert list(dense) == ["norm5"] and (dense["norm5"] < 0).any()  # norm5 without the ReLU, as the seed flattens
+    assert backbone("resnet50")(x)["avgpool"].shape == (2, 2048, 1, 1)
+    assert backbone("vgg16")(x)["pool5"].shape == (2, 512, 2, 2)
+    assert list(backbone("resnet50", final_level="layer3")(x)) == ["layer3"]
+
+
+def test_vgg_conv_levels_are_post_relu_and_pool_levels_match_maxpool():
+    bb = backbone("vgg16")
+    bb.request_levels(["conv5_3", "conv4_3", "pool4"])
+    out = bb(torch.randn(1, 3, 64, 64))
+    assert list(out) == ["conv4_3", "pool4", "conv5_3", "pool5"]
+    assert out["conv5_3"].min() >= 0 and (out["conv5_3"] == 0).any()
+    torch.testing.assert_close(out["pool4"], torch.nn.functional.max_pool2d(out["conv4_3"], 2))
+    torch.testing.assert_close(out["pool5"], torch.nn.functional.max_pool2d(out["conv5_3"], 2))
+
+
+def test_unknown_level_is_a_user_error_listing_levels():
+    bb = backbone("resnet18")
+    with pytest.raises(UserError, match=r"unknown level\(s\) 'layer9'.*available: layer1.0, layer1, "):
+        bb.request_levels(["layer9"])
+
+
+@pytest.mark.parametrize("name", ["resnet18", "densenet121"])
+def test_one_pass_per_forward(name):
+    bb = backbone(name)
+    bb.request_levels(bb.available_levels)
+    stem = [m for m in bb.modules() if isinstance(m, torch.nn.Conv2d)][0]
+    calls = []
+    stem.register_forward_hook(lambda *a: calls.append(1))
+    bb(torch.randn(1, 3, 64, 64))
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_cam_layer_is_a_module_seen_once_with_the_last_feature_map(name):
+    bb = backbone(name)
+    layer = bb.get_submodule(bb.cam_layer)
+    seen = []
+    layer.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    bb(torch.randn(1, 3, 64, 64))
+    spatial = {"resnet18": (1, 512, 2, 2), "resnet50": (1, 2048, 2, 2), "densenet121": (1, 1024, 2, 2),
+               "vgg16": (1, 512, 4, 4)}[name]
+    assert seen == [spatial]
+
+
+def test_grad_cam_through_cam_layer():
+    from captum.attr import LayerGradCam
+
+    model = build("resnet18", "none", size=64).eval()
+    layer = model.backbone.get_submodule(model.backbone.cam_layer)
+    attr = LayerGradCam(model, layer).attribute(torch.randn(2, 3, 64, 64), target=0)
+    assert attr.shape == (2, 1, 2, 2) and attr.abs().sum() > 0
+
+
+def test_state_dict_round_trip_and_stable_keys():
+    a, b = backbone("densenet121"), backbone("densenet121")
+    keys = list(a.state_dict())
+    a.request_levels(["denseblock2", "denseblock3"])
+    assert list(a.state_dict()) == keys and all(k.startswith("body.") for k in keys)
+    assert not any("classifier" in k for k in keys)
+    b.load_state_dict(a.state_dict())
+    b.request_levels(["denseblock2", "denseblock3"])
+    x = torch.randn(1, 3, 64, 64)
+    a.eval(), b.eval()
+    for (ka, va), (kb, vb) in zip(a(x).items(), b(x).items()):
+        assert ka == kb
+        torch.testing.assert_close(va, vb)
+
+
+# -- weights ----------------------------------------------------------------------------------------------------
+def _saved_resnet18(path):
+    torch.manual_seed(0)
+    ref = torchvision.models.resnet18(weights=None)
+    torch.save(ref.state_dict(), path)
+    return ref
+
+
+def test_weights_file_loads(tmp_path):
+    ref = _saved_resnet18(tmp_path / "r18.pth")
+    bb = backbone("resnet18", weights=str(tmp_path / "r18.pth"))
+    torch.testing.assert_close(bb.body.get_submodule("layer3.1.conv2").weight, ref.layer3[1].conv2.weight)
+    torch.testing.assert_close(bb.body.bn1.running_var, ref.bn1.running_var)
+
+
+def test_weights_in_chans_1_sums_rgb_filters(tmp_path):
+    ref = _saved_resnet18(tmp_path / "r18.pth")
+    bb = backbone("resnet18", weights=str(tmp_path / "r18.pth"), in_chans=1)
+    assert bb.in_chans == 1 and len(bb.mean) == 1 and bb.body.conv1.weight.shape[1] == 1
+    torch.testing.assert_close(bb.body.conv1.weight, ref.conv1.weight.sum(1, keepdim=True))
+    gray = torch.rand(1, 1, 64, 64)
+    ref.eval().fc = torch.nn.Identity()
+    ref.avgpool = torch.nn.Identity()  # ref(x) is then layer4 flattened
+    expected = ref(gray.repeat(1, 3, 1, 1)).reshape(1, 512, 2, 2)  # a grey image as RGB through the 3-channel net
+    torch.testing.assert_close(bb.eval()(gray)["layer4"], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_densenet_old_checkpoint_keys_are_remapped(tmp_path):
+    ref = torchvision.models.densenet121(weights=None)
+    old = {k.replace("norm1.", "norm.1.").replace("conv2.", "conv.2."): v for k, v in ref.state_dict().items()
+           if not k.endswith("num_batches_tracked")}  # the format of torchvision's densenet121-a639ec97.pth
+    assert any("norm.1." in k for k in old)
+    torch.save(old, tmp_path / "dn.pth")
+    bb = backbone("densenet121", weights=str(tmp_path / "dn.pth"))
+    torch.testing.assert_close(bb.body.get_submodule("features.denseblock3.denselayer5.conv2").weight,
+                               ref.features.denseblock3.denselayer5.conv2.weight)
+
+
+def test_bad_weights_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="weights file .*nope.pth.* does not exist"):
+        backbone("resnet18", weights=str(tmp_path / "nope.pth"))
+    (tmp_path / "junk.pth").write_text("not a checkpoint")
+    with pytest.raises(UserError, match="cannot read .*junk.pth"):
+        backbone("resnet18", weights=str(tmp_path / "junk.pth"))
+    _saved_resnet18(tmp_path / "r18.pth")
+    with pytest.raises(UserError, match="does not fit DenseNet: .*missing"):
+        backbone("densenet121", weights=str(tmp_path / "r18.pth"))
+
+
+def test_pretrained_offline_names_the_missing_cache_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    expected = tmp_path / "hub" / "checkpoints" / "densenet121-a639ec97.pth"
+    with pytest.raises(UserError) as err:
+        backbone("densenet121", pretrained=True)
+    msg = str(err.value)
+    assert str(expected) in msg and "weights: /path/to/file.pth" in msg
+    # the same file, once in the cache, is what pretrained: true loads
+    expected.parent.mkdir(parents=True)
+    ref = torchvision.models.densenet121(weights=None)
+    torch.save(ref.state_dict(), expected)
+    bb = backbone("densenet121", pretrained=True)
+    torch.testing.assert_close(bb.body.get_submodule("features.conv0").weight, ref.features.conv0.weight)
+
+
+# -- freeze -----------------------------------------------------------------------------------------------------
+def test_freeze_up_to_a_level_keeps_its_batchnorm_in_eval():
+    bb = backbone("resnet18", freeze="layer2")
+    frozen = {n for n, p in bb.named_parameters() if not p.requires_grad}
+    assert "body.conv1.weight" in frozen and "body.layer2.1.conv2.weight" in frozen
+    assert "body.layer3.0.conv1.weight" not in frozen and "body.layer4.1.bn2.weight" not in frozen
+    bb.train()
+    assert not bb.body.get_submodule("layer2.1.bn2").training and bb.body.get_submodule("layer3.0.bn1").training
+    before = bb.body.bn1.running_mean.clone()
+    bb(torch.randn(2, 3, 64, 64))
+    torch.testing.assert_close(bb.body.bn1.running_mean, before)
+    assert all(not p.requires_grad for p in backbone("densenet121", freeze="all").parameters())
+    with pytest.raises(UserError, match="freeze 'layer9'"):
+        backbone("resnet18", freeze="layer9")
+
+
+def test_freeze_densenet_level():
+    bb = backbone("densenet121", freeze="transition1")
+    assert not bb.body.get_submodule("features.transition1.conv").weight.requires_grad
+    assert bb.body.get_submodule("features.denseblock2.denselayer1.conv1").weight.requires_grad
+
+
+# -- timm -------------------------------------------------------------------------------------------------------
+def test_timm_levels_from_feature_info():
+    import timm
+
+    bb = backbone("timm", model_name="test_resnet")
+    ref = timm.create_model("test_resnet", features_only=True)
+    assert bb.available_levels == ref.feature_info.module_name()
+    bb.request_levels(bb.available_levels)
+    out = bb(torch.randn(2, 3, 64, 64))
+    for info, t, c, r in zip(bb.feature_info, out.values(), ref.feature_info.channels(),
+                             ref.feature_info.reduction()):
+        assert info["channels"] == c == t.shape[1] and info["reduction"] == r and t.shape[-1] == 64 // r
+    assert bb.mean == (0.5, 0.5, 0.5)
+    assert isinstance(bb.get_submodule(bb.cam_layer), torch.nn.Module)
+
+
+def test_timm_freeze_weights_and_errors(tmp_path, monkeypatch):
+    import timm
+
+    bb = backbone("timm", model_name="test_resnet", freeze="layer2")
+    assert not bb.body.layer2[0].conv1.weight.requires_grad and bb.body.layer3[0].conv1.weight.requires_grad
+    ref = timm.create_model("test_resnet")
+    torch.save(ref.state_dict(), tmp_path / "t.pth")
+    loaded = backbone("timm", model_name="test_resnet", weights=str(tmp_path / "t.pth"), in_chans=1)
+    w = ref.state_dict()["conv1.0.weight"]
+    torch.testing.assert_close(loaded.body.conv1[0].weight, w.sum(1, keepdim=True))
+    with pytest.raises(UserError, match="not a timm model"):
+        backbone("timm", model_name="resnet_nope")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(UserError, match="not in the local cache: missing .*resnet18_a1_0-d63eafa0.pth.*weights:"):
+        backbone("timm", model_name="resnet18", pretrained=True)
+
+
+def test_in_chans_1_forward_and_bad_value():
+    bb = backbone("densenet121", in_chans=1)
+    assert bb(torch.randn(1, 1, 64, 64))["norm5"].shape == (1, 1024, 2, 2)
+    with pytest.raises(UserError, match="in_chans"):
+        backbone("vgg16", in_chans=4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,shape", [("densenet121", (1024, 7, 7)), ("resnet50", (2048, 1, 1)),
+                                        ("vgg16", (512, 7, 7))])
+def test_seed_final_shapes_at_224(name, shape):
+    bb = backbone(name, size=224)
+    assert bb(torch.randn(1, 3, 224, 224))[bb.final_level].shape[1:] == shape
