@@ -1,0 +1,131 @@
+"""``timm``: any timm model by name, its levels from ``features_only`` (names, channels and strides from feature_info)."""
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from medattn.errors import UserError
+from medattn.hookspecs import ModelContext
+
+from .feature_backbone import IMAGENET_MEAN, IMAGENET_STD, FeatureBackbone
+from .weights import missing_pretrained, torch_hub_file
+
+_HF_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+
+
+def cached_pretrained_file(model_name: str) -> tuple[Path | None, list[Path], str]:
+    """(cached file or None, where it was looked for, url) of timm's default pretrained weights for ``model_name``."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    if cfg is None:
+        raise UserError(f"backbone.params.pretrained: timm has no pretrained weights for {model_name!r}")
+    looked: list[Path] = []
+    if cfg.hf_hub_id:
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        files = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else _HF_FILES
+        for name in files:
+            found = try_to_load_from_cache(cfg.hf_hub_id, name)
+            if isinstance(found, str):
+                return Path(found), looked, ""
+        repo_dir = Path(constants.HF_HUB_CACHE) / ("models--" + cfg.hf_hub_id.replace("/", "--"))
+        looked.append(repo_dir / "snapshots" / "<revision>" / files[0])
+    if cfg.url:
+        path = torch_hub_file(cfg.url)
+        if path.is_file():
+            return path, looked, cfg.url
+        looked.append(path)
+    return None, looked, cfg.url or (f"https://huggingface.co/{cfg.hf_hub_id}" if cfg.hf_hub_id else "")
+
+
+class TimmBackbone(FeatureBackbone):
+    """A timm ``features_only`` model; every stage is computed in its one pass, forward returns the requested ones."""
+
+    def __init__(self, params: dict[str, Any]):
+        import timm
+
+        name = str(params.get("model_name", "resnet18"))
+        in_chans = int(params.get("in_chans", 3))
+        if in_chans not in (1, 3):
+            raise UserError(f"backbone.params.in_chans: {in_chans} is not 1 or 3")
+        kwargs: dict[str, Any] = dict(params.get("model_kwargs") or {})
+        kwargs.update(features_only=True, in_chans=in_chans)
+        if params.get("out_indices"):
+            kwargs["out_indices"] = tuple(int(i) for i in params["out_indices"])
+        file: Path | None = None
+        if params.get("weights"):
+            file = Path(str(params["weights"])).expanduser()
+            if not file.is_file():
+                raise UserError(f"backbone.params.weights: weights file {str(file)!r} does not exist")
+        elif params.get("pretrained", False):
+            file, looked, url = cached_pretrained_file(name)
+            if file is None:
+                raise missing_pretrained(f"timm {name}", looked, url)
+        if file is not None:
+            kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(file), "source": ""})
+        try:
+            body = timm.create_model(name, **kwargs)
+        except RuntimeError as e:
+            if "Unknown model" in str(e):
+                raise UserError(f"backbone.params.model_name: {name!r} is not a timm model "
+                                f"(see timm.list_models())") from None
+            if file is not None:
+                raise UserError(f"backbone.params.{'weights' if params.get('weights') else 'pretrained'}: "
+                                f"{str(file)!r} does not fit timm {name}: {str(e).splitlines()[0]}") from None
+            raise
+        except (TypeError, AssertionError) as e:
+            raise UserError(f"backbone.params: timm.create_model({name!r}) rejected {kwargs}: {e}") from None
+        info = body.feature_info
+        levels = [{"name": n, "channels": int(c), "reduction": int(r)}
+                  for n, c, r in zip(info.module_name(), info.channels(), info.reduction())]
+        cfg = dict(getattr(body, "pretrained_cfg", None) or {})
+        super().__init__(name, in_chans, cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD), levels,
+                         levels[-1]["name"])
+        self.body = body
+        self._names = [lv["name"] for lv in levels]
+        children = dict(body.named_children())
+        self._keys = {n: self._module_key(n, children) for n in self._names}
+        self.cam_layer = "body." + (self._keys[self._names[-1]] or ("model." + self._names[-1]))
+        self.freeze(params.get("freeze", "none"))
+
+    @staticmethod
+    def _module_key(level: str, children: dict[str, nn.Module]) -> str | None:
+        """The child of the features wrapper that computes ``level`` (timm flattens dots into underscores)."""
+        for key in (level.replace(".", "_"), level):
+            if key in children:
+                return key
+        return None
+
+    def _rebuild(self) -> None:
+        """Nothing to rebuild: the features wrapper computes every stage in its single pass."""
+
+    def _units(self) -> list[tuple[nn.Module, str]]:
+        if any(k is None for k in self._keys.values()):
+            raise UserError(f"backbone.params.freeze: timm {self.arch} does not expose its stages as modules; "
+                            f"use 'none' or 'all'")
+        ends = {k: n for n, k in self._keys.items()}
+        units, pending = [], []
+        for key, module in self.body.named_children():
+            pending.append(module)
+            if key in ends:
+                units += [(m, ends[key]) for m in pending]
+                pending = []
+        return units
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One pass; ``{level: tensor}`` shallow to deep, the final level last."""
+        outs = self.body(x)
+        if isinstance(outs, dict):
+            outs = list(outs.values())
+        by_name = dict(zip(self._names, outs))
+        return OrderedDict((n, by_name[n]) for n in self.levels_out)
+
+
+def build_timm(params: dict[str, Any], ctx: ModelContext) -> TimmBackbone:
+    """Any timm model by ``model_name`` with ``features_only``; levels are its feature_info module names."""
+    return TimmBackbone(dict(params or {}))
