@@ -1,15 +1,17 @@
 """Data assembly: the selected dataset's splits, train-time augmentation, normalisation, loaders."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .config.schema import component_params
 from .errors import UserError
 from .hookspecs import DataBundle, DataContext, TransformContext
-from .model import component_params, image_size
+from .model import image_size
 from .registry import Registry
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))

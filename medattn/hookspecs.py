@@ -40,8 +40,9 @@ figure     ``factory(params, run) -> list[pathlib.Path]``: writes figures of a r
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import pluggy
 

@@ -1,13 +1,10 @@
 """Model assembly: backbone -> attention -> head -> logits, from the components an experiment selects."""
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from jsonschema import Draft202012Validator
 from torch import nn
 
-from .config.schema import fill_defaults
+from .config.schema import component_params
 from .errors import UserError
 from .hookspecs import AttentionContext, HeadContext, ModelContext
 from .registry import Registry
@@ -58,16 +55,6 @@ def num_outputs_for(output: str, num_classes: int) -> tuple[str, int]:
     if output == "sigmoid" and num_classes != 2:
         raise UserError(f"model.output: sigmoid needs 2 classes, the data set has {num_classes}; use softmax")
     return output, (1 if output == "sigmoid" else num_classes)
-
-
-def component_params(reg: Registry, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Params of a component with its schema defaults filled in (validated when not from a file)."""
-    comp = reg.get(kind, spec["name"])
-    params = dict(spec.get("params") or {})
-    errors = list(Draft202012Validator(dict(comp.params_schema)).iter_errors(params))
-    if errors:
-        raise UserError(f"{kind} {spec['name']!r} params: {errors[0].message}")
-    return fill_defaults(comp.params_schema, params, reg)
 
 
 def build_backbone(reg: Registry, config: dict, num_outputs: int) -> nn.Module:

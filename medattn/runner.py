@@ -15,9 +15,10 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -209,9 +210,42 @@ def run_experiment(exp: Experiment, output_dir: str | None = None, jobs: list[st
             exp.registry.factory("job", job)(run)
             log(f"   {job} done in {time.time() - started:.1f}s")
     rows = summarize(exp, runs)
+    if any("figure" in run_jobs for _, run_jobs in runs):
+        experiment_figures(exp, runs, rows, log)
     log(f"== {len(runs)} run(s) in {time.time() - t0:.0f}s; summary in {summary_dir(runs)}")
     log(format_table(rows))
     return rows
+
+
+@dataclass
+class ExperimentSummary:
+    """What an experiment-scope figure component receives: every run of the experiment and the summary rows."""
+
+    dir: Path
+    runs: list[Run]
+    rows: list[dict]
+    config: dict  # the first run's config (its figure section decides format and dpi)
+
+    def path(self, *parts: str) -> Path:
+        p = self.dir.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+
+def experiment_figures(exp: Experiment, runs: list[tuple[Run, list[str]]], rows: list[dict],
+                       log: Callable[[str], None]) -> None:
+    """Figure components declared with ``defaults={"scope": "experiment"}`` draw across all variants."""
+    from .config.schema import component_params
+    from .jobs.figure import selected_kinds
+
+    first = runs[0][0]
+    summary = ExperimentSummary(summary_dir(runs), [r for r, _ in runs], rows, first.config)
+    written = []
+    for spec in selected_kinds(first, scope="experiment"):
+        draw = exp.registry.factory("figure", spec["name"])
+        written.extend(draw(component_params(exp.registry, "figure", spec), summary) or [])
+    if written:
+        log(f"== experiment figures: {', '.join(str(p) for p in written)}")
 
 
 def summary_dir(runs: list[tuple[Run, list[str]]]) -> Path:

@@ -32,7 +32,7 @@ def test_bad_file_exits_2_without_traceback(tmp_path):
     bad.write_text("name: x\ndataset: {name: synthetic_lesions}\nmodel: {backbone: {name: resnt18}}\nseeed: 1\n")
     out = medattn("validate", bad)
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert f"{bad}:3:28 model.backbone.name: 'resnt18' is not one of" in out.stderr
+    assert f"{bad}:3:26 model.backbone.name: 'resnt18' is not one of" in out.stderr
     assert f"{bad}:4:1 seeed: unknown key (did you mean 'seed'?)" in out.stderr
     assert "2 problems" in out.stderr
 
@@ -41,3 +41,11 @@ def test_validate_a_good_file(tiny):
     out = medattn("validate", tiny)
     assert out.returncode == 0, out.stderr
     assert "ok default: device cpu; data train 24, val 8, test 8 (2 classes)" in out.stdout
+
+
+def test_listing_and_schema_do_not_import_torch():
+    code = ("import sys, io, contextlib\nfrom medattn.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n    main(['plugins']); main(['schema'])\n"
+            "print(sorted(m for m in ('torch', 'torchvision', 'timm', 'captum') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stderr

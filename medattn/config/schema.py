@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import copy
 import difflib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from ..errors import UserError
 from ..registry import Registry
 from .yaml_marks import Marked, dotted
 
@@ -243,3 +245,13 @@ def _sort_key(line: str) -> tuple:
     if len(parts) == 3 and parts[1].isdigit():
         return (parts[0], int(parts[1]), int(parts[2]) if parts[2].isdigit() else 0, line)
     return (head, 0, 0, line)
+
+
+def component_params(reg: Registry, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Params of a component with its schema defaults filled in (validated when not from a file)."""
+    comp = reg.get(kind, spec["name"])
+    params = dict(spec.get("params") or {})
+    errors = list(Draft202012Validator(dict(comp.params_schema)).iter_errors(params))
+    if errors:
+        raise UserError(f"{kind} {spec['name']!r} params: {errors[0].message}")
+    return fill_defaults(comp.params_schema, params, reg)

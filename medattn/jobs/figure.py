@@ -1,24 +1,40 @@
 """The figure job: every configured figure component draws what it can from the run directory."""
 from __future__ import annotations
 
-from ..model import component_params
+from ..config.schema import component_params, slot
+
+PARAMS = {
+    "type": "object", "additionalProperties": False, "default": {},
+    "description": "figures of a run, under figures/",
+    "properties": {
+        "kinds": {"type": "array", "items": slot("figure", "a figure kind"), "default": [],
+                  "description": "figure components to draw; empty: every registered kind that applies"},
+        "format": {"enum": ["png", "svg", "pdf"], "default": "png", "description": "file format"},
+        "dpi": {"type": "integer", "minimum": 30, "maximum": 600, "default": 120, "description": "resolution"},
+    },
+}
 
 
 def run(run) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    cfg = run.config["figure"]
-    kinds = cfg["kinds"] or [{"name": n, "params": {}} for n in run.registry.names("figure")]
     written = []
-    for spec in kinds:
+    for spec in selected_kinds(run, scope="run"):
         draw = run.registry.factory("figure", spec["name"])
         paths = draw(component_params(run.registry, "figure", spec), run) or []
         written.extend(paths)
     run.log(f"   figure: {len(written)} file(s) in {run.dir / 'figures'}")
 
 
-def save(fig, run, stem: str) -> "object":
+def selected_kinds(run, scope: str) -> list[dict]:
+    """The figure specs of ``figure.kinds`` (all registered kinds when empty) of one scope: run or experiment."""
+    reg = run.registry
+    kinds = run.config["figure"]["kinds"] or [{"name": n, "params": {}} for n in reg.names("figure")]
+    return [k for k in kinds if reg.get("figure", k["name"]).defaults.get("scope", "run") == scope]
+
+
+def save(fig, run, stem: str) -> object:
     """Save a matplotlib figure as figures/<stem>.<format> at the configured dpi; returns the path."""
     import matplotlib.pyplot as plt
 

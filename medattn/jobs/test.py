@@ -4,13 +4,27 @@ from __future__ import annotations
 import csv
 import json
 
-from ..data import loader
-from ..engine import evaluate
-from ..metrics import classification_metrics, predictions
 from ..runner import atomic_write_text
+from .checkpoint_names import CHECKPOINT_NAMES
+
+PARAMS = {
+    "type": "object", "additionalProperties": False, "default": {},
+    "description": "evaluation on the test split",
+    "properties": {
+        "checkpoints": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"enum": CHECKPOINT_NAMES},
+                        "default": ["best_val_loss"], "description": "checkpoints to evaluate"},
+        "threshold": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5,
+                      "description": "decision threshold on P(class 1) for sigmoid models"},
+        "batch_size": {"type": "integer", "minimum": 1, "default": 32, "description": "images per forward"},
+    },
+}
 
 
 def run(run) -> None:
+    from ..data import loader
+    from ..engine import evaluate
+    from ..metrics import classification_metrics, predictions
+
     cfg = run.config["test"]
     _, splits = run.data()
     nw = int(run.config["dataset"].get("num_workers", 0))

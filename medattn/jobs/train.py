@@ -8,18 +8,44 @@ from __future__ import annotations
 import csv
 import time
 
-import torch
-from tqdm.auto import tqdm
+from ..config.schema import slot
+from .checkpoint_names import CHECKPOINT_NAMES
 
-from .. import checkpoints
-from ..data import loader
-from ..engine import evaluate, make_optimizer, train_epoch
-from ..metrics import classification_metrics
+PARAMS = {
+    "type": "object", "additionalProperties": False, "default": {},
+    "description": "training: optimiser, epochs, batch size, augmentation, checkpoints",
+    "properties": {
+        "epochs": {"type": "integer", "minimum": 1, "default": 10, "description": "passes over the training split"},
+        "batch_size": {"type": "integer", "minimum": 1, "default": 32, "description": "images per step"},
+        "optimizer": {
+            "type": "object", "additionalProperties": False, "default": {}, "description": "optimiser settings",
+            "properties": {
+                "name": {"enum": ["adam", "adamw", "sgd"], "default": "adam", "description": "torch.optim class"},
+                "lr": {"type": "number", "exclusiveMinimum": 0, "default": 1.0e-4, "description": "learning rate"},
+                "weight_decay": {"type": "number", "minimum": 0, "default": 0.0, "description": "L2 penalty"},
+                "momentum": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.0,
+                             "description": "SGD momentum"},
+            },
+        },
+        "augment": slot("transform", "train-time augmentation preset (a transform component)"),
+        "checkpoints": {"type": "array", "uniqueItems": True, "items": {"enum": CHECKPOINT_NAMES[:2]},
+                        "default": CHECKPOINT_NAMES[:2],
+                        "description": "best checkpoints kept besides last.pt (lowest val / train loss)"},
+    },
+}
 
 CURVES = ("accuracy", "recall", "precision", "f1")
 
 
 def run(run) -> None:
+    import torch
+    from tqdm.auto import tqdm
+
+    from .. import checkpoints
+    from ..data import loader
+    from ..engine import evaluate, make_optimizer, train_epoch
+    from ..metrics import classification_metrics
+
     cfg = run.config["train"]
     seed = int(run.config.get("seed", 42))
     _, splits = run.data()
