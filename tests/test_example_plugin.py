@@ -1,6 +1,7 @@
 """The stranger's plugin in examples/: found as an installed distribution, selected by an experiment."""
 from __future__ import annotations
 
+import configparser
 import importlib
 import shutil
 import sys
@@ -23,8 +24,10 @@ def installed_example(tmp_path, monkeypatch):
     info = site / "medattn_example_attention-0.1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: medattn-example-attention\nVersion: 0.1.0\n")
-    eps = (EXAMPLE / "setup.cfg").read_text().split("[options.entry_points]")[1]
-    (info / "entry_points.txt").write_text(eps)
+    cfg = configparser.ConfigParser()
+    cfg.read(EXAMPLE / "setup.cfg")
+    lines = cfg["options.entry_points"]["medattn"].strip().splitlines()  # as setuptools writes it on install
+    (info / "entry_points.txt").write_text("[medattn]\n" + "\n".join(line.strip() for line in lines) + "\n")
     monkeypatch.syspath_prepend(str(site))
     importlib.invalidate_caches()
     yield
@@ -38,6 +41,6 @@ def test_example_plugin_is_listed_and_runs(installed_example, write, tmp_path):
     from tests.conftest import TINY
 
     text = TINY.replace("attention: {name: none}", "attention: {name: spatial_gate, params: {hidden: 4}}")
-    exp = load_experiment(write("gate.yaml", text + f"output_dir: {tmp_path / 'runs'}\njobs: [train, test]\n"))
+    exp = load_experiment(write("gate.yaml", text + f"output_dir: {tmp_path / 'runs'}\n"), ["jobs=[train, test]"])
     rows = run_experiment(exp, log=lambda *_: None)
     assert rows and rows[0]["variant"] == "default" and 0.0 <= rows[0]["accuracy"] <= 1.0
