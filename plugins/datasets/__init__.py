@@ -187,7 +187,4 @@ def medattn_components() -> list[Component]:
         c("csv", "csv_list", "Images listed in a CSV (path, label, optional split and group columns)", CSV),
         c("medmnist_npz", "medmnist", "A MedMNIST .npz file (train/val/test images and labels)", MEDMNIST),
     ]
-    return [r for r in records if r.name in _READY]
-
-
-_READY = {"synthetic_lesions", "image_folder", "cxr16"}
+    return records
