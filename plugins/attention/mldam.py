@@ -1,0 +1,154 @@
+"""MLDAM: multi-level dual attention, as published (Mishra et al. 2019) and as ported by Goncalves & Cardoso 2021.
+
+PAM, the Gram-matrix CAM and NormL are written by hand: no library provides these parameter-free variants.
+All taps come from the backbone's single forward pass (the seed port re-ran the backbone for every tap).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medattn.errors import UserError
+from medattn.hookspecs import AttentionContext
+
+from .taps import level_channels, pool_to, tile_channels
+
+VARIANTS = ("mishra2019", "goncalves2021")
+
+# Default taps per backbone arch and variant: q, k (pooled to v's size), v (PAM values), x (CAM input).
+TAPS: dict[str, dict[str, dict[str, str]]] = {
+    "mishra2019": {
+        "vgg16": {"q": "conv4_1", "k": "conv4_3", "v": "conv5_1", "x": "conv5_3"},
+        "resnet50": {"q": "layer3.0", "k": "layer3", "v": "layer4.0", "x": "layer4"},
+        "resnet18": {"q": "layer3.0", "k": "layer3", "v": "layer4.0", "x": "layer4"},
+        "densenet121": {"q": "denseblock3", "k": "denseblock4", "v": "denseblock4", "x": "norm5"},
+    },
+    "goncalves2021": {
+        "vgg16": {"q": "pool3", "k": "pool4", "v": "pool5", "x": "pool5"},
+        "resnet50": {"q": "layer2", "k": "layer3", "v": "layer4", "x": "layer4"},
+        "resnet18": {"q": "layer2", "k": "layer3", "v": "layer4", "x": "layer4"},
+        "densenet121": {"q": "denseblock2", "k": "denseblock3", "v": "norm5", "x": "norm5"},
+    },
+}
+
+HEADS = {
+    "mishra2019": {"name": "mlp", "params": {"hidden": [512, 512], "dropout": 0.25}},
+    "goncalves2021": {"name": "mlp", "params": {"hidden": ["C", "C/2"], "dropout": 0.25}},
+}
+
+
+def pam_mishra(v: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mishra PAM: E = q k^T over positions, softmax per query row, out = A v, plus v. Returns (y, A)."""
+    b, c, h, w = v.shape
+    energy = torch.bmm(q.flatten(2).transpose(1, 2), k.flatten(2))  # (B, N, N): E[i, j] = sum_c q[c, i] k[c, j]
+    attn = torch.softmax(energy, dim=-1)
+    out = torch.bmm(v.flatten(2), attn.transpose(1, 2))  # out[c, i] = sum_j A[i, j] v[c, j]
+    return out.view(b, c, h, w) + v, attn
+
+
+def pam_goncalves(v: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The seed port's PAM: softmax over the whole N*N energy, transposed aggregation out = v E, plus v."""
+    b, c, h, w = v.shape
+    energy = torch.bmm(q.flatten(2).transpose(1, 2), k.flatten(2))
+    attn = torch.softmax(energy.flatten(1), dim=1).view_as(energy)  # all N*N entries sum to 1
+    out = torch.bmm(v.flatten(2), attn)  # out[c, j] = sum_i v[c, i] E[i, j]
+    return out.view(b, c, h, w) + v, attn
+
+
+def cam_gram(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The MLDAM CAM: G = x x^T over channels with no softmax, out = G x, plus x. Returns (y, G)."""
+    b, c, h, w = x.shape
+    a = x.flatten(2)
+    gram = torch.bmm(a, a.transpose(1, 2))  # (B, C, C), symmetric: G x equals Keras' x G
+    return torch.bmm(gram, a).view(b, c, h, w) + x, gram
+
+
+class NormL(nn.Module):
+    """Mishra's NormL: per-position layer norm over channels, (x - mean) / (std + eps) * a + b (population std)."""
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.a = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.b = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=1, keepdim=True)
+        std = x.std(dim=1, keepdim=True, unbiased=False)
+        return (x - mean) / (std + self.eps) * self.a + self.b
+
+
+class MLDAM(nn.Module):
+    """PAM(v, q, k) and CAM(x), each ReLU then a norm, averaged: (B, C, h, w) at v's resolution."""
+
+    def __init__(self, variant: str, taps: dict[str, str], channels: dict[str, int], pam: str, norm: str,
+                 eps: float = 1e-6, bn_momentum: float = 0.1):
+        super().__init__()
+        self.variant, self.taps, self.pam_kind, self.tile = variant, dict(taps), pam, variant == "goncalves2021"
+        self.default_head = {"name": HEADS[variant]["name"], "params": dict(HEADS[variant]["params"])}
+        c = channels["v"]
+
+        def make_norm() -> nn.Module:
+            if norm == "batchnorm":
+                return nn.BatchNorm2d(c, eps=eps, momentum=bn_momentum)
+            return NormL(c, eps)
+
+        self.pam_norm, self.cam_norm = make_norm(), make_norm()
+        self._maps: dict[str, torch.Tensor] = {}
+
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        v, x = features[self.taps["v"]], features[self.taps["x"]]
+        size = tuple(v.shape[-2:])
+        q, k = pool_to(features[self.taps["q"]], size), pool_to(features[self.taps["k"]], size)
+        if self.tile:
+            q, k = tile_channels(q, v.shape[1]), tile_channels(k, v.shape[1])
+        p, attn = (pam_goncalves if self.pam_kind == "goncalves" else pam_mishra)(v, q, k)
+        cm, gram = cam_gram(x)
+        self._maps = {"pam": attn.detach(), "cam": gram.detach()}
+        return (self.pam_norm(F.relu(p)) + self.cam_norm(F.relu(cm))) / 2
+
+    def attention_maps(self) -> dict[str, torch.Tensor]:
+        """PAM weights (B, N, N) and the CAM Gram matrix (B, C, C) of the last forward."""
+        return dict(self._maps)
+
+
+def build_mldam(params: dict[str, Any], ctx: AttentionContext) -> nn.Module:
+    """MLDAM with ``variant`` mishra2019 (published) or goncalves2021 (the seed's port), taps from one pass."""
+    params = params or {}
+    variant = params.get("variant", "mishra2019")
+    if variant not in VARIANTS:
+        raise UserError(f"attention.params.variant: {variant!r} is not one of {', '.join(VARIANTS)}")
+    bb = ctx.backbone
+    arch = getattr(bb, "arch", "?")
+    taps = params.get("taps") or TAPS[variant].get(arch)
+    if not taps:
+        raise UserError(f"attention.params.taps: mldam has no default taps for backbone {arch!r} (defaults exist "
+                        f"for {', '.join(TAPS[variant])}); give taps: {{q: LEVEL, k: LEVEL, v: LEVEL, x: LEVEL}} "
+                        f"from {', '.join(getattr(bb, 'available_levels', []))}")
+    missing = [r for r in ("q", "k", "v", "x") if r not in taps]
+    if missing:
+        raise UserError(f"attention.params.taps: missing {', '.join(missing)} (need q, k, v and x)")
+    available = list(getattr(bb, "available_levels", []))
+    bad = [f"{r}={lv!r}" for r, lv in taps.items() if lv not in available]
+    if bad:
+        raise UserError(f"attention.params.taps: {', '.join(bad)} not levels of backbone {arch}; "
+                        f"available: {', '.join(available)}")
+    bb.request_levels([taps[r] for r in ("q", "k", "v", "x")])
+    channels = {r: level_channels(bb, taps[r]) for r in ("q", "k", "v", "x")}
+    pam = params.get("pam") or ("goncalves" if variant == "goncalves2021" else "mishra")
+    norm = params.get("norm") or ("batchnorm" if variant == "goncalves2021" else "layernorm")
+    tiled = variant == "goncalves2021"
+    if channels["v"] != channels["x"]:
+        raise UserError(f"attention.params.taps: v ({taps['v']}, {channels['v']} ch) and x ({taps['x']}, "
+                        f"{channels['x']} ch) need the same channels to be averaged")
+    if tiled and any(channels["v"] % channels[r] for r in ("q", "k")):
+        raise UserError(f"attention.params.taps: q and k channels ({channels['q']}, {channels['k']}) must divide "
+                        f"v's {channels['v']} to be tiled")
+    if not tiled and channels["q"] != channels["k"]:
+        raise UserError(f"attention.params.taps: q ({taps['q']}, {channels['q']} ch) and k ({taps['k']}, "
+                        f"{channels['k']} ch) need the same channels (mishra2019 has no projections)")
+    return MLDAM(variant, taps, channels, pam, norm, float(params.get("eps", 1e-6)),
+                 float(params.get("bn_momentum", 0.1)))
