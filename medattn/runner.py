@@ -276,6 +276,9 @@ def summarize(exp: Experiment, runs: list[tuple[Run, list[str]]]) -> list[dict]:
         writer.writeheader()
         writer.writerows(rows)
     (out / "summary.md").write_text(format_table(rows) + "\n")
+    from .seed_report import write_experiment
+
+    write_experiment(out, [r for r, _ in runs])  # the seed's text format across every variant
     return rows
 
 
