@@ -1,7 +1,14 @@
-"""The training and evaluation loops shared by the train and test jobs."""
+"""The training and evaluation loops shared by the train and test jobs, and the pieces they are built from:
+loss (with class weights), optimiser, scheduler, mixed precision, loaders, determinism and RNG states."""
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -12,66 +19,324 @@ from tqdm.auto import tqdm
 from .errors import UserError
 
 
-def loss_function(model: nn.Module) -> nn.Module:
-    """BCE-with-logits for a single-output (sigmoid) model, cross-entropy otherwise."""
-    return nn.BCEWithLogitsLoss() if model.output == "sigmoid" else nn.CrossEntropyLoss()
+class NonFiniteLoss(UserError):
+    """The training loss became NaN or infinite."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# loss, optimiser, scheduler
+
+
+def loss_function(model: nn.Module, class_weights: list[float] | None = None) -> nn.Module:
+    """BCE-with-logits for a single-output (sigmoid) model, cross-entropy otherwise; class weights optional.
+
+    For a sigmoid model the weights [w0, w1] become ``pos_weight = w1 / w0``.
+    """
+    if model.output == "sigmoid":
+        if class_weights:
+            return nn.BCEWithLogitsLoss(pos_weight=torch.tensor([class_weights[1] / class_weights[0]]))
+        return nn.BCEWithLogitsLoss()
+    if class_weights:
+        return nn.CrossEntropyLoss(weight=torch.tensor(class_weights, dtype=torch.float32))
+    return nn.CrossEntropyLoss()
 
 
 def compute_loss(model: nn.Module, loss_fn: nn.Module, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The loss of a batch, shaped for the model's output kind."""
     if model.output == "sigmoid":
-        return loss_fn(logits.reshape(-1), labels.float())
-    return loss_fn(logits, labels.long())
+        return loss_fn(logits.reshape(-1).float(), labels.float())
+    return loss_fn(logits.float(), labels.long())
+
+
+def class_weights_for(spec: Any, labels: list[int], n_classes: int) -> list[float] | None:
+    """``none`` -> None, ``balanced`` -> n / (k * count_c) (sklearn's rule), or the given list (checked)."""
+    if spec in (None, "none"):
+        return None
+    if spec == "balanced":
+        from sklearn.utils.class_weight import compute_class_weight
+
+        present = sorted(set(labels))
+        if len(present) != n_classes:
+            raise UserError(f"train.class_weights: balanced needs every class in the training split "
+                            f"(found classes {present} of {n_classes})")
+        return [float(w) for w in compute_class_weight("balanced", classes=np.arange(n_classes), y=np.asarray(labels))]
+    weights = [float(w) for w in spec]
+    if len(weights) != n_classes:
+        raise UserError(f"train.class_weights: {len(weights)} weights for {n_classes} classes")
+    return weights
 
 
 def make_optimizer(model: nn.Module, spec: dict[str, Any]) -> torch.optim.Optimizer:
+    """adam | adamw | sgd (momentum, nesterov) with weight decay, over the trainable parameters."""
     params = [p for p in model.parameters() if p.requires_grad]
     name, lr, wd = spec.get("name", "adam"), float(spec.get("lr", 1e-4)), float(spec.get("weight_decay", 0.0))
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=float(spec.get("momentum", 0.0)))
+        momentum, nesterov = float(spec.get("momentum", 0.0)), bool(spec.get("nesterov", False))
+        if nesterov and momentum <= 0:
+            raise UserError("train.optimizer.nesterov: needs momentum > 0")
+        return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=momentum, nesterov=nesterov)
+    betas = tuple(spec.get("betas", (0.9, 0.999)))
     cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
-    return cls(params, lr=lr, weight_decay=wd)
+    return cls(params, lr=lr, weight_decay=wd, betas=betas)  # type: ignore[arg-type]
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, spec: dict[str, Any] | None, epochs: int) -> Any:
+    """none | plateau (Keras ReduceLROnPlateau semantics: absolute min_delta) | cosine | step; stepped per epoch."""
+    spec = spec or {}
+    name = spec.get("name", "none")
+    if name == "none":
+        return None
+    if name == "plateau":
+        from .metrics import mode_of
+
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode=spec.get("mode") or mode_of(spec.get("monitor", "train_loss")),
+            factor=float(spec.get("factor", 0.1)), patience=int(spec.get("patience", 10)),
+            threshold=float(spec.get("min_delta", 1e-4)), threshold_mode="abs",
+            cooldown=int(spec.get("cooldown", 0)), min_lr=float(spec.get("min_lr", 0.0)))
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(spec.get("t_max") or epochs),
+                                                          eta_min=float(spec.get("min_lr", 0.0)))
+    if name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=int(spec.get("step_size", 30)),
+                                               gamma=float(spec.get("gamma", 0.1)))
+    raise UserError(f"train.scheduler.name: unknown scheduler {name!r}")
+
+
+def scheduler_step(scheduler: Any, spec: dict[str, Any] | None, row: dict[str, float]) -> None:
+    """Advance the scheduler after an epoch (plateau reads its monitored value from the history row)."""
+    if scheduler is None:
+        return
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        monitor = (spec or {}).get("monitor", "train_loss")
+        if monitor not in row:
+            raise UserError(f"train.scheduler.monitor: {monitor!r} is not measured; have {', '.join(row)}")
+        scheduler.step(row[monitor])
+    else:
+        scheduler.step()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# precision, memory format, determinism
+
+
+@dataclass
+class Precision:
+    """Mixed-precision settings resolved for a device: autocast dtype (or None) and a GradScaler."""
+
+    dtype: torch.dtype | None = None
+    scaler: Any = None
+    channels_last: bool = False
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """torch.autocast for the configured dtype, or a no-op."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.dtype)
+
+
+def precision_for(device: torch.device, amp: str = "none", channels_last: bool = False,
+                  log: Callable[[str], None] = print) -> Precision:
+    """AMP (bf16, or fp16 with a GradScaler) and channels_last, on CUDA only; off elsewhere (said once)."""
+    if device.type != "cuda":
+        if amp != "none" or channels_last:
+            log(f"   train: amp/channels_last apply to CUDA only; off on {device}")
+        return Precision()
+    dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    if dtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise UserError(f"train.amp: bf16 is not supported on {torch.cuda.get_device_name(device)}; use fp16")
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype is torch.float16)
+    return Precision(dtype, scaler, channels_last)
+
+
+def configure_determinism(deterministic: bool) -> None:
+    """``deterministic: true``: torch deterministic algorithms, no cuDNN autotuning (fixed cuBLAS workspace)."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    else:
+        torch.use_deterministic_algorithms(False)
+
+
+def rng_states() -> dict[str, Any]:
+    """Every global RNG state (python, numpy, torch CPU, each CUDA device) for an exact resume."""
+    states: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
+                              "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what :func:`rng_states` captured."""
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# loaders
+
+
+@dataclass
+class LoaderSettings:
+    """DataLoader knobs from the experiment file (``dataset.num_workers`` and ``train.loader``)."""
+
+    num_workers: int = 0
+    pin_memory: str | bool = "auto"
+    persistent_workers: bool = False
+    prefetch_factor: int = 2
+
+
+def make_loader(ds: Any, batch_size: int, shuffle: bool, seed: int, device: torch.device,
+                settings: LoaderSettings | None = None, sampler: Any = None, drop_last: bool = False
+                ) -> torch.utils.data.DataLoader:
+    """A DataLoader whose shuffling and worker seeds come from ``seed`` (torch seeds each worker's python,
+    numpy and torch RNG from the loader's generator), with pinned memory / workers / prefetch as configured."""
+    s = settings or LoaderSettings()
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    pin = device.type == "cuda" if s.pin_memory == "auto" else bool(s.pin_memory)
+    extra: dict[str, Any] = {}
+    if s.num_workers > 0:
+        extra = {"persistent_workers": s.persistent_workers, "prefetch_factor": s.prefetch_factor}
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle and sampler is None,
+                                       sampler=sampler, num_workers=s.num_workers, generator=gen,
+                                       pin_memory=pin, drop_last=drop_last, **extra)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# loops
+
+
+@dataclass
+class Outputs:
+    """What a pass over a loader collected: mean loss, labels, scores, ids, groups, images, seconds."""
+
+    loss: float
+    labels: np.ndarray
+    scores: np.ndarray
+    ids: list[str] = field(default_factory=list)
+    groups: list[str] | None = None
+    images: int = 0
+    seconds: float = 0.0
+    index: np.ndarray | None = None  # dataset indices, in loader order (for de-duplicating DDP shards)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def _batches(loader: Any, desc: str, progress: bool) -> Iterator[Any]:
+    return iter(tqdm(loader, desc=desc, leave=False, unit="batch", dynamic_ncols=True, disable=not progress))
+
+
+def _to(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
 
 
 def train_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer, device: torch.device,
-                desc: str = "train") -> tuple[float, np.ndarray, np.ndarray]:
-    """One pass over the loader; returns mean loss, labels and class scores (as predicted while training)."""
-    model.train()
-    loss_fn = loss_function(model)
+                desc: str = "train", loss_fn: nn.Module | None = None, precision: Precision | None = None,
+                accumulate: int = 1, clip_norm: float = 0.0, forward: nn.Module | None = None,
+                progress: bool = True) -> Outputs:
+    """One pass over the loader with gradient accumulation and clipping; returns the mean (unscaled) loss,
+    the labels and the class scores as predicted while training. ``forward`` is the wrapped module (DDP /
+    compiled) when there is one; ``model`` carries ``output`` / ``probabilities``."""
+    net = forward if forward is not None else model
+    net.train()
+    prec = precision or Precision()
+    loss_fn = (loss_fn or loss_function(model)).to(device)
+    scaler = prec.scaler
     total, count, labels, scores = 0.0, 0, [], []
-    bar = tqdm(loader, desc=desc, leave=False, unit="batch", dynamic_ncols=True)
-    for batch in bar:
-        x = batch["image"].to(device, non_blocking=True)
+    n_batches = len(loader)
+    t0 = time.perf_counter()
+    bar = tqdm(loader, desc=desc, leave=False, unit="batch", dynamic_ncols=True, disable=not progress)
+    optimizer.zero_grad(set_to_none=True)
+    for step, batch in enumerate(bar):
+        x = _to(batch["image"], device, prec.channels_last)
         y = batch["label"].to(device, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        logits = model(x)
-        loss = compute_loss(model, loss_fn, logits, y)
-        if not math.isfinite(loss.item()):
-            raise UserError(f"{desc}: the loss became {loss.item()} (lower the learning rate or check the data); "
-                            "the last good checkpoint is kept")
-        loss.backward()
-        optimizer.step()
-        total += loss.item() * len(y)
+        boundary = (step + 1) % accumulate == 0 or step + 1 == n_batches
+        sync = contextlib.nullcontext() if boundary or not hasattr(net, "no_sync") else net.no_sync()
+        with sync:
+            with prec.autocast(device):
+                logits = net(x)
+                loss = compute_loss(model, loss_fn, logits, y)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise NonFiniteLoss(f"{desc}: the loss became {value} at batch {step + 1}/{n_batches}")
+            scaled = loss / accumulate
+            (scaler.scale(scaled) if scaler is not None and scaler.is_enabled() else scaled).backward()
+        if boundary:
+            if scaler is not None and scaler.is_enabled():
+                if clip_norm > 0:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                if clip_norm > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        total += value * len(y)
         count += len(y)
-        labels.append(y.cpu())
-        scores.append(model.probabilities(logits.detach()).float().cpu())
-        bar.set_postfix(loss=f"{total / count:.4f}")
-    return total / max(count, 1), torch.cat(labels).numpy(), torch.cat(scores).numpy()
+        labels.append(y.detach())
+        scores.append(model.probabilities(logits.detach()).float())
+        if progress:
+            bar.set_postfix(loss=f"{total / count:.4f}", img_s=f"{count / (time.perf_counter() - t0):.0f}")
+    seconds = time.perf_counter() - t0
+    return Outputs(total / max(count, 1), torch.cat(labels).cpu().numpy() if labels else np.zeros(0, int),
+                   torch.cat(scores).cpu().numpy() if scores else np.zeros(0), images=count, seconds=seconds)
 
 
 @torch.no_grad()
+def collect(model: nn.Module, loader: Any, device: torch.device, desc: str = "eval",
+            precision: Precision | None = None, forward: nn.Module | None = None, progress: bool = True,
+            loss_fn: nn.Module | None = None) -> Outputs:
+    """Mean loss, labels, class scores, ids and groups over a loader, in eval mode."""
+    net = forward if forward is not None else model
+    net.eval()
+    prec = precision or Precision()
+    loss_fn = (loss_fn or loss_function(model)).to(device)
+    total, count, labels, scores, ids, groups = 0.0, 0, [], [], [], []
+    t0 = time.perf_counter()
+    for batch in _batches(loader, desc, progress):
+        x = _to(batch["image"], device, prec.channels_last)
+        y = batch["label"].to(device, non_blocking=True)
+        with prec.autocast(device):
+            logits = net(x)
+        total += compute_loss(model, loss_fn, logits, y).item() * len(y)
+        count += len(y)
+        labels.append(y)
+        scores.append(model.probabilities(logits.float()).float())
+        ids.extend(str(i) for i in batch["id"])
+        if "group" in batch:
+            groups.extend(str(g) for g in batch["group"])
+    return Outputs(total / max(count, 1), torch.cat(labels).cpu().numpy() if labels else np.zeros(0, int),
+                   torch.cat(scores).cpu().numpy() if scores else np.zeros(0), ids,
+                   groups if len(groups) == count and count else None, count, time.perf_counter() - t0)
+
+
 def evaluate(model: nn.Module, loader: Any, device: torch.device, desc: str = "eval"
              ) -> tuple[float, np.ndarray, np.ndarray, list[str]]:
     """Mean loss, labels, class scores and sample ids over a loader, in eval mode."""
-    model.eval()
-    loss_fn = loss_function(model)
-    total, count, labels, scores, ids = 0.0, 0, [], [], []
-    for batch in tqdm(loader, desc=desc, leave=False, unit="batch", dynamic_ncols=True):
-        x = batch["image"].to(device, non_blocking=True)
-        y = batch["label"].to(device, non_blocking=True)
-        logits = model(x)
-        total += compute_loss(model, loss_fn, logits, y).item() * len(y)
-        count += len(y)
-        labels.append(y.cpu())
-        scores.append(model.probabilities(logits).float().cpu())
-        ids.extend(str(i) for i in batch["id"])
-    return total / max(count, 1), torch.cat(labels).numpy(), torch.cat(scores).numpy(), ids
+    out = collect(model, loader, device, desc)
+    return out.loss, out.labels, out.scores, out.ids
+
+
+def split_labels(ds: Any) -> list[int]:
+    """Every label of a (prepared) split, from a ``labels()`` / ``labels`` / ``targets`` of the dataset when it
+    has one, else by reading the items."""
+    base = getattr(ds, "base", ds)
+    for attr in ("labels", "targets"):
+        value = getattr(base, attr, None)
+        if callable(value):
+            value = value()
+        if value is not None and len(value) == len(base):
+            return [int(v) for v in value]
+    return [int(base[i]["label"]) for i in range(len(base))]
