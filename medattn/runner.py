@@ -204,17 +204,39 @@ def run_experiment(exp: Experiment, output_dir: str | None = None, jobs: list[st
     t0 = time.time()
     for i, (run, run_jobs) in enumerate(runs, 1):
         log(f"== [{i}/{len(runs)}] {run.experiment}/{run.variant} on {run.device}: {', '.join(run_jobs)}")
-        write_run_files(run)
-        for job in run_jobs:
-            started = time.time()
-            exp.registry.factory("job", job)(run)
-            log(f"   {job} done in {time.time() - started:.1f}s")
+        execute_run(exp, run, run_jobs, log)
+    from .distributed import is_main
+
+    if not is_main():  # under torchrun only rank 0 writes the summary
+        return []
     rows = summarize(exp, runs)
     if any("figure" in run_jobs for _, run_jobs in runs):
         experiment_figures(exp, runs, rows, log)
     log(f"== {len(runs)} run(s) in {time.time() - t0:.0f}s; summary in {summary_dir(runs)}")
     log(format_table(rows))
     return rows
+
+
+# jobs that run on every torchrun rank (they shard the data); the others run on rank 0 only
+DISTRIBUTED_JOBS = ("train", "test")
+
+
+def execute_run(exp: Experiment, run: Run, run_jobs: list[str], log: Callable[[str], None] = print) -> None:
+    """Write the run files, then run the jobs in order, recording each finished job (grid skipping)."""
+    from .distributed import is_main
+    from .grid import mark_done
+
+    main = is_main()
+    if main:
+        write_run_files(run)
+    for job in run_jobs:
+        if not main and job not in DISTRIBUTED_JOBS:
+            continue
+        started = time.time()
+        exp.registry.factory("job", job)(run)
+        if main:
+            mark_done(run, job)
+            log(f"   {job} done in {time.time() - started:.1f}s")
 
 
 @dataclass
