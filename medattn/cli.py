@@ -33,6 +33,10 @@ def parser() -> argparse.ArgumentParser:
                                      "OUTPUT_DIR/NAME/VARIANT. An interrupted run resumes from its last checkpoint.")
     _add_config_args(run)
     run.add_argument("--jobs", help="comma-separated subset of jobs to run on existing runs, e.g. explain,figure")
+    run.add_argument("--devices", help="run matrix variants in parallel, one per device slot, e.g. cuda:0,cuda:1 "
+                                       "(repeat a device to run several variants on it); complete variants are skipped")
+    run.add_argument("--shard", metavar="I/N", help="run only the I-th (0-based) of N slices of the matrix, e.g. "
+                                                   "$SLURM_ARRAY_TASK_ID/4; complete variants are skipped")
     val = sub.add_parser("validate", help="check an experiment without training",
                          description="Check schema, plugins, data paths, pretrained weights, device and models: "
                                      "everything short of training.")
@@ -82,6 +86,12 @@ def cmd_run(args) -> int:
 
     exp = _load(args)
     jobs = [j.strip() for j in args.jobs.split(",") if j.strip()] if args.jobs else None
+    if args.devices or args.shard:
+        from .grid import run_grid
+
+        run_grid(exp, args.file, args.overrides, output_dir=args.output_dir, jobs=jobs, device=args.device,
+                 devices=args.devices, shard_spec=args.shard)
+        return 0
     run_experiment(exp, output_dir=args.output_dir, jobs=jobs, device=args.device)
     return 0
 
