@@ -11,13 +11,25 @@ from .errors import UserError
 
 
 def save(state: dict[str, Any], path: Path) -> None:
+    """Write ``state`` to a temporary file in the same folder, flush it to disk, then rename it over ``path``.
+
+    A kill or an error at any moment leaves either the previous file or the new one, never a torn one.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load(path: Path) -> dict[str, Any]:
+    """A checkpoint's dict, on the CPU; a UserError naming the file when it is missing or unreadable."""
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except FileNotFoundError:
