@@ -184,7 +184,8 @@ def choose_threshold(labels: np.ndarray, scores: np.ndarray, method: str = "fixe
     fpr, tpr, thr = skm.roc_curve(labels, pos, drop_intermediate=False)
     thr = np.minimum(thr, 1.0)  # sklearn's first threshold is +inf (or max + 1): predict nothing positive
     if method == "youden":
-        return float(thr[int(np.argmax(tpr - fpr))])
+        j = tpr - fpr
+        return float(thr[int(np.flatnonzero(j >= j.max() - 1e-12)[0])])  # ties: the strictest threshold
     if method == "sensitivity":
         return float(thr[int(np.argmax(tpr >= target))])  # thresholds decrease: first index that reaches it
     if method == "specificity":
