@@ -213,7 +213,10 @@ def run_experiment(exp: Experiment, output_dir: str | None = None, jobs: list[st
     if any("figure" in run_jobs for _, run_jobs in runs):
         experiment_figures(exp, runs, rows, log)
     log(f"== {len(runs)} run(s) in {time.time() - t0:.0f}s; summary in {summary_dir(runs)}")
-    log(format_table(rows))
+    log(format_table(rows, SUMMARY_COLUMNS))
+    if exp_quality.get(exp.name):
+        log("explanation quality (explanations/quality.json):")
+        log(format_table(exp_quality[exp.name]))
     return rows
 
 
@@ -274,9 +277,15 @@ def summary_dir(runs: list[tuple[Run, list[str]]]) -> Path:
     return runs[0][0].dir.parent
 
 
+SUMMARY_COLUMNS = ("variant", "checkpoint", "n", "accuracy", "balanced_accuracy", "precision", "recall",
+                   "specificity", "f1", "roc_auc")
+
+
 def summarize(exp: Experiment, runs: list[tuple[Run, list[str]]]) -> list[dict]:
-    """One row per variant and tested checkpoint, from metrics/test_*.json; written as CSV and Markdown."""
+    """One row per variant and tested checkpoint (metrics/test_*.json) and one per variant and explainer
+    (explanations/quality.json); written as summary.csv / summary.md and quality.csv beside the runs."""
     rows: list[dict] = []
+    quality_rows: list[dict] = []
     for run, _ in runs:
         for file in sorted((run.dir / "metrics").glob("test_*.json")):
             metrics = json.loads(file.read_text())
@@ -284,31 +293,38 @@ def summarize(exp: Experiment, runs: list[tuple[Run, list[str]]]) -> list[dict]:
             row.update({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
             rows.append(row)
         quality = run.dir / "explanations" / "quality.json"
-        if quality.is_file() and rows and rows[-1]["variant"] == run.variant:
+        if quality.is_file():
             for method, scores in json.loads(quality.read_text()).items():
-                for key, value in scores.items():
-                    if isinstance(value, (int, float)):
-                        rows[-1][f"{method}.{key}"] = value
-    if not rows:
-        return rows
+                if isinstance(scores, dict):
+                    quality_rows.append({"variant": run.variant, "method": method,
+                                         **{k: v for k, v in scores.items()
+                                            if isinstance(v, (int, float)) and not isinstance(v, bool)}})
     out = summary_dir(runs)
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    with open(out / "summary.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / "summary.md").write_text(format_table(rows) + "\n")
-    from .seed_report import write_experiment
-
-    write_experiment(out, [r for r, _ in runs])  # the seed's text format across every variant
+    out.mkdir(parents=True, exist_ok=True)
+    for name, table in (("summary", rows), ("quality", quality_rows)):
+        if not table:
+            continue
+        columns = list(dict.fromkeys(k for r in table for k in r))
+        with open(out / f"{name}.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(table)
+    if rows or quality_rows:
+        text = format_table(rows) + ("\n\n## Explanation quality\n\n" + format_table(quality_rows) if quality_rows else "")
+        (out / "summary.md").write_text(f"# {exp.name}: summary\n\n{text}\n")
+    exp_quality[exp.name] = quality_rows
     return rows
 
 
-def format_table(rows: list[dict]) -> str:
-    """A Markdown table of the summary rows (numbers to 4 decimals)."""
+exp_quality: dict[str, list[dict]] = {}  # the last summary's quality rows per experiment (for printing)
+
+
+def format_table(rows: list[dict], columns: tuple[str, ...] | None = None) -> str:
+    """A Markdown table of rows (numbers to 4 decimals); ``columns`` picks and orders the ones shown."""
     if not rows:
         return "(no test metrics yet: run the test job)"
-    columns = list(dict.fromkeys(k for r in rows for k in r))
+    present = list(dict.fromkeys(k for r in rows for k in r))
+    columns = [c for c in columns if c in present] if columns else present
     cells = [[f"{r[c]:.4f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"  # noqa: E731
