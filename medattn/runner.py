@@ -209,14 +209,14 @@ def run_experiment(exp: Experiment, output_dir: str | None = None, jobs: list[st
 
     if not is_main():  # under torchrun only rank 0 writes the summary
         return []
-    rows = summarize(exp, runs)
+    rows, quality_rows = summarize(exp, runs)
     if any("figure" in run_jobs for _, run_jobs in runs):
         experiment_figures(exp, runs, rows, log)
     log(f"== {len(runs)} run(s) in {time.time() - t0:.0f}s; summary in {summary_dir(runs)}")
     log(format_table(rows, SUMMARY_COLUMNS))
-    if exp_quality.get(exp.name):
+    if quality_rows:
         log("explanation quality (explanations/quality.json):")
-        log(format_table(exp_quality[exp.name]))
+        log(format_table(quality_rows))
     return rows
 
 
@@ -281,7 +281,7 @@ SUMMARY_COLUMNS = ("variant", "checkpoint", "n", "accuracy", "balanced_accuracy"
                    "specificity", "f1", "roc_auc")
 
 
-def summarize(exp: Experiment, runs: list[tuple[Run, list[str]]]) -> list[dict]:
+def summarize(exp: Experiment, runs: list[tuple[Run, list[str]]]) -> tuple[list[dict], list[dict]]:
     """One row per variant and tested checkpoint (metrics/test_*.json) and one per variant and explainer
     (explanations/quality.json); written as summary.csv / summary.md and quality.csv beside the runs."""
     rows: list[dict] = []
@@ -312,11 +312,7 @@ def summarize(exp: Experiment, runs: list[tuple[Run, list[str]]]) -> list[dict]:
     if rows or quality_rows:
         text = format_table(rows) + ("\n\n## Explanation quality\n\n" + format_table(quality_rows) if quality_rows else "")
         (out / "summary.md").write_text(f"# {exp.name}: summary\n\n{text}\n")
-    exp_quality[exp.name] = quality_rows
-    return rows
-
-
-exp_quality: dict[str, list[dict]] = {}  # the last summary's quality rows per experiment (for printing)
+    return rows, quality_rows
 
 
 def format_table(rows: list[dict], columns: tuple[str, ...] | None = None) -> str:
