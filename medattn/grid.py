@@ -118,7 +118,7 @@ def run_grid(exp: Any, file: Path, overrides: list[str], output_dir: str | None 
         for i, (run, run_jobs) in enumerate(todo, 1):
             log(f"== [{i}/{len(todo)}] {run.experiment}/{run.variant} on {run.device}: {', '.join(run_jobs)}")
             execute_run(exp, run, run_jobs, log)
-    rows = summarize(exp, runs)
+    rows, _ = summarize(exp, runs)
     if any("figure" in run_jobs for _, run_jobs in chosen) and rows:
         experiment_figures(exp, runs, rows, log)
     log(f"== {len(todo)} run(s) in {time.time() - t0:.0f}s; summary in {summary_dir(runs)}")
