@@ -17,7 +17,7 @@ def draw(params: dict, run) -> list:
     if not (exp_dir / "samples.npz").is_file():
         return []
     samples = np.load(exp_dir / "samples.npz")
-    methods = sorted(p for p in exp_dir.glob("*.npz") if p.name != "samples.npz")
+    methods = sorted(p for p in exp_dir.glob("*.npz") if "attributions" in np.load(p).files)
     if not methods:
         return []
     n = min(int(params["max_images"]), len(samples["labels"]))
