@@ -312,6 +312,9 @@ def summarize(exp: Experiment, runs: list[tuple[Run, list[str]]]) -> tuple[list[
     if rows or quality_rows:
         text = format_table(rows) + ("\n\n## Explanation quality\n\n" + format_table(quality_rows) if quality_rows else "")
         (out / "summary.md").write_text(f"# {exp.name}: summary\n\n{text}\n")
+    from .seed_report import write_experiment
+
+    write_experiment(out, [r for r, _ in runs])  # the seed's text format (REFERENCE 1.5) across every variant
     return rows, quality_rows
 
 
