@@ -156,7 +156,7 @@ def configure_determinism(deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-    else:
+    elif torch.are_deterministic_algorithms_enabled():  # (calling it at all imports torch._inductor: 2 s)
         torch.use_deterministic_algorithms(False)
 
 
