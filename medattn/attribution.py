@@ -367,7 +367,7 @@ def explain_run(run) -> None:
                                         qcfg, run.device, bs, randomised)
             scores[label] = s
             curves.update({f"{label}/{k}": v for k, v in c.items()})
-            run.log(f"   quality {label}: " + " ".join(f"{k}={v:.3f}" for k, v in s.items()))
+            run.log(f"   quality {label}: " + " ".join(f"{k}={v:.4g}" for k, v in s.items()))
     if scores:
         (run.path("explanations", "quality.json")).write_text(json.dumps(scores, indent=2))
         np.savez_compressed(run.path("explanations", "quality_curves.npz"), **curves)

@@ -28,10 +28,14 @@ def run(run) -> None:
 
 
 def selected_kinds(run, scope: str) -> list[dict]:
-    """The figure specs of ``figure.kinds`` (all registered kinds when empty) of one scope: run or experiment."""
+    """The figure specs of ``figure.kinds`` (all registered kinds when empty) of one scope: run or experiment.
+
+    Kinds run in the listed order, except that a component's ``defaults["order"]`` (default 0) sorts it later:
+    the report (order 100) gathers what the others drew."""
     reg = run.registry
     kinds = run.config["figure"]["kinds"] or [{"name": n, "params": {}} for n in reg.names("figure")]
-    return [k for k in kinds if reg.get("figure", k["name"]).defaults.get("scope", "run") == scope]
+    kinds = [k for k in kinds if reg.get("figure", k["name"]).defaults.get("scope", "run") == scope]
+    return sorted(kinds, key=lambda k: reg.get("figure", k["name"]).defaults.get("order", 0))
 
 
 def save(fig, run, stem: str) -> object:

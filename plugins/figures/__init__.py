@@ -1,20 +1,67 @@
-"""Built-in figure kinds."""
+"""Built-in figure kinds (run scope unless ``defaults={"scope": "experiment"}``); drawing modules load lazily."""
+from __future__ import annotations
+
+from typing import Any
+
 from medattn.hookspecs import Component, hookimpl
 
-_NO_PARAMS = {"type": "object", "additionalProperties": False, "properties": {}}
+_P = "medattn_plugins.figures"
+
+
+def _obj(**props: Any) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "properties": props}
+
+
+_MAX = {"type": "integer", "minimum": 1, "default": 8, "description": "rows (images) at most"}
+_BOOT = {"n_boot": {"type": "integer", "minimum": 0, "default": 200, "description": "bootstrap resamples (0: no band)"},
+         "seed": {"type": "integer", "default": 0, "description": "bootstrap seed"}}
+_GRID = {"outlier_perc": {"type": "number", "minimum": 0, "maximum": 50, "default": 2,
+                          "description": "percent of extreme |values| clipped (captum's default, the seed's)"},
+         "sign": {"enum": ["all", "positive", "negative", "absolute_value"], "default": "all",
+                  "description": "which attribution signs to show"},
+         "max_images": _MAX}
+_EXP = {"scope": "experiment"}
 
 
 @hookimpl
 def medattn_components() -> list[Component]:
+    """The figure components."""
     return [
-        Component("figure", "curves", "medattn_plugins.figures.training_curves:draw",
-                  "training curves: loss, accuracy, recall, precision, F1; train against validation", _NO_PARAMS),
-        Component("figure", "saliency_grid", "medattn_plugins.figures.saliency_grid:draw",
+        Component("figure", "curves", f"{_P}.training_curves:draw",
+                  "training curves: loss, accuracy, recall, precision, F1; train against validation", _obj()),
+        Component("figure", "saliency_grid", f"{_P}.saliency_grid:draw",
                   "rows images, columns the original and each explainer; signed blended heat maps, mask outlined",
-                  {"type": "object", "additionalProperties": False, "properties": {
-                      "outlier_perc": {"type": "number", "minimum": 0, "maximum": 50, "default": 2,
-                                       "description": "percent of extreme values clipped (captum's default, the seed's)"},
-                      "sign": {"enum": ["all", "positive", "negative", "absolute_value"], "default": "all",
-                               "description": "which attribution signs to show"},
-                      "max_images": {"type": "integer", "minimum": 1, "default": 8, "description": "rows at most"}}}),
+                  _obj(style={"enum": ["grid", "seed"], "default": "grid",
+                              "description": "grid: one figure; seed: one PNG per image and map, named as the "
+                                             "seed's (figures/attributes/img_...)"}, **_GRID)),
+        Component("figure", "roc", f"{_P}.classification:roc",
+                  "ROC curve per tested checkpoint, AUC and a bootstrap 95% band", _obj(**_BOOT)),
+        Component("figure", "pr", f"{_P}.classification:pr",
+                  "precision-recall curve per tested checkpoint, AP and a bootstrap 95% band", _obj(**_BOOT)),
+        Component("figure", "reliability", f"{_P}.classification:reliability",
+                  "reliability diagram with the expected calibration error and a score histogram",
+                  _obj(bins={"type": "integer", "minimum": 2, "default": 10, "description": "probability bins"})),
+        Component("figure", "confusion", f"{_P}.classification:confusion",
+                  "confusion matrix (counts and row rates) per tested checkpoint", _obj()),
+        Component("figure", "tdr_fdr", f"{_P}.classification:tdr_fdr",
+                  "presentation-attack ROC: TDR (%) against FDR (%) on a log axis with the 0.2% FDR line",
+                  _obj(fdr_percent={"type": "number", "exclusiveMinimum": 0, "maximum": 100, "default": 0.2,
+                                    "description": "operating point marked (FDR, %)"})),
+        Component("figure", "deletion_insertion", f"{_P}.explanations:deletion_insertion",
+                  "mean deletion and insertion curves per explainer, AUC in the legend", _obj()),
+        Component("figure", "attention", f"{_P}.explanations:attention",
+                  "the attention module's maps over each explained image (channel attention as profiles)",
+                  _obj(max_images=_MAX)),
+        Component("figure", "saliency_grid_variants", f"{_P}.saliency_grid:draw_variants",
+                  "experiment: rows images every variant explained, columns each method x variant",
+                  _obj(**_GRID), defaults=_EXP),
+        Component("figure", "results_table", f"{_P}.experiment:results_table",
+                  "experiment: test metrics and quality per variant as CSV, Markdown, LaTeX and the seed's text",
+                  _obj(), defaults=_EXP),
+        Component("figure", "variants", f"{_P}.experiment:variants",
+                  "experiment: grouped bars comparing the variants' test metrics and explanation quality",
+                  _obj(), defaults=_EXP),
+        Component("figure", "report", f"{_P}.experiment:report",
+                  "experiment: report.md and report.html gathering the tables and every figure (drawn last)",
+                  _obj(), defaults={"scope": "experiment", "order": 100}),
     ]

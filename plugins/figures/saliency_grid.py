@@ -1,52 +1,127 @@
-"""Saliency grid: rows images, columns the original and each explainer, drawn with captum's visualiser.
+"""Saliency grids drawn with captum's visualiser, as the seed drew its maps (REFERENCE 1.4).
 
-Each map is captum's blended heat map (channels summed, scaled by the (100 - outlier_perc) percentile of
-|values|, diverging colour map) over the grey image, as the seed drew them; the ground-truth mask is outlined.
+Each map is captum's blended heat map: channels summed, scaled by the (100 - outlier_perc) percentile of |values|
+to [-1, 1], red-white-green colour map (red negative, green positive) at alpha 0.5 over the grey image; the
+ground-truth mask is outlined in cyan. ``style: seed`` writes instead one PNG per image and map, named and titled
+as the seed's (figures/attributes/img_{idx}_original_{label}.png, img_{idx}_{method}_{variant}_label_{label}.png).
 """
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
 from captum.attr import visualization as viz
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LinearSegmentedColormap, Normalize
 
 from medattn.jobs.figure import save
 
+from .common import display_image, hwc_map, method_maps, samples
 
-def draw(params: dict, run) -> list:
-    exp_dir = run.dir / "explanations"
-    if not (exp_dir / "samples.npz").is_file():
-        return []
-    samples = np.load(exp_dir / "samples.npz")
-    methods = sorted(p for p in exp_dir.glob("*.npz") if "attributions" in np.load(p).files)
-    if not methods:
-        return []
-    n = min(int(params["max_images"]), len(samples["labels"]))
-    maps = {p.stem: np.load(p)["attributions"] for p in methods}
-    class_names = run.class_names()
-    fig, axes = plt.subplots(n, 1 + len(maps), figsize=(2.6 * (1 + len(maps)), 2.6 * n), squeeze=False)
+CMAP = LinearSegmentedColormap.from_list("RdWhGn", ["red", "white", "green"])  # captum's map for sign "all"
+
+
+def _cell(fig, ax, attr_chw: np.ndarray, image: np.ndarray, params: dict, mask: np.ndarray | None) -> None:
+    if not np.any(attr_chw):  # captum cannot scale an all-zero map
+        ax.imshow(image.mean(axis=2), cmap="gray")
+        ax.text(0.5, 0.5, "all zero", transform=ax.transAxes, ha="center", color="red", fontsize=9)
+        _finish(ax, mask)
+        return
+    viz.visualize_image_attr(hwc_map(attr_chw, image.shape[2]), image, method="blended_heat_map",
+                             sign=params["sign"], outlier_perc=params["outlier_perc"], show_colorbar=False,
+                             plt_fig_axis=(fig, ax), use_pyplot=False)
+    _finish(ax, mask)
+
+
+def _finish(ax, mask: np.ndarray | None) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if mask is not None and mask.any():
+        ax.contour(mask, levels=[0.5], colors="cyan", linewidths=0.8)
+
+
+def _colorbar(fig, axes, sign: str) -> None:
+    lo = -1 if sign == "all" else 0
+    sm = ScalarMappable(norm=Normalize(lo, 1), cmap=CMAP if sign == "all" else "Greens")
+    cb = fig.colorbar(sm, ax=axes, fraction=0.025, pad=0.02)
+    cb.set_label("attribution / its (100 - outlier_perc) percentile", fontsize=8)
+
+
+def grid(columns: list[tuple[str, np.ndarray]], smp: dict, class_names: list[str], params: dict, heading: str):
+    """The figure: rows images, columns the original and each (label, attributions) column."""
+    n = min(int(params["max_images"]), len(smp["labels"]))
+    ncol = 1 + len(columns)
+    fig, axes = plt.subplots(n, ncol, figsize=(2.3 * ncol + 0.8, 2.3 * n + 0.6), squeeze=False)
     for row in range(n):
-        image = np.transpose(samples["images"][row], (1, 2, 0))
-        image = (image - image.min()) / max(float(image.max() - image.min()), 1e-8)
-        if image.shape[2] == 1:
-            image = np.repeat(image, 3, axis=2)
-        label = class_names[int(samples["labels"][row])]
-        pred = class_names[int(samples["preds"][row])]
+        image = display_image(smp["images"][row])
+        mask = smp["masks"][row, 0] if "masks" in smp else None
         ax = axes[row, 0]
         ax.imshow(image, cmap="gray")
-        ax.set_title(f"true {label} / pred {pred}", fontsize=8)
-        for col, (name, attr) in enumerate(maps.items(), start=1):
-            a = np.transpose(attr[row], (1, 2, 0))
-            if a.shape[2] != image.shape[2]:
-                a = np.repeat(a.sum(axis=2, keepdims=True), image.shape[2], axis=2)
-            viz.visualize_image_attr(a, image, method="blended_heat_map", sign=params["sign"],
-                                     outlier_perc=params["outlier_perc"], show_colorbar=False,
-                                     plt_fig_axis=(fig, axes[row, col]), use_pyplot=False)
-            if row == 0:
-                axes[row, col].set_title(name, fontsize=9)
-        for col in range(1 + len(maps)):
-            axes[row, col].axis("off")
-            if "masks" in samples.files:
-                axes[row, col].contour(samples["masks"][row, 0], levels=[0.5], colors="cyan", linewidths=0.8)
-    fig.suptitle(f"{run.experiment} | {run.variant} (red: negative, green: positive)", fontsize=10)
-    fig.tight_layout()
+        _finish(ax, mask)
+        y, p = int(smp["labels"][row]), int(smp["preds"][row])
+        ax.set_ylabel(f"#{int(smp['index'][row])}\ntrue {class_names[y]}\npred {class_names[p]}", fontsize=8)
+        for col, (_, attr) in enumerate(columns, start=1):
+            _cell(fig, axes[row, col], attr[row], image, params, mask)
+    for col, (label, _) in enumerate([("image", None), *columns]):
+        axes[0, col].set_title(label, fontsize=9)
+    _colorbar(fig, axes, params["sign"])
+    fig.suptitle(heading + ("  (cyan: ground-truth mask)" if "masks" in smp else ""), fontsize=10)
+    return fig
+
+
+def draw(params: dict, run) -> list:
+    """Run scope: the grid (or the seed's one PNG per image)."""
+    smp = samples(run.dir)
+    maps = method_maps(run.dir, run.config)
+    if smp is None or not maps:
+        return []
+    names = run.class_names()
+    if params["style"] == "seed":
+        return seed_style(params, run, smp, maps, names)
+    fig = grid(list(maps.items()), smp, names, params,
+               f"{run.experiment} / {run.variant}: attributions (red negative, green positive)")
     return [save(fig, run, "saliency_grid")]
+
+
+def seed_style(params: dict, run, smp: dict, maps: dict, names: list[str]) -> list:
+    """One 6x6-inch PNG per image and map, captum's visualiser with its colour bar, named as the seed's files."""
+    out = []
+    n = min(int(params["max_images"]), len(smp["labels"]))
+    for row in range(n):
+        idx, y = int(smp["index"][row]), int(smp["labels"][row])
+        image = display_image(smp["images"][row])
+        fig, _ = viz.visualize_image_attr(None, image, method="original_image", title="Image", use_pyplot=False)
+        out.append(save(fig, run, f"attributes/img_{idx}_original_{y}"))
+        for label, attr in maps.items():
+            fig, _ = viz.visualize_image_attr(hwc_map(attr[row], 3), image, method="blended_heat_map", sign="all",
+                                              outlier_perc=params["outlier_perc"], show_colorbar=True,
+                                              title=f"{run.variant} ({label})", use_pyplot=False)
+            out.append(save(fig, run, f"attributes/img_{idx}_{label}_{run.variant}_label_{y}"))
+    return out
+
+
+def draw_variants(params: dict, summary) -> list:
+    """Experiment scope: columns each method x variant, rows the images every variant explained (matched by id)."""
+    per_run = []
+    for run in summary.runs:
+        smp, maps = samples(run.dir), method_maps(run.dir, run.config)
+        if smp is not None and maps:
+            per_run.append((run, smp, maps))
+    if len(per_run) < 2:
+        return []
+    common = [i for i in per_run[0][1]["ids"] if all(i in s["ids"] for _, s, _ in per_run[1:])]
+    if not common:
+        return []
+    base = per_run[0][1]
+    rows = [list(base["ids"]).index(i) for i in common]
+    smp = {k: v[rows] for k, v in base.items() if isinstance(v, np.ndarray) and len(v) == len(base["ids"])}
+    methods = list(dict.fromkeys(m for _, _, maps in per_run for m in maps))
+    columns = []
+    for method in methods:
+        for run, s, maps in per_run:
+            if method in maps:
+                pos = [list(s["ids"]).index(i) for i in common]
+                columns.append((f"{method}\n{run.variant}", maps[method][pos]))
+    names = per_run[0][0].class_names()
+    fig = grid(columns, smp, names, params, f"{summary.runs[0].experiment}: attributions by method and variant "
+                                             f"(red negative, green positive; pred = first variant's)")
+    return [save(fig, summary, "saliency_grid_variants")]

@@ -1,0 +1,163 @@
+"""Figures of the test predictions (metrics/predictions_<checkpoint>.csv): ROC and precision-recall curves with
+bootstrap bands, reliability diagram, confusion matrix, and TDR against FDR on a log axis (presentation-attack
+detection, REFERENCE 3.2). One file per tested checkpoint: <kind>_<checkpoint>.<format>."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn import metrics as skm
+
+from medattn.jobs.figure import save
+
+from .common import positive_scores, predictions, tested_checkpoints, title
+
+
+def _each(run, kind: str, draw_one, binary_only: bool = True) -> list:
+    out = []
+    for ckpt in tested_checkpoints(run.dir):
+        pred = predictions(run.dir, ckpt)
+        if pred is None or len(np.unique(pred["labels"])) < 2:
+            continue
+        pos = positive_scores(pred)
+        if binary_only and pos is None:
+            continue
+        fig = draw_one(pred, pos, ckpt)
+        if fig is not None:
+            out.append(save(fig, run, f"{kind}_{ckpt}"))
+    return out
+
+
+def _bootstrap(labels: np.ndarray, scores: np.ndarray, grid: np.ndarray, curve, n_boot: int, seed: int):
+    """(low, high) 95% band of curve(labels, scores) interpolated on ``grid``, by resampling images."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(labels), len(labels))
+        if len(np.unique(labels[i])) < 2:
+            continue
+        values.append(curve(labels[i], scores[i], grid))
+    if not values:
+        return None
+    return np.percentile(values, 2.5, axis=0), np.percentile(values, 97.5, axis=0)
+
+
+def _roc_on(labels: np.ndarray, scores: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    fpr, tpr, _ = skm.roc_curve(labels, scores)
+    return np.interp(grid, fpr, tpr)
+
+
+def _pr_on(labels: np.ndarray, scores: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    precision, recall, _ = skm.precision_recall_curve(labels, scores)
+    return np.interp(grid, recall[::-1], precision[::-1])
+
+
+def roc(params: dict, run) -> list:
+    """ROC curve with a bootstrap 95% band."""
+    def one(pred, pos, ckpt):
+        y = pred["labels"]
+        fpr, tpr, _ = skm.roc_curve(y, pos)
+        grid = np.linspace(0, 1, 101)
+        band = _bootstrap(y, pos, grid, _roc_on, int(params["n_boot"]), int(params["seed"]))
+        fig, ax = plt.subplots(figsize=(4.6, 4.2))
+        ax.plot(fpr, tpr, lw=2, label=f"AUC {skm.roc_auc_score(y, pos):.3f}")
+        if band is not None:
+            ax.fill_between(grid, *band, alpha=0.25, label="95% bootstrap band")
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="chance")
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01),
+               title=title(run, f"ROC ({ckpt}, n={len(y)})"))
+        ax.legend(loc="lower right", fontsize=8)
+        ax.grid(alpha=0.3)
+        return fig
+    return _each(run, "roc", one)
+
+
+def pr(params: dict, run) -> list:
+    """Precision-recall curve with a bootstrap 95% band and the prevalence line."""
+    def one(pred, pos, ckpt):
+        y = pred["labels"]
+        precision, recall, _ = skm.precision_recall_curve(y, pos)
+        grid = np.linspace(0, 1, 101)
+        band = _bootstrap(y, pos, grid, _pr_on, int(params["n_boot"]), int(params["seed"]))
+        fig, ax = plt.subplots(figsize=(4.6, 4.2))
+        ax.step(recall, precision, where="post", lw=2, label=f"AP {skm.average_precision_score(y, pos):.3f}")
+        if band is not None:
+            ax.fill_between(grid, *band, alpha=0.25, step="post", label="95% bootstrap band")
+        ax.axhline(y.mean(), color="k", ls="--", lw=0.8, label=f"prevalence {y.mean():.2f}")
+        ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01),
+               title=title(run, f"precision-recall ({ckpt})"))
+        ax.legend(loc="lower left", fontsize=8)
+        ax.grid(alpha=0.3)
+        return fig
+    return _each(run, "pr", one)
+
+
+def reliability(params: dict, run) -> list:
+    """Reliability diagram (sklearn calibration_curve) with the expected calibration error and a score histogram."""
+    from sklearn.calibration import calibration_curve
+
+    def one(pred, pos, ckpt):
+        y = pred["labels"]
+        bins = int(params["bins"])
+        frac, mean = calibration_curve(y, pos, n_bins=bins, strategy="uniform")
+        counts, edges = np.histogram(pos, bins=bins, range=(0, 1))
+        which = np.clip(np.digitize(pos, edges[1:-1]), 0, bins - 1)
+        ece = sum(abs(y[which == b].mean() - pos[which == b].mean()) * (which == b).mean()
+                  for b in range(bins) if (which == b).any())
+        fig, (ax, hx) = plt.subplots(2, 1, figsize=(4.6, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfectly calibrated")
+        ax.plot(mean, frac, "o-", label=f"model (ECE {ece:.3f})")
+        ax.set(ylabel="fraction of positives", ylim=(0, 1.02), title=title(run, f"reliability ({ckpt})"))
+        ax.legend(fontsize=8, loc="upper left")
+        ax.grid(alpha=0.3)
+        hx.bar(edges[:-1], counts, width=1 / bins, align="edge", edgecolor="k", alpha=0.6)
+        hx.set(xlabel="predicted P(class 1)", ylabel="images", xlim=(0, 1))
+        return fig
+    return _each(run, "reliability", one)
+
+
+def confusion(params: dict, run) -> list:
+    """Confusion matrix (counts, with row-normalised rates in brackets) at the test job's threshold."""
+    def one(pred, pos, ckpt):
+        names = run.class_names()
+        labels = list(range(len(names)))
+        cm = skm.confusion_matrix(pred["labels"], pred["predictions"], labels=labels)
+        rate = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2.6, 1.1 * len(names) + 2))
+        im = ax.imshow(rate, cmap="Blues", vmin=0, vmax=1)
+        for i in labels:
+            for j in labels:
+                ax.text(j, i, f"{cm[i, j]}\n({rate[i, j]:.2f})", ha="center", va="center", fontsize=9,
+                        color="white" if rate[i, j] > 0.5 else "black")
+        ax.set(xticks=labels, yticks=labels, xticklabels=names, yticklabels=names, xlabel="predicted",
+               ylabel="true", title=title(run, f"confusion ({ckpt})"))
+        fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
+        return fig
+    return _each(run, "confusion", one, binary_only=False)
+
+
+def tdr_at(fdr: np.ndarray, tdr: np.ndarray, at: float) -> float:
+    """TDR at a given FDR (both fractions), the ROC read at that false-detection rate (step interpolation)."""
+    ok = fdr <= at
+    return float(tdr[ok].max()) if ok.any() else 0.0
+
+
+def tdr_fdr(params: dict, run) -> list:
+    """TDR (%) against FDR (%) on a log axis with the operating line at FDR = 0.2% (AG-PAD's headline)."""
+    at = float(params["fdr_percent"]) / 100
+
+    def one(pred, pos, ckpt):
+        y = pred["labels"]
+        fdr, tdr, _ = skm.roc_curve(y, pos)
+        value = tdr_at(fdr, tdr, at)
+        floor = min(at / 10, 1 / max(1, (y == 0).sum())) * 100
+        fig, ax = plt.subplots(figsize=(4.8, 4.2))
+        ax.step(np.maximum(fdr * 100, floor), tdr * 100, where="post", lw=2,
+                label=f"TDR @ {at * 100:g}% FDR = {value * 100:.1f}%")
+        ax.axvline(at * 100, color="k", ls="--", lw=1, label=f"FDR = {at * 100:g}%")
+        ax.set_xscale("log")
+        ax.set(xlabel="false detection rate (%), log scale", ylabel="true detection rate (%)",
+               xlim=(floor, 100), ylim=(0, 101), title=title(run, f"TDR vs FDR ({ckpt})"))
+        ax.legend(loc="lower right", fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+        return fig
+    return _each(run, "tdr_fdr", one)

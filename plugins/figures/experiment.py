@@ -1,0 +1,234 @@
+"""Experiment-scope outputs across the variants of a matrix: the results table (CSV, Markdown, LaTeX and the
+seed's text format), a comparison figure of the variants, and a report (Markdown and HTML) gathering them."""
+from __future__ import annotations
+
+import csv
+import html
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from medattn.jobs.figure import save
+
+METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+QUALITY_SHOWN = ("deletion_auc", "insertion_auc", "pointing_game", "energy_in_mask", "randomisation_spearman")
+SEED_SPLIT = {"best_train_loss": "tr", "best_val_loss": "val"}
+SEED_NAMES = {"densenet121": "DenseNet121", "resnet50": "ResNet50", "resnet18": "ResNet18", "vgg16": "VGG16"}
+
+
+def _columns(rows: list[dict]) -> list[str]:
+    return list(dict.fromkeys(k for r in rows for k in r))
+
+
+def _fmt(v) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v if v is not None else "")
+
+
+def _backbone(summary, variant: str) -> str:
+    run = next((r for r in summary.runs if r.variant == variant), summary.runs[0])
+    name = run.config["model"]["backbone"]["name"]
+    return SEED_NAMES.get(name, name)
+
+
+def seed_text(summary, rows: list[dict]) -> str:
+    """The seed's results/*_results.txt layout: one block per backbone x weight split x setting, then Finished."""
+    blocks = []
+    order = sorted(rows, key=lambda r: (_backbone(summary, r["variant"]), SEED_SPLIT.get(r["checkpoint"],
+                                                                                          r["checkpoint"])))
+    for r in order:
+        head = (f"Model Name: {_backbone(summary, r['variant'])} | Weight Split: "
+                f"{SEED_SPLIT.get(r['checkpoint'], r['checkpoint'])} | Train Setting: {r['variant']}")
+        if all(k in r for k in ("accuracy", "recall", "precision", "f1")):
+            body = (f"Accuracy: {r['accuracy']} | Recall: {r['recall']} | Precision: {r['precision']} | "
+                    f"F1-Score: {r['f1']}")
+        else:
+            body = "Error"
+        blocks.append(f"{head}\n{body}\n\n\n")
+    return "".join(blocks) + "Finished.\n"
+
+
+def latex(rows: list[dict], columns: list[str]) -> str:
+    """A booktabs tabular of the rows (numbers to 4 decimals, best of each numeric column in bold)."""
+    esc = lambda s: str(s).replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%").replace(  # noqa: E731
+        "&", r"\&")
+    best = {c: max(r[c] for r in rows if isinstance(r.get(c), float)) for c in columns
+            if any(isinstance(r.get(c), float) for r in rows)}
+    lines = [r"\begin{tabular}{" + "l" * 2 + "r" * (len(columns) - 2) + "}", r"\toprule",
+             " & ".join(esc(c) for c in columns) + r" \\", r"\midrule"]
+    for r in rows:
+        cells = []
+        for c in columns:
+            v = r.get(c)
+            cell = esc(_fmt(v))
+            if isinstance(v, float) and c in best and v == best[c] and len(rows) > 1:
+                cell = r"\textbf{" + cell + "}"
+            cells.append(cell)
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def markdown(rows: list[dict], columns: list[str]) -> str:
+    """A Markdown table of the rows."""
+    out = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    out += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(out) + "\n"
+
+
+def results_table(params: dict, summary) -> list:
+    """tables/results.{csv,md,tex,txt}: test metrics (and quality scores) per variant and checkpoint."""
+    rows = [r for r in summary.rows if r]
+    if not rows:
+        return []
+    columns = _columns(rows)
+    folder = summary.dir / "tables"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "results.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns)
+        w.writeheader()
+        w.writerows(rows)
+    main = [c for c in columns if "." not in c]  # metrics; quality columns (method.score) get their own table
+    (folder / "results.md").write_text(markdown(rows, main))
+    (folder / "results.tex").write_text(latex(rows, main))
+    (folder / "results.txt").write_text(seed_text(summary, rows))
+    out = [folder / f"results.{e}" for e in ("csv", "md", "tex", "txt")]
+    q = quality_rows(summary)
+    if q:
+        qcols = _columns(q)
+        (folder / "quality.md").write_text(markdown(q, qcols))
+        (folder / "quality.tex").write_text(latex(q, qcols))
+        out += [folder / "quality.md", folder / "quality.tex"]
+    return out
+
+
+def quality_rows(summary) -> list[dict]:
+    """One row per variant and method from each run's explanations/quality.json."""
+    rows = []
+    for run in summary.runs:
+        f = run.dir / "explanations" / "quality.json"
+        if f.is_file():
+            for method, scores in json.loads(f.read_text()).items():
+                rows.append({"variant": run.variant, "method": method,
+                             **{k: float(v) for k, v in scores.items() if isinstance(v, (int, float))}})
+    return rows
+
+
+def variants(params: dict, summary) -> list:
+    """Grouped bars: test metrics per variant (one panel per checkpoint) and the main quality scores."""
+    rows = [r for r in summary.rows if r]
+    q = quality_rows(summary)
+    if not rows and not q:
+        return []
+    ckpts = list(dict.fromkeys(r["checkpoint"] for r in rows))
+    qkeys = [k for k in QUALITY_SHOWN if any(k in r for r in q)]
+    npanel = len(ckpts) + (1 if qkeys else 0)
+    fig, axes = plt.subplots(1, npanel, figsize=(5.2 * npanel, 4.2), squeeze=False)
+    names = list(dict.fromkeys(r.variant for r in summary.runs))
+    colours = plt.get_cmap("tab10")
+    for ax, ckpt in zip(axes[0], ckpts):
+        metrics = [m for m in METRICS if any(m in r for r in rows)]
+        width = 0.8 / max(1, len(names))
+        for j, name in enumerate(names):
+            r = next((r for r in rows if r["variant"] == name and r["checkpoint"] == ckpt), {})
+            vals = [r.get(m, np.nan) for m in metrics]
+            ax.bar(np.arange(len(metrics)) + j * width - 0.4 + width / 2, vals, width, label=name, color=colours(j))
+        ax.set_xticks(np.arange(len(metrics)), metrics)
+        ax.set(ylim=(0, 1.05), ylabel="score", title=f"test metrics ({ckpt})")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8, title="variant", title_fontsize=8)
+    if qkeys:
+        ax = axes[0, -1]
+        pairs = list(dict.fromkeys((r["method"], r["variant"]) for r in q))
+        methods = list(dict.fromkeys(m for m, _ in pairs))
+        width = 0.8 / max(1, len(pairs))
+        hatches = [None, "//", "..", "xx", "\\\\", "oo"]
+        for j, (method, name) in enumerate(pairs):  # colour: method; hatch: variant
+            r = next(r for r in q if r["method"] == method and r["variant"] == name)
+            ax.bar(np.arange(len(qkeys)) + j * width - 0.4 + width / 2, [r.get(k, np.nan) for k in qkeys], width,
+                   label=f"{method} / {name}", color=colours(methods.index(method) % 10), edgecolor="k",
+                   linewidth=0.3, hatch=hatches[names.index(name) % len(hatches)])
+        ax.set_xticks(np.arange(len(qkeys)), [k.replace("_", "\n") for k in qkeys], fontsize=8)
+        ax.set(ylim=(min(0, np.nanmin([r.get(k, 0) for r in q for k in qkeys])), 1.05), ylabel="score",
+               title="explanation quality (deletion: lower is better)")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7, title="method / variant", title_fontsize=7, ncol=min(3, len(pairs)),
+                  loc="upper center", bbox_to_anchor=(0.5, -0.25))
+    fig.suptitle(f"{summary.runs[0].experiment}: variants compared", fontsize=11)
+    fig.tight_layout()
+    return [save(fig, summary, "variants")]
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*") if p.suffix in (".png", ".svg", ".pdf")) if folder.is_dir() else []
+
+
+def report(params: dict, summary) -> list:
+    """report.md and report.html: the results and quality tables, experiment figures, then each run's figures."""
+    rows = [r for r in summary.rows if r]
+    root = summary.dir
+    exp = summary.runs[0].experiment
+    sections: list[tuple[str, str, list[Path]]] = []  # (heading, markdown text, figures)
+    if rows:
+        main = [c for c in _columns(rows) if "." not in c]
+        sections.append(("Test results", markdown(rows, main), []))
+    q = quality_rows(summary)
+    if q:
+        sections.append(("Explanation quality", markdown(q, _columns(q)) + QUALITY_HELP, []))
+    sections.append(("Across variants", "", _images(root / "figures")))
+    for run in summary.runs:
+        figs = _images(run.dir / "figures")
+        if figs:
+            sections.append((f"Variant {run.variant}", "", figs))
+    if not any(text or figs for _, text, figs in sections):
+        return []
+    md = [f"# {exp}: report\n"]
+    body = [f"<h1>{html.escape(exp)}: report</h1>"]
+    for heading, text, figs in sections:
+        if not text and not figs:
+            continue
+        md.append(f"## {heading}\n\n{text}")
+        body.append(f"<h2>{html.escape(heading)}</h2>")
+        if text:
+            body.append(_md_table_html(text))
+        for fig in figs:
+            rel = fig.relative_to(root).as_posix()
+            md.append(f"![{fig.stem}]({rel})\n")
+            body.append(f'<figure><img src="{html.escape(rel)}" alt="{html.escape(fig.stem)}">'
+                        f"<figcaption>{html.escape(fig.stem)}</figcaption></figure>")
+    (root / "report.md").write_text("\n".join(md) + "\n")
+    (root / "report.html").write_text(HTML.format(title=html.escape(exp), body="\n".join(body)))
+    return [root / "report.md", root / "report.html"]
+
+
+QUALITY_HELP = ("\nDeletion AUC: lower is better; insertion AUC: higher is better; infidelity and sensitivity_max: "
+                "lower is better; pointing_game, energy_in_mask, iou_top: higher is better (mask_area is chance); "
+                "randomisation_spearman: lower is better (a value above the threshold flags a method that barely "
+                "depends on the model's weights).\n")
+
+HTML = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:sans-serif;max-width:1200px;margin:auto}}table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}img{{max-width:100%}}figure{{margin:1em 0}}</style>
+</head><body>
+{body}
+</body></html>
+"""
+
+
+def _md_table_html(text: str) -> str:
+    """The Markdown tables of a section as HTML (the first line of each is the header); other lines as paragraphs."""
+    out, table = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            if not line.startswith("|---"):
+                table.append([html.escape(c.strip()) for c in line.strip("|").split("|")])
+            continue
+        if table:
+            head, *rest = table
+            out.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>" +
+                       "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rest) + "</table>")
+            table = []
+        if line.strip():
+            out.append(f"<p>{html.escape(line)}</p>")
+    return "\n".join(out)
