@@ -61,10 +61,26 @@ PRESETS = {
 
 
 def validate(path: Path, sets: list[str]) -> subprocess.CompletedProcess:
-    args = [*MEDATTN, "validate", str(path), "--device", "cpu"]
+    """`medattn validate` in this process (the CLI's main; one torch import for all presets)."""
+    import contextlib
+    import io
+
+    from medattn.cli import main
+
+    args = ["validate", str(path), "--device", "cpu"]
     for s in sets:
         args += ["--set", s]
-    return subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=300)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(args)
+    return subprocess.CompletedProcess(args, rc, out.getvalue(), err.getvalue())
+
+
+def test_cli_subprocess_reports_missing_root() -> None:
+    res = subprocess.run([*MEDATTN, "validate", str(REPO / "experiments" / "mishra2019" / "oct.yaml"),
+                          "--set", "model.backbone.params.pretrained=false"],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert res.returncode == 2 and "dataset.params.root" in res.stderr and "Traceback" not in res.stderr
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
