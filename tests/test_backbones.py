@@ -249,3 +249,12 @@ def test_in_chans_1_forward_and_bad_value():
 def test_seed_final_shapes_at_224(name, shape):
     bb = backbone(name, size=224)
     assert bb(torch.randn(1, 3, 224, 224))[bb.final_level].shape[1:] == shape
+
+
+def test_request_levels_keeps_train_eval_modes():
+    bb = backbone("resnet18", freeze="layer1").eval()
+    bb.request_levels(["layer2"])
+    assert not any(m.training for m in bb.modules())
+    bb.train()
+    bb.request_levels(["layer3"])
+    assert bb.body.get_submodule("layer3.0.bn1").training and not bb.body.get_submodule("layer1.0.bn1").training

@@ -99,8 +99,10 @@ class TorchvisionBackbone(FeatureBackbone):
 
     def _rebuild(self) -> None:
         nodes = {self._level_table[n]["node"]: n for n in self.levels_out}
+        self._source.train(self.training)  # tracing flips the shared modules between train and eval
         self.body = create_feature_extractor(self._source, return_nodes=nodes,
                                              tracer_kwargs={"leaf_modules": [BasicBlock, Bottleneck]})
+        self.train(self.training)  # restore every mode, frozen BatchNorm included
 
     def _units(self) -> list[tuple[nn.Module, str]]:
         targets = [n.target for n in self.body.graph.nodes if n.op == "call_module"]
