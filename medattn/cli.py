@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {line}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except UserError as exc:
-        print(f"medattn: error: {exc}", file=sys.stderr)
+        print(f"medattn: error: {user_message(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()
@@ -73,6 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("medattn: interrupted; what was written is kept (run again to resume)", file=sys.stderr)
         return 130
+
+
+def user_message(exc: UserError) -> str:
+    """The message of a UserError, unwrapped when a DataLoader worker re-raised it with its traceback text."""
+    text = str(exc)
+    if "Original Traceback" in text:  # torch's ExceptionWrapper: keep the original error's last line
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if last.split(":", 1)[0].endswith("Error") else last
+    return text
 
 
 def _load(args):

@@ -49,3 +49,30 @@ def test_listing_and_schema_do_not_import_torch():
             "print(sorted(m for m in ('torch', 'torchvision', 'timm', 'captum') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+class _BadImages:
+    """A dataset whose every item is a bad file (module level, so a worker process can unpickle it)."""
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        from medattn.errors import UserError
+
+        raise UserError("/data/x.png: cannot decode image (truncated)")
+
+
+def test_user_error_raised_in_a_loader_worker_is_unwrapped():
+    from torch.utils.data import DataLoader
+
+    from medattn.cli import user_message
+    from medattn.errors import UserError
+
+    try:
+        list(DataLoader(_BadImages(), num_workers=1))
+    except UserError as exc:
+        assert "Traceback" in str(exc)  # torch's wrapper carries the worker's traceback text
+        assert user_message(exc) == "/data/x.png: cannot decode image (truncated)"
+    else:
+        raise AssertionError("the loader did not raise")
