@@ -246,6 +246,7 @@ def select(run, cfg: dict, model: nn.Module, ds) -> dict:
     picked: list[int] = []
     items: list[dict] = []
     scores: list[np.ndarray] = []
+    maps: dict[str, list[np.ndarray]] = {}  # the attention module's maps of the picked images
     bs = int(cfg["batch_size"])
     for start in range(0, len(order), bs):
         chunk = [ds[i] for i in order[start:start + bs]]
@@ -259,15 +260,18 @@ def select(run, cfg: dict, model: nn.Module, ds) -> dict:
             continue
         with torch.no_grad():
             score = model.probabilities(model(torch.stack([it["image"] for it in chunk]).to(run.device)))
+            att = {k: v.detach().float().cpu().numpy() for k, v in model.attention_maps().items()}
         score = score.cpu().numpy()
         pred = predictions(score)
-        for i, it, s, p in zip(idx, chunk, score, pred):
+        for j, (i, it, s, p) in enumerate(zip(idx, chunk, score, pred)):
             right = int(p) == int(it["label"])
             if (mode in ("correct", "agreed") and not right) or (mode == "misclassified" and right):
                 continue
             picked.append(i)
             items.append(it)
             scores.append(s)
+            for k, v in att.items():
+                maps.setdefault(k, []).append(v[j])
             if len(picked) == n:
                 break
         if len(picked) == n:
@@ -282,6 +286,8 @@ def select(run, cfg: dict, model: nn.Module, ds) -> dict:
         "images": torch.stack([it["raw"] for it in items]).numpy().astype(np.float32),
         "inputs": torch.stack([it["image"] for it in items]),
     }
+    if maps:
+        out["attention"] = {k: np.stack(v) for k, v in maps.items()}
     if all("mask" in it for it in items):
         out["masks"] = torch.stack([it["mask"] for it in items]).numpy().astype(np.float32)
     return out
@@ -338,11 +344,13 @@ def explain_run(run) -> None:
     model = run.load_model(cfg["checkpoint"])
     chosen = select(run, cfg, model, splits[cfg["split"]])
     inputs = chosen.pop("inputs")
+    attention = chosen.pop("attention", None)
+    if attention:
+        np.savez_compressed(run.path("explanations", "attention_raw.npz"), **attention)
     target = targets_for(cfg, model, chosen)
     chosen["targets"] = np.full(len(inputs), -1) if target is None else target
     np.savez_compressed(run.path("explanations", "samples.npz"), **chosen)
     prepared = prepare_for_attribution(model, inputs[:1].to(run.device), run.log)
-    save_attention_maps(run, prepared, inputs)
     bs = int(cfg["batch_size"])
     ctx = ExplainContext(model=prepared, num_outputs=model.num_outputs, batch_size=bs)
     qcfg = cfg["quality"]
@@ -368,22 +376,12 @@ def explain_run(run) -> None:
             scores[label] = s
             curves.update({f"{label}/{k}": v for k, v in c.items()})
             run.log(f"   quality {label}: " + " ".join(f"{k}={v:.4g}" for k, v in s.items()))
+    for stale in ("quality.json", "quality_curves.npz"):  # never leave scores of an earlier explain behind
+        run.path("explanations", stale).unlink(missing_ok=True)
     if scores:
         (run.path("explanations", "quality.json")).write_text(json.dumps(scores, indent=2))
+    if curves:
         np.savez_compressed(run.path("explanations", "quality_curves.npz"), **curves)
-
-
-def save_attention_maps(run, model: nn.Module, inputs: torch.Tensor) -> None:
-    """explanations/attention_raw.npz: the maps the attention module exposes for the selected images."""
-    maps: dict[str, list[np.ndarray]] = {}
-    with torch.no_grad():
-        for start in range(0, len(inputs), 8):
-            model(inputs[start:start + 8].to(run.device))
-            for k, v in model.attention_maps().items():
-                maps.setdefault(k, []).append(v.detach().float().cpu().numpy())
-    if maps:
-        np.savez_compressed(run.path("explanations", "attention_raw.npz"),
-                            **{k: np.concatenate(v) for k, v in maps.items()})
 
 
 def seed_dir(run, cfg: dict) -> Path:

@@ -104,8 +104,11 @@ def sensitivity_score(model: nn.Module, explainer: Any, inputs: torch.Tensor, ta
     """captum sensitivity_max: the largest change of the map under small uniform input perturbations."""
     from captum.metrics import sensitivity_max
 
-    def explain(x: torch.Tensor, target: Any = None) -> torch.Tensor:
-        return explainer(model, x, target)
+    def explain(x: Any, target: Any = None) -> Any:
+        with torch.enable_grad():  # sensitivity_max runs under no_grad; explainers need gradients
+            if isinstance(x, tuple):  # captum hands the perturbed inputs over as a tuple
+                return (explainer(model, x[0], target),)
+            return explainer(model, x, target)
 
     torch.manual_seed(0)
     t = None if target is None else torch.as_tensor(target, device=device)

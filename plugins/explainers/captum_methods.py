@@ -27,6 +27,7 @@ from captum.attr import (
 )
 
 from medattn.attribution import NotApplicable
+from medattn.errors import UserError
 
 Explainer = Callable[[torch.nn.Module, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
@@ -106,7 +107,14 @@ def _plain(name: str) -> Callable[[dict[str, Any], Any], Explainer]:
 
             def one(x: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
                 algo, kwargs = _method(name, params, model, x)
-                attr = algo.attribute(x.clone().requires_grad_(True), target=t, **kwargs)
+                try:
+                    attr = algo.attribute(x.clone().requires_grad_(True), target=t, **kwargs)
+                except AssertionError as exc:
+                    if "did not obtain any outputs" not in str(exc):
+                        raise
+                    raise UserError(f"explainer {name}: layer {params.get('layer')!r} is never called by the "
+                                    f"model's forward (an fx-traced backbone calls its leaf blocks, e.g. "
+                                    f"backbone.body.layer3.1 rather than backbone.body.layer3)") from None
                 if name == "gradcam":
                     attr = _upsample(attr, x, params.get("upsample", "bilinear"))
                 return attr
