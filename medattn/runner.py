@@ -129,12 +129,25 @@ def check_run_dir(run: Run) -> str:
         old = yaml.safe_load(file.read_text()) or {}
     except yaml.YAMLError:
         raise UserError(f"{file}: exists but is not readable YAML; move the run directory away") from None
-    diffs = [k for k in IDENTITY_KEYS if _canon(old.get(k)) != _canon(run.config.get(k))]
+    old_id, new_id = _identity(old), _identity(run.config)
+    diffs = [k for k in IDENTITY_KEYS if _canon(old_id.get(k)) != _canon(new_id.get(k))]
     if diffs:
-        detail = "; ".join(_first_difference(old.get(k), run.config.get(k), k) for k in diffs)
+        detail = "; ".join(_first_difference(old_id.get(k), new_id.get(k), k) for k in diffs)
         raise UserError(f"{run.dir}: this run directory holds a different experiment ({detail}). "
                         f"Refusing to mix them: use --output-dir, rename the experiment, or remove the folder.")
     return "same" if _canon(old) == _canon(run.config) else "updated"
+
+
+# train keys that change how a run is watched or fed, not what it learns: free to change on a resume
+VOLATILE_TRAIN_KEYS = ("progress", "tensorboard", "loader")
+
+
+def _identity(config: dict) -> dict:
+    """The config without the volatile train keys."""
+    train = config.get("train")
+    if not isinstance(train, dict):
+        return config
+    return {**config, "train": {k: v for k, v in train.items() if k not in VOLATILE_TRAIN_KEYS}}
 
 
 def _canon(value: Any) -> str:
