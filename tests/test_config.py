@@ -135,3 +135,21 @@ def test_plugin_that_fails_to_import(write):
     p = write("pl.yaml", "plugins: [broken_plugin.py]\n" + BASE)
     (line,) = problems(p)
     assert line.startswith(f"{p}:1:11 plugins.0: plugin 'broken_plugin.py' failed to import: RuntimeError: boom")
+
+
+def test_matrix_bundle_sets_several_keys_and_names_the_variant(write):
+    p = write("b.yaml", BASE + """\
+matrix:
+  setting:
+    baseline: {model.head: {name: flatten_linear}}
+    gated: {model.attention.name: timm_attn, model.head: {name: linear, params: {dropout: 0.5}}}
+  seed: [1, 2]
+""")
+    exp = load_experiment(p)
+    assert [v.name for v in exp.variants] == ["baseline_1", "baseline_2", "gated_1", "gated_2"]
+    gated = exp.variants[2].config.data["model"]
+    assert gated["attention"]["name"] == "timm_attn" and gated["head"]["params"]["dropout"] == 0.5
+    assert exp.variants[0].config.data["model"]["attention"]["name"] == "none"
+    bad = write("bb.yaml", BASE + "matrix:\n  setting:\n    odd: {model.head: {name: linear, params: {drop: 1}}}\n")
+    (line,) = problems(bad)
+    assert line.startswith(f"{bad}:8:43 model.head.params.drop: unknown key (did you mean 'dropout'?)")

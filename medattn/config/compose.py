@@ -132,34 +132,50 @@ class Variant:
 
 
 def expand_matrix(marked: Marked) -> list[Variant]:
-    """Cartesian product of the ``matrix:`` lists, each a named variant (``default`` without a matrix)."""
+    """Cartesian product of the ``matrix:`` dimensions, each combination a named variant.
+
+    A dimension is either ``dotted.key: [value, ...]`` or a *bundle*: ``label: {option: {dotted.key: value, ...}}``,
+    whose options each set several keys at once and name the variant part. No matrix: one variant, ``default``.
+    """
     matrix = marked.data.pop("matrix", None)
     if matrix is None or matrix == {}:
         return [Variant("default", marked, {})]
     if not isinstance(matrix, dict):
         raise ConfigError([f"{marked.mark(('matrix',))} matrix: must be a mapping of dotted keys to lists of values"])
     problems = []
+    dims: list[list[tuple[str, list[tuple]]]] = []  # per dimension: (name part, [(path, value, at, key_at)])
     for key, values in matrix.items():
-        if not isinstance(values, list) or not values:
-            problems.append(f"{marked.mark(('matrix', key))} matrix.{key}: must be a non-empty list of values")
-        elif not re.fullmatch(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*", str(key)):
+        where = marked.mark(("matrix", key))
+        if isinstance(values, list) and values and re.fullmatch(DOTTED, str(key)):
+            dims.append([(_part_name(v), [(_path(key), v, ("matrix", key, i), ("matrix", key))])
+                         for i, v in enumerate(values)])
+        elif isinstance(values, dict) and values and all(isinstance(o, dict) and o for o in values.values()):
+            bad = [f"{o}.{k}" for o, opt in values.items() for k in opt if not re.fullmatch(DOTTED, str(k))]
+            if bad:
+                problems.append(f"{where} matrix.{key}: not dotted keys: {', '.join(bad)}")
+            dims.append([(_slug(o), [(_path(k), v, ("matrix", key, o, k), ("matrix", key, o, k)) for k, v in opt.items()])
+                         for o, opt in values.items()])
+        elif isinstance(values, list) and values:
             problems.append(f"{marked.mark(('matrix', key), key=True)} matrix.{key}: not a dotted key")
+        else:
+            problems.append(f"{where} matrix.{key}: must be a non-empty list of values, or a mapping of option "
+                            f"names to {{dotted.key: value}} mappings")
     if problems:
         raise ConfigError(problems)
-    keys = list(matrix)
     variants = []
-    for combo in itertools.product(*(range(len(matrix[k])) for k in keys)):
+    for combo in itertools.product(*dims):
         cfg = Marked(copy.deepcopy(marked.data), dict(marked.marks), dict(marked.keymarks))
-        choices = {}
-        for key, i in zip(keys, combo):
-            value = matrix[key][i]
-            path = tuple(int(p) if p.isdigit() else p for p in str(key).split("."))
-            problem = set_path(cfg, path, copy.deepcopy(value), marked.mark(("matrix", key, i)),
-                               marked.mark(("matrix", key), key=True))
-            if problem:
-                problems.append(f"{marked.mark(('matrix', key), key=True)} matrix.{key}: {problem}")
-            choices[key] = value
-        variants.append(Variant(_variant_name(choices), cfg, choices))
+        for _, settings in combo:
+            for path, value, at, key_at in settings:
+                problem = set_path(cfg, path, copy.deepcopy(value), marked.mark(at), marked.mark(key_at, key=True))
+                for table, source in ((cfg.marks, marked.marks), (cfg.keymarks, marked.keymarks)):
+                    for p, m in source.items():  # marks inside a mapping value follow it
+                        if len(p) > len(at) and p[: len(at)] == at:
+                            table[path + p[len(at):]] = m
+                if problem:
+                    problems.append(f"{marked.mark(key_at, key=True)} matrix.{dotted(path)}: {problem}")
+        choices = {dotted(path): value for _, settings in combo for path, value, _, _ in settings}
+        variants.append(Variant("_".join(part for part, _ in combo), cfg, choices))
     if problems:
         raise ConfigError(sorted(set(problems)))
     names = [v.name for v in variants]
@@ -169,9 +185,16 @@ def expand_matrix(marked: Marked) -> list[Variant]:
     return variants
 
 
-def _variant_name(choices: dict) -> str:
-    """Variant name from the chosen values; a component choice ``{name: x, ...}`` contributes ``x``."""
-    return "_".join(_slug(v["name"] if isinstance(v, dict) and "name" in v else v) for v in choices.values())
+DOTTED = r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*"
+
+
+def _path(key: Any) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in str(key).split("."))
+
+
+def _part_name(value: Any) -> str:
+    """A variant name part: the value, or ``x`` for a component choice ``{name: x, ...}``."""
+    return _slug(value["name"] if isinstance(value, dict) and "name" in value else value)
 
 
 def _slug(value: Any) -> str:
