@@ -152,4 +152,4 @@ matrix:
     assert exp.variants[0].config.data["model"]["attention"]["name"] == "none"
     bad = write("bb.yaml", BASE + "matrix:\n  setting:\n    odd: {model.head: {name: linear, params: {drop: 1}}}\n")
     (line,) = problems(bad)
-    assert line.startswith(f"{bad}:8:43 model.head.params.drop: unknown key (did you mean 'dropout'?)")
+    assert line.startswith(f"{bad}:8:47 model.head.params.drop: unknown key (did you mean 'dropout'?)")
