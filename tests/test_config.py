@@ -153,3 +153,9 @@ matrix:
     bad = write("bb.yaml", BASE + "matrix:\n  setting:\n    odd: {model.head: {name: linear, params: {drop: 1}}}\n")
     (line,) = problems(bad)
     assert line.startswith(f"{bad}:8:47 model.head.params.drop: unknown key (did you mean 'dropout'?)")
+
+
+def test_child_matrix_replaces_the_parents(write):
+    write("grid.yaml", BASE + "matrix:\n  seed: [1, 2]\n  model.attention.name: [none, timm_attn]\n")
+    exp = load_experiment(write("one.yaml", "extends: grid.yaml\nmatrix:\n  seed: [5]\n"))
+    assert [v.name for v in exp.variants] == ["5"]

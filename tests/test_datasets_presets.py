@@ -91,7 +91,7 @@ def test_preset_validates_on_fixture(preset: str, tmp_path: Path) -> None:
     if backbone:  # one variant of the grid keeps the test fast; the full grid is the slow test below
         child = tmp_path / "one.yaml"
         child.write_text(f"extends: {target}\nmatrix:\n  model.backbone.name: [{backbone}]\n"
-                         f"  model.attention: [{attention}]\n  train.augment: [seed2021]\n")
+                         f"  setting: {{one: {{model.attention: {attention}}}}}\n  train.augment: [seed2021]\n")
         target = child
     res = validate(target, [f"dataset.params.root={root}", "model.backbone.params.pretrained=false", *extra])
     assert res.returncode == 0, res.stdout + res.stderr

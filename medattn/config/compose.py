@@ -41,12 +41,15 @@ def load_with_extends(path: Path, display: str | None = None, _stack: tuple[Path
     return merged
 
 
+REPLACED = {("matrix",)}  # a child's grid replaces its parent's: merging two grids is never what one means
+
+
 def merge_into(base: Marked, top: Marked) -> None:
-    """Deep-merge ``top`` into ``base``: mappings merge, anything else replaces."""
+    """Deep-merge ``top`` into ``base``: mappings merge (except ``matrix``), anything else replaces."""
 
     def rec(b: dict, t: dict, at: tuple) -> None:
         for key, value in t.items():
-            if isinstance(value, dict) and isinstance(b.get(key), dict):
+            if isinstance(value, dict) and isinstance(b.get(key), dict) and at + (key,) not in REPLACED:
                 rec(b[key], value, at + (key,))
             else:
                 b[key] = copy.deepcopy(value)
