@@ -21,7 +21,7 @@ CMAP = LinearSegmentedColormap.from_list("RdWhGn", ["red", "white", "green"])  #
 
 
 def _cell(fig, ax, attr_chw: np.ndarray, image: np.ndarray, params: dict, mask: np.ndarray | None) -> None:
-    if not np.any(attr_chw):  # captum cannot scale an all-zero map
+    if not scalable(attr_chw, params):  # captum cannot scale an all-zero map
         ax.imshow(image.mean(axis=2), cmap="gray")
         ax.text(0.5, 0.5, "all zero", transform=ax.transAxes, ha="center", color="red", fontsize=9)
         _finish(ax, mask)
@@ -30,6 +30,13 @@ def _cell(fig, ax, attr_chw: np.ndarray, image: np.ndarray, params: dict, mask: 
                              sign=params["sign"], outlier_perc=params["outlier_perc"], show_colorbar=False,
                              plt_fig_axis=(fig, ax), use_pyplot=False)
     _finish(ax, mask)
+
+
+def scalable(attr_chw: np.ndarray, params: dict) -> bool:
+    """Whether captum can scale the map: its (100 - outlier_perc) percentile of |summed channels| is not 0."""
+    a = attr_chw.sum(axis=0)
+    a = {"positive": np.clip(a, 0, None), "negative": np.clip(-a, 0, None)}.get(params["sign"], np.abs(a))
+    return bool(np.percentile(a, 100 - float(params["outlier_perc"])) > 0)
 
 
 def _finish(ax, mask: np.ndarray | None) -> None:
@@ -89,9 +96,16 @@ def seed_style(params: dict, run, smp: dict, maps: dict, names: list[str]) -> li
     for row in range(n):
         idx, y = int(smp["index"][row]), int(smp["labels"][row])
         image = display_image(smp["images"][row])
-        fig, _ = viz.visualize_image_attr(None, image, method="original_image", title="Image", use_pyplot=False)
+        fig, _ = viz.visualize_image_attr(np.ones_like(image), image, method="original_image", title="Image",
+                                          use_pyplot=False)
         out.append(save(fig, run, f"attributes/img_{idx}_original_{y}"))
         for label, attr in maps.items():
+            if not scalable(attr[row], params):  # captum cannot scale an all-zero map: say so on the grey image
+                fig, ax = plt.subplots(figsize=(6, 6))
+                _cell(fig, ax, attr[row], image, params, None)
+                ax.set_title(f"{run.variant} ({label})")
+                out.append(save(fig, run, f"attributes/img_{idx}_{label}_{run.variant}_label_{y}"))
+                continue
             fig, _ = viz.visualize_image_attr(hwc_map(attr[row], 3), image, method="blended_heat_map", sign="all",
                                               outlier_perc=params["outlier_perc"], show_colorbar=True,
                                               title=f"{run.variant} ({label})", use_pyplot=False)
