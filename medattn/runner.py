@@ -61,11 +61,16 @@ class Run:
     def data(self):
         """(bundle, prepared splits); the dataset is built once and shared by every job of the run."""
         if "data" not in self._cache:
+            import torch
+
             from .data import build_data
             from .model import build_backbone
 
-            # a backbone says how many channels and which normalisation it wants; the model gets its own
+            # the backbone says how many channels and which normalisation it wants; it is built under the
+            # run's seed and kept, with the RNG state after it, for the first model (no second build)
+            seed_everything(int(self.config.get("seed", 42)))
             backbone = build_backbone(self.registry, self.config, num_outputs=1)
+            self._cache["backbone"] = (backbone, torch.get_rng_state())
             self._cache["data"] = build_data(self.registry, self.config, backbone, self.dir, self.log)
         return self._cache["data"]
 
@@ -74,11 +79,17 @@ class Run:
 
     def new_model(self):
         """A freshly initialised model for this run, seeded so that it does not depend on job order."""
+        import torch
+
         from .model import build_model
 
         bundle, _ = self.data()
         seed_everything(int(self.config.get("seed", 42)))
-        return build_model(self.registry, self.config, bundle.class_names)
+        backbone = None
+        if "backbone" in self._cache:  # as if built just now: same weights, same RNG state after it
+            backbone, state = self._cache.pop("backbone")
+            torch.set_rng_state(state)
+        return build_model(self.registry, self.config, bundle.class_names, backbone)
 
     def load_model(self, checkpoint: str):
         """The model with the weights of ``checkpoints/<checkpoint>.pt`` (written by the train job)."""

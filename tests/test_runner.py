@@ -72,3 +72,17 @@ def test_matrix_runs_each_variant_and_summarises(tiny, tmp_path):
     assert [r["variant"] for r in rows] == ["none", "timm_attn"]
     summary = (tmp_path / "runs" / "tiny" / "summary.md").read_text()
     assert "timm_attn" in summary and "accuracy" in summary
+
+
+def test_new_model_is_the_same_whether_or_not_the_data_backbone_is_reused(tiny):
+    import torch
+
+    from medattn.runner import plan
+
+    exp = load_experiment(tiny, ["model.attention={name: timm_attn, params: {type: se}}"])
+    first_run, _ = plan(exp)[0]
+    reused, fresh = first_run.new_model(), first_run.new_model()  # the first reuses the data step's backbone
+    other_run, _ = plan(exp)[0]
+    again = other_run.new_model()
+    for a, b, c in zip(reused.state_dict().values(), fresh.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b) and torch.equal(a, c)
