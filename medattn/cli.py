@@ -95,13 +95,8 @@ def cmd_run(args) -> int:
 
     exp = _load(args)
     jobs = [j.strip() for j in args.jobs.split(",") if j.strip()] if args.jobs else None
-    if args.devices or args.shard:
-        from .grid import run_grid
-
-        run_grid(exp, args.file, args.overrides, output_dir=args.output_dir, jobs=jobs, device=args.device,
-                 devices=args.devices, shard_spec=args.shard)
-        return 0
-    run_experiment(exp, output_dir=args.output_dir, jobs=jobs, device=args.device)
+    run_experiment(exp, output_dir=args.output_dir, jobs=jobs, device=args.device, devices=args.devices,
+                   shard=args.shard)
     return 0
 
 

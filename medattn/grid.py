@@ -35,7 +35,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def shard(items: list, i: int, n: int) -> list:
+def shard_of(items: list, i: int, n: int) -> list:
     """The I-th of N interleaved slices: every item lands in exactly one slice, sizes differ by at most one."""
     return items[i::n]
 
@@ -79,54 +79,7 @@ def is_complete(run: Any, jobs: list[str]) -> bool:
     return all(done.get(j, {}).get("config_sha256") == sha for j in jobs)
 
 
-def run_grid(exp: Any, file: Path, overrides: list[str], output_dir: str | None = None,
-             jobs: list[str] | None = None, device: str | None = None, devices: str | None = None,
-             shard_spec: str | None = None, log: Callable[[str], None] = print) -> list[dict]:
-    """Run a slice of the matrix (``shard_spec``), sequentially or over ``devices``; returns the summary rows."""
-    from .runner import (
-        check_run_dir,
-        execute_run,
-        experiment_figures,
-        format_table,
-        plan,
-        summarize,
-        summary_dir,
-    )
-
-    runs = plan(exp, output_dir, jobs, device)
-    chosen = shard(runs, *parse_shard(shard_spec)) if shard_spec else list(runs)
-    slots = parse_devices(devices) if devices else None
-    todo = []
-    for run, run_jobs in chosen:
-        run.log = log
-        check_run_dir(run)
-        if not slots:
-            _ = run.device
-        if is_complete(run, run_jobs):
-            log(f"== {run.experiment}/{run.variant}: complete ({', '.join(run_jobs)}); skipped")
-        else:
-            todo.append((run, run_jobs))
-    where = f"shard {shard_spec}: " if shard_spec else ""
-    log(f"== {where}{len(chosen)} of {len(runs)} variant(s), {len(todo)} to run"
-        + (f" over {', '.join(slots)}" if slots else ""))
-    t0 = time.time()
-    if slots:
-        failed = _parallel(todo, slots, file, overrides, output_dir, jobs, log)
-        if failed:
-            raise UserError("variant(s) failed: " + "; ".join(f"{v} (exit {c})" for v, c in failed))
-    else:
-        for i, (run, run_jobs) in enumerate(todo, 1):
-            log(f"== [{i}/{len(todo)}] {run.experiment}/{run.variant} on {run.device}: {', '.join(run_jobs)}")
-            execute_run(exp, run, run_jobs, log)
-    rows, _ = summarize(exp, runs)
-    if any("figure" in run_jobs for _, run_jobs in chosen) and rows:
-        experiment_figures(exp, runs, rows, log)
-    log(f"== {len(todo)} run(s) in {time.time() - t0:.0f}s; summary in {summary_dir(runs)}")
-    log(format_table(rows))
-    return rows
-
-
-def _parallel(todo: list, slots: list[str], file: Path, overrides: list[str], output_dir: str | None,
+def run_parallel(todo: list, slots: list[str], file: Path, overrides: list[str], output_dir: str | None,
               jobs: list[str] | None, log: Callable[[str], None]) -> list[tuple[str, int]]:
     """One worker thread per device slot; each starts one process per variant it takes from the queue."""
     ctx = mp.get_context("spawn")

@@ -218,25 +218,47 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def run_experiment(exp: Experiment, output_dir: str | None = None, jobs: list[str] | None = None,
-                   device: str | None = None, log: Callable[[str], None] = print) -> list[dict]:
-    """Plan, check every run (directory and device) before any work, then run the jobs; returns the summary."""
+                   device: str | None = None, log: Callable[[str], None] = print, devices: str | None = None,
+                   shard: str | None = None) -> list[dict]:
+    """Plan, check every run (directory and device) before any work, run the jobs, summarise.
+
+    ``devices`` (e.g. ``cuda:0,cuda:1``) runs variants in parallel, one process per device slot; ``shard``
+    (``I/N``) runs the I-th of N slices of the matrix. With either, variants whose jobs are done are skipped.
+    """
+    from .distributed import is_main
+    from .grid import is_complete, parse_devices, parse_shard, run_parallel, shard_of
+
     runs = plan(exp, output_dir, jobs, device)
-    for run, _ in runs:  # every check first: a bad device or a foreign run dir stops before any work
+    chosen = shard_of(runs, *parse_shard(shard)) if shard else list(runs)
+    slots = parse_devices(devices) if devices else None
+    todo = []
+    for run, run_jobs in chosen:  # every check first: a bad device or a foreign run dir stops before any work
         run.log = log
         check_run_dir(run)
-        _ = run.device
+        if not slots:
+            _ = run.device
+        if (slots or shard) and is_complete(run, run_jobs):
+            log(f"== {run.experiment}/{run.variant}: complete ({', '.join(run_jobs)}); skipped")
+        else:
+            todo.append((run, run_jobs))
+    if shard or slots:
+        log(f"== {'shard ' + shard + ': ' if shard else ''}{len(chosen)} of {len(runs)} variant(s), "
+            f"{len(todo)} to run" + (f" over {', '.join(slots)}" if slots else ""))
     t0 = time.time()
-    for i, (run, run_jobs) in enumerate(runs, 1):
-        log(f"== [{i}/{len(runs)}] {run.experiment}/{run.variant} on {run.device}: {', '.join(run_jobs)}")
-        execute_run(exp, run, run_jobs, log)
-    from .distributed import is_main
-
+    if slots:
+        failed = run_parallel(todo, slots, exp.path, exp.overrides, output_dir, jobs, log)
+        if failed:
+            raise UserError("variant(s) failed: " + "; ".join(f"{v} (exit {c})" for v, c in failed))
+    else:
+        for i, (run, run_jobs) in enumerate(todo, 1):
+            log(f"== [{i}/{len(todo)}] {run.experiment}/{run.variant} on {run.device}: {', '.join(run_jobs)}")
+            execute_run(exp, run, run_jobs, log)
     if not is_main():  # under torchrun only rank 0 writes the summary
         return []
     rows, quality_rows = summarize(exp, runs)
-    if any("figure" in run_jobs for _, run_jobs in runs):
+    if any("figure" in run_jobs for _, run_jobs in chosen):
         experiment_figures(exp, runs, rows, log)
-    log(f"== {len(runs)} run(s) in {time.time() - t0:.0f}s; summary in {summary_dir(runs)}")
+    log(f"== {len(todo)} run(s) in {time.time() - t0:.0f}s; summary in {summary_dir(runs)}")
     log(format_table(rows, SUMMARY_COLUMNS))
     if quality_rows:
         log("explanation quality (explanations/quality.json):")

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from medattn.errors import UserError
-from medattn.grid import parse_shard, shard
+from medattn.grid import parse_shard, shard_of
 from tests.test_engine import FAST
 
 MATRIX = "matrix:\n  train.optimizer.lr: [0.001, 0.002]\n"
@@ -20,7 +20,7 @@ def grid_file(write, tmp_path):
 @pytest.mark.parametrize("n", [1, 2, 3, 5])
 def test_shards_cover_every_variant_exactly_once(n):
     items = list(range(7))
-    slices = [shard(items, i, n) for i in range(n)]
+    slices = [shard_of(items, i, n) for i in range(n)]
     assert sorted(x for s in slices for x in s) == items
     assert max(map(len, slices)) - min(map(len, slices)) <= 1
 
