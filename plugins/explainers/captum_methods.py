@@ -119,6 +119,15 @@ def _plain(name: str) -> Callable[[dict[str, Any], Any], Explainer]:
                     attr = _upsample(attr, x, params.get("upsample", "bilinear"))
                 return attr
 
+            if name == "gradcam" and t_none_single(model, target):
+                # one sigmoid logit: Grad-CAM of the *predicted* class, i.e. of -logit where class 0 is predicted
+                # (a ReLU'd map of the logit alone is empty for every image predicted negative)
+                raw = in_chunks(lambda x, t: _no_relu(one, params, x, t), inputs, target, chunk)
+                with torch.no_grad():
+                    sign = torch.where(model(inputs).reshape(-1) >= 0, 1.0, -1.0).view(-1, 1, 1, 1)
+                attr = raw * sign
+                return attr.clamp(min=0) if params.get("relu_attributions", True) else attr
+
             if name in ("integrated_gradients",):  # captum batches the path itself
                 return one(inputs, target)
             return in_chunks(one, inputs, target, chunk)
@@ -126,6 +135,21 @@ def _plain(name: str) -> Callable[[dict[str, Any], Any], Explainer]:
         return explain
 
     return factory
+
+
+def t_none_single(model: torch.nn.Module, target: torch.Tensor | None) -> bool:
+    """A single-output (sigmoid) model explained without a target."""
+    return target is None and getattr(model, "output", None) == "sigmoid"
+
+
+def _no_relu(one: Callable, params: dict[str, Any], x: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
+    """``one`` with Grad-CAM's ReLU off (params restored afterwards)."""
+    keep = params.get("relu_attributions", True)
+    params["relu_attributions"] = False
+    try:
+        return one(x, t)
+    finally:
+        params["relu_attributions"] = keep
 
 
 saliency = _plain("saliency")
