@@ -249,10 +249,16 @@ def run_experiment(exp: Experiment, output_dir: str | None = None, jobs: list[st
         failed = run_parallel(todo, slots, exp.path, exp.overrides, output_dir, jobs, log)
         if failed:
             raise UserError("variant(s) failed: " + "; ".join(f"{v} (exit {c})" for v, c in failed))
-    else:
-        for i, (run, run_jobs) in enumerate(todo, 1):
-            log(f"== [{i}/{len(todo)}] {run.experiment}/{run.variant} on {run.device}: {', '.join(run_jobs)}")
-            execute_run(exp, run, run_jobs, log)
+    else:  # job by job across the variants: every variant is tested before any is explained (select: agreed)
+        for run, run_jobs in todo:
+            log(f"== {run.experiment}/{run.variant} on {run.device}: {', '.join(run_jobs)}")
+            if is_main():
+                write_run_files(run)
+        for job in dict.fromkeys(j for _, run_jobs in todo for j in run_jobs):
+            batch = [run for run, run_jobs in todo if job in run_jobs]
+            for i, run in enumerate(batch, 1):
+                log(f"== {job} [{i}/{len(batch)}] {run.experiment}/{run.variant}")
+                execute_job(exp, run, job, log)
     if not is_main():  # under torchrun only rank 0 writes the summary
         return []
     rows, quality_rows = summarize(exp, runs)
@@ -271,21 +277,28 @@ DISTRIBUTED_JOBS = ("train", "test")
 
 
 def execute_run(exp: Experiment, run: Run, run_jobs: list[str], log: Callable[[str], None] = print) -> None:
-    """Write the run files, then run the jobs in order, recording each finished job (grid skipping)."""
+    """Write the run files, then run the jobs in order (one variant's process in a grid)."""
+    from .distributed import is_main
+
+    if is_main():
+        write_run_files(run)
+    for job in run_jobs:
+        execute_job(exp, run, job, log)
+
+
+def execute_job(exp: Experiment, run: Run, job: str, log: Callable[[str], None] = print) -> None:
+    """One job of one run, recorded in jobs_done.json when it finishes (grids skip complete variants)."""
     from .distributed import is_main
     from .grid import mark_done
 
     main = is_main()
+    if not main and job not in DISTRIBUTED_JOBS:
+        return
+    started = time.time()
+    exp.registry.factory("job", job)(run)
     if main:
-        write_run_files(run)
-    for job in run_jobs:
-        if not main and job not in DISTRIBUTED_JOBS:
-            continue
-        started = time.time()
-        exp.registry.factory("job", job)(run)
-        if main:
-            mark_done(run, job)
-            log(f"   {job} done in {time.time() - started:.1f}s")
+        mark_done(run, job)
+        log(f"   {job} done in {time.time() - started:.1f}s")
 
 
 @dataclass

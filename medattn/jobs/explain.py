@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config.schema import slot
-from .checkpoint_names import CHECKPOINT_NAMES
+from .checkpoint_names import CHECKPOINT
 
 QUALITY_SCORES = ["deletion", "insertion", "infidelity", "sensitivity", "localisation", "randomisation"]
 
@@ -62,7 +62,8 @@ PARAMS = {
                    "default": "predicted",
                    "description": "class explained: predicted, true, or a class index (single-output sigmoid "
                                   "models always explain their one logit)"},
-        "checkpoint": {"enum": CHECKPOINT_NAMES, "default": "best_val_loss", "description": "weights to explain"},
+        "checkpoint": {"type": "string", "pattern": CHECKPOINT, "default": "best_val_loss",
+                       "description": "weights to explain: last or a kept best_<train|val>_<metric> checkpoint"},
         "batch_size": {"type": "integer", "minimum": 1, "default": 8, "description": "images per attribution call"},
         "naming": {"enum": ["npz", "seed"], "default": "npz",
                    "description": "npz: one <method>.npz per run; seed: also the seed's "

@@ -13,10 +13,7 @@ import csv
 import json
 
 from ..runner import atomic_write_text
-from .checkpoint_names import CHECKPOINT_NAMES
-from .train import METRIC_NAMES
-
-CHECKPOINT = "^(last|best_(train|val)_(" + "|".join(METRIC_NAMES) + "))$"
+from .checkpoint_names import CHECKPOINT, CHECKPOINT_NAMES
 
 PARAMS = {
     "type": "object", "additionalProperties": False, "default": {},

@@ -13,10 +13,8 @@ from typing import Any
 
 from ..config.schema import slot
 from ..errors import UserError
-from .checkpoint_names import CHECKPOINT_NAMES
+from .checkpoint_names import CHECKPOINT_NAMES, METRIC_NAMES
 
-METRIC_NAMES = ("loss", "accuracy", "balanced_accuracy", "precision", "recall", "specificity", "f1", "roc_auc",
-                "pr_auc", "brier", "ece")  # = metrics.MONITORABLE (kept here: this module must not import sklearn)
 MONITOR = "^(train|val)_(" + "|".join(METRIC_NAMES) + ")$"
 BEST = "^best_(train|val)_(" + "|".join(METRIC_NAMES) + ")$"
 
