@@ -92,13 +92,15 @@ def test_cam_layer_is_a_module_seen_once_with_the_last_feature_map(name):
     assert seen == [spatial]
 
 
-def test_grad_cam_through_cam_layer():
+@pytest.mark.parametrize("name,bb_params,side", [("resnet18", {}, 2), ("vgg16", {}, 4), ("densenet121", {}, 2),
+                                                 ("timm", {"model_name": "test_resnet"}, 2)])
+def test_grad_cam_through_cam_layer(name, bb_params, side):
     from captum.attr import LayerGradCam
 
-    model = build("resnet18", "none", size=64).eval()
+    model = build(name, "none", size=64, bb_params=bb_params).eval()
     layer = model.backbone.get_submodule(model.backbone.cam_layer)
     attr = LayerGradCam(model, layer).attribute(torch.randn(2, 3, 64, 64), target=0)
-    assert attr.shape == (2, 1, 2, 2) and attr.abs().sum() > 0
+    assert attr.shape == (2, 1, side, side) and attr.abs().sum() > 0
 
 
 def test_state_dict_round_trip_and_stable_keys():
