@@ -263,7 +263,7 @@ def run_experiment(exp: Experiment, output_dir: str | None = None, jobs: list[st
         return []
     rows, quality_rows = summarize(exp, runs)
     if any("figure" in run_jobs for _, run_jobs in chosen):
-        experiment_figures(exp, runs, rows, log)
+        experiment_figures(exp, runs, rows, quality_rows, log)
     log(f"== {len(todo)} run(s) in {time.time() - t0:.0f}s; summary in {summary_dir(runs)}")
     log(format_table(rows, SUMMARY_COLUMNS))
     if quality_rows:
@@ -307,7 +307,8 @@ class ExperimentSummary:
 
     dir: Path
     runs: list[Run]
-    rows: list[dict]
+    rows: list[dict]  # test metrics: one row per variant and checkpoint (summary.csv)
+    quality: list[dict]  # explanation quality: one row per variant and method (quality.csv)
     config: dict  # the first run's config (its figure section decides format and dpi)
 
     def path(self, *parts: str) -> Path:
@@ -317,13 +318,13 @@ class ExperimentSummary:
 
 
 def experiment_figures(exp: Experiment, runs: list[tuple[Run, list[str]]], rows: list[dict],
-                       log: Callable[[str], None]) -> None:
+                       quality_rows: list[dict], log: Callable[[str], None]) -> None:
     """Figure components declared with ``defaults={"scope": "experiment"}`` draw across all variants."""
     from .config.schema import component_params
     from .jobs.figure import selected_kinds
 
     first = runs[0][0]
-    summary = ExperimentSummary(summary_dir(runs), [r for r, _ in runs], rows, first.config)
+    summary = ExperimentSummary(summary_dir(runs), [r for r, _ in runs], rows, quality_rows, first.config)
     written = []
     for spec in selected_kinds(first, scope="experiment"):
         draw = exp.registry.factory("figure", spec["name"])

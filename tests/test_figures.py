@@ -58,17 +58,17 @@ def test_every_run_figure_kind(experiment):
 
 
 def test_experiment_outputs(experiment):
-    for name in ("figures/variants.png", "figures/saliency_grid_variants.png", "tables/results.csv",
-                 "tables/results.md", "tables/results.tex", "tables/results.txt", "tables/quality.md",
+    for name in ("figures/variants.png", "figures/saliency_grid_variants.png", "summary.csv", "summary.md",
+                 "quality.csv", "seed_results.txt", "tables/results.tex", "tables/quality.tex",
                  "report.md", "report.html"):
         _not_blank(experiment / name)
-    seed = (experiment / "tables" / "results.txt").read_text()
-    assert seed.startswith("Model Name: ResNet18 | Weight Split: val | Train Setting: none\nAccuracy: ")
+    seed = (experiment / "seed_results.txt").read_text()
+    assert seed.startswith("Model Name: ResNet18 | Weight Split: val | Train Setting: baseline\nAccuracy: ")
     assert seed.endswith("\n\n\nFinished.\n")
     assert r"\toprule" in (experiment / "tables" / "results.tex").read_text()
     report = (experiment / "report.md").read_text()
     assert "figures/variants.png" in report and "none/figures/roc_best_val_loss.png" in report
-    assert "saliency" in (experiment / "tables" / "quality.md").read_text()
+    assert "saliency" in report and "deletion_auc" in (experiment / "quality.csv").read_text()
 
 
 def test_seed_style_and_formats(experiment, tmp_path):
@@ -116,7 +116,7 @@ def test_missing_inputs_give_no_figure(tmp_path):
                classification.reliability, classification.confusion, classification.tdr_fdr,
                explanations.deletion_insertion, explanations.attention):
         assert fn(p, run) == []
-    summary = ExperimentSummary(tmp_path, [run], [], run.config)
+    summary = ExperimentSummary(tmp_path, [run], [], [], run.config)
     for fn in (saliency_grid.draw_variants, experiment.results_table, experiment.variants):
         assert fn(p, summary) == []
     assert not list(tmp_path.rglob("*.png"))

@@ -56,7 +56,7 @@ def medattn_components() -> list[Component]:
                   "experiment: rows images every variant explained, columns each method x variant",
                   _obj(**_GRID), defaults=_EXP),
         Component("figure", "results_table", f"{_P}.experiment:results_table",
-                  "experiment: test metrics and quality per variant as CSV, Markdown, LaTeX and the seed's text",
+                  "experiment: test metrics and explanation quality per variant as LaTeX (booktabs) tables",
                   _obj(), defaults=_EXP),
         Component("figure", "variants", f"{_P}.experiment:variants",
                   "experiment: grouped bars comparing the variants' test metrics and explanation quality",

@@ -1,21 +1,18 @@
-"""Experiment-scope outputs across the variants of a matrix: the results table (CSV, Markdown, LaTeX and the
-seed's text format), a comparison figure of the variants, and a report (Markdown and HTML) gathering them."""
+"""Experiment-scope outputs across the variants of a matrix: LaTeX results tables, a comparison figure of the
+variants, and a report (Markdown and HTML) gathering the summary's tables and every figure."""
 from __future__ import annotations
 
-import csv
 import html
-import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from medattn.jobs.figure import save
+from medattn.runner import format_table
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 QUALITY_SHOWN = ("deletion_auc", "insertion_auc", "pointing_game", "energy_in_mask", "randomisation_spearman")
-SEED_SPLIT = {"best_train_loss": "tr", "best_val_loss": "val"}
-SEED_NAMES = {"densenet121": "DenseNet121", "resnet50": "ResNet50", "resnet18": "ResNet18", "vgg16": "VGG16"}
 
 
 def _columns(rows: list[dict]) -> list[str]:
@@ -24,29 +21,6 @@ def _columns(rows: list[dict]) -> list[str]:
 
 def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v if v is not None else "")
-
-
-def _backbone(summary, variant: str) -> str:
-    run = next((r for r in summary.runs if r.variant == variant), summary.runs[0])
-    name = run.config["model"]["backbone"]["name"]
-    return SEED_NAMES.get(name, name)
-
-
-def seed_text(summary, rows: list[dict]) -> str:
-    """The seed's results/*_results.txt layout: one block per backbone x weight split x setting, then Finished."""
-    blocks = []
-    order = sorted(rows, key=lambda r: (_backbone(summary, r["variant"]), SEED_SPLIT.get(r["checkpoint"],
-                                                                                          r["checkpoint"])))
-    for r in order:
-        head = (f"Model Name: {_backbone(summary, r['variant'])} | Weight Split: "
-                f"{SEED_SPLIT.get(r['checkpoint'], r['checkpoint'])} | Train Setting: {r['variant']}")
-        if all(k in r for k in ("accuracy", "recall", "precision", "f1")):
-            body = (f"Accuracy: {r['accuracy']} | Recall: {r['recall']} | Precision: {r['precision']} | "
-                    f"F1-Score: {r['f1']}")
-        else:
-            body = "Error"
-        blocks.append(f"{head}\n{body}\n\n\n")
-    return "".join(blocks) + "Finished.\n"
 
 
 def latex(rows: list[dict], columns: list[str]) -> str:
@@ -70,55 +44,24 @@ def latex(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def markdown(rows: list[dict], columns: list[str]) -> str:
-    """A Markdown table of the rows."""
-    out = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    out += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
-    return "\n".join(out) + "\n"
-
-
 def results_table(params: dict, summary) -> list:
-    """tables/results.{csv,md,tex,txt}: test metrics (and quality scores) per variant and checkpoint."""
-    rows = [r for r in summary.rows if r]
-    if not rows:
-        return []
-    columns = _columns(rows)
+    """tables/results.tex and tables/quality.tex (booktabs); the CSV, Markdown and the seed's text format are
+    the summary's own files beside the runs (summary.csv, summary.md, quality.csv, seed_results.txt)."""
+    out = []
     folder = summary.dir / "tables"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "results.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=columns)
-        w.writeheader()
-        w.writerows(rows)
-    main = [c for c in columns if "." not in c]  # metrics; quality columns (method.score) get their own table
-    (folder / "results.md").write_text(markdown(rows, main))
-    (folder / "results.tex").write_text(latex(rows, main))
-    (folder / "results.txt").write_text(seed_text(summary, rows))
-    out = [folder / f"results.{e}" for e in ("csv", "md", "tex", "txt")]
-    q = quality_rows(summary)
-    if q:
-        qcols = _columns(q)
-        (folder / "quality.md").write_text(markdown(q, qcols))
-        (folder / "quality.tex").write_text(latex(q, qcols))
-        out += [folder / "quality.md", folder / "quality.tex"]
+    for name, rows in (("results", summary.rows), ("quality", summary.quality)):
+        if rows:
+            folder.mkdir(parents=True, exist_ok=True)
+            columns = [c for c in _columns(rows) if c != "threshold"]
+            (folder / f"{name}.tex").write_text(latex(rows, columns))
+            out.append(folder / f"{name}.tex")
     return out
-
-
-def quality_rows(summary) -> list[dict]:
-    """One row per variant and method from each run's explanations/quality.json."""
-    rows = []
-    for run in summary.runs:
-        f = run.dir / "explanations" / "quality.json"
-        if f.is_file():
-            for method, scores in json.loads(f.read_text()).items():
-                rows.append({"variant": run.variant, "method": method,
-                             **{k: float(v) for k, v in scores.items() if isinstance(v, (int, float))}})
-    return rows
 
 
 def variants(params: dict, summary) -> list:
     """Grouped bars: test metrics per variant (one panel per checkpoint) and the main quality scores."""
     rows = [r for r in summary.rows if r]
-    q = quality_rows(summary)
+    q = summary.quality
     if not rows and not q:
         return []
     ckpts = list(dict.fromkeys(r["checkpoint"] for r in rows))
@@ -172,10 +115,10 @@ def report(params: dict, summary) -> list:
     sections: list[tuple[str, str, list[Path]]] = []  # (heading, markdown text, figures)
     if rows:
         main = [c for c in _columns(rows) if "." not in c]
-        sections.append(("Test results", markdown(rows, main), []))
-    q = quality_rows(summary)
+        sections.append(("Test results", format_table(rows, tuple(main)), []))
+    q = summary.quality
     if q:
-        sections.append(("Explanation quality", markdown(q, _columns(q)) + QUALITY_HELP, []))
+        sections.append(("Explanation quality", format_table(q) + QUALITY_HELP, []))
     sections.append(("Across variants", "", _images(root / "figures")))
     for run in summary.runs:
         figs = _images(run.dir / "figures")
