@@ -33,15 +33,11 @@ SIZE, BATCH = 224, 8
 STEPS = int(os.environ.get("BENCH_STEPS", "5"))
 
 
-class Chain(nn.Module):
-    """backbone -> attention -> head."""
+def Chain(backbone: nn.Module, attention: nn.Module, head: nn.Module) -> nn.Module:  # noqa: N802
+    """backbone -> attention -> head: the core's model (only its forward is used here)."""
+    from medattn.model import MedAttnModel
 
-    def __init__(self, backbone: nn.Module, attention: nn.Module, head: nn.Module):
-        super().__init__()
-        self.backbone, self.attention, self.head = backbone, attention, head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.attention(self.backbone(x)))
+    return MedAttnModel(backbone, attention, head, output="sigmoid", num_outputs=1, class_names=[])
 
 
 class SeedStyleMLDAM(nn.Module):

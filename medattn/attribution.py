@@ -151,15 +151,8 @@ def _functional_relu_to_modules(gm: fx.GraphModule) -> None:
     """``F.relu(x)`` / ``torch.relu(x)`` nodes of an fx graph become calls of their own ``nn.ReLU`` module."""
     changed = 0
     for node in list(gm.graph.nodes):
-        if node.op == "call_function" and node.target in _FUNCTIONAL_RELU:
-            changed += 1
-            name = f"medattn_relu_{changed}"
-            gm.add_submodule(name, nn.ReLU())
-            with gm.graph.inserting_after(node):
-                new = gm.graph.call_module(name, (node.args[0],))
-            node.replace_all_uses_with(new)
-            gm.graph.erase_node(node)
-        elif node.op == "call_method" and node.target in ("relu", "relu_"):
+        if (node.op == "call_function" and node.target in _FUNCTIONAL_RELU) or (
+                node.op == "call_method" and node.target in ("relu", "relu_")):
             changed += 1
             name = f"medattn_relu_{changed}"
             gm.add_submodule(name, nn.ReLU())

@@ -33,15 +33,11 @@ def factory(kind: str, name: str):
     return getattr(importlib.import_module(mod), fn)
 
 
-class Chain(nn.Module):
-    """backbone -> attention -> head, like the core's model."""
+def Chain(backbone: nn.Module, attention: nn.Module, head: nn.Module) -> nn.Module:  # noqa: N802
+    """backbone -> attention -> head: the core's model (only its forward is used here)."""
+    from medattn.model import MedAttnModel
 
-    def __init__(self, backbone: nn.Module, attention: nn.Module, head: nn.Module):
-        super().__init__()
-        self.backbone, self.attention, self.head = backbone, attention, head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.attention(self.backbone(x)))
+    return MedAttnModel(backbone, attention, head, output="sigmoid", num_outputs=1, class_names=[])
 
 
 def backbone(name: str, size: int = 64, num_outputs: int = 1, **params: Any) -> nn.Module:
@@ -63,7 +59,7 @@ def probe(bb: nn.Module, att: nn.Module, size: int) -> tuple[int, ...]:
 
 def build(bb_name: str, att_name: str = "none", head: str | None = None, size: int = 64, num_outputs: int = 1,
           bb_params: dict[str, Any] | None = None, att_params: dict[str, Any] | None = None,
-          head_params: dict[str, Any] | None = None) -> Chain:
+          head_params: dict[str, Any] | None = None) -> nn.Module:
     """The whole model; ``head`` None takes the attention's default head."""
     bb = backbone(bb_name, size, num_outputs, **(bb_params or {}))
     att = factory("attention", att_name)(defaults("attention", att_name, att_params),

@@ -92,20 +92,18 @@ def pr(params: dict, run) -> list:
 
 
 def reliability(params: dict, run) -> list:
-    """Reliability diagram (sklearn calibration_curve) with the expected calibration error and a score histogram."""
-    from sklearn.calibration import calibration_curve
+    """Reliability diagram with the expected calibration error and a score histogram (medattn.metrics.reliability)."""
+    from medattn.metrics import reliability as reliability_data
 
     def one(pred, pos, ckpt):
-        y = pred["labels"]
         bins = int(params["bins"])
-        frac, mean = calibration_curve(y, pos, n_bins=bins, strategy="uniform")
-        counts, edges = np.histogram(pos, bins=bins, range=(0, 1))
-        which = np.clip(np.digitize(pos, edges[1:-1]), 0, bins - 1)
-        ece = sum(abs(y[which == b].mean() - pos[which == b].mean()) * (which == b).mean()
-                  for b in range(bins) if (which == b).any())
+        data = reliability_data(pred["labels"], pos, bins)
+        counts, edges = np.asarray(data["count"]), np.asarray(data["bin_edges"])
+        seen = [(c, o) for c, o in zip(data["confidence"], data["observed"]) if c is not None]
+        mean, frac = [c for c, _ in seen], [o for _, o in seen]
         fig, (ax, hx) = plt.subplots(2, 1, figsize=(4.6, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
         ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfectly calibrated")
-        ax.plot(mean, frac, "o-", label=f"model (ECE {ece:.3f})")
+        ax.plot(mean, frac, "o-", label=f"model (ECE {data['ece']:.3f})")
         ax.set(ylabel="fraction of positives", ylim=(0, 1.02), title=title(run, f"reliability ({ckpt})"))
         ax.legend(fontsize=8, loc="upper left")
         ax.grid(alpha=0.3)
