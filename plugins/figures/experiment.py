@@ -80,7 +80,8 @@ def variants(params: dict, summary) -> list:
         ax.set_xticks(np.arange(len(metrics)), metrics)
         ax.set(ylim=(0, 1.05), ylabel="score", title=f"test metrics ({ckpt})")
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8, title="variant", title_fontsize=8)
+        ax.legend(fontsize=8, title="variant", title_fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12),
+                  ncol=min(4, len(names)))
     if qkeys:
         ax = axes[0, -1]
         pairs = list(dict.fromkeys((r["method"], r["variant"]) for r in q))
