@@ -110,6 +110,13 @@ def cmd_validate(args) -> int:
         state = check_run_dir(run)
         bundle, splits = run.data()
         model = run.new_model()
+        if "explain" in jobs:  # layer methods (gradcam, ...) name their layer: it must exist in this model
+            for i, method in enumerate(run.config["explain"]["methods"]):
+                layer = (method.get("params") or {}).get("layer")
+                try:
+                    model.cam_layer(layer)
+                except UserError as exc:
+                    raise UserError(f"explain.methods.{i}.params.layer: {exc}") from None
         counts = ", ".join(f"{s} {len(splits[s])}" for s in ("train", "val", "test"))
         params = sum(p.numel() for p in model.parameters())
         print(f"ok {run.variant}: device {device}; data {counts} ({len(bundle.class_names)} classes); "

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from .config.schema import component_params
 from .errors import UserError
@@ -80,13 +80,3 @@ def build_data(reg: Registry, config: dict, backbone: Any, run_dir: Path | None,
         augment = reg.factory("transform", aug_spec["name"])(component_params(reg, "transform", aug_spec), tctx)
     prepared = {s: Prepared(bundle.splits[s], mean, std, augment if s == "train" else None) for s in SPLITS}
     return bundle, prepared
-
-
-def loader(ds: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int,
-           device: torch.device | None = None) -> DataLoader:
-    """A DataLoader with a seeded generator (shuffling repeatable from the experiment's seed)."""
-    gen = torch.Generator()
-    gen.manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, generator=gen,
-                      pin_memory=device is not None and device.type == "cuda",
-                      persistent_workers=num_workers > 0)

@@ -76,3 +76,9 @@ def test_user_error_raised_in_a_loader_worker_is_unwrapped():
         assert user_message(exc) == "/data/x.png: cannot decode image (truncated)"
     else:
         raise AssertionError("the loader did not raise")
+
+
+def test_validate_checks_explainer_layers(tiny):
+    out = medattn("validate", tiny, "--set", "explain.methods=[{name: gradcam, params: {layer: backbone.nope}}]")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "explain.methods.0.params.layer: layer 'backbone.nope' not found in the model" in out.stderr
