@@ -75,11 +75,11 @@ def runner_side(args, workdir: Path, out: str, amp: str = "none", channels_last:
 def hand_side(args, workdir: Path, out: str) -> float:
     """Seconds for a plain loop over the same prepared splits and the same model."""
     (run, _), = plan(experiment(args, workdir), output_dir=str(workdir / out))
-    _, splits = run.data()  # the same datasets (synthetic items are generated on access, inside the loop)
     device = run.device
     ckpt = workdir / out / "hand_last.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     start = CLOCK()
+    _, splits = run.data()  # the same datasets and model, built inside the timing as the train job does
     model = run.new_model().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     loss_fn = nn.BCEWithLogitsLoss()
@@ -115,7 +115,7 @@ def main() -> None:
     ap.add_argument("--n-val", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="wall: elapsed time; cpu: process CPU time (use with --threads 1 on a busy machine)")

@@ -11,17 +11,16 @@ from .errors import UserError
 
 
 def save(state: dict[str, Any], path: Path) -> None:
-    """Write ``state`` to a temporary file in the same folder, flush it to disk, then rename it over ``path``.
+    """Write ``state`` to a temporary file in the same folder, then rename it over ``path``.
 
-    A kill or an error at any moment leaves either the previous file or the new one, never a torn one.
+    A kill or an error at any moment leaves either the previous file or the new one, never a torn one. (No
+    fsync: it guards against a power cut, not a kill, and cost ~5% of a small CPU run's training time.)
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as fh:
             torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import sklearn
 from sklearn import metrics as skm
 
 from .errors import UserError
@@ -55,6 +56,12 @@ def n_classes_of(scores: np.ndarray) -> int:
 def classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
     """Every scalar metric: accuracy, balanced accuracy, precision, recall/sensitivity, specificity, F1,
     ROC-AUC, PR-AUC (where both classes occur), Brier, ECE; class 1 positive, macro for multi-class."""
+    # our arrays are well-formed: skip sklearn's per-call parameter validation (most of its cost per epoch)
+    with sklearn.config_context(skip_parameter_validation=True):
+        return _classification_metrics(labels, scores, threshold)
+
+
+def _classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, dtype=float)
     preds = predictions(scores, threshold)
