@@ -138,3 +138,11 @@ def barrier(dist: Dist) -> None:
         import torch.distributed as td
 
         td.barrier()
+
+
+def sync_ranks() -> None:
+    """A barrier over every rank when a process group is up (no-op otherwise)."""
+    import torch.distributed as td
+
+    if td.is_available() and td.is_initialized():
+        td.barrier()

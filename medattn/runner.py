@@ -288,7 +288,7 @@ def execute_run(exp: Experiment, run: Run, run_jobs: list[str], log: Callable[[s
 
 def execute_job(exp: Experiment, run: Run, job: str, log: Callable[[str], None] = print) -> None:
     """One job of one run, recorded in jobs_done.json when it finishes (grids skip complete variants)."""
-    from .distributed import is_main
+    from .distributed import is_main, sync_ranks
     from .grid import mark_done
 
     main = is_main()
@@ -296,6 +296,8 @@ def execute_job(exp: Experiment, run: Run, job: str, log: Callable[[str], None] 
         return
     started = time.time()
     exp.registry.factory("job", job)(run)
+    if job in DISTRIBUTED_JOBS:
+        sync_ranks()  # under torchrun every rank leaves a job together (no rank tears down mid-job)
     if main:
         mark_done(run, job)
         log(f"   {job} done in {time.time() - started:.1f}s")
