@@ -70,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()
         return 0
+    except OSError as exc:  # an unwritable output folder, a full disk, ...: what was written so far is kept
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"medattn: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("medattn: interrupted; what was written is kept (run again to resume)", file=sys.stderr)
         return 130

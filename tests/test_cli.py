@@ -82,3 +82,11 @@ def test_validate_checks_explainer_layers(tiny):
     out = medattn("validate", tiny, "--set", "explain.methods=[{name: gradcam, params: {layer: backbone.nope}}]")
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "explain.methods.0.params.layer: layer 'backbone.nope' not found in the model" in out.stderr
+
+
+def test_unwritable_output_dir_is_one_clear_line(tiny, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    out = medattn("run", tiny, "--output-dir", blocker / "runs")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("medattn: error: ") and str(blocker) in out.stderr
