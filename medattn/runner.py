@@ -124,6 +124,9 @@ def plan(exp: Experiment, output_dir: str | None = None, jobs: list[str] | None 
         unknown = [j for j in run_jobs if j not in exp.registry.names("job")]
         if unknown:
             raise UserError(f"--jobs: unknown job(s) {', '.join(unknown)}; known: {', '.join(exp.registry.names('job'))}")
+        if "explain" in run_jobs and not (cfg.get("explain") or {}).get("methods"):
+            raise UserError("explain.methods: the explain job needs at least one explainer, e.g. "
+                            "explain: {methods: [{name: saliency}]} (medattn plugins --kind explainer lists them)")
         base = Path(output_dir or cfg.get("output_dir", "runs"))
         run = Run(exp.name, variant.name, cfg, base / exp.name / variant.name, exp.registry,
                   device or cfg.get("device", "auto"))

@@ -86,3 +86,11 @@ def test_new_model_is_the_same_whether_or_not_the_data_backbone_is_reused(tiny):
     again = other_run.new_model()
     for a, b, c in zip(reused.state_dict().values(), fresh.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_explain_without_methods_is_refused_before_any_work(tiny, tmp_path, cli):
+    code, _, err = cli("run", tiny, "--set", "explain={samples: 2}")
+    assert code == 2 and "explain.methods: the explain job needs at least one explainer" in err
+    assert not (tmp_path / "runs").exists()
+    code, _, err = cli("run", tiny, "--set", "explain.methods=[]")
+    assert code == 2 and "explain.methods: [] should be non-empty" in err

@@ -43,7 +43,7 @@ PARAMS = {
     "type": "object", "additionalProperties": False, "default": {},
     "description": "attributions of selected images, saved under explanations/, with quality scores",
     "properties": {
-        "methods": {"type": "array", "items": slot("explainer", "an attribution method"), "default": [],
+        "methods": {"type": "array", "items": slot("explainer", "an attribution method"), "default": [], "minItems": 1,
                     "description": "explainers to run (each an explainer component)"},
         "samples": {"type": "integer", "minimum": 1, "default": 8, "description": "how many images to explain"},
         "split": {"enum": ["train", "val", "test"], "default": "test", "description": "split the images come from"},
