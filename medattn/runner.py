@@ -72,6 +72,7 @@ class Run:
             backbone = build_backbone(self.registry, self.config, num_outputs=1)
             self._cache["backbone"] = (backbone, torch.get_rng_state())
             self._cache["data"] = build_data(self.registry, self.config, backbone, self.dir, self.log)
+            record_data(self)
         return self._cache["data"]
 
     def class_names(self) -> list[str]:
@@ -203,6 +204,24 @@ def manifest(run: Run) -> dict:
         "components": selected, "seed": run.config.get("seed"), "device": str(run.device),
         "git_sha": git_sha(), "config_sha256": hashlib.sha256(_canon(run.config).encode()).hexdigest(),
     }
+
+
+def record_data(run: Run) -> None:
+    """Add what the data set was to manifest.json: classes, split sizes and a fingerprint (the dataset's own,
+    else a hash of the split lists it wrote), so two runs can be checked to have seen the same data."""
+    from .distributed import is_main
+
+    file = run.dir / "manifest.json"
+    if not is_main() or not file.is_file():
+        return
+    bundle, splits = run._cache["data"]
+    listed = run.dir / "splits.json"
+    fingerprint = bundle.info.get("fingerprint") or (
+        "sha256:" + hashlib.sha256(listed.read_bytes()).hexdigest() if listed.is_file() else None)
+    data = json.loads(file.read_text())
+    data["data"] = {"classes": list(bundle.class_names), "sizes": {k: len(v) for k, v in splits.items()},
+                    "fingerprint": fingerprint}
+    atomic_write_text(file, json.dumps(data, indent=2))
 
 
 def git_sha() -> str | None:

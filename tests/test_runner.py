@@ -22,6 +22,7 @@ def test_end_to_end_then_explain_and_figure_reuse_checkpoints(tiny, tmp_path, cl
         assert (run / rel).is_file(), rel
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["seed"] == 3 and manifest["device"] == "cpu" and manifest["versions"]["torch"]
+    assert manifest["data"]["sizes"] == {"train": 24, "val": 8, "test": 8} and manifest["data"]["fingerprint"]
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["epochs"] == 1
     metrics = json.loads((run / "metrics/test_best_val_loss.json").read_text())
     assert metrics["n"] == 8 and 0 <= metrics["accuracy"] <= 1
