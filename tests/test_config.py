@@ -159,3 +159,18 @@ def test_child_matrix_replaces_the_parents(write):
     write("grid.yaml", BASE + "matrix:\n  seed: [1, 2]\n  model.attention.name: [none, timm_attn]\n")
     exp = load_experiment(write("one.yaml", "extends: grid.yaml\nmatrix:\n  seed: [5]\n"))
     assert [v.name for v in exp.variants] == ["5"]
+
+
+def test_set_pins_bundle_options_that_set_the_key(write):
+    p = write("pin.yaml", BASE + """\
+matrix:
+  backbone:
+    small: {model.backbone.name: resnet18, seed: 1}
+    other: {model.backbone.name: densenet121, seed: 2}
+  train.epochs: [1, 2]
+""")
+    exp = load_experiment(p, ["model.backbone.name=densenet121"])
+    assert [v.name for v in exp.variants] == ["other_1", "other_2"]
+    assert exp.variants[0].config.data["seed"] == 2
+    (line,) = problems(p, ["model.backbone.name=vgg16"])
+    assert "no option of matrix.backbone sets model.backbone.name to 'vgg16'" in line

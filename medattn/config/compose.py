@@ -120,9 +120,26 @@ def apply_overrides(marked: Marked, overrides: list[str]) -> None:
             problems.append(f"--set {text}: {problem}")
         matrix = marked.data.get("matrix")
         if isinstance(matrix, dict):
-            matrix.pop(dotted(path), None)
+            problems.extend(f"--set {text}: {p}" for p in pin(matrix, dotted(path), value))
     if problems:
         raise ConfigError(problems)
+
+
+def pin(matrix: dict, key: str, value: Any) -> list[str]:
+    """A ``--set`` on a matrix key pins it: a list dimension goes away; a bundle keeps only the options that
+    set the key to that value (or do not set it). Returns problems (no option left)."""
+    matrix.pop(key, None)
+    problems = []
+    for name, options in list(matrix.items()):
+        if not isinstance(options, dict) or not all(isinstance(o, dict) for o in options.values()):
+            continue
+        kept = {o: opt for o, opt in options.items() if key not in opt or opt[key] == value}
+        if not kept:
+            problems.append(f"no option of matrix.{name} sets {key} to {value!r} "
+                            f"(they set {', '.join(repr(opt[key]) for opt in options.values())})")
+        elif len(kept) < len(options):
+            matrix[name] = kept
+    return problems
 
 
 @dataclass
