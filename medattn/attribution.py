@@ -216,7 +216,7 @@ def agreed_ids(run, checkpoint: str, variants: list[str]) -> tuple[set[str], lis
     return (ok if ok is not None else set()), names
 
 
-def select(run, cfg: dict, model: nn.Module, ds) -> dict:
+def select(run, cfg: dict, model: nn.Module, ds) -> dict | None:
     """The images to explain and what the model says of them (predictions batched)."""
     mode = cfg["select"]
     n = min(int(cfg["samples"]), len(ds))
@@ -270,7 +270,7 @@ def select(run, cfg: dict, model: nn.Module, ds) -> dict:
         if len(picked) == n:
             break
     if not picked:
-        raise UserError(f"explain.select: {mode}: no {cfg['split']} image qualifies")
+        return None
     scores_arr = np.stack(scores)
     out = {
         "index": np.array(picked), "ids": np.array([str(it["id"]) for it in items]),
@@ -336,6 +336,9 @@ def explain_run(run) -> None:
     _, splits = run.data()
     model = run.load_model(cfg["checkpoint"])
     chosen = select(run, cfg, model, splits[cfg["split"]])
+    if chosen is None:  # e.g. no image every variant gets right: say so, and let the figure job go on
+        run.log(f"   explain: no {cfg['split']} image qualifies for select: {cfg['select']}; nothing explained")
+        return
     inputs = chosen.pop("inputs")
     attention = chosen.pop("attention", None)
     if attention:
