@@ -58,25 +58,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins, "schema": cmd_schema}[
             args.command](args)
-    except ConfigError as exc:
-        n = len(exc.problems)
-        print(f"medattn: {n} problem{'s' if n != 1 else ''} in the experiment:", file=sys.stderr)
-        for line in exc.problems:
-            print(f"  {line}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except UserError as exc:
-        print(f"medattn: error: {user_message(exc)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()
         return 0
-    except OSError as exc:  # an unwritable output folder, a full disk, ...: what was written so far is kept
-        where = f": {exc.filename}" if exc.filename else ""
-        print(f"medattn: error: {exc.strerror or exc}{where}", file=sys.stderr)
+    except (UserError, OSError) as exc:  # bad input, an unwritable folder, a full disk: what was written is kept
+        print(render_error(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("medattn: interrupted; what was written is kept (run again to resume)", file=sys.stderr)
         return 130
+
+
+def render_error(exc: UserError | OSError) -> str:
+    """The text shown for bad input (every problem of a config) or an OS error; never a traceback."""
+    if isinstance(exc, ConfigError):
+        n = len(exc.problems)
+        return "\n".join([f"medattn: {n} problem{'s' if n != 1 else ''} in the experiment:",
+                          *(f"  {line}" for line in exc.problems)])
+    if isinstance(exc, UserError):
+        return f"medattn: error: {user_message(exc)}"
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"medattn: error: {exc.strerror or exc}{where}"
 
 
 def user_message(exc: UserError) -> str:

@@ -115,8 +115,8 @@ def run_parallel(todo: list, slots: list[str], file: Path, overrides: list[str],
 def child(file: str, overrides: list[str], output_dir: str | None, jobs: list[str] | None, device: str,
           variant: str) -> None:
     """Entry point of a variant's process: load the experiment, run that one variant on ``device``."""
+    from .cli import EXIT_BAD_INPUT, render_error
     from .config import load_experiment
-    from .errors import ConfigError
     from .runner import check_run_dir, execute_run, plan
 
     def log(msg: str) -> None:
@@ -129,9 +129,6 @@ def child(file: str, overrides: list[str], output_dir: str | None, jobs: list[st
         check_run_dir(run)
         log(f"{run.experiment}/{run.variant} on {run.device}: {', '.join(run_jobs)}")
         execute_run(exp, run, run_jobs, log)
-    except ConfigError as exc:
-        print(f"[{variant}] medattn: " + "\n  ".join(exc.problems), file=sys.stderr)
-        sys.exit(2)
-    except UserError as exc:
-        print(f"[{variant}] medattn: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    except (UserError, OSError) as exc:
+        print(f"[{variant}] {render_error(exc)}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
