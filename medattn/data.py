@@ -62,12 +62,14 @@ def normalisation(config: dict, backbone: Any) -> tuple[torch.Tensor | None, tor
 
 
 def build_data(reg: Registry, config: dict, backbone: Any, run_dir: Path | None,
-               log: Callable[[str], None] = print) -> tuple[DataBundle, dict[str, Prepared]]:
-    """The raw bundle and the prepared splits (augmented train, normalised everywhere)."""
+               log: Callable[[str], None] = print, cache_dir: Path | None = None
+               ) -> tuple[DataBundle, dict[str, Prepared]]:
+    """The raw bundle and the prepared splits (augmented train, normalised everywhere); ``cache_dir`` is where
+    datasets may keep decoded images (shared by every run that reads the same files)."""
     spec = config["dataset"]
     channels = int(getattr(backbone, "in_chans", 3))
     ctx = DataContext(seed=int(config.get("seed", 42)), image_size=image_size(config), channels=channels,
-                      cache_dir=None, run_dir=run_dir, log=log)
+                      cache_dir=cache_dir, run_dir=run_dir, log=log)
     bundle = reg.factory("dataset", spec["name"])(component_params(reg, "dataset", spec), ctx)
     missing = [s for s in SPLITS if s not in bundle.splits]
     if missing:

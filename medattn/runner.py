@@ -71,7 +71,8 @@ class Run:
             seed_everything(int(self.config.get("seed", 42)))
             backbone = build_backbone(self.registry, self.config, num_outputs=1)
             self._cache["backbone"] = (backbone, torch.get_rng_state())
-            self._cache["data"] = build_data(self.registry, self.config, backbone, self.dir, self.log)
+            self._cache["data"] = build_data(self.registry, self.config, backbone, self.dir, self.log,
+                                             cache_dir=self.dir.parent.parent / ".cache")
             record_data(self)
         return self._cache["data"]
 

@@ -95,3 +95,26 @@ def test_explain_without_methods_is_refused_before_any_work(tiny, tmp_path, cli)
     assert not (tmp_path / "runs").exists()
     code, _, err = cli("run", tiny, "--set", "explain.methods=[]")
     assert code == 2 and "explain.methods: [] should be non-empty" in err
+
+
+def test_decoded_images_are_cached_beside_the_runs(write, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        for i in range(6):
+            (tmp_path / "imgs" / cls).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    file = write("folder.yaml", f"""\
+        name: folder
+        device: cpu
+        output_dir: {tmp_path / 'runs'}
+        dataset: {{name: image_folder, image_size: 16, params: {{root: {tmp_path / 'imgs'}, cache: true}}}}
+        model: {{backbone: resnet18}}
+        train: {{epochs: 1, batch_size: 4}}
+        jobs: [train]
+        """)
+    run_experiment(load_experiment(file), **QUIET)
+    assert list((tmp_path / "runs" / ".cache" / "decoded").rglob("*.npy"))
+
