@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import platform
@@ -240,6 +241,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> None:
+    """A CSV of dict rows, written whole and renamed into place."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns or list(dict.fromkeys(k for r in rows for k in r)))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
 def run_experiment(exp: Experiment, output_dir: str | None = None, jobs: list[str] | None = None,
                    device: str | None = None, log: Callable[[str], None] = print, devices: str | None = None,
                    shard: str | None = None) -> list[dict]:
@@ -389,14 +399,10 @@ def summarize(exp: Experiment, runs: list[tuple[Run, list[str]]]) -> tuple[list[
     for name, table in (("summary", rows), ("quality", quality_rows)):
         if not table:
             continue
-        columns = list(dict.fromkeys(k for r in table for k in r))
-        with open(out / f"{name}.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(table)
+        write_csv(out / f"{name}.csv", table)  # written whole: shards finishing together never interleave
     if rows or quality_rows:
         text = format_table(rows) + ("\n\n## Explanation quality\n\n" + format_table(quality_rows) if quality_rows else "")
-        (out / "summary.md").write_text(f"# {exp.name}: summary\n\n{text}\n")
+        atomic_write_text(out / "summary.md", f"# {exp.name}: summary\n\n{text}\n")
     from .seed_report import write_experiment
 
     write_experiment(out, [r for r, _ in runs])  # the seed's text format (REFERENCE 1.5) across every variant

@@ -7,7 +7,6 @@ uninterrupted one. Under ``torchrun`` the model is wrapped in DDP and only rank 
 """
 from __future__ import annotations
 
-import csv
 import math
 from typing import Any
 
@@ -279,10 +278,6 @@ def _tensorboard(run, setting):
 
 def write_history(path, rows: list[dict]) -> None:
     """metrics/history.csv, rewritten atomically after every epoch."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+    from ..runner import write_csv
 
+    write_csv(path, rows, list(rows[0]))

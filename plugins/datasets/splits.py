@@ -10,6 +10,7 @@ import numpy as np
 
 from medattn.errors import UserError
 from medattn.hookspecs import DataBundle, DataContext
+from medattn.runner import atomic_write_text
 
 SPLITS = ("train", "val", "test")
 
@@ -116,7 +117,5 @@ def finalize_bundle(splits: dict[str, Any], class_names: list[str], ctx: DataCon
         doc = {"dataset": dataset, "class_names": class_names, "counts": counts,
                "splits": {name: metas[name][0] for name in SPLITS},
                "groups": {name: metas[name][1] for name in SPLITS}}
-        tmp = run_dir / "splits.json.tmp"
-        tmp.write_text(json.dumps(doc, indent=1))
-        tmp.replace(run_dir / "splits.json")
+        atomic_write_text(run_dir / "splits.json", json.dumps(doc, indent=1))
     return DataBundle(splits=dict(splits), class_names=list(class_names), has_masks=has_masks, info=info)
