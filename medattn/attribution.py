@@ -22,6 +22,7 @@ from .config.schema import component_params
 from .errors import UserError
 from .hookspecs import ExplainContext
 from .metrics import predictions
+from .runner import atomic_write_text
 
 # activation modules whose gradient captum's hook-based methods (GuidedBackprop, Deconvolution, DeepLift) rewrite
 HOOKED = (nn.ReLU, nn.ELU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.Softmax, nn.MaxPool1d, nn.MaxPool2d,
@@ -330,11 +331,11 @@ def explain_run(run) -> None:
     """The explain job: select images, attribute them with every method, save, score."""
     from . import explanation_quality as quality
 
-    cfg = run.config["explain"]
-    if not cfg["methods"]:
-        raise UserError("explain.methods: empty; list at least one explainer (see `medattn plugins`)")
+    cfg = run.config["explain"]  # at least one method: the schema and the runner's plan check it
     _, splits = run.data()
     model = run.load_model(cfg["checkpoint"])
+    for stale in [*(run.dir / "explanations").glob("*.npz"), *(run.dir / "explanations").glob("*.json")]:
+        stale.unlink()  # never leave an earlier explain's maps or scores behind (the figures would draw them)
     chosen = select(run, cfg, model, splits[cfg["split"]])
     if chosen is None:  # e.g. no image every variant gets right: say so, and let the figure job go on
         run.log(f"   explain: no {cfg['split']} image qualifies for select: {cfg['select']}; nothing explained")
@@ -372,10 +373,8 @@ def explain_run(run) -> None:
             scores[label] = s
             curves.update({f"{label}/{k}": v for k, v in c.items()})
             run.log(f"   quality {label}: " + " ".join(f"{k}={v:.4g}" for k, v in s.items()))
-    for stale in ("quality.json", "quality_curves.npz"):  # never leave scores of an earlier explain behind
-        run.path("explanations", stale).unlink(missing_ok=True)
     if scores:
-        (run.path("explanations", "quality.json")).write_text(json.dumps(scores, indent=2))
+        atomic_write_text(run.path("explanations", "quality.json"), json.dumps(scores, indent=2))
     if curves:
         np.savez_compressed(run.path("explanations", "quality_curves.npz"), **curves)
 

@@ -118,3 +118,11 @@ def test_decoded_images_are_cached_beside_the_runs(write, tmp_path):
     run_experiment(load_experiment(file), **QUIET)
     assert list((tmp_path / "runs" / ".cache" / "decoded").rglob("*.npy"))
 
+
+def test_a_new_explain_leaves_no_maps_of_the_previous_one(tiny, tmp_path, cli):
+    both = "explain.methods=[{name: saliency}, {name: input_x_gradient}]"
+    assert cli("run", tiny, "--set", "jobs=[train, explain]", "--set", both)[0] == 0
+    explanations = tmp_path / "runs" / "tiny" / "default" / "explanations"
+    assert (explanations / "input_x_gradient.npz").is_file()
+    assert cli("run", tiny, "--jobs", "explain")[0] == 0  # the file's own methods: saliency only
+    assert (explanations / "saliency.npz").is_file() and not (explanations / "input_x_gradient.npz").exists()
