@@ -322,13 +322,6 @@ def collect(model: nn.Module, loader: Any, device: torch.device, desc: str = "ev
                    groups if len(groups) == count and count else None, count, time.perf_counter() - t0)
 
 
-def evaluate(model: nn.Module, loader: Any, device: torch.device, desc: str = "eval"
-             ) -> tuple[float, np.ndarray, np.ndarray, list[str]]:
-    """Mean loss, labels, class scores and sample ids over a loader, in eval mode."""
-    out = collect(model, loader, device, desc)
-    return out.loss, out.labels, out.scores, out.ids
-
-
 def split_labels(ds: Any) -> list[int]:
     """Every label of a (prepared) split, from a ``labels()`` / ``labels`` / ``targets`` of the dataset when it
     has one, else by reading the items."""
