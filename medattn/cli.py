@@ -10,9 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import ConfigError, UserError
-
-EXIT_BAD_INPUT = 2
+from . import __version__
+from .errors import EXIT_BAD_INPUT, UserError, render_error, user_message  # noqa: F401 - user_message re-exported
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -26,12 +25,15 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="medattn", description="Attention mechanisms and explanations for medical "
                                  "image classifiers, run from YAML experiment files.")
+    ap.add_argument("--version", action="version", version=f"medattn {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     run = sub.add_parser("run", help="run an experiment's jobs (train, test, explain, figure)",
                          description="Run every matrix variant of an experiment; each gets its run directory "
                                      "OUTPUT_DIR/NAME/VARIANT. An interrupted run resumes from its last checkpoint.")
     _add_config_args(run)
+    run.add_argument("--print-config", action="store_true",
+                     help="print each run's resolved config (defaults filled in) and exit")
     run.add_argument("--jobs", help="comma-separated subset of jobs to run on existing runs, e.g. explain,figure")
     run.add_argument("--devices", help="run matrix variants in parallel, one per device slot, e.g. cuda:0,cuda:1 "
                                        "(repeat a device to run several variants on it); complete variants are skipped")
@@ -45,49 +47,55 @@ def parser() -> argparse.ArgumentParser:
     plug.add_argument("--json", action="store_true", help="machine-readable output")
     plug.add_argument("--markdown", action="store_true",
                       help="a Markdown reference of every component and its params (the README's plugin reference)")
+    plug.add_argument("--check", action="store_true",
+                      help="import every component's factory and report what fails (for plugin authors)")
     plug.add_argument("--kind", help="only this kind (dataset, backbone, attention, head, explainer, ...)")
     sch = sub.add_parser("schema", help="print the composed JSON Schema of experiment files",
                          description="The JSON Schema (Draft 2020-12) of experiment files, with every installed "
                                      "component's params; point yaml-language-server at it.")
+    sch.add_argument("file", type=Path, nargs="?",
+                     help="an experiment file: also include the components of its plugins: list")
     sch.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
+    try:
+        from .inference_cli import add_parsers
+    except ImportError:  # pragma: no cover - predict/export not available
+        return ap
+    add_parsers(sub)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parser().parse_args(hydra_overrides(sys.argv[1:] if argv is None else list(argv)))
     try:
-        return {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins, "schema": cmd_schema}[
-            args.command](args)
+        return COMMANDS[args.command](args)
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()
         return 0
     except (UserError, OSError) as exc:  # bad input, an unwritable folder, a full disk: what was written is kept
         print(render_error(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("medattn: interrupted; what was written is kept (run again to resume)", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"medattn: interrupted; {interrupt_hint(exc)}", file=sys.stderr)
         return 130
 
 
-def render_error(exc: UserError | OSError) -> str:
-    """The text shown for bad input (every problem of a config) or an OS error; never a traceback."""
-    if isinstance(exc, ConfigError):
-        n = len(exc.problems)
-        return "\n".join([f"medattn: {n} problem{'s' if n != 1 else ''} in the experiment:",
-                          *(f"  {line}" for line in exc.problems)])
-    if isinstance(exc, UserError):
-        return f"medattn: error: {user_message(exc)}"
-    where = f": {exc.filename}" if exc.filename else ""
-    return f"medattn: error: {exc.strerror or exc}{where}"
+def hydra_overrides(argv: list[str]) -> list[str]:
+    """Bare ``a.b=c`` arguments after ``run`` / ``validate`` become ``--set a.b=c`` (the Hydra/OmegaConf habit)."""
+    if not argv or argv[0] not in ("run", "validate", "schema"):
+        return argv
+    out = argv[:1]
+    for arg in argv[1:]:
+        if "=" in arg and not arg.startswith("-") and arg.split("=", 1)[0].replace(".", "").replace("_", "").isalnum():
+            out += ["--set", arg]
+        else:
+            out.append(arg)
+    return out
 
 
-def user_message(exc: UserError) -> str:
-    """The message of a UserError, unwrapped when a DataLoader worker re-raised it with its traceback text."""
-    text = str(exc)
-    if "Original Traceback" in text:  # torch's ExceptionWrapper: keep the original error's last line
-        last = [line for line in text.strip().splitlines() if line.strip()][-1]
-        text = last.split(": ", 1)[1] if last.split(":", 1)[0].endswith("Error") else last
-    return text
+def interrupt_hint(exc: BaseException) -> str:
+    """What an interrupt left: the train job says whether a checkpoint to resume from exists."""
+    hint = getattr(exc, "resume_hint", None)
+    return hint or "what was written is kept"
 
 
 def _load(args):
@@ -97,9 +105,18 @@ def _load(args):
 
 
 def cmd_run(args) -> int:
+    exp = _load(args)
+    if args.print_config:
+        import yaml
+
+        from .plan import plan
+
+        for run, jobs in plan(exp, output_dir=args.output_dir, device=args.device, writes=False):
+            print(f"# {exp.name}/{run.label} (jobs: {', '.join(jobs)})")
+            print(yaml.safe_dump(run.config, sort_keys=False))
+        return 0
     from .runner import run_experiment
 
-    exp = _load(args)
     jobs = [j.strip() for j in args.jobs.split(",") if j.strip()] if args.jobs else None
     run_experiment(exp, output_dir=args.output_dir, jobs=jobs, device=args.device, devices=args.devices,
                    shard=args.shard)
@@ -107,27 +124,18 @@ def cmd_run(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from .runner import check_run_dir, plan
+    """Everything short of training, every problem reported together; writes nothing."""
+    from .errors import ConfigError
+    from .validation import validate_runs
 
     exp = _load(args)
-    runs = plan(exp, output_dir=args.output_dir, device=args.device)
-    for run, jobs in runs:
-        device = run.device
-        state = check_run_dir(run)
-        bundle, splits = run.data()
-        model = run.new_model()
-        if "explain" in jobs:  # layer methods (gradcam, ...) name their layer: it must exist in this model
-            for i, method in enumerate(run.config["explain"]["methods"]):
-                layer = (method.get("params") or {}).get("layer")
-                try:
-                    model.cam_layer(layer)
-                except UserError as exc:
-                    raise UserError(f"explain.methods.{i}.params.layer: {exc}") from None
-        counts = ", ".join(f"{s} {len(splits[s])}" for s in ("train", "val", "test"))
-        params = sum(p.numel() for p in model.parameters())
-        print(f"ok {run.variant}: device {device}; data {counts} ({len(bundle.class_names)} classes); "
-              f"model {params / 1e6:.2f}M parameters; jobs {', '.join(jobs)}; run dir {state}")
-    print(f"{args.file}: valid ({len(runs)} run{'s' if len(runs) != 1 else ''})")
+    lines, problems = validate_runs(exp, output_dir=args.output_dir, device=args.device)
+    for line in lines:
+        print(line)
+    if problems:
+        raise ConfigError(problems)
+    n = len(lines)
+    print(f"{args.file}: valid ({n} run{'s' if n != 1 else ''})")
     return 0
 
 
@@ -147,6 +155,8 @@ def cmd_plugins(args) -> int:
     if args.markdown:
         print(markdown_reference(comps))
         return 0
+    if args.check:
+        return check_plugins(reg)
     width = max([len(c.name) for c in comps] + [4])
     kind = None
     for c in comps:
@@ -154,13 +164,28 @@ def cmd_plugins(args) -> int:
             kind = c.kind
             print(f"\n{kind}:")
         print(f"  {c.name.ljust(width)}  {c.description}  [{c.plugin} {c.version}]".rstrip())
+    report_load_problems(reg)
+    return 0
+
+
+def report_load_problems(reg) -> None:
     for (k, n), cs in reg.clashes.items():
         print(f"\nCLASH: {k} {n!r} provided by " + " and ".join(c.plugin for c in cs), file=sys.stderr)
     if reg.errors:
         print("\nplugins that failed to load:", file=sys.stderr)
         for e in reg.errors:
             print(f"  {e.plugin}: {e.error}", file=sys.stderr)
-    return 0
+
+
+def check_plugins(reg) -> int:
+    """Import every factory; exit 1 when a plugin failed to load, clashes or has a factory that cannot load."""
+    problems = reg.check_factories() if hasattr(reg, "check_factories") else []
+    report_load_problems(reg)
+    for line in problems:
+        print(f"  {line}", file=sys.stderr)
+    bad = len(problems) + len(reg.errors) + len(reg.clashes)
+    print(f"{len(reg.all())} components checked; {bad} problem{'s' if bad != 1 else ''}")
+    return 1 if bad else 0
 
 
 def markdown_reference(comps) -> str:
@@ -189,12 +214,26 @@ def cmd_schema(args) -> int:
     from .config import composed_schema
     from .registry import default_registry
 
-    text = json.dumps(composed_schema(default_registry()), indent=2)
+    reg = default_registry()
+    if args.file is not None:
+        from .config import load_plugins_of
+
+        load_plugins_of(args.file, reg)
+    text = json.dumps(composed_schema(reg), indent=2)
     if args.output:
         args.output.write_text(text + "\n")
     else:
         print(text)
     return 0
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins, "schema": cmd_schema}
+try:
+    from .inference_cli import COMMANDS as _INFERENCE
+
+    COMMANDS.update(_INFERENCE)
+except ImportError:  # pragma: no cover
+    pass
 
 
 if __name__ == "__main__":  # pragma: no cover

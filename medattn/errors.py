@@ -15,3 +15,33 @@ class ConfigError(UserError):
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
+
+
+class NotApplicable(Exception):
+    """Raised by a component that has nothing to say for this model (e.g. attention maps without attention)."""
+
+
+EXIT_BAD_INPUT = 2
+
+
+def render_error(exc: BaseException) -> str:
+    """The text shown for bad input (every problem of a config) or an OS error; never a traceback."""
+    if isinstance(exc, ConfigError):
+        n = len(exc.problems)
+        return "\n".join([f"medattn: {n} problem{'s' if n != 1 else ''} in the experiment:",
+                          *(f"  {line}" for line in exc.problems)])
+    if isinstance(exc, UserError):
+        return f"medattn: error: {user_message(exc)}"
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"medattn: error: {exc.strerror or exc}{where}"
+    return f"medattn: error: {exc}"
+
+
+def user_message(exc: UserError) -> str:
+    """The message of a UserError, unwrapped when a DataLoader worker re-raised it with its traceback text."""
+    text = str(exc)
+    if "Original Traceback" in text:  # torch's ExceptionWrapper: keep the original error's last line
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if last.split(":", 1)[0].endswith("Error") else last
+    return text

@@ -12,16 +12,13 @@ import hashlib
 import json
 import multiprocessing as mp
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-
-DONE_FILE = "jobs_done.json"
+from .files import atomic_write_text
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -58,51 +55,46 @@ def _config_sha(run: Any) -> str:
 
 def mark_done(run: Any, job: str) -> None:
     """Record that ``job`` finished for this run's current config (``jobs_done.json`` in the run directory)."""
-    from .runner import atomic_write_text
-
-    file = run.dir / DONE_FILE
-    done = json.loads(file.read_text()) if file.is_file() else {}
+    done = run.dir.read_jobs_done()
     done[job] = {"config_sha256": _config_sha(run), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    atomic_write_text(file, json.dumps(done, indent=2))
+    atomic_write_text(run.dir.jobs_done, json.dumps(done, indent=2))
 
 
 def is_complete(run: Any, jobs: list[str]) -> bool:
     """True when every job in ``jobs`` finished for exactly this config."""
-    file = run.dir / DONE_FILE
-    if not file.is_file():
-        return False
     try:
-        done = json.loads(file.read_text())
-    except ValueError:
+        done = run.dir.read_jobs_done()
+    except UserError:
         return False
     sha = _config_sha(run)
     return all(done.get(j, {}).get("config_sha256") == sha for j in jobs)
 
 
-def run_parallel(todo: list, slots: list[str], file: Path, overrides: list[str], output_dir: str | None,
-              jobs: list[str] | None, log: Callable[[str], None]) -> list[tuple[str, int]]:
-    """One worker thread per device slot; each starts one process per variant it takes from the queue."""
+def run_parallel(units: list[tuple[str, int | None]], slots: list[str], worker: Callable[..., None],
+                 args: tuple, log: Callable[[str], None]) -> list[tuple[str, int]]:
+    """One thread per device slot; each starts one process per unit (variant, seed) it takes from the queue,
+    running ``worker(*args, device, variant, seed)`` (a module-level function, so spawn can import it)."""
     ctx = mp.get_context("spawn")
     work: queue.Queue = queue.Queue()
-    for run, _ in todo:
-        work.put(run.variant)
+    for unit in units:
+        work.put(unit)
     failed: list[tuple[str, int]] = []
     lock = threading.Lock()
 
     def slot_worker(device: str) -> None:
         while True:
             try:
-                variant = work.get_nowait()
+                variant, seed = work.get_nowait()
             except queue.Empty:
                 return
-            log(f"== {variant} -> {device}")
-            proc = ctx.Process(target=child, args=(str(file), list(overrides), output_dir, jobs, device, variant),
-                               name=f"medattn-{variant}")
+            tag = variant if seed is None else f"{variant}/seed-{seed}"
+            log(f"== {tag} -> {device}")
+            proc = ctx.Process(target=worker, args=(*args, device, variant, seed), name=f"medattn-{tag}")
             proc.start()
             proc.join()
             if proc.exitcode != 0:
                 with lock:
-                    failed.append((variant, proc.exitcode))
+                    failed.append((tag, proc.exitcode))
 
     threads = [threading.Thread(target=slot_worker, args=(d,), daemon=True) for d in slots]
     for t in threads:
@@ -110,25 +102,3 @@ def run_parallel(todo: list, slots: list[str], file: Path, overrides: list[str],
     for t in threads:
         t.join()
     return failed
-
-
-def child(file: str, overrides: list[str], output_dir: str | None, jobs: list[str] | None, device: str,
-          variant: str) -> None:
-    """Entry point of a variant's process: load the experiment, run that one variant on ``device``."""
-    from .cli import EXIT_BAD_INPUT, render_error
-    from .config import load_experiment
-    from .runner import check_run_dir, execute_run, plan
-
-    def log(msg: str) -> None:
-        print(f"[{variant}@{device}] {msg}", flush=True)
-
-    try:
-        exp = load_experiment(Path(file), overrides)
-        (run, run_jobs), = [(r, j) for r, j in plan(exp, output_dir, jobs, device) if r.variant == variant]
-        run.log = log
-        check_run_dir(run)
-        log(f"{run.experiment}/{run.variant} on {run.device}: {', '.join(run_jobs)}")
-        execute_run(exp, run, run_jobs, log)
-    except (UserError, OSError) as exc:
-        print(f"[{variant}] {render_error(exc)}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)

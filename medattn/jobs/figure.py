@@ -1,7 +1,14 @@
-"""The figure job: every configured figure component draws what it can from the run directory."""
+"""The figure job: every configured figure component draws what it can from the run directory (scope run),
+then, across the experiment, what compares the runs (scope experiment). Figure components get a read-only view,
+never the data set: ``--jobs figure`` needs no data root."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..config.schema import component_params, slot
+from ..registry import Registry
+from ..views import ExperimentView
+from .base import Job
 
 PARAMS = {
     "type": "object", "additionalProperties": False, "default": {},
@@ -15,35 +22,40 @@ PARAMS = {
 }
 
 
-def run(run) -> None:
-    import matplotlib
+class FigureJob(Job):
+    """Draw the run's figures, and the experiment's once every run is done."""
 
-    matplotlib.use("Agg")
-    written = []
-    for spec in selected_kinds(run, scope="run"):
-        draw = run.registry.factory("figure", spec["name"])
-        paths = draw(component_params(run.registry, "figure", spec), run) or []
-        written.extend(paths)
-    run.log(f"   figure: {len(written)} file(s) in {run.dir / 'figures'}")
+    name = "figure"
+    writes = ("figures",)
+
+    def run(self, run) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        written = draw(run.registry, run.config, "run", run.view())
+        run.log(f"   figure: {len(written)} file(s) in {run.dir.figures}")
+
+    def finish(self, exp: ExperimentView) -> list[Path]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        return draw(self.registry, exp.config, "experiment", exp)
 
 
-def selected_kinds(run, scope: str) -> list[dict]:
+def draw(registry: Registry, config: dict, scope: str, view) -> list[Path]:
+    """Every selected figure kind of ``scope``, drawn from ``view``; the files written."""
+    written: list[Path] = []
+    for spec in selected_kinds(registry, config, scope):
+        paths = registry.factory("figure", spec["name"])(component_params(registry, "figure", spec), view)
+        written.extend(paths or [])
+    return written
+
+
+def selected_kinds(registry: Registry, config: dict, scope: str) -> list[dict]:
     """The figure specs of ``figure.kinds`` (all registered kinds when empty) of one scope: run or experiment.
 
     Kinds run in the listed order, except that a component's ``defaults["order"]`` (default 0) sorts it later:
     the report (order 100) gathers what the others drew."""
-    reg = run.registry
-    kinds = run.config["figure"]["kinds"] or [{"name": n, "params": {}} for n in reg.names("figure")]
-    kinds = [k for k in kinds if reg.get("figure", k["name"]).defaults.get("scope", "run") == scope]
-    return sorted(kinds, key=lambda k: reg.get("figure", k["name"]).defaults.get("order", 0))
-
-
-def save(fig, run, stem: str) -> object:
-    """Save a matplotlib figure as figures/<stem>.<format> at the configured dpi; returns the path."""
-    import matplotlib.pyplot as plt
-
-    cfg = run.config.get("figure", {})
-    path = run.path("figures", f"{stem}.{cfg.get('format', 'png')}")
-    fig.savefig(path, dpi=cfg.get("dpi", 120), bbox_inches="tight")
-    plt.close(fig)
-    return path
+    kinds = config["figure"]["kinds"] or [{"name": n, "params": {}} for n in registry.names("figure")]
+    kinds = [k for k in kinds if registry.get("figure", k["name"]).defaults.get("scope", "run") == scope]
+    return sorted(kinds, key=lambda k: registry.get("figure", k["name"]).defaults.get("order", 0))

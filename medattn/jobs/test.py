@@ -2,17 +2,19 @@
 
 Writes, per checkpoint: ``metrics/test_<ckpt>.json`` (top-level numbers: the summary table; nested: the
 confidence intervals, per-class values, confusion matrix, reliability diagram, operating point),
-``metrics/predictions_<ckpt>.csv`` (one row per image), ``metrics/roc_<ckpt>.csv`` (binary tasks), and the
-seed's text format in ``metrics/seed_results.txt``. A threshold chosen on the validation split (Youden's J
+``metrics/predictions_<ckpt>.csv`` (one row per image) and ``metrics/roc_<ckpt>.csv`` (binary tasks). A threshold chosen on the validation split (Youden's J
 or a target sensitivity / specificity) is frozen and applied to the test split; the metrics at the fixed
 threshold are kept beside them.
 """
 from __future__ import annotations
 
-import csv
 import json
+from typing import Any
 
-from ..runner import atomic_write_text
+from ..files import atomic_write_text, write_rows
+from ..rundir import RunDir
+from ..views import RunView
+from .base import Job
 from .checkpoint_names import CHECKPOINT, CHECKPOINT_NAMES
 
 PARAMS = {
@@ -62,95 +64,152 @@ PARAMS = {
 }
 
 
-def run(run) -> None:
-    """Evaluate every configured checkpoint; see the module docstring."""
-    import numpy as np
+class TestJob(Job):
+    """Evaluate every configured checkpoint on the test split; see the module docstring."""
 
-    from .. import distributed, seed_report
+    name = "test"
+    reads = ("checkpoint",)
+    writes = ("test_metrics", "predictions")
+    distributed = True
+
+    def needs(self, run: RunDir, config: dict[str, Any]) -> dict[str, list]:
+        return {"checkpoint": [run.checkpoint(c) for c in config["test"]["checkpoints"]]}
+
+    def run(self, run) -> None:
+        from .. import distributed
+
+        cfg = run.config["test"]
+        dist = distributed.setup(run.device)
+        for name in cfg["checkpoints"]:
+            te, classes, threshold, source = _evaluate(run, dist, name)
+            if dist.main:
+                metrics = _write(run, name, te, classes, threshold, source)
+                _log(run, name, metrics, threshold, source)
+
+    def rows(self, run: RunView) -> dict[str, list[dict]]:
+        """One summary row per tested checkpoint: the numbers at the top of its test_<ckpt>.json."""
+        rows = []
+        for checkpoint in run.dir.tested_checkpoints():
+            metrics = run.dir.read_test_metrics(checkpoint) or {}
+            rows.append({"checkpoint": checkpoint, **{k: v for k, v in metrics.items()
+                                                      if isinstance(v, (int, float)) and not isinstance(v, bool)}})
+        return {"summary": rows}
+
+
+def _evaluate(run, dist, name: str):
+    """(test outputs, threshold, where the threshold came from) of one checkpoint on every rank."""
+    from .. import distributed
     from .. import engine as E
     from .. import metrics as M
 
     cfg = run.config["test"]
-    dist = distributed.setup(run.device)
-    device = dist.device
-    bundle, splits = run.data()
-    settings = E.LoaderSettings(int(run.config["dataset"].get("num_workers", 0)),
-                                **(run.config.get("train", {}).get("loader") or {}))
-    bs = int(cfg["batch_size"])
-    method = cfg.get("threshold_method", "fixed")
-    fixed = float(cfg["threshold"])
-    boot = cfg.get("bootstrap") or {}
-    seed = int(boot["seed"]) if boot.get("seed") is not None else int(run.config.get("seed", 42))
-    pad = cfg.get("pad") or {}
+    _, splits = run.data()
+    settings = E.LoaderSettings(int(run.config["dataset"]["num_workers"]), **run.config["train"]["loader"])
 
-    def outputs(model, split: str, desc: str) -> E.Outputs:
+    def outputs(model, split: str, desc: str):
         sampler = distributed.sampler(splits[split], dist, shuffle=False, seed=0)
-        loader = E.make_loader(splits[split], bs, False, 0, device, settings, sampler)
-        return distributed.gather_outputs(E.collect(model, loader, device, desc), sampler, dist)
+        loader = E.make_loader(splits[split], int(cfg["batch_size"]), False, 0, dist.device, settings, sampler)
+        return distributed.gather_outputs(E.collect(model, loader, dist.device, desc), sampler, dist)
 
-    for name in cfg["checkpoints"]:
-        model = run.load_model(name).to(device)
-        te = outputs(model, "test", f"test {name}")
-        threshold, source = fixed, "fixed"
-        if method != "fixed":
-            va = outputs(model, "val", f"val {name}")
-            threshold = M.choose_threshold(va.labels, va.scores, method, float(cfg["threshold_target"]), fixed)
-            source = f"validation ({method}" + (f" {cfg['threshold_target']})" if method != "youden" else ")")
-        if not dist.main:
-            continue
-        labels, scores = te.labels, te.scores
-        metrics = {"checkpoint": name, "loss": te.loss, "n_positive": int((labels == 1).sum()),
-                   **M.classification_metrics(labels, scores, threshold), "threshold": float(threshold)}
-        binary = M.positive_scores(scores) is not None
-        if pad.get("enabled"):
-            pm = M.pad_metrics(labels, scores, threshold, float(pad.get("fdr", 0.002)))
-            roc = pm.pop("roc", None)
-            metrics.update(pm)
-            if roc:
-                _csv(run.path("metrics", f"pad_roc_{name}.csv"), ["fdr", "tdr", "threshold"],
-                     zip(roc["fdr"], roc["tdr"], roc["thresholds"]))
-        metrics["operating_point"] = {"method": method, "threshold": float(threshold), "source": source,
-                                      "fixed_threshold": fixed, "target": cfg.get("threshold_target")}
-        if method != "fixed":  # both recorded: the metrics at the fixed threshold too
-            metrics["at_fixed_threshold"] = M.classification_metrics(labels, scores, fixed)
-        metrics["confusion_matrix"] = {"labels": list(model.class_names),
-                                       "matrix": M.confusion(labels, scores, threshold)}
-        metrics["per_class"] = M.per_class(labels, scores, model.class_names, threshold)
-        metrics["reliability"] = M.reliability(labels, scores, int(cfg.get("calibration_bins", 10)))
-        if int(boot.get("resamples", 0)) > 0:
-            groups = te.groups if boot.get("by_group", True) else None
-            metrics["ci"] = {"confidence": float(boot.get("confidence", 0.95)), "resamples": int(boot["resamples"]),
-                             "unit": "group" if groups is not None else "image", "seed": seed,
-                             **M.bootstrap_ci(labels, scores, threshold, int(boot["resamples"]), seed, groups,
-                                              float(boot.get("confidence", 0.95)))}
-        atomic_write_text(run.path("metrics", f"test_{name}.json"), json.dumps(metrics, indent=2, allow_nan=True))
-        preds = M.predictions(scores, threshold)
-        columns = ["id", "label", "prediction"] + (["score"] if scores.ndim == 1 else
-                                                   [f"score_{c}" for c in model.class_names])
-        if te.groups is not None:
-            columns.insert(1, "group")
-        rows = []
-        for i, (sid, y, p, s) in enumerate(zip(te.ids, labels, preds, scores)):
-            vals = [f"{s:.6f}"] if scores.ndim == 1 else [f"{v:.6f}" for v in s]
-            rows.append([sid, *([te.groups[i]] if te.groups is not None else []), int(y), int(p), *vals])
-        _csv(run.path("metrics", f"predictions_{name}.csv"), columns, rows)
-        if binary and len(np.unique(labels)) > 1:
-            from sklearn.metrics import roc_curve
-
-            fpr, tpr, thr = roc_curve(labels, M.positive_scores(scores))
-            _csv(run.path("metrics", f"roc_{name}.csv"), ["fpr", "tpr", "threshold"],
-                 zip(fpr.tolist(), tpr.tolist(), [min(float(t), 1e300) for t in thr]))
-        ci = metrics.get("ci", {})
-        shown = " ".join(f"{k}={metrics[k]:.4f}" + (f" [{ci[k][0]:.3f}, {ci[k][1]:.3f}]" if k in ci else "")
-                         for k in ("accuracy", "precision", "recall", "f1", "roc_auc") if k in metrics)
-        run.log(f"   test {name} (threshold {threshold:.4g}, {source}): {shown}")
-    if dist.main:
-        seed_report.write_run(run.dir, run.config, cfg["checkpoints"])
+    model = run.load_model(name).to(dist.device)
+    te = outputs(model, "test", f"test {name}")
+    classes = list(model.class_names)
+    method, fixed = cfg["threshold_method"], float(cfg["threshold"])
+    if method == "fixed":
+        return te, classes, fixed, "fixed"
+    va = outputs(model, "val", f"val {name}")
+    threshold = M.choose_threshold(va.labels, va.scores, method, float(cfg["threshold_target"]), fixed)
+    return te, classes, threshold, f"validation ({method}" + (f" {cfg['threshold_target']})" if method != "youden" else ")")
 
 
-def _csv(path, header, rows) -> None:
-    """A small CSV file, written whole."""
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(rows)
+def _write(run, name: str, te, classes: list[str], threshold: float, source: str) -> dict:
+    """metrics/test_<name>.json, predictions_<name>.csv and the ROC files of one checkpoint."""
+    from .. import metrics as M
+
+    cfg = run.config["test"]
+    labels, scores = te.labels, te.scores
+    metrics = {"checkpoint": name, "loss": te.loss, "n_positive": int((labels == 1).sum()),
+               **M.classification_metrics(labels, scores, threshold), "threshold": float(threshold)}
+    if cfg["pad"]["enabled"]:
+        metrics.update(_pad(run, name, labels, scores, threshold))
+    method, fixed = cfg["threshold_method"], float(cfg["threshold"])
+    metrics["operating_point"] = {"method": method, "threshold": float(threshold), "source": source,
+                                  "fixed_threshold": fixed, "target": cfg["threshold_target"]}
+    if method != "fixed":  # both recorded: the metrics at the fixed threshold too
+        metrics["at_fixed_threshold"] = M.classification_metrics(labels, scores, fixed)
+    metrics["confusion_matrix"] = {"labels": classes, "matrix": M.confusion(labels, scores, threshold)}
+    metrics["per_class"] = M.per_class(labels, scores, classes, threshold)
+    metrics["reliability"] = M.reliability(labels, scores, int(cfg["calibration_bins"]))
+    metrics.update(_intervals(run, te, threshold))
+    atomic_write_text(run.dir.test_metrics(name), json.dumps(metrics, indent=2, allow_nan=True))
+    _predictions(run, name, te, classes, threshold)
+    _roc(run, name, labels, scores)
+    return metrics
+
+
+def _pad(run, name: str, labels, scores, threshold: float) -> dict:
+    """APCER, BPCER, ACER and TDR@FDR; the ROC points go to pad_roc_<name>.csv."""
+    from .. import metrics as M
+
+    pm = M.pad_metrics(labels, scores, threshold, float(run.config["test"]["pad"]["fdr"]))
+    roc = pm.pop("roc", None)
+    if roc:
+        write_rows(run.dir.pad_roc(name), ["fdr", "tdr", "threshold"],
+                   zip(roc["fdr"], roc["tdr"], roc["thresholds"]))
+    return pm
+
+
+def _intervals(run, te, threshold: float) -> dict:
+    """{"ci": ...}: percentile bootstrap intervals of the test metrics (by patient group when known)."""
+    from .. import metrics as M
+
+    boot = run.config["test"]["bootstrap"]
+    if int(boot["resamples"]) <= 0:
+        return {}
+    seed = int(boot["seed"]) if boot["seed"] is not None else int(run.config["seed"])
+    groups = te.groups if boot["by_group"] else None
+    confidence = float(boot["confidence"])
+    return {"ci": {"confidence": confidence, "resamples": int(boot["resamples"]),
+                   "unit": "group" if groups is not None else "image", "seed": seed,
+                   **M.bootstrap_ci(te.labels, te.scores, threshold, int(boot["resamples"]), seed, groups,
+                                    confidence)}}
+
+
+def _predictions(run, name: str, te, classes: list[str], threshold: float) -> None:
+    """predictions_<name>.csv: id, (group), label, prediction and the scores of every image."""
+    from .. import metrics as M
+
+    scores = te.scores
+    preds = M.predictions(scores, threshold)
+    columns = ["id", "label", "prediction"] + (["score"] if scores.ndim == 1 else
+                                               [f"score_{c}" for c in classes])
+    if te.groups is not None:
+        columns.insert(1, "group")
+    rows = []
+    for i, (sid, y, p, s) in enumerate(zip(te.ids, te.labels, preds, scores)):
+        vals = [f"{s:.6f}"] if scores.ndim == 1 else [f"{v:.6f}" for v in s]
+        rows.append([sid, *([te.groups[i]] if te.groups is not None else []), int(y), int(p), *vals])
+    write_rows(run.dir.predictions(name), columns, rows)
+
+
+def _roc(run, name: str, labels, scores) -> None:
+    """roc_<name>.csv of a binary task with both classes present."""
+    import numpy as np
+
+    from .. import metrics as M
+
+    positive = M.positive_scores(scores)
+    if positive is None or len(np.unique(labels)) < 2:
+        return
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, thr = roc_curve(labels, positive)
+    write_rows(run.dir.roc(name), ["fpr", "tpr", "threshold"],
+               zip(fpr.tolist(), tpr.tolist(), [min(float(t), 1e300) for t in thr]))
+
+
+def _log(run, name: str, metrics: dict, threshold: float, source: str) -> None:
+    ci = metrics.get("ci", {})
+    shown = " ".join(f"{k}={metrics[k]:.4f}" + (f" [{ci[k][0]:.3f}, {ci[k][1]:.3f}]" if k in ci else "")
+                     for k in ("accuracy", "precision", "recall", "f1", "roc_auc") if k in metrics)
+    run.log(f"   test {name} (threshold {threshold:.4g}, {source}): {shown}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medattn.hookspecs import Component, hookimpl
+from medattn.api import Component, hookimpl
 
 _PKG = "medattn_plugins.datasets"
 
@@ -17,7 +17,7 @@ def _p(type_: Any, description: str, default: Any = None, **extra: Any) -> dict[
     return prop
 
 
-ROOT = _p("string", "Data root folder (required): set with --set dataset.params.root=/path")
+ROOT = _p("string", "Data root folder (required): set with --set dataset.params.root=/path", format="path")
 
 
 def _common(split: bool = True, carve: tuple[float, float] = (0.15, 0.15)) -> dict[str, Any]:
@@ -81,6 +81,9 @@ IMAGE_FOLDER = _schema({
                      items={"type": "string"}),
     "group_regex": _p("string", "Regex whose first group in the file name is the patient id (default: "
                       "each file is its own group)"),
+    "nested": _p("boolean", "Images may sit in sub-folders of a class folder (e.g. one folder per patient); "
+                 "off: a class folder holding only folders is an error (usually a root one level too high)",
+                 False),
     **_common(),
 }, ("root",))
 
@@ -100,7 +103,7 @@ CBIS = _schema({
                 enum=["full", "roi_crop"]),
     "abnormality": _p("array", "tcia: which case-description CSVs to use", ["mass", "calc"],
                       items={"type": "string", "enum": ["mass", "calc"]}, minItems=1),
-    "csv_dir": _p("string", "tcia: folder of the case-description CSVs (default: root, then searched "
+    "csv_dir": _p("string", format="path", description="tcia: folder of the case-description CSVs (default: root, then searched "
                   "below root)"),
     **_common(carve=(0.15, 0.0)),
 }, ("root",))
@@ -147,7 +150,7 @@ CSV = _schema({
     "label_column": _p("string", "Column with the label", "label"),
     "split_column": _p("string", "Optional column with train/val/test (else carved from the seed)"),
     "group_column": _p("string", "Optional column with the patient / group id"),
-    "image_root": _p("string", "Folder the paths are relative to (default: the CSV's folder)"),
+    "image_root": _p("string", "Folder the paths are relative to (default: the CSV's folder)", format="path"),
     "classes": _p("array", "Label values in class order (default: sorted distinct labels)",
                   items={"type": ["string", "integer"]}, minItems=2),
     **_common(split=True),

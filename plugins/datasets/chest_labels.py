@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medattn.errors import UserError
+from medattn.api import UserError
 
 
 def binary_label(value: str, params: dict[str, Any], where: str) -> int | None:

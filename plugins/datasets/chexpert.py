@@ -4,8 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medattn.errors import UserError
-from medattn.hookspecs import DataBundle, DataContext
+from medattn.api import DataBundle, DataContext, UserError
 
 from .chest_labels import binary_label, check_finding
 from .file_dataset import Sample, SkipLog, build_bundle, check_files, options_from

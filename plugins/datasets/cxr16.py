@@ -4,8 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medattn.errors import UserError
-from medattn.hookspecs import DataBundle, DataContext
+from medattn.api import DataBundle, DataContext, UserError
 
 from .image_folder import build_from_root
 

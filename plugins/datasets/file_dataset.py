@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from medattn.errors import UserError
-from medattn.hookspecs import DataBundle, DataContext
+from medattn.api import DataBundle, DataContext, UserError
 
 from .image_io import BadImage, is_dicom, mask_to_tensor, read_image, to_tensor
 from .splits import check_fractions, finalize_bundle, grouped_split
@@ -48,10 +47,10 @@ class LoadOptions:
 
 
 class SkipLog:
-    """Skipped files and why: counted, logged and appended to run_dir/skipped.csv."""
+    """Skipped files and why: counted, logged and appended to the run directory's skip list (``run_dir.skipped``)."""
 
     def __init__(self, run_dir: Any, log: Callable[[str], None] = print) -> None:
-        self.path = Path(run_dir) / "skipped.csv" if run_dir is not None else None
+        self.path = run_dir.skipped if run_dir is not None else None
         self.log = log
         self.count = 0
 

@@ -5,8 +5,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from medattn.errors import UserError
-from medattn.hookspecs import DataBundle, DataContext
+from medattn.api import DataBundle, DataContext, UserError
 
 from .file_dataset import Sample, SkipLog, build_bundle, check_files, options_from
 
@@ -51,6 +50,18 @@ def find_split_dirs(root: Path) -> dict[str, Path]:
     return found
 
 
+def _check_flat(cdir: Path, cls: str, files: list[Path]) -> None:
+    """Without ``nested``, images must sit directly in their class folder; a class folder of folders usually
+    means the root is one level too high (the parent folders became the classes)."""
+    if any(f.parent == cdir for f in files) or not files:
+        return
+    subs = sorted(c.name for c in cdir.iterdir() if c.is_dir() and not c.name.startswith("."))
+    raise UserError(f"{cdir}: class folder '{cls}' holds only folders ({', '.join(subs[:6])}"
+                    f"{', ...' if len(subs) > 6 else ''}), no images. If those are the classes, the root is one "
+                    f"level too high: set dataset.params.root={cdir}. If they are per-patient folders, set "
+                    "dataset.params.nested: true")
+
+
 def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
     """Factory of ``image_folder``."""
     root = require_dir(params.get("root"))
@@ -89,6 +100,8 @@ def build_from_root(root: Path, params: dict[str, Any], ctx: DataContext, datase
             if not cdir.is_dir():
                 raise UserError(f"{d}: class folder '{cls}' is missing (classes: {classes})")
             files = list_images(cdir, exts)
+            if not params["nested"]:
+                _check_flat(cdir, cls, files)
             if not files:
                 raise UserError(f"{cdir}: class '{cls}' has no images with extensions {list(exts)}")
             for f in files:

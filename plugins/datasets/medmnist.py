@@ -7,8 +7,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from medattn.errors import UserError
-from medattn.hookspecs import DataBundle, DataContext
+from medattn.api import DataBundle, DataContext, UserError
 
 from .image_folder import require_dir
 from .image_io import to_tensor

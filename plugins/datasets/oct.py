@@ -4,8 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medattn.errors import UserError
-from medattn.hookspecs import DataBundle, DataContext
+from medattn.api import DataBundle, DataContext, UserError
 
 from .file_dataset import Sample, SkipLog, build_bundle, check_files, options_from
 from .image_folder import IMAGE_EXTENSIONS, build_from_root, find_split_dirs, list_images, require_dir

@@ -3,14 +3,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medattn.errors import UserError
-from medattn.hookspecs import DataBundle, DataContext
-from medattn.runner import atomic_write_text
+from medattn.api import DataBundle, DataContext, UserError, atomic_write_text
 
 SPLITS = ("train", "val", "test")
 
@@ -111,11 +108,9 @@ def finalize_bundle(splits: dict[str, Any], class_names: list[str], ctx: DataCon
     per_class = {name: {class_names[c]: int(sum(1 for x in metas[name][2] if x == c))
                         for c in range(len(class_names))} for name in SPLITS}
     info = {**info, "counts": counts, "per_class": per_class}
-    if ctx.run_dir is not None:
-        run_dir = Path(ctx.run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+    if ctx.run_dir is not None:  # None under `medattn validate`, which writes nothing
         doc = {"dataset": dataset, "class_names": class_names, "counts": counts,
                "splits": {name: metas[name][0] for name in SPLITS},
                "groups": {name: metas[name][1] for name in SPLITS}}
-        atomic_write_text(run_dir / "splits.json", json.dumps(doc, indent=1))
+        atomic_write_text(ctx.run_dir.splits, json.dumps(doc, indent=1))
     return DataBundle(splits=dict(splits), class_names=list(class_names), has_masks=has_masks, info=info)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medattn.hookspecs import DataBundle, DataContext
+from medattn.api import DataBundle, DataContext
 
 from .splits import finalize_bundle
 

@@ -7,7 +7,7 @@ import io
 from collections.abc import Iterator
 from pathlib import Path
 
-from medattn.errors import UserError
+from medattn.api import UserError
 
 
 def find_table(folder: Path, name: str, field: str = "dataset.params.root") -> Path:

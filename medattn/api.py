@@ -1,0 +1,39 @@
+"""The public surface of medattn for plugin authors: import this module and nothing else from medattn.
+
+Everything else under ``medattn.*`` is internal and may change between releases; lint (ruff banned-api)
+fails for built-in plugins and examples that import it.
+
+- hooks and records: :data:`hookimpl`, :class:`Component`, the factory contexts and :class:`DataBundle`
+- errors: :class:`UserError` (bad input, one clear message, exit 2) and :class:`NotApplicable`
+- files: :func:`atomic_write_text`, :func:`atomic_write_bytes`, :func:`write_csv`, :func:`write_rows`,
+  :func:`format_table`, :func:`save_figure`
+- read-only views: :class:`RunView`, :class:`ExperimentView`, with the paths of :class:`RunDir` and
+  :class:`ExperimentDir`
+"""
+from __future__ import annotations
+
+from .errors import NotApplicable, UserError
+from .files import atomic_write_bytes, atomic_write_text, format_table, write_csv, write_rows
+from .hookspecs import (
+    KINDS,
+    AttentionContext,
+    Backbone,
+    Component,
+    DataBundle,
+    DataContext,
+    ExplainContext,
+    FeatureInfo,
+    HeadContext,
+    ModelContext,
+    TransformContext,
+    hookimpl,
+)
+from .rundir import ExperimentDir, RunDir
+from .views import ExperimentView, RunView, save_figure
+
+__all__ = [
+    "KINDS", "AttentionContext", "Backbone", "Component", "DataBundle", "DataContext", "ExperimentDir", "ExperimentView",
+    "ExplainContext", "FeatureInfo", "HeadContext", "ModelContext", "NotApplicable", "RunDir", "RunView", "TransformContext",
+    "UserError", "atomic_write_bytes", "atomic_write_text", "format_table", "hookimpl", "save_figure",
+    "write_csv", "write_rows",
+]

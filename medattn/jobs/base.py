@@ -1,0 +1,62 @@
+"""What a job is: one step of a run that declares what it reads and writes.
+
+The runner checks, before any work, that every artifact a job reads is on disk or written by an earlier job of
+the same command, and names the job that writes a missing one. After the runs, each job contributes its own
+tables to the experiment summary (``tables``) and may write experiment-wide files (``finish``), so the runner
+names no job, metric file or figure kind.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..rundir import RunDir
+from ..views import ExperimentView, RunView
+
+
+class Job:
+    """Base class of the built-in jobs; a job component's factory returns an instance."""
+
+    name: ClassVar[str] = ""
+    reads: ClassVar[tuple[str, ...]] = ()  # artifacts needed (e.g. "checkpoint", "test_metrics")
+    writes: ClassVar[tuple[str, ...]] = ()  # artifacts produced
+    distributed: ClassVar[bool] = False  # under torchrun: run on every rank (True) or on rank 0 only
+
+    def __init__(self, registry: Any = None) -> None:
+        self.registry = registry  # the registry the job was found in (to build components)
+
+    def check(self, config: dict[str, Any]) -> list[str]:
+        """Problems with this job's config that the schema cannot see (e.g. a list it needs but that has no
+        default), each ``dotted.path: message``; checked at planning, before any work."""
+        return []
+
+    def check_model(self, config: dict[str, Any], model: Any) -> list[tuple[tuple, str]]:
+        """Problems only the built model shows (e.g. a layer name that is not in it), each (config path, message);
+        ``medattn validate`` reports them with the file and line of that path."""
+        return []
+
+    def needs(self, run: RunDir, config: dict[str, Any]) -> dict[str, list[Path]]:
+        """{artifact: files that must exist} for this run and config (only artifacts of ``reads``)."""
+        return {}
+
+    def run(self, run: Any) -> None:
+        """Do the job for one run (``run``: the runner's Run)."""
+        raise NotImplementedError
+
+    def rows(self, run: RunView) -> dict[str, list[dict]]:
+        """Rows of one run for the experiment summary: {table name: rows}; ``tables`` adds the run's variant
+        (and seed) in front of each row."""
+        return {}
+
+    def tables(self, exp: ExperimentView) -> dict[str, list[dict]]:
+        """Rows this job adds to the experiment summary: {table name: rows} (written as <name>.csv)."""
+        out: dict[str, list[dict]] = {}
+        for view in exp.runs:
+            head = {"variant": view.variant, **({"seed": view.seed} if view.seed is not None else {})}
+            for table, rows in self.rows(view).items():
+                out.setdefault(table, []).extend({**head, **row} for row in rows)
+        return out
+
+    def finish(self, exp: ExperimentView) -> list[Path]:
+        """Experiment-wide files written after the summary tables (e.g. figures across variants)."""
+        return []

@@ -1,0 +1,114 @@
+"""One run of an experiment (a matrix variant, and one seed of it with ``seeds:``): its config, its run
+directory, its device, and the data set and model its jobs share."""
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .registry import Registry
+from .rundir import RunDir
+from .views import RunView, frozen_config
+
+
+@dataclass
+class Run:
+    """What the jobs of one run share. ``writes=False`` (``medattn validate``) builds everything but writes nothing."""
+
+    experiment: str
+    variant: str
+    config: dict
+    dir: RunDir
+    registry: Registry
+    device_spec: str
+    seed: int | None = None  # the repeat's seed for experiments with ``seeds:``, else None
+    log: Callable[[str], None] = print
+    writes: bool = True
+    cache_dir: Path | None = None  # decoded-image cache shared by the runs of an output folder
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """``variant`` or ``variant/seed-N``."""
+        return self.variant if self.seed is None else f"{self.variant}/seed-{self.seed}"
+
+    @property
+    def device(self):  # torch.device, resolved lazily so that planning never imports torch
+        if "device" not in self._cache:
+            from .device import resolve_device
+
+            self._cache["device"] = resolve_device(self.device_spec)
+        return self._cache["device"]
+
+    def path(self, *parts: str) -> Path:  # TRANSITIONAL: jobs ask self.dir (RunDir) for their paths
+        p = self.dir.root.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def view(self) -> RunView:
+        return RunView(self.experiment, self.variant, self.dir, frozen_config(self.config), self.log, self.seed)
+
+    # -- shared pieces, built once per run -------------------------------------------------------
+    def data(self):
+        """(bundle, prepared splits); the dataset is built once and shared by every job of the run."""
+        if "data" not in self._cache:
+            import torch
+
+            from .data import build_data
+            from .manifest import record_data
+            from .model import build_backbone
+
+            # the backbone says how many channels and which normalisation it wants; it is built under the
+            # run's seed and kept, with the RNG state after it, for the first model (no second build)
+            seed_everything(self.config["seed"])
+            backbone = build_backbone(self.registry, self.config, num_outputs=1)
+            self._cache["backbone"] = (backbone, torch.get_rng_state())
+            self._cache["data"] = build_data(self.registry, self.config, backbone,
+                                             self.dir if self.writes else None, self.log,
+                                             cache_dir=self.cache_dir if self.writes else None)
+            if self.writes:
+                record_data(self)
+        return self._cache["data"]
+
+    def class_names(self) -> list[str]:
+        return list(self.data()[0].class_names)
+
+    def new_model(self):
+        """A freshly initialised model for this run, seeded so that it does not depend on job order."""
+        import torch
+
+        from .model import build_model
+
+        bundle, _ = self.data()
+        seed_everything(self.config["seed"])
+        backbone = None
+        if "backbone" in self._cache:  # as if built just now: same weights, same RNG state after it
+            backbone, state = self._cache.pop("backbone")
+            torch.set_rng_state(state)
+        return build_model(self.registry, self.config, bundle.class_names, backbone)
+
+    def load_model(self, checkpoint: str):
+        """The model with the weights of the run's checkpoint ``checkpoint`` (written by the train job)."""
+        from . import checkpoints
+
+        file = self.dir.checkpoint(checkpoint)
+        if not file.is_file():
+            have = self.dir.checkpoint_names()
+            raise UserError(f"{file}: checkpoint not found (run the train job first"
+                            f"{'; this run has: ' + ', '.join(have) if have else ''})")
+        model = self.new_model()
+        model.load_state_dict(checkpoints.load(file)["model"])
+        return model.to(self.device).eval()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and every GPU)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
