@@ -84,12 +84,14 @@ def hydra_overrides(argv: list[str]) -> list[str]:
     if not argv or argv[0] not in ("run", "validate", "schema"):
         return argv
     out = argv[:1]
-    for arg in argv[1:]:
-        if "=" in arg and not arg.startswith("-") and arg.split("=", 1)[0].replace(".", "").replace("_", "").isalnum():
-            out += ["--set", arg]
-        else:
-            out.append(arg)
+    for prev, arg in zip(argv, argv[1:]):
+        key = arg.split("=", 1)[0]
+        bare = "=" in arg and not arg.startswith("-") and key.replace(".", "").replace("_", "").isalnum()
+        out += ["--set", arg] if bare and prev not in VALUE_OPTIONS else [arg]
     return out
+
+
+VALUE_OPTIONS = ("--set", "--device", "--output-dir", "--jobs", "--devices", "--shard", "--output", "-o")
 
 
 def interrupt_hint(exc: BaseException) -> str:

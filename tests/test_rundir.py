@@ -1,0 +1,127 @@
+"""The run directory's owner, run identity, prerequisites checked before any work, and `validate`."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medattn.rundir import ExperimentDir, RunDir
+
+
+def test_rundir_paths_and_readers(tmp_path):
+    rd = RunDir(tmp_path / "exp" / "v")
+    assert rd.checkpoint("best_val_loss").name == "best_val_loss.pt"
+    assert rd.predictions("last").parent == rd.metrics and rd.quality.parent == rd.explanations
+    assert rd.checkpoint_names() == [] and rd.tested_checkpoints() == [] and rd.attribution_labels() == []
+    rd.explanations.mkdir(parents=True)
+    for stem in ("samples", "saliency", "quality_curves"):
+        np.savez(rd.explanations / f"{stem}.npz", a=np.zeros(1))
+    assert rd.attribution_labels() == ["saliency"]
+    assert ExperimentDir(tmp_path / "exp").run("v", 2).root == tmp_path / "exp" / "v" / "seed-2"
+    from medattn.errors import UserError
+
+    with pytest.raises(UserError, match="not found"):
+        rd.read_manifest()
+
+
+def test_explain_without_checkpoint_is_refused_before_any_work(tiny, cli, tmp_path):
+    code, out, err = cli("run", tiny, "--jobs", "explain,figure")
+    assert code == 2
+    assert "run the train job first" in err and "best_val_loss.pt" in err
+    assert not (tmp_path / "runs" / "tiny" / "default" / "config.yaml").exists()  # nothing written
+
+
+def test_a_run_dir_without_checkpoints_is_replaced(write, cli, tmp_path, tiny):
+    text = tiny.read_text()
+    other = write("other.yaml", text.replace("seed: 3", "seed: 4").replace("jobs: [train, test, explain, figure]",
+                                                                          "jobs: [train]"))
+    run = tmp_path / "runs" / "tiny" / "default"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("name: tiny\nseed: 99\n")  # a run that failed before training
+    code, out, err = cli("run", other)
+    assert code == 0, err
+    assert "replacing it" in out and (run / "checkpoints" / "last.pt").is_file()
+    code, out, err = cli("run", tiny, "--jobs", "train")  # now it has checkpoints: another seed is refused
+    assert code == 2 and "different run" in err and "seed: was 4, now 3" in err
+
+
+def _folder(root, classes=("a", "b"), n=6, size=16):
+    rng = np.random.default_rng(0)
+    for split in ("train", "val", "test"):
+        for c in classes:
+            d = root / split / c
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8)).save(d / f"{c}{i}.png")
+    return root
+
+
+FOLDER = """\
+name: folder
+seed: 1
+device: cpu
+output_dir: {out}
+dataset: {{name: image_folder, image_size: 32, params: {{root: {root}}}}}
+model:
+  backbone: {{name: resnet18, params: {{pretrained: false}}}}
+  attention: {{name: none}}
+train: {{epochs: 1, batch_size: 4}}
+test: {{checkpoints: [last], bootstrap: {{resamples: 0}}}}
+jobs: [train, test]
+"""
+
+
+def test_moved_data_with_the_same_fingerprint_is_the_same_run(write, cli, tmp_path):
+    root = _folder(tmp_path / "data")
+    exp = write("f.yaml", FOLDER.format(out=tmp_path / "runs", root=root))
+    assert cli("run", exp)[0] == 0
+    moved = root.rename(tmp_path / "elsewhere")
+    code, out, err = cli("run", exp, "--set", f"dataset.params.root={moved}", "--jobs", "test")
+    assert code == 0, err
+
+
+def test_validate_prints_classes_and_counts_and_writes_nothing(write, cli, tmp_path):
+    root = _folder(tmp_path / "data")
+    exp = write("f.yaml", FOLDER.format(out=tmp_path / "runs", root=root))
+    code, out, err = cli("validate", exp)
+    assert code == 0, err
+    assert "classes a, b" in out and "train 12 (a 6, b 6)" in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_validate_single_class_and_root_one_level_too_high(write, cli, tmp_path):
+    one = _folder(tmp_path / "one", classes=("a",))
+    exp = write("one.yaml", FOLDER.format(out=tmp_path / "runs", root=one))
+    code, out, err = cli("validate", exp)
+    assert code == 2 and "at least 2" in err and "one.yaml:5" in err
+    high = tmp_path / "high"
+    _folder(high / "train" / "xrays")  # high/train/xrays/{train,val,test}/{a,b}
+    for split in ("val", "test"):
+        _folder(high / split / "xrays")
+    exp = write("high.yaml", FOLDER.format(out=tmp_path / "runs", root=high))
+    code, out, err = cli("validate", exp)
+    assert code == 2 and "holds only folders" in err and "root is one level too high" in err
+
+
+def test_cli_version_bare_overrides_and_print_config(tiny, cli):
+    import medattn
+
+    with pytest.raises(SystemExit) as exc:
+        cli("--version")
+    assert exc.value.code == 0
+    code, out, err = cli("run", tiny, "train.epochs=2", "--print-config")
+    assert code == 0, err
+    assert "# tiny/default" in out and "epochs: 2" in out and "weight_decay: 0.0" in out  # defaults filled in
+    assert medattn.__version__
+
+
+def test_summary_names_no_job_but_collects_tables(tiny, cli, tmp_path):
+    code, out, err = cli("run", tiny, "--set", "jobs=[train,test]")
+    assert code == 0, err
+    exp = ExperimentDir(tmp_path / "runs" / "tiny")
+    rows = exp.read_table("summary")
+    assert rows and rows[0]["variant"] == "default" and rows[0]["checkpoint"] == "best_val_loss"
+    manifest = json.loads((exp.run("default").manifest).read_text())
+    assert manifest["data"]["classes"] and manifest["data"]["fingerprint"]
