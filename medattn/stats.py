@@ -1,0 +1,478 @@
+"""Statistics for repeated runs: the spread across seeds, and paired comparisons of variants on the same test images.
+
+**Across seeds** (:func:`aggregate`): per variant and metric, the mean, the sample sd, the t-based 95% CI of the
+mean across seeds and n (the seeds with a finite value). It says how much training randomness moves a metric.
+
+**Between variants** (:func:`compare`): each variant is compared with its reference on the test images both were
+scored on (paired by image id). ``delta`` is always variant minus reference, and it is the difference of the
+*mean over seeds* of the metric, so it equals the difference of the means in the aggregate table.
+
+How the seeds are combined. Seeds are treated as a random factor (training randomness) and images as another
+(the test set is a sample), as in multi-reader multi-case ROC analysis, where seeds play the readers and images
+the cases. With one seed per variant the classic paired tests apply: DeLong for ROC-AUC, McNemar for accuracy,
+a paired bootstrap for any other metric. With several seeds the Obuchowski-Rockette test with Hillis's
+denominator degrees of freedom (:func:`or_hillis`) is used: its variance of delta adds how much the per-seed
+delta varies across seeds (seed s of the variant is paired with seed s of the reference) to how much it would
+vary over other test images (the covariance of all runs' estimates on the shared images: DeLong's for ROC-AUC,
+the binomial one for accuracy, a paired bootstrap's for anything else). With identical runs per variant it
+reduces to the single-seed test. We do not average each image's score across seeds first: that tests the seed
+ensemble, a different model from any one run, whose metric differs from the aggregate table's means and which
+favours variants that vary more between seeds. We do not combine per-seed p-values either (Fisher, Stouffer):
+the seeds share the test images, so their p-values are dependent and those methods would be anti-conservative.
+With three seeds the seed term has two degrees of freedom, so a real but small difference may not reach
+significance: "no significant difference" is then the honest answer.
+
+When the items carry a patient group and some group holds several images, the images are not independent:
+every metric then uses the paired bootstrap resampling whole groups (DeLong and McNemar assume independent
+images).
+
+The reference (:func:`reference_pairs`): a variant name (everyone against it), ``none`` (each variant against
+the variant without attention, ``model.attention.name: none``, that shares the most matrix choices with it, so
+in a backbone x attention grid each backbone is compared with its own baseline; the first variant when no variant
+is without attention), or nothing (the first variant). The adjusted p-values correct over the whole table
+(every variant and metric): one family, so choosing the metric after the fact is guarded against too.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+from scipy import stats as sps
+
+from .errors import UserError
+
+CORRECTIONS = ("holm", "bonferroni", "holm-sidak", "sidak", "simes-hochberg", "hommel", "fdr_bh", "fdr_by", "none")
+METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "sensitivity", "specificity", "f1", "roc_auc")
+COLUMNS = ("variant", "reference", "metric", "delta", "ci_low", "ci_high", "p", "p_adjusted", "test", "n_seeds",
+           "n_images")
+AGGREGATE_COLUMNS = ("metric", "mean", "sd", "ci_low", "ci_high", "n")
+NOT_AGGREGATED = frozenset({"seed", "n", "n_positive"})  # counts and ids, not metrics
+MCNEMAR_EXACT_BELOW = 25  # discordant pairs under which McNemar uses the exact binomial test
+NAN = float("nan")
+
+
+# --- across seeds --------------------------------------------------------------------------------------------------
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
+    """mean, sample sd, the t-based CI of the mean and n of the finite values (sd and CI NaN below two)."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
+    n = len(v)
+    if n == 0:
+        return {"mean": NAN, "sd": NAN, "ci_low": NAN, "ci_high": NAN, "n": 0}
+    mean = float(v.mean())
+    if n < 2:
+        return {"mean": mean, "sd": NAN, "ci_low": NAN, "ci_high": NAN, "n": 1}
+    sd = float(v.std(ddof=1))
+    half = float(sps.t.ppf((1 + confidence) / 2, n - 1)) * sd / math.sqrt(n)
+    return {"mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+
+
+def _number(value: Any) -> float | None:
+    """A float from a number or a numeric string (as read from a CSV); None for anything else."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    try:
+        return float(str(value))
+    except ValueError:
+        return None
+
+
+def _numeric_columns(rows: Sequence[Mapping[str, Any]], exclude: set[str]) -> list[str]:
+    """Columns, in order of appearance, whose non-empty values are all numbers."""
+    names = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in exclude]
+    present = lambda v: v is not None and v != ""  # noqa: E731
+    return [k for k in names if any(present(r.get(k)) for r in rows)
+            and all(_number(r[k]) is not None for r in rows if present(r.get(k)))]
+
+
+def aggregate(rows: Sequence[Mapping[str, Any]], by: Sequence[str] = ("variant",),
+              metrics: Sequence[str] | None = None, confidence: float = 0.95) -> list[dict[str, Any]]:
+    """One row per group of ``by`` and metric: the ``by`` values, metric, mean, sd, ci_low, ci_high, n.
+
+    ``rows`` are per-run rows (one per variant and seed, e.g. the summary's or the quality table's, numbers or
+    numeric strings); ``metrics`` defaults to every numeric column except ``by`` and seed, n, n_positive.
+    """
+    by = tuple(by)
+    names = list(metrics) if metrics is not None else _numeric_columns(rows, set(by) | NOT_AGGREGATED)
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r.get(k) for k in by), []).append(r)
+    out = []
+    for key, members in groups.items():
+        for m in names:
+            values = [_number(r.get(m)) for r in members]
+            stats = mean_ci([v for v in values if v is not None], confidence)
+            if stats["n"]:
+                out.append({**dict(zip(by, key)), "metric": m, **stats})
+    return out
+
+
+# --- the paired tests ----------------------------------------------------------------------------------------------
+def delong(labels: Sequence[int], scores: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
+    """ROC-AUCs of k score vectors on the same images and their covariance matrix (DeLong et al. 1988).
+
+    Hand-written (scikit-learn, scipy and statsmodels have no DeLong), by the fast midrank algorithm of Sun and
+    Xu (2014), O(k n log n): for each positive, V10 = the fraction of negatives scored below it (ties count one
+    half); for each negative, V01 = the fraction of positives scored above it; AUC = mean V10 = mean V01 and
+    cov = S10 / m + S01 / n, S the sample covariances of the components over the m positives and n negatives.
+    The covariance is NaN with fewer than two positives or negatives.
+    """
+    y = np.asarray(labels).astype(int)
+    s = np.atleast_2d(np.asarray(scores, dtype=float))
+    pos, neg = s[:, y == 1], s[:, y != 1]
+    m, n = pos.shape[1], neg.shape[1]
+    k = len(s)
+    if m == 0 or n == 0:
+        return np.full(k, NAN), np.full((k, k), NAN)
+    tx = sps.rankdata(pos, axis=1)  # midranks among the positives
+    ty = sps.rankdata(neg, axis=1)
+    tz = sps.rankdata(np.concatenate([pos, neg], axis=1), axis=1)  # midranks among all
+    aucs = (tz[:, :m].sum(axis=1) - m * (m + 1) / 2) / (m * n)
+    v10 = (tz[:, :m] - tx) / n  # negatives below each positive (ties: one half)
+    v01 = 1 - (tz[:, m:] - ty) / m  # positives above each negative
+    if m < 2 or n < 2:
+        return aucs, np.full((k, k), NAN)
+    return aucs, np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n
+
+
+def _z_result(delta: float, var: float, confidence: float) -> dict[str, float]:
+    """Normal-theory CI and two-sided p of a difference with the given variance."""
+    if not (math.isfinite(delta) and math.isfinite(var)):
+        return {"delta": delta, "ci_low": NAN, "ci_high": NAN, "p": NAN}
+    se = math.sqrt(max(var, 0.0))
+    if se == 0:
+        return {"delta": delta, "ci_low": delta, "ci_high": delta, "p": 1.0 if delta == 0 else NAN}
+    q = float(sps.norm.ppf((1 + confidence) / 2))
+    return {"delta": delta, "ci_low": delta - q * se, "ci_high": delta + q * se,
+            "p": float(2 * sps.norm.sf(abs(delta) / se))}
+
+
+def delong_test(labels: Sequence[int], scores_a: Sequence[float], scores_b: Sequence[float],
+                confidence: float = 0.95) -> dict[str, float]:
+    """DeLong's paired test of two ROC-AUCs: delta = AUC(a) - AUC(b), its normal CI and the two-sided p."""
+    aucs, cov = delong(labels, [scores_a, scores_b])
+    return _z_result(float(aucs[0] - aucs[1]), float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]), confidence)
+
+
+def mcnemar_test(correct_a: Sequence[bool], correct_b: Sequence[bool], confidence: float = 0.95) -> dict[str, Any]:
+    """McNemar's test of paired accuracies (statsmodels): delta = acc(a) - acc(b), its CI, p and the test used.
+
+    Exact binomial below ``MCNEMAR_EXACT_BELOW`` discordant pairs, else the chi-square statistic without the
+    continuity correction (which only makes the test conservative; Fagerland et al. 2013).
+    The CI is Bonett and Price's (2012) adjusted Wald interval for a paired difference of proportions
+    (hand-written: statsmodels has none for matched pairs), one count added to each discordant cell.
+    """
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
+    n = len(a)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    exact = only_a + only_b < MCNEMAR_EXACT_BELOW
+    result = mcnemar([[int((a & b).sum()), only_a], [only_b, int((~a & ~b).sum())]], exact=exact, correction=False)
+    p12, p21 = (only_a + 1) / (n + 2), (only_b + 1) / (n + 2)
+    half = float(sps.norm.ppf((1 + confidence) / 2)) * math.sqrt((p12 + p21 - (p12 - p21) ** 2) / (n + 2))
+    return {"delta": (only_a - only_b) / n if n else NAN, "ci_low": max(-1.0, p12 - p21 - half),
+            "ci_high": min(1.0, p12 - p21 + half), "p": float(result.pvalue),
+            "test": "McNemar exact" if exact else "McNemar chi-square"}
+
+
+def bootstrap_weights(n: int, groups: Sequence[Any] | None = None, resamples: int = 2000,
+                      seed: int = 0) -> np.ndarray:
+    """(resamples, n) multiplicities of the images in each bootstrap resample; whole groups are drawn when given."""
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        unit = np.arange(n)
+    else:
+        _, unit = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    units = int(unit.max()) + 1 if n else 0
+    counts = rng.multinomial(units, np.full(units, 1.0 / units), size=int(resamples)) if units else np.zeros((0, 0))
+    return counts[:, unit].astype(float)
+
+
+def paired_bootstrap(statistic: Callable[[np.ndarray], np.ndarray], n: int, groups: Sequence[Any] | None = None,
+                     resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict[str, float]:
+    """Percentile bootstrap of a paired difference: ``statistic(weights (R, n)) -> (R,)`` is the difference
+    (variant minus reference) under each row of image multiplicities; both runs see the same resample.
+
+    delta is the statistic with every weight one; p (two-sided) inverts the percentile interval:
+    2 min(P*(d <= 0), P*(d >= 0)) with the usual +1 correction. Resamples where it is undefined are dropped.
+    """
+    delta = float(statistic(np.ones((1, n)))[0])
+    d = np.asarray(statistic(bootstrap_weights(n, groups, resamples, seed)), dtype=float)
+    d = d[np.isfinite(d)]
+    if not math.isfinite(delta) or len(d) < 2:
+        return {"delta": delta, "ci_low": NAN, "ci_high": NAN, "p": NAN}
+    alpha = (1 - confidence) / 2
+    tail = min((d <= 0).sum(), (d >= 0).sum())
+    return {"delta": delta, "ci_low": float(np.quantile(d, alpha)), "ci_high": float(np.quantile(d, 1 - alpha)),
+            "p": float(min(1.0, 2 * (tail + 1) / (len(d) + 1)))}
+
+
+def or_hillis(theta_variant: Sequence[float], theta_reference: Sequence[float], cov: np.ndarray,
+              confidence: float = 0.95) -> dict[str, float]:
+    """Obuchowski-Rockette test of two variants over r paired seeds, Hillis's denominator df (2007, 2008).
+
+    ``theta_*`` (r,): a metric per seed; ``cov`` (2r, 2r): the image-sampling covariance of the estimates (the
+    variant's seeds first). With d_s the per-seed deltas, MS(TxR) = var(d) / 2, and the image term is
+    r max(Cov2 - Cov3, 0) (Cov2: same variant, other seed; Cov3: other variant, other seed). Then
+    se^2 = (2 / r) (MS(TxR) + image term), ddf = (MS(TxR) + image term)^2 / (MS(TxR)^2 / (r - 1)), and
+    t = delta / se. Hand-written: no Python library has the OR-Hillis method.
+    """
+    tv, tr = np.asarray(theta_variant, dtype=float), np.asarray(theta_reference, dtype=float)
+    r = len(tv)
+    d = tv - tr
+    delta = float(d.mean())
+    cov = np.asarray(cov, dtype=float)
+    if r < 2 or not np.all(np.isfinite(d)) or not np.all(np.isfinite(cov)):
+        return {"delta": delta, "ci_low": NAN, "ci_high": NAN, "p": NAN}
+    off = ~np.eye(r, dtype=bool)
+    cov2 = float(np.mean([cov[:r, :r][off], cov[r:, r:][off]]))
+    cov3 = float(np.mean([cov[:r, r:][off], cov[r:, :r][off]]))
+    ms_tr = float(d.var(ddof=1)) / 2
+    denominator = ms_tr + r * max(cov2 - cov3, 0.0)
+    if denominator <= 0:
+        return {"delta": delta, "ci_low": delta, "ci_high": delta, "p": 1.0 if delta == 0 else NAN}
+    se = math.sqrt(2 / r * denominator)
+    ddf = denominator ** 2 / (ms_tr ** 2 / (r - 1)) if ms_tr > 0 else math.inf
+    q = float(sps.t.ppf((1 + confidence) / 2, ddf))
+    return {"delta": delta, "ci_low": delta - q * se, "ci_high": delta + q * se,
+            "p": float(2 * sps.t.sf(abs(delta) / se, ddf))}
+
+
+def adjust(pvalues: Sequence[float], method: str = "holm") -> np.ndarray:
+    """p-values adjusted for multiple comparisons (statsmodels multipletests); NaN stays NaN, ``none`` keeps p."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(pvalues, dtype=float)
+    if method not in CORRECTIONS:
+        raise UserError(f"compare.correction: {method!r} is not one of {', '.join(CORRECTIONS)}")
+    out = p.copy()
+    ok = np.isfinite(p)
+    if method != "none" and ok.any():
+        out[ok] = multipletests(p[ok], method=method)[1]
+    return out
+
+
+# --- metrics under bootstrap weights -------------------------------------------------------------------------------
+def _onehot(index: np.ndarray, width: int, values: np.ndarray | None = None) -> sparse.csr_matrix:
+    n = len(index)
+    data = np.ones(n) if values is None else values.astype(float)
+    return sparse.csr_matrix((data, (np.arange(n), index)), shape=(n, width))
+
+
+def _weighted_auc(positive: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted Mann-Whitney ROC-AUC (ties one half) for each row of weights; NaN without both classes."""
+    _, inv = np.unique(scores, return_inverse=True)
+    u = int(inv.max()) + 1
+    p = np.asarray((_onehot(inv, u, positive).T @ weights.T).T)  # (R, U) positive weight per distinct score
+    q = np.asarray((_onehot(inv, u, ~positive).T @ weights.T).T)
+    below = np.cumsum(q, axis=1) - q
+    den = p.sum(axis=1) * q.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, (p * (below + 0.5 * q)).sum(axis=1) / np.where(den > 0, den, 1), NAN)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray, empty: float) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), empty)
+
+
+def weighted_metric(metric: str, labels: np.ndarray, predicted: np.ndarray, scores: np.ndarray,
+                    weights: np.ndarray) -> np.ndarray:
+    """A metric under each row of image weights (R, N) -> (R,), defined as the test metrics define it.
+
+    Binary (scores (N,) or (N, 2)): class 1 positive; precision and F1 are 0 and recall and specificity NaN when
+    undefined. Multi-class: macro averages over all classes, 0 when undefined (scikit-learn's zero_division=0);
+    specificity the mean one-vs-rest specificity; ROC-AUC the macro one-vs-rest AUC. Balanced accuracy: the mean
+    recall over the classes present.
+    """
+    labels, predicted = np.asarray(labels).astype(int), np.asarray(predicted).astype(int)
+    scores = np.asarray(scores, dtype=float)
+    k = 2 if scores.ndim == 1 else scores.shape[1]
+    if metric == "roc_auc":
+        if k == 2:
+            return _weighted_auc(labels == 1, scores if scores.ndim == 1 else scores[:, 1], weights)
+        return np.mean([_weighted_auc(labels == c, scores[:, c], weights) for c in range(k)], axis=0)
+    cm = np.asarray((_onehot(labels * k + predicted, k * k).T @ weights.T).T).reshape(len(weights), k, k)
+    tp = np.diagonal(cm, axis1=1, axis2=2)
+    support, called, total = cm.sum(axis=2), cm.sum(axis=1), cm.sum(axis=(1, 2))
+    if metric == "accuracy":
+        return _ratio(tp.sum(axis=1), total, NAN)
+    if metric == "balanced_accuracy":
+        present = support > 0
+        return _ratio((_ratio(tp, support, 0.0) * present).sum(axis=1), present.sum(axis=1), NAN)
+    tn = total[:, None] - support - called + tp
+    binary = k == 2
+    per_class = {"precision": _ratio(tp, called, 0.0), "recall": _ratio(tp, support, NAN if binary else 0.0),
+                 "f1": _ratio(2 * tp, support + called, 0.0),
+                 "specificity": _ratio(tn, tn + called - tp, NAN if binary else 0.0)}
+    values = per_class["recall" if metric == "sensitivity" else metric]
+    return values[:, 1] if binary else values.mean(axis=1)
+
+
+# --- predictions and the comparison table --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Predictions:
+    """One run's test predictions: ids, labels, predicted classes, scores (N,) P(class 1) or (N, K), groups."""
+
+    ids: np.ndarray
+    labels: np.ndarray
+    predicted: np.ndarray
+    scores: np.ndarray
+    groups: np.ndarray | None = None
+
+
+def as_predictions(value: Predictions | Mapping[str, Any], where: str = "predictions") -> Predictions:
+    """Predictions from a mapping with ids, labels, scores, predictions (or predicted) and optional groups."""
+    if isinstance(value, Predictions):
+        return value
+    try:
+        predicted = value["predictions"] if "predictions" in value else value["predicted"]
+        out = Predictions(np.asarray(value["ids"]).astype(str), np.asarray(value["labels"]).astype(int),
+                          np.asarray(predicted).astype(int), np.asarray(value["scores"], dtype=float),
+                          None if value.get("groups") is None else np.asarray(value["groups"]).astype(str))
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{where}: needs ids, labels, scores and predictions ({e})") from None
+    if not len(out.ids) == len(out.labels) == len(out.predicted) == len(out.scores):
+        raise UserError(f"{where}: ids, labels, predictions and scores differ in length")
+    return out
+
+
+def predictions_from_rows(rows: Sequence[Mapping[str, str]], where: str = "predictions") -> Predictions:
+    """Predictions from the rows of a test job's predictions CSV: id, [group], label, prediction, score or
+    score_<class> columns (P(class 1) of a sigmoid model, or one column per class)."""
+    if not rows:
+        raise UserError(f"{where}: no predictions")
+    cols = [c for c in rows[0] if c == "score" or c.startswith("score_")]
+    try:
+        scores = np.array([[float(r[c]) for c in cols] for r in rows])
+        return Predictions(np.array([r["id"] for r in rows]), np.array([int(r["label"]) for r in rows]),
+                           np.array([int(r["prediction"]) for r in rows]),
+                           scores[:, 0] if cols == ["score"] else scores,
+                           np.array([r["group"] for r in rows]) if "group" in rows[0] else None)
+    except (KeyError, ValueError) as e:
+        raise UserError(f"{where}: needs id, label, prediction and score columns ({e})") from None
+
+
+def reference_pairs(reference: str | None, variants: Sequence[str], attention: Mapping[str, str] | None = None,
+                    choices: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, str]:
+    """{variant: its reference variant} for every variant compared (see the module docstring).
+
+    ``attention``: each variant's attention component name; ``choices``: each variant's matrix choices
+    ({dotted key: value}), used to pair a variant with the attention-free variant sharing most of them.
+    """
+    variants = list(variants)
+    if not variants:
+        return {}
+    if reference in variants:
+        return {v: reference for v in variants if v != reference}
+    if reference not in (None, "none", "first"):
+        raise UserError(f"compare.reference: {reference!r} is neither a variant ({', '.join(variants)}) nor none")
+    plain = [v for v in variants if (attention or {}).get(v) == "none"] if reference == "none" else []
+    if not plain:
+        return {v: variants[0] for v in variants[1:]}
+    choices = choices or {}
+
+    def shared(v: str, w: str) -> int:
+        a, b = choices.get(v, {}), choices.get(w, {})
+        return sum(1 for key in a if not key.startswith("model.attention") and key in b and a[key] == b[key])
+
+    return {v: max(plain, key=lambda w: (shared(v, w), -plain.index(w))) for v in variants if v not in plain}
+
+
+def _aligned(runs: list[Predictions], where: str) -> list[Predictions]:
+    """The runs restricted to the images all of them scored, in the first run's order; labels must agree."""
+    common = set(runs[0].ids).intersection(*(set(r.ids) for r in runs[1:]))
+    if not common:
+        raise UserError(f"{where}: the runs share no test image ids")
+    out = []
+    for r in runs:
+        pos = {i: j for j, i in enumerate(r.ids)}
+        idx = np.array([pos[i] for i in runs[0].ids if i in common])
+        out.append(Predictions(r.ids[idx], r.labels[idx], r.predicted[idx], r.scores[idx],
+                               None if r.groups is None else r.groups[idx]))
+    if any(not np.array_equal(r.labels, out[0].labels) for r in out[1:]):
+        raise UserError(f"{where}: the runs give different labels for the same image ids")
+    return out
+
+
+def _positive(scores: np.ndarray) -> np.ndarray | None:
+    return scores if scores.ndim == 1 else scores[:, 1] if scores.shape[1] == 2 else None
+
+
+def compare_metric(metric: str, runs: Sequence[Predictions], resamples: int = 2000, seed: int = 0,
+                   confidence: float = 0.95) -> dict[str, Any]:
+    """delta, ci_low, ci_high, p and test of one metric: ``runs`` are aligned, the variant's r seeds then the
+    reference's r seeds, seed s of one paired with seed s of the other."""
+    r = len(runs) // 2
+    labels = runs[0].labels
+    groups = next((x.groups for x in runs if x.groups is not None), None)
+    clustered = groups is not None and len(np.unique(groups)) < len(groups)
+    positives = [_positive(x.scores) for x in runs]
+    if metric == "roc_auc" and not clustered and all(p is not None for p in positives):
+        aucs, cov = delong((labels == 1).astype(int), positives)
+        if r == 1:
+            return {**_z_result(float(aucs[0] - aucs[1]), float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]),
+                                confidence), "test": "DeLong"}
+        return {**or_hillis(aucs[:r], aucs[r:], cov, confidence), "test": "OR-Hillis (DeLong covariance)"}
+    if metric == "accuracy" and not clustered:
+        correct = np.stack([x.predicted == labels for x in runs])
+        if r == 1:
+            return mcnemar_test(correct[0], correct[1], confidence)
+        return {**or_hillis(correct[:r].mean(axis=1), correct[r:].mean(axis=1),
+                            np.atleast_2d(np.cov(correct.astype(float))) / len(labels), confidence),
+                "test": "OR-Hillis (binomial covariance)"}
+    unit = "patient group" if clustered else "image"
+    weigh = lambda w: np.stack([weighted_metric(metric, labels, x.predicted, x.scores, w) for x in runs])  # noqa: E731
+    if r == 1:
+        return {**paired_bootstrap(lambda w: np.subtract(*weigh(w)), len(labels), groups if clustered else None,
+                                   resamples, seed, confidence), "test": f"paired bootstrap (by {unit})"}
+    values = weigh(bootstrap_weights(len(labels), groups if clustered else None, resamples, seed))
+    values = values[:, np.all(np.isfinite(values), axis=0)]
+    theta = weigh(np.ones((1, len(labels))))[:, 0]
+    return {**or_hillis(theta[:r], theta[r:], np.cov(values), confidence),
+            "test": f"OR-Hillis (bootstrap covariance by {unit})"}
+
+
+def compare(pred_by_run: Mapping[tuple[str, int | None], Predictions | Mapping[str, Any]],
+            reference: str | Mapping[str, str] | None = None, metrics: Sequence[str] = ("roc_auc", "accuracy"),
+            correction: str = "holm", *, attention: Mapping[str, str] | None = None,
+            choices: Mapping[str, Mapping[str, Any]] | None = None, resamples: int = 2000, seed: int = 0,
+            confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Rows (``COLUMNS``) comparing each variant with its reference on every metric, on the shared test images.
+
+    ``pred_by_run``: {(variant, seed or None): predictions} (:class:`Predictions` or a mapping, see
+    :func:`as_predictions`); ``reference``: a variant name, ``none``, None, or an explicit {variant: reference}.
+    Seeds are paired by value (the seeds both variants ran); see the module docstring for the tests.
+    """
+    bad = [m for m in metrics if m not in METRICS]
+    if bad:
+        raise UserError(f"compare.metrics: {', '.join(map(repr, bad))} not supported (choose from {', '.join(METRICS)})")
+    if correction not in CORRECTIONS:
+        raise UserError(f"compare.correction: {correction!r} is not one of {', '.join(CORRECTIONS)}")
+    runs = {key: as_predictions(v, f"predictions of {key[0]}") for key, v in pred_by_run.items()}
+    variants = list(dict.fromkeys(v for v, _ in runs))
+    pairs = dict(reference) if isinstance(reference, Mapping) else reference_pairs(reference, variants, attention,
+                                                                                   choices)
+    rows = []
+    for variant, ref in pairs.items():
+        if variant not in variants or ref not in variants:
+            raise UserError(f"compare.reference: no predictions for {variant if variant not in variants else ref!r}")
+        seeds = sorted({s for v, s in runs if v == variant} & {s for v, s in runs if v == ref},
+                       key=lambda s: (s is None, s))
+        if not seeds:
+            raise UserError(f"compare: {variant} and {ref} share no seed")
+        aligned = _aligned([runs[(variant, s)] for s in seeds] + [runs[(ref, s)] for s in seeds],
+                           f"compare {variant} with {ref}")
+        for metric in metrics:
+            rows.append({"variant": variant, "reference": ref, "metric": metric,
+                         **compare_metric(metric, aligned, resamples, seed, confidence),
+                         "n_seeds": len(seeds), "n_images": len(aligned[0].ids)})
+    for row, p in zip(rows, adjust([row["p"] for row in rows], correction)):
+        row["p_adjusted"] = float(p)
+    return [{c: row[c] for c in COLUMNS} for row in rows]
