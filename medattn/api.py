@@ -7,6 +7,8 @@ fails for built-in plugins and examples that import it.
 - errors: :class:`UserError` (bad input, one clear message, exit 2) and :class:`NotApplicable`
 - files: :func:`atomic_write_text`, :func:`atomic_write_bytes`, :func:`write_csv`, :func:`write_rows`,
   :func:`format_table`, :func:`save_figure`
+- images: :func:`read_image` (PNG, JPEG, TIFF, DICOM; 8/16-bit), :func:`to_tensor`, :func:`mask_to_tensor`,
+  :func:`is_dicom`, :class:`BadImage`
 - read-only views: :class:`RunView`, :class:`ExperimentView`, with the paths of :class:`RunDir` and
   :class:`ExperimentDir`
 """
@@ -28,11 +30,12 @@ from .hookspecs import (
     TransformContext,
     hookimpl,
 )
+from .image_io import BadImage, is_dicom, mask_to_tensor, read_image, to_tensor
 from .rundir import ExperimentDir, RunDir
 from .views import ExperimentView, RunView, save_figure
 
 __all__ = [
-    "KINDS", "AttentionContext", "Backbone", "Component", "DataBundle", "DataContext", "ExperimentDir", "ExperimentView",
+    "KINDS", "AttentionContext", "BadImage", "is_dicom", "mask_to_tensor", "read_image", "to_tensor", "Backbone", "Component", "DataBundle", "DataContext", "ExperimentDir", "ExperimentView",
     "ExplainContext", "FeatureInfo", "HeadContext", "ModelContext", "NotApplicable", "RunDir", "RunView", "TransformContext",
     "UserError", "atomic_write_bytes", "atomic_write_text", "format_table", "hookimpl", "save_figure",
     "write_csv", "write_rows",

@@ -57,16 +57,20 @@ def _check_run(run, jobs: list[str], exp: Experiment, at) -> str | list[str]:
         check_prerequisites([(run, jobs)], exp.registry)
     except UserError as exc:
         problems.append(at(("jobs",), user_message(exc)))
+    model_problem = _model_problem(run)
+    if model_problem:
+        problems.append(at(("model",), model_problem))
     try:
         bundle, splits = run.data()
     except UserError as exc:
-        return [*problems, at(("dataset",), user_message(exc))]
+        if user_message(exc) != model_problem:  # a backbone that cannot be built stops the data check too
+            problems.append(at(("dataset",), user_message(exc)))
+        return problems
     counts, class_problems = _class_counts(bundle, splits)
     problems.extend(at(("dataset",), p) for p in class_problems)
-    try:
-        model = run.new_model()
-    except UserError as exc:
-        return [*problems, at(("model",), user_message(exc))]
+    if model_problem:
+        return problems
+    model = run.new_model()
     for name in jobs:
         problems.extend(at(path, message) for path, message in job(exp.registry, name).check_model(run.config, model))
     if problems:
@@ -74,6 +78,20 @@ def _check_run(run, jobs: list[str], exp: Experiment, at) -> str | list[str]:
     params = sum(p.numel() for p in model.parameters())
     return (f"ok {run.label}: device {device}; classes {', '.join(bundle.class_names)}; {counts}; "
             f"model {params / 1e6:.2f}M parameters; jobs {', '.join(jobs)}; run dir {state}")
+
+
+def _model_problem(run) -> str | None:
+    """The message of a model that cannot be built (weights, a component that fails), checked without the data
+    set (two placeholder classes), so that data and model problems are reported together."""
+    from .model import build_model
+    from .run import seed_everything
+
+    seed_everything(run.config["seed"])
+    try:
+        build_model(run.registry, run.config, ["class0", "class1"])
+    except UserError as exc:
+        return user_message(exc)
+    return None
 
 
 def _class_counts(bundle, splits) -> tuple[str, list[str]]:

@@ -15,10 +15,11 @@ from PIL import Image
 
 from medattn.errors import UserError
 from medattn.hookspecs import DataContext
+from medattn.rundir import RunDir
 
 
 def ctx(tmp_path: Path | None = None, size: int = 32, channels: int = 3) -> DataContext:
-    return DataContext(seed=42, image_size=(size, size), channels=channels, run_dir=tmp_path,
+    return DataContext(seed=42, image_size=(size, size), channels=channels, run_dir=RunDir(tmp_path) if tmp_path else None,
                        log=lambda m: None)
 
 

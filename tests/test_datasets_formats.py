@@ -16,6 +16,7 @@ from PIL import Image
 
 from medattn.errors import UserError
 from medattn.hookspecs import DataContext
+from medattn.rundir import RunDir
 
 _spec = importlib.util.spec_from_file_location("_io_tests", Path(__file__).with_name("test_image_io.py"))
 _io = importlib.util.module_from_spec(_spec)
@@ -24,7 +25,7 @@ write_dicom = _io.write_dicom
 
 
 def ctx(run_dir: Path | None = None, size: int = 16, channels: int = 3, cache: Path | None = None) -> DataContext:
-    return DataContext(seed=0, image_size=(size, size), channels=channels, run_dir=run_dir, cache_dir=cache,
+    return DataContext(seed=0, image_size=(size, size), channels=channels, run_dir=RunDir(run_dir) if run_dir else None, cache_dir=cache,
                        log=lambda m: None)
 
 
@@ -215,17 +216,17 @@ def test_cbis_tcia_bad_inputs(tmp_path: Path) -> None:
         cbis_ddsm.build({"root": str(root), "abnormality": ["mass"]}, ctx())
 
 
-def test_cbis_seed_layout(tmp_path: Path) -> None:
+def test_cbis_original_layout(tmp_path: Path) -> None:
     for split, n in (("train", 4), ("val", 2), ("test", 2)):
         for i in range(n):
             png(tmp_path / split / f"img{i}.png", 50 * i)
             (tmp_path / split / f"img{i}case.txt").write_text("MALIGNANT\n" if i % 2 else "BENIGN\n")
-    b = cbis_ddsm.build({"root": str(tmp_path), "layout": "seed"}, ctx(None, 16, 3))
+    b = cbis_ddsm.build({"root": str(tmp_path), "layout": "original"}, ctx(None, 16, 3))
     assert b.class_names == ["BENIGN", "MALIGNANT"] and sizes(b) == [4, 2, 2]
     assert b.splits["train"][1]["label"] == 1 and b.splits["train"][0]["image"].shape == (3, 16, 16)
     (tmp_path / "val" / "img1case.txt").unlink()
     with pytest.raises(UserError, match="img1.png: its label file .*img1case.txt is missing"):
-        cbis_ddsm.build({"root": str(tmp_path), "layout": "seed"}, ctx())
+        cbis_ddsm.build({"root": str(tmp_path), "layout": "original"}, ctx())
 
 
 # -- mimic_cxr / chexpert ---------------------------------------------------------------------------
@@ -268,8 +269,8 @@ def test_mimic_jpg_policies_and_views(tmp_path: Path) -> None:
         mimic_cxr.build({"root": str(tmp_path), "finding": "Effusion"}, ctx())
 
 
-def test_mimic_seed_needs_trust(tmp_path: Path) -> None:
-    for name in mimic_cxr.SEED_DIRS.values():
+def test_mimic_original_needs_trust(tmp_path: Path) -> None:
+    for name in mimic_cxr.ORIGINAL_DIRS.values():
         d = tmp_path / name
         arr = np.array([[str(d / f"img{i}"), i % 2] for i in range(4)], dtype=object)
         for i in range(4):
@@ -277,8 +278,8 @@ def test_mimic_seed_needs_trust(tmp_path: Path) -> None:
         with open(d / "Annotations.pickle", "wb") as fh:
             pickle.dump(arr, fh)
     with pytest.raises(UserError, match="trust_pickle.*runs any code"):
-        mimic_cxr.build({"root": str(tmp_path), "layout": "seed"}, ctx())
-    b = mimic_cxr.build({"root": str(tmp_path), "layout": "seed", "trust_pickle": True}, ctx())
+        mimic_cxr.build({"root": str(tmp_path), "layout": "original"}, ctx())
+    b = mimic_cxr.build({"root": str(tmp_path), "layout": "original", "trust_pickle": True}, ctx())
     assert sizes(b) == [4, 4, 4] and b.splits["test"][1]["label"] == 1
 
 

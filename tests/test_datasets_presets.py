@@ -18,7 +18,7 @@ def png(path: Path) -> None:
     Image.fromarray(np.full((20, 20), 90, dtype=np.uint8)).save(path)
 
 
-def cbis_seed(root: Path) -> Path:
+def cbis_original(root: Path) -> Path:
     for split, n in (("train", 4), ("val", 2), ("test", 2)):
         for i in range(n):
             png(root / split / f"img{i}.png")
@@ -26,7 +26,7 @@ def cbis_seed(root: Path) -> Path:
     return root
 
 
-def mimic_seed(root: Path) -> Path:
+def mimic_original(root: Path) -> Path:
     import pickle
 
     for name in ("Train_images_AP_resized", "Val_images_AP_resized", "Test_images_AP_resized"):
@@ -53,8 +53,8 @@ def iris(root: Path) -> Path:
 
 
 PRESETS = {
-    "goncalves2021/cbis_ddsm.yaml": (cbis_seed, [], "vgg16", "{name: mldam, params: {variant: goncalves2021}}"),
-    "goncalves2021/mimic_cxr.yaml": (mimic_seed, ["dataset.params.trust_pickle=true"], "vgg16", "{name: none}"),
+    "goncalves2021/cbis_ddsm.yaml": (cbis_original, [], "vgg16", "{name: mldam, params: {variant: goncalves2021}}"),
+    "goncalves2021/mimic_cxr.yaml": (mimic_original, ["dataset.params.trust_pickle=true"], "vgg16", "{name: none}"),
     "mishra2019/oct.yaml": (noor, [], None, None),
     "chen2021/iris_pad.yaml": (iris, [], None, None),
 }
@@ -91,7 +91,7 @@ def test_preset_validates_on_fixture(preset: str, tmp_path: Path) -> None:
     if backbone:  # one variant of the grid keeps the test fast; the full grid is the slow test below
         child = tmp_path / "one.yaml"
         child.write_text(f"extends: {target}\nmatrix:\n  model.backbone.name: [{backbone}]\n"
-                         f"  setting: {{one: {{model.attention: {attention}}}}}\n  train.augment: [seed2021]\n")
+                         f"  setting: {{one: {{model.attention: {attention}}}}}\n  train.augment: [goncalves2021]\n")
         target = child
     res = validate(target, [f"dataset.params.root={root}", "model.backbone.params.pretrained=false", *extra])
     assert res.returncode == 0, res.stdout + res.stderr
@@ -105,7 +105,7 @@ def test_preset_without_root_names_the_field() -> None:
 
 
 def test_mimic_preset_refuses_pickle_without_trust(tmp_path: Path) -> None:
-    root = mimic_seed(tmp_path / "m")
+    root = mimic_original(tmp_path / "m")
     res = validate(REPO / "experiments" / "goncalves2021" / "mimic_cxr.yaml",
                    [f"dataset.params.root={root}", "model.backbone.params.pretrained=false"])
     assert res.returncode == 2 and "trust_pickle" in res.stderr + res.stdout
@@ -113,7 +113,7 @@ def test_mimic_preset_refuses_pickle_without_trust(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_full_cbis_grid_validates(tmp_path: Path) -> None:
-    root = cbis_seed(tmp_path / "data")
+    root = cbis_original(tmp_path / "data")
     res = validate(REPO / "experiments" / "goncalves2021" / "cbis_ddsm.yaml",
                    [f"dataset.params.root={root}", "model.backbone.params.pretrained=false"])
     assert res.returncode == 0 and "12 runs" in res.stdout, res.stdout + res.stderr

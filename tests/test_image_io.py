@@ -7,7 +7,7 @@ import numpy as np
 import pydicom
 import pytest
 from medattn_plugins.datasets.cache import DiskCache
-from medattn_plugins.datasets.image_io import BadImage, read_image, to_tensor
+from medattn.image_io import BadImage, read_image, to_tensor
 from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid

@@ -98,7 +98,7 @@ CXR16 = _schema({
 CBIS = _schema({
     "root": ROOT,
     "layout": _p("string", "seed: train/val/test folders of <stem>.png + <stem>case.txt; tcia: the "
-                 "official release (case-description CSVs + DICOM tree)", "tcia", enum=["seed", "tcia"]),
+                 "official release (case-description CSVs + DICOM tree)", "tcia", enum=["original", "tcia"]),
     "image": _p("string", "tcia: full mammogram (with ROI masks) or the released ROI crop", "full",
                 enum=["full", "roi_crop"]),
     "abnormality": _p("array", "tcia: which case-description CSVs to use", ["mass", "calc"],
@@ -111,8 +111,8 @@ CBIS = _schema({
 MIMIC = _schema({
     "root": ROOT,
     "layout": _p("string", "seed: {Train,Val,Test}_images_AP_resized/Annotations.pickle; jpg: the "
-                 "MIMIC-CXR-JPG release", "jpg", enum=["seed", "jpg"]),
-    "trust_pickle": _p("boolean", "seed layout: allow loading Annotations.pickle (a pickle runs code "
+                 "MIMIC-CXR-JPG release", "jpg", enum=["original", "jpg"]),
+    "trust_pickle": _p("boolean", "original layout: allow loading Annotations.pickle (a pickle runs code "
                        "when loaded: only for files you trust)", False),
     **_cxr_label_props(),
     **_common(),
@@ -179,7 +179,7 @@ def medattn_components() -> list[Component]:
         c("image_folder", "image_folder", "Class sub-folders, optionally under train/ val/ test/",
           IMAGE_FOLDER),
         c("cxr16", "cxr16", "16 embedded chest X-rays (NORMAL / PNEUMONIA), for smoke tests", CXR16),
-        c("cbis_ddsm", "cbis_ddsm", "CBIS-DDSM mammography, benign vs malignant: seed PNG folders or the "
+        c("cbis_ddsm", "cbis_ddsm", "CBIS-DDSM mammography, benign vs malignant: the original code's PNG folders or the "
           "TCIA release (CSVs + DICOM, ROI masks)", CBIS),
         c("mimic_cxr", "mimic_cxr", "MIMIC-CXR(-JPG) chest X-rays, one CheXpert finding (seed pickles or "
           "the JPG release)", MIMIC),

@@ -1,4 +1,4 @@
-"""``cbis_ddsm``: the seed's preprocessed PNG folders, or the official TCIA release (CSVs + DICOM).
+"""``cbis_ddsm``: the original code's preprocessed PNG folders, or the official TCIA release (CSVs + DICOM).
 
 TCIA path resolution (the CSV paths and the downloaded folder names do not match exactly): each CSV
 path is stripped of whitespace, quotes and a trailing newline, and tried as ``root/<path>`` and
@@ -33,20 +33,20 @@ CLASSES = ["BENIGN", "MALIGNANT"]
 def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
     """Factory of ``cbis_ddsm``."""
     root = require_dir(params.get("root"))
-    if params.get("layout", "tcia") == "seed":
-        return _build_seed(root, params, ctx)
+    if params.get("layout", "tcia") == "original":
+        return _build_original(root, params, ctx)
     return _build_tcia(root, params, ctx)
 
 
-# -- seed layout ------------------------------------------------------------------------------------
-def _build_seed(root: Path, params: dict[str, Any], ctx: DataContext) -> DataBundle:
+# -- original layout ------------------------------------------------------------------------------------
+def _build_original(root: Path, params: dict[str, Any], ctx: DataContext) -> DataBundle:
     opts = options_from(params, ctx)
     skips = SkipLog(ctx.run_dir, ctx.log)
     raw: dict[str, list[tuple[Path, str]]] = {}
     for split in ("train", "val", "test"):
         d = root / split
         if not d.is_dir():
-            raise UserError(f"{d}: folder not found (cbis_ddsm layout seed expects {root}/train, val, test)")
+            raise UserError(f"{d}: folder not found (cbis_ddsm layout original expects {root}/train, val, test)")
         items = []
         for png in sorted(d.glob("*.png")):
             txt = d / f"{png.stem}case.txt"
@@ -62,7 +62,7 @@ def _build_seed(root: Path, params: dict[str, Any], ctx: DataContext) -> DataBun
         if not items:
             raise UserError(f"{d}: no <stem>.png images found")
         raw[split] = items
-    classes = sorted({lab for items in raw.values() for _, lab in items})  # the seed's np.unique order
+    classes = sorted({lab for items in raw.values() for _, lab in items})  # the original's np.unique order
     if len(classes) < 2:
         raise UserError(f"{root}: only one label found ({classes}); cbis_ddsm needs two")
     index = {c: i for i, c in enumerate(classes)}
@@ -72,7 +72,7 @@ def _build_seed(root: Path, params: dict[str, Any], ctx: DataContext) -> DataBun
             p.stem + "case.txt"))) for p, lab in items]
         parts[split] = check_files(samples, opts, skips, bool(params.get("verify", False)))
     return build_bundle("cbis_ddsm", parts, classes, {**params, "split": params.get("split", "official")}, ctx,
-                        opts, skips, info={"layout": "seed", "root": str(root)}, source=f"cbis_ddsm at {root}")
+                        opts, skips, info={"layout": "original", "root": str(root)}, source=f"cbis_ddsm at {root}")
 
 
 # -- TCIA layout ------------------------------------------------------------------------------------

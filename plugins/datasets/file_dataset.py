@@ -17,9 +17,17 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from medattn.api import DataBundle, DataContext, UserError
+from medattn.api import (
+    BadImage,
+    DataBundle,
+    DataContext,
+    UserError,
+    is_dicom,
+    mask_to_tensor,
+    read_image,
+    to_tensor,
+)
 
-from .image_io import BadImage, is_dicom, mask_to_tensor, read_image, to_tensor
 from .splits import check_fractions, finalize_bundle, grouped_split
 
 

@@ -100,7 +100,7 @@ def build_from_root(root: Path, params: dict[str, Any], ctx: DataContext, datase
             if not cdir.is_dir():
                 raise UserError(f"{d}: class folder '{cls}' is missing (classes: {classes})")
             files = list_images(cdir, exts)
-            if not params["nested"]:
+            if not params.get("nested", False):  # datasets reusing this reader have no such key
                 _check_flat(cdir, cls, files)
             if not files:
                 raise UserError(f"{cdir}: class '{cls}' has no images with extensions {list(exts)}")

@@ -7,10 +7,9 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from medattn.api import DataBundle, DataContext, UserError
+from medattn.api import DataBundle, DataContext, UserError, to_tensor
 
 from .image_folder import require_dir
-from .image_io import to_tensor
 from .splits import finalize_bundle
 
 

@@ -1,4 +1,4 @@
-"""``mimic_cxr``: the seed's Annotations.pickle folders, or the MIMIC-CXR-JPG release as downloaded."""
+"""``mimic_cxr``: the original code's Annotations.pickle folders, or the MIMIC-CXR-JPG release as downloaded."""
 from __future__ import annotations
 
 import re
@@ -12,7 +12,7 @@ from .file_dataset import Sample, SkipLog, build_bundle, check_files, options_fr
 from .image_folder import require_dir
 from .tables import Table, find_table
 
-SEED_DIRS = {"train": "Train_images_AP_resized", "val": "Val_images_AP_resized", "test": "Test_images_AP_resized"}
+ORIGINAL_DIRS = {"train": "Train_images_AP_resized", "val": "Val_images_AP_resized", "test": "Test_images_AP_resized"}
 SPLITS = {"train": "train", "validate": "val", "test": "test"}
 PREFIX = "mimic-cxr-2.0.0-"
 
@@ -20,14 +20,14 @@ PREFIX = "mimic-cxr-2.0.0-"
 def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
     """Factory of ``mimic_cxr``."""
     root = require_dir(params.get("root"))
-    if params.get("layout", "jpg") == "seed":
-        return _build_seed(root, params, ctx)
+    if params.get("layout", "jpg") == "original":
+        return _build_original(root, params, ctx)
     return _build_jpg(root, params, ctx)
 
 
-def _build_seed(root: Path, params: dict[str, Any], ctx: DataContext) -> DataBundle:
+def _build_original(root: Path, params: dict[str, Any], ctx: DataContext) -> DataBundle:
     if not params.get("trust_pickle", False):
-        raise UserError("dataset.params.trust_pickle: the mimic_cxr seed layout stores its labels in "
+        raise UserError("dataset.params.trust_pickle: the mimic_cxr original layout stores its labels in "
                         "Annotations.pickle, and loading a pickle runs any code it contains. Set "
                         "trust_pickle: true only if you made these files or trust their source")
     import pickle
@@ -37,10 +37,10 @@ def _build_seed(root: Path, params: dict[str, Any], ctx: DataContext) -> DataBun
     opts = options_from(params, ctx)
     skips = SkipLog(ctx.run_dir, ctx.log)
     parts = {}
-    for split, name in SEED_DIRS.items():
+    for split, name in ORIGINAL_DIRS.items():
         f = root / name / "Annotations.pickle"
         if not f.is_file():
-            raise UserError(f"{f}: not found (mimic_cxr layout seed expects {', '.join(SEED_DIRS.values())} "
+            raise UserError(f"{f}: not found (mimic_cxr layout original expects {', '.join(ORIGINAL_DIRS.values())} "
                             "folders each with Annotations.pickle)")
         try:
             with open(f, "rb") as fh:
@@ -67,7 +67,7 @@ def _build_seed(root: Path, params: dict[str, Any], ctx: DataContext) -> DataBun
             samples.append(Sample(str(path), label, f"{split}/{Path(p).name}", group, where))
         parts[split] = check_files(samples, opts, skips, bool(params.get("verify", False)))
     return build_bundle("mimic_cxr", parts, ["negative", params.get("finding", "Pleural Effusion")], params,
-                        ctx, opts, skips, info={"layout": "seed", "root": str(root)},
+                        ctx, opts, skips, info={"layout": "original", "root": str(root)},
                         source=f"mimic_cxr at {root}")
 
 
