@@ -47,9 +47,32 @@ def test_schemas_are_strict_and_described() -> None:
         assert isinstance(comp.factory, str) and ":" in comp.factory
 
 
+def synthetic_params(params: dict) -> dict:
+    """The params as the core hands them to the factory: validated, defaults filled in."""
+    from medattn.config.schema import component_params
+    from medattn.registry import default_registry
+
+    return component_params(default_registry(), "dataset", {"name": "synthetic_lesions", "params": params})
+
+
+def test_synthetic_decoys_and_fixed_data_seed() -> None:
+    plain = synthetic_lesions.build(synthetic_params({"n_train": 4, "n_val": 2, "n_test": 2}), ctx(None, 48, 1))
+    decoy = synthetic_lesions.build(synthetic_params({"n_train": 4, "n_val": 2, "n_test": 2, "decoys": 3}),
+                                    ctx(None, 48, 1))
+    a, b = plain.splits["train"][1], decoy.splits["train"][1]
+    assert torch.equal(a["mask"], b["mask"])  # the true lesion stays where it was
+    outside = a["mask"] == 0
+    assert (b["image"][outside] - a["image"][outside]).abs().max() > 0.02  # decoys appear outside the mask
+    fixed = synthetic_params({"n_train": 4, "n_val": 2, "n_test": 2, "data_seed": 5})
+    other = ctx(None, 48, 1)
+    other.seed = 99
+    same = synthetic_lesions.build(fixed, other).splits["test"][0]["image"]
+    assert torch.equal(same, synthetic_lesions.build(fixed, ctx(None, 48, 1)).splits["test"][0]["image"])
+
+
 def test_synthetic_deterministic_with_masks(tmp_path: Path) -> None:
-    b1 = synthetic_lesions.build({"n_train": 8, "n_val": 4, "n_test": 4}, ctx(tmp_path, 48, 3))
-    b2 = synthetic_lesions.build({"n_train": 8, "n_val": 4, "n_test": 4}, ctx(None, 48, 3))
+    b1 = synthetic_lesions.build(synthetic_params({"n_train": 8, "n_val": 4, "n_test": 4}), ctx(tmp_path, 48, 3))
+    b2 = synthetic_lesions.build(synthetic_params({"n_train": 8, "n_val": 4, "n_test": 4}), ctx(None, 48, 3))
     assert b1.has_masks and b1.class_names == ["round", "spiculated"]
     for split in ("train", "val", "test"):
         for i in range(len(b1.splits[split])):
@@ -60,13 +83,13 @@ def test_synthetic_deterministic_with_masks(tmp_path: Path) -> None:
     assert not torch.equal(b1.splits["train"][0]["image"], b1.splits["test"][0]["image"])
     doc = json.loads((tmp_path / "splits.json").read_text())
     assert len(doc["splits"]["train"]) == 8 and len(doc["splits"]["test"]) == 4
-    b3 = synthetic_lesions.build({"n_train": 8, "n_val": 4, "n_test": 4, "seed_offset": 1}, ctx(None, 48, 1))
+    b3 = synthetic_lesions.build(synthetic_params({"n_train": 8, "n_val": 4, "n_test": 4, "seed_offset": 1}), ctx(None, 48, 1))
     assert b3.splits["train"][0]["image"].shape == (1, 48, 48)
     assert not torch.equal(b3.splits["train"][0]["image"], b1.splits["train"][0]["image"][:1])
 
 
 def test_synthetic_labels_balanced_and_lesion_inside_mask() -> None:
-    ds = synthetic_lesions.build({"n_train": 20, "n_val": 2, "n_test": 2, "difficulty": 0.0},
+    ds = synthetic_lesions.build(synthetic_params({"n_train": 20, "n_val": 2, "n_test": 2, "difficulty": 0.0}),
                                  ctx(None, 64, 1)).splits["train"]
     assert sum(ds.labels()) == 10
     for i in range(6):

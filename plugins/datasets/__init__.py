@@ -69,7 +69,12 @@ SYNTHETIC = _schema({
                      "noise, streaks and round distractors", 0.5, minimum=0, maximum=1),
     "lesion_size": _p("number", "Lesion radius as a fraction of the image side", 0.12, minimum=0.03,
                       maximum=0.25),
-    "seed_offset": _p("integer", "Added to the experiment seed to draw a different data set", 0),
+    "decoys": _p("number", "Expected number of fainter lesions of the other class's shape per image (where to "
+                 "look then matters: the most conspicuous lesion decides the label)", 0, minimum=0, maximum=6),
+    "data_seed": {"type": ["integer", "null"], "default": None,
+                  "description": "Seed of the images (null: the experiment's seed); fix it to keep the same images "
+                                 "across repeated seeds (seeds:), so comparisons are paired"},
+    "seed_offset": _p("integer", "Added to the image seed to draw a different data set", 0),
 })
 
 IMAGE_FOLDER = _schema({

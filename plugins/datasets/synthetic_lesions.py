@@ -6,7 +6,9 @@ Each image is a function of (seed, split, index) only, so it is generated on dem
 Class 0: a round / oval lesion with a smooth edge. Class 1: a spiculated lesion (a smaller core with thin
 radial spikes) of about the same integrated brightness. Both sit on smoothed noise with fibrous streaks;
 ``difficulty`` lowers the lesion contrast, raises the noise and adds round distractor blobs (in both
-classes) and more streaks, so the spikes are the only cue. The mask is the lesion's footprint.
+classes) and more streaks, so the spikes are the only cue; ``decoys`` adds fainter lesions of the other class's
+shape, so that the most conspicuous lesion decides the label and where to look matters. The mask is the
+lesion's footprint.
 
 No library generates such images, so the generator is hand-written (numpy only).
 """
@@ -60,54 +62,62 @@ def _segment_intensity(yy: np.ndarray, xx: np.ndarray, p0: tuple[float, float], 
     return along * np.exp(-(d * d) / (2.0 * width * width))
 
 
-def generate(seed: int, split: str, index: int, size: tuple[int, int], difficulty: float = 0.5,
-             lesion_size: float = 0.12) -> tuple[np.ndarray, np.ndarray, int]:
-    """One (image HxW float32 in [0,1], mask HxW float32, label) for (seed, split, index)."""
-    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, _SPLIT_CODE.get(split, zlib.crc32(split.encode())),
-                                 int(index)])
-    h, w = size
-    s = float(min(h, w))
-    label = int(index) % 2  # balanced classes; everything else is drawn from the seed
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-
-    # tissue: two octaves of smooth noise plus fibrous streaks with a dominant orientation
-    img = 0.42 + 0.10 * _smooth_noise(rng, h, w, 4) + 0.05 * _smooth_noise(rng, h, w, 12)
-    theta0 = rng.uniform(0, np.pi)
-    n_streaks = int(4 + round(8 * difficulty))
-    for _ in range(n_streaks):
-        ang = theta0 + rng.normal(0, 0.35)
-        p0 = (rng.uniform(-0.2, 1.2) * h, rng.uniform(-0.2, 1.2) * w)
-        img += rng.uniform(0.03, 0.08) * _segment_intensity(yy, xx, p0, ang, rng.uniform(0.4, 1.0) * s,
-                                                            rng.uniform(0.4, 1.0) * s / 64)
-
-    # the lesion
-    r = lesion_size * s * rng.uniform(0.8, 1.2)
-    margin = 2.2 * r + 2
-    cy = rng.uniform(margin, max(margin + 1, h - margin))
-    cx = rng.uniform(margin, max(margin + 1, w - margin))
-    contrast = (0.30 - 0.20 * difficulty) * rng.uniform(0.85, 1.15)
-    edge = max(0.6, 0.06 * r)
+def _lesion(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, r: float, edge: float,
+            label: int) -> np.ndarray:
+    """The intensity (0..1) of a lesion of class ``label`` centred at (cy, cx): round/oval (0) or spiculated (1)."""
     if label == 0:
         aspect = rng.uniform(0.75, 1.3)
         rot = rng.uniform(0, np.pi)
         ry, rx = yy - cy, xx - cx
         u = (rx * np.cos(rot) + ry * np.sin(rot)) * aspect
         v = (-rx * np.sin(rot) + ry * np.cos(rot)) / aspect
-        dist = np.sqrt(u * u + v * v)
-        lesion = _soft_disk(dist, r, edge)
-    else:
-        core_r = 0.72 * r
-        dist = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
-        lesion = _soft_disk(dist, core_r, edge)
-        n_spikes = int(rng.integers(5, 10))
-        base = rng.uniform(0, 2 * np.pi)
-        spikes = np.zeros_like(lesion)
-        for k in range(n_spikes):
-            ang = base + 2 * np.pi * k / n_spikes + rng.normal(0, 0.25)
-            length = rng.uniform(1.0, 1.6) * r
-            spikes = np.maximum(spikes, _segment_intensity(yy, xx, (cy, cx), ang, 2 * length,
-                                                           max(0.8, 0.08 * r)))
-        lesion = np.maximum(lesion, spikes)
+        return _soft_disk(np.sqrt(u * u + v * v), r, edge)
+    dist = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
+    lesion = _soft_disk(dist, 0.72 * r, edge)
+    n_spikes = int(rng.integers(5, 10))
+    base = rng.uniform(0, 2 * np.pi)
+    spikes = np.zeros_like(lesion)
+    for k in range(n_spikes):
+        ang = base + 2 * np.pi * k / n_spikes + rng.normal(0, 0.25)
+        length = rng.uniform(1.0, 1.6) * r
+        spikes = np.maximum(spikes, _segment_intensity(yy, xx, (cy, cx), ang, 2 * length, max(0.8, 0.08 * r)))
+    return np.maximum(lesion, spikes)
+
+
+def _tissue(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, difficulty: float) -> np.ndarray:
+    """Two octaves of smooth noise plus fibrous streaks with a dominant orientation."""
+    h, w = yy.shape
+    s = float(min(h, w))
+    img = 0.42 + 0.10 * _smooth_noise(rng, h, w, 4) + 0.05 * _smooth_noise(rng, h, w, 12)
+    theta0 = rng.uniform(0, np.pi)
+    for _ in range(int(4 + round(8 * difficulty))):
+        ang = theta0 + rng.normal(0, 0.35)
+        p0 = (rng.uniform(-0.2, 1.2) * h, rng.uniform(-0.2, 1.2) * w)
+        img += rng.uniform(0.03, 0.08) * _segment_intensity(yy, xx, p0, ang, rng.uniform(0.4, 1.0) * s,
+                                                            rng.uniform(0.4, 1.0) * s / 64)
+    return img
+
+
+def generate(seed: int, split: str, index: int, size: tuple[int, int], difficulty: float = 0.5,
+             lesion_size: float = 0.12, decoys: float = 0.0) -> tuple[np.ndarray, np.ndarray, int]:
+    """One (image HxW float32 in [0,1], mask HxW float32, label) for (seed, split, index).
+
+    ``decoys``: expected number of fainter lesions of the *other* class's shape elsewhere in the image, so that
+    the label is only told by the most conspicuous lesion: where to look matters (the mask is the true lesion)."""
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, _SPLIT_CODE.get(split, zlib.crc32(split.encode())),
+                                 int(index)])
+    h, w = size
+    s = float(min(h, w))
+    label = int(index) % 2  # balanced classes; everything else is drawn from the seed
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = _tissue(rng, yy, xx, difficulty)
+    r = lesion_size * s * rng.uniform(0.8, 1.2)
+    margin = 2.2 * r + 2
+    cy = rng.uniform(margin, max(margin + 1, h - margin))
+    cx = rng.uniform(margin, max(margin + 1, w - margin))
+    contrast = (0.30 - 0.20 * difficulty) * rng.uniform(0.85, 1.15)
+    edge = max(0.6, 0.06 * r)
+    lesion = _lesion(rng, yy, xx, cy, cx, r, edge, label)
     mask = (lesion > 0.3).astype(np.float32)
     img += contrast * lesion
 
@@ -117,9 +127,12 @@ def generate(seed: int, split: str, index: int, size: tuple[int, int], difficult
         br = r * rng.uniform(0.35, 0.7)
         by, bx = rng.uniform(0, h), rng.uniform(0, w)
         bd = np.sqrt((yy - by) ** 2 + (xx - bx) ** 2)
-        blob = _soft_disk(bd, br, edge)
-        img += contrast * rng.uniform(0.6, 1.0) * blob * (1.0 - mask)
-
+        img += contrast * rng.uniform(0.6, 1.0) * _soft_disk(bd, br, edge) * (1.0 - mask)
+    if decoys > 0:  # drawn only when asked, so that decoys: 0 leaves every image as it was
+        for _ in range(int(rng.poisson(decoys))):
+            dr = r * rng.uniform(0.7, 0.9)
+            dy, dx = rng.uniform(dr, h - dr), rng.uniform(dr, w - dr)
+            img += 0.5 * contrast * _lesion(rng, yy, xx, dy, dx, dr, edge, 1 - label) * (1.0 - mask)
     img += rng.normal(0.0, 0.02 + 0.05 * difficulty, size=(h, w)).astype(np.float32)
     return np.clip(img, 0.0, 1.0).astype(np.float32), mask, label
 
@@ -128,9 +141,9 @@ class SyntheticLesions(Dataset):
     """A split of ``synthetic_lesions``: items generated on demand, deterministic by (seed, split, index)."""
 
     def __init__(self, split: str, n: int, seed: int, size: tuple[int, int], channels: int,
-                 difficulty: float, lesion_size: float) -> None:
+                 difficulty: float, lesion_size: float, decoys: float = 0.0) -> None:
         self.split, self.n, self.seed, self.size, self.channels = split, n, seed, size, channels
-        self.difficulty, self.lesion_size = difficulty, lesion_size
+        self.difficulty, self.lesion_size, self.decoys = difficulty, lesion_size, decoys
 
     def __len__(self) -> int:
         return self.n
@@ -138,7 +151,8 @@ class SyntheticLesions(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < self.n:
             raise IndexError(index)
-        img, mask, label = generate(self.seed, self.split, index, self.size, self.difficulty, self.lesion_size)
+        img, mask, label = generate(self.seed, self.split, index, self.size, self.difficulty, self.lesion_size,
+                                     self.decoys)
         t = torch.from_numpy(img)[None]
         if self.channels == 3:
             t = t.expand(3, -1, -1).clone()
@@ -163,15 +177,13 @@ class SyntheticLesions(Dataset):
 
 
 def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
-    """Factory of ``synthetic_lesions``."""
-    seed = int(ctx.seed) + int(params.get("seed_offset", 0))
+    """Factory of ``synthetic_lesions`` (params validated, defaults filled in)."""
+    seed = (int(ctx.seed) if params["data_seed"] is None else int(params["data_seed"])) + int(params["seed_offset"])
     size = (int(ctx.image_size[0]), int(ctx.image_size[1]))
-    difficulty = float(params.get("difficulty", 0.5))
-    lesion_size = float(params.get("lesion_size", 0.12))
-    counts = {"train": int(params.get("n_train", 320)), "val": int(params.get("n_val", 80)),
-              "test": int(params.get("n_test", 80))}
-    splits = {name: SyntheticLesions(name, n, seed, size, ctx.channels, difficulty, lesion_size)
-              for name, n in counts.items()}
-    info = {"counts": counts, "difficulty": difficulty, "lesion_size": lesion_size, "seed": seed,
-            "fingerprint": f"synthetic_lesions:{seed}:{difficulty}:{lesion_size}:{size}:{counts}"}
+    look = {k: float(params[k]) for k in ("difficulty", "lesion_size", "decoys")}
+    counts = {"train": int(params["n_train"]), "val": int(params["n_val"]), "test": int(params["n_test"])}
+    splits = {name: SyntheticLesions(name, n, seed, size, ctx.channels, **look) for name, n in counts.items()}
+    shown = f"{look['difficulty']}:{look['lesion_size']}" + (f":{look['decoys']}" if look["decoys"] else "")
+    info = {"counts": counts, **look, "seed": seed,
+            "fingerprint": f"synthetic_lesions:{seed}:{shown}:{size}:{counts}"}
     return finalize_bundle(splits, CLASS_NAMES, ctx, has_masks=True, info=info, dataset="synthetic_lesions")
