@@ -160,19 +160,14 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
 # --- all of them ---------------------------------------------------------------------------------------------------
 def score_method(model: nn.Module, explainer: Any, inputs: torch.Tensor, target: np.ndarray | None,
                  attributions: np.ndarray, masks: np.ndarray | None, cfg: dict, device: Any, batch_size: int,
-                 randomised: nn.Module | None = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """The configured scores of one method's attributions, and its deletion / insertion curves."""
-    from .attribution import attribute
+                 randomised: np.ndarray | None = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """The configured scores of one method's attributions, and its deletion / insertion curves.
 
+    ``randomised``: the same method's attributions on the randomised model (the sanity check's input), when the
+    randomisation score is wanted.
+    """
     wanted = set(cfg["scores"])
-    with torch.no_grad():
-        p = model.probabilities(model(inputs.to(device))).float().cpu().numpy()
-    if p.ndim == 1:  # single output: the map explains the logit; P(predicted class), evidence sign flipped for 0
-        classes = (p >= 0.5).astype(int)
-        sign = np.where(classes == 1, 1.0, -1.0)
-    else:
-        classes = np.asarray(target).astype(int)
-        sign = np.ones(len(classes))
+    classes, sign = explained_classes(model, inputs, target, device)
     scores: dict[str, float] = {}
     curves: dict[str, np.ndarray] = {}
     if wanted & {"deletion", "insertion"}:
@@ -193,8 +188,23 @@ def score_method(model: nn.Module, explainer: Any, inputs: torch.Tensor, target:
     if "localisation" in wanted and masks is not None:
         scores.update(localisation(pixel_map(attributions, "abs"), masks, cfg["top_percent"]))
     if "randomisation" in wanted and randomised is not None:
-        rand = attribute(explainer, randomised, inputs, target, batch_size, device)
-        rho = rank_correlation(pixel_map(attributions, "abs"), pixel_map(rand, "abs"))
+        rho = rank_correlation(pixel_map(attributions, "abs"), pixel_map(randomised, "abs"))
         scores["randomisation_spearman"] = rho
         scores["randomisation_insensitive"] = float(rho > float(cfg["randomisation_threshold"]))
     return scores, curves
+
+
+def explained_classes(model: nn.Module, inputs: torch.Tensor, target: np.ndarray | None,
+                      device: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(explained class, evidence sign) per image: the target class of a softmax model (sign +1); the predicted
+    class of a single-output model, whose maps explain the one logit (sign -1 where class 0 is predicted)."""
+    if target is not None:
+        classes = np.asarray(target).astype(int)
+        return classes, np.ones(len(classes))
+    with torch.no_grad():
+        p = model.probabilities(model(inputs.to(device))).float().cpu().numpy()
+    if p.ndim == 1:
+        classes = (p >= 0.5).astype(int)
+        return classes, np.where(classes == 1, 1.0, -1.0)
+    classes = p.argmax(axis=1)
+    return classes, np.ones(len(classes))

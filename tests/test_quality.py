@@ -1,4 +1,4 @@
-"""Explanation quality scores on hand-made cases with known answers."""
+"""Explanation quality scores on hand-made cases with known answers (medattn.explanation_quality)."""
 from __future__ import annotations
 
 import numpy as np
@@ -108,10 +108,23 @@ def test_score_method_flags_a_model_independent_explainer():
         return x.grad
 
     cfg = {**CFG, "scores": ["randomisation", "localisation", "deletion"]}
-    s_copy, _ = Q.score_method(model, copy_input, x, None, x.numpy(), square_mask(), cfg, "cpu", 4, randomised)
+    s_copy, _ = Q.score_method(model, copy_input, x, None, x.numpy(), square_mask(), cfg, "cpu", 4,
+                               copy_input(randomised, x, None).numpy())
     s_sal, curves = Q.score_method(model, saliency, x, None, saliency(model, x, None).numpy(), square_mask(), cfg,
-                                   "cpu", 4, randomised)
+                                   "cpu", 4, saliency(randomised, x, None).numpy())
     assert s_copy["randomisation_spearman"] > 0.999 and s_copy["randomisation_insensitive"] == 1.0
     assert s_sal["randomisation_spearman"] < 0.5 and s_sal["randomisation_insensitive"] == 0.0
     assert s_sal["energy_in_mask"] > 0.99  # the gradient lives exactly on the region
     assert curves["deletion"].shape == (4, 9) and "deletion_auc" in s_sal
+    s_none, _ = Q.score_method(model, saliency, x, None, x.numpy(), None, cfg, "cpu", 4, None)
+    assert "randomisation_spearman" not in s_none and "energy_in_mask" not in s_none  # nothing to compare with
+
+
+def test_explained_class_and_sign():
+    model = RegionModel(square_mask(1)).eval()
+    x = torch.zeros(2, 3, 16, 16)
+    x[1, 0] = -1.0  # logit -4: class 0 predicted, its evidence is the negative logit
+    classes, sign = Q.explained_classes(model, x, None, "cpu")
+    assert classes.tolist() == [1, 0] and sign.tolist() == [1.0, -1.0]
+    classes, sign = Q.explained_classes(model, x, np.array([2, 0]), "cpu")
+    assert classes.tolist() == [2, 0] and sign.tolist() == [1.0, 1.0]

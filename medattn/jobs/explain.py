@@ -1,15 +1,26 @@
-"""The explain job: attributions of selected images for each configured explainer, and how good they are
-(see medattn.attribution and medattn.explanation_quality)."""
+"""The explain job: attributions of selected images for each configured explainer, and how good they are.
+
+The steps live beside this module: explain_select (which images, which class), explain_methods (the explainers,
+their layers, the model they attribute), explain_files (what is written), explain_quality (the scores) and
+explain_original (the original code's file naming). Preparing the model is medattn.attribution; the scores
+themselves are medattn.explanation_quality.
+"""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from ..config.schema import slot
+from ..rundir import RunDir
+from ..views import RunView
+from .base import Job
 from .checkpoint_names import CHECKPOINT
 
 QUALITY_SCORES = ["deletion", "insertion", "infidelity", "sensitivity", "localisation", "randomisation"]
 
 QUALITY = {
     "type": "object", "additionalProperties": False, "default": {},
-    "description": "explanation quality scores, written to explanations/quality.json",
+    "description": "explanation quality scores of each method (the run's quality.json)",
     "properties": {
         "scores": {"type": "array", "uniqueItems": True, "items": {"enum": QUALITY_SCORES},
                    "default": ["deletion", "insertion", "infidelity", "localisation", "randomisation"],
@@ -41,7 +52,7 @@ QUALITY = {
 
 PARAMS = {
     "type": "object", "additionalProperties": False, "default": {},
-    "description": "attributions of selected images, saved under explanations/, with quality scores",
+    "description": "attributions of selected images, saved in the run directory, with quality scores",
     "properties": {
         "methods": {"type": "array", "items": slot("explainer", "an attribution method"), "default": [], "minItems": 1,
                     "description": "explainers to run (each an explainer component)"},
@@ -50,7 +61,7 @@ PARAMS = {
         "select": {"enum": ["first", "random", "correct", "misclassified", "indices", "agreed"], "default": "first",
                    "description": "which images: the first N, N at random (seeded), N (mis)classified ones, the "
                                   "listed indices, or agreed: N that every compared variant classifies correctly "
-                                  "(the seed's choice; needs their test predictions)"},
+                                  "(the original's choice; needs their test predictions)"},
         "indices": {"type": "array", "items": {"type": "integer", "minimum": 0}, "default": [],
                     "description": "select: indices: positions in the split"},
         "select_seed": {"type": ["integer", "null"], "default": None,
@@ -65,23 +76,68 @@ PARAMS = {
         "checkpoint": {"type": "string", "pattern": CHECKPOINT, "default": "best_val_loss",
                        "description": "weights to explain: last or a kept best_<train|val>_<metric> checkpoint"},
         "batch_size": {"type": "integer", "minimum": 1, "default": 8, "description": "images per attribution call"},
-        "naming": {"enum": ["npz", "seed"], "default": "npz",
-                   "description": "npz: one <method>.npz per run; seed: also the seed's "
-                                  "img_{idx}_original_{label}.npy and img_{idx}_{method}_{variant}_label_{label}.npy"},
-        "seed_dir": {"type": ["string", "null"], "default": None,
-                     "description": "naming: seed: folder (relative to the run directory); null = "
-                                    "<output_dir>/<experiment>/attributes/<backbone>/ shared by the variants"},
-        "seed_names": {"type": "object", "additionalProperties": {"type": "string"}, "default": {},
-                       "description": "naming: seed: method label -> name in the file (the seed wrote 'dl' for "
-                                      "saliency)"},
-        "seed_variant": {"type": ["string", "null"], "default": None,
-                         "description": "naming: seed: variant name in the file (null = the run's variant)"},
+        "naming": {"enum": ["npz", "original"], "default": "npz",
+                   "description": "npz: one <method>.npz per run; original: also the original code's "
+                                  "(goncalves2021) img_{idx}_original_{label}.npy and "
+                                  "img_{idx}_{method}_{variant}_label_{label}.npy"},
+        "original_dir": {"type": ["string", "null"], "default": None,
+                         "description": "naming: original: folder (relative to the run directory); null = "
+                                        "<output_dir>/<experiment>/attributes/<backbone>/ shared by the variants"},
+        "original_names": {"type": "object", "additionalProperties": {"type": "string"}, "default": {},
+                           "description": "naming: original: method label -> name in the file (the original "
+                                          "wrote 'dl' for saliency)"},
+        "original_variant": {"type": ["string", "null"], "default": None,
+                             "description": "naming: original: variant name in the file (null = the run's "
+                                            "variant)"},
         "quality": QUALITY,
     },
 }
 
 
-def run(run) -> None:
-    from ..attribution import explain_run
+class ExplainJob(Job):
+    """Select images, attribute them with every configured method, save the maps, score them."""
 
-    explain_run(run)
+    name = "explain"
+    reads = ("checkpoint", "predictions")
+    writes = ("explanations",)
+
+    def check(self, config: dict[str, Any]) -> list[str]:
+        if not config["explain"]["methods"]:
+            return ["explain.methods: the explain job needs at least one explainer, e.g. explain: {methods: "
+                    "[{name: saliency}]} (medattn plugins --kind explainer lists them)"]
+        return []
+
+    def check_model(self, config: dict[str, Any], model: Any) -> list[tuple[tuple, str]]:
+        """Every layer a ``needs_layer`` method hooks is a module of ``model``."""
+        from ..hookspecs import ExplainContext
+        from .explain_methods import build_explainers, layer_problems
+
+        cfg = config["explain"]
+        ctx = ExplainContext(model=model, num_outputs=model.num_outputs, batch_size=int(cfg["batch_size"]))
+        return layer_problems(build_explainers(self.registry, cfg, ctx), model)
+
+    def needs(self, run: RunDir, config: dict[str, Any]) -> dict[str, list[Path]]:
+        """The checkpoint explained and, for ``select: agreed``, the other compared variants' test predictions."""
+        from .explain_select import compared_runs
+
+        cfg = config["explain"]
+        out = {"checkpoint": [run.checkpoint(cfg["checkpoint"])]}
+        if cfg["select"] == "agreed":
+            out["predictions"] = [other.predictions(cfg["checkpoint"])
+                                  for other in compared_runs(run, config["seed"], cfg["variants"]).values()
+                                  if other.root != run.root]
+        return out
+
+    def run(self, run: Any) -> None:
+        from .explain_steps import explain
+
+        explain(run, RunDir(run.dir))
+
+    def rows(self, run: RunView) -> dict[str, list[dict]]:
+        """``quality``: one row per method of the run's quality scores (numbers only)."""
+        rows = []
+        for method, scores in (run.dir.read_quality() or {}).items():
+            if isinstance(scores, dict):
+                rows.append({"method": method, **{k: v for k, v in scores.items()
+                                                  if isinstance(v, (int, float)) and not isinstance(v, bool)}})
+        return {"quality": rows}

@@ -1,247 +1,263 @@
-"""captum attribution methods wrapped to the explainer contract: (model, inputs, target) -> attributions.
+"""captum attribution methods, one class each, with the explainer contract ``(model, inputs, target)``.
 
-Every explainer uses the ``model`` it is called with (the prepared copy, or the randomised copy of the sanity
-check), so layer methods resolve their layer on that model: ``model.cam_layer(name)``. Methods whose memory
+Every method builds its captum object on the ``model`` it is called with (the copy the job attributes, or the
+randomised copy of the sanity check), so layer methods resolve their layer on that model. Methods whose memory
 grows with a sample count (gradient_shap, noise_tunnel) split the batch so that at most
 ``internal_batch_size`` images go through the network at once.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
 
+import captum.attr as ca
 import torch
-import torch.nn.functional as F
-from captum.attr import (
-    DeepLift,
-    GradientShap,
-    GuidedBackprop,
-    GuidedGradCam,
-    InputXGradient,
-    IntegratedGradients,
-    LayerAttribution,
-    LayerGradCam,
-    NoiseTunnel,
-    Occlusion,
-    Saliency,
-)
+from jsonschema import Draft202012Validator
 
-from medattn.attribution import NotApplicable
-from medattn.errors import UserError
+from medattn.api import UserError
 
-Explainer = Callable[[torch.nn.Module, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+from . import PARAMS
+from .base import Explainer, baseline_for, in_chunks, layer_never_called, single_output
 
 
-def baseline_for(inputs: torch.Tensor, spec: Any) -> torch.Tensor | float:
-    """A reference input: a number (normalised units; 0 = the data mean) or 'blur' (a heavily blurred copy)."""
-    if spec == "blur":
-        k = max(3, (min(inputs.shape[-2:]) // 8) | 1)
-        return F.avg_pool2d(F.pad(inputs, [k // 2] * 4, mode="replicate"), k, stride=1)
-    return float(spec)
+class CaptumMethod(Explainer):
+    """A captum attribution class applied to slices of at most ``internal_batch_size`` images."""
+
+    name: ClassVar[str] = ""  # the component name, for messages
+
+    def algorithm(self, model: torch.nn.Module) -> Any:
+        """The captum attribution object on ``model``."""
+        raise NotImplementedError
+
+    def options(self, inputs: torch.Tensor) -> dict[str, Any]:
+        """Keyword arguments of the captum object's ``attribute`` for this slice of inputs."""
+        return {}
+
+    def chunk_size(self, n: int) -> int:
+        """Images per captum call."""
+        return int(self.params["internal_batch_size"])
+
+    def finish(self, attr: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """Attributions brought to the input's size (layer methods upsample)."""
+        return attr
+
+    def attribute(self, model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        return in_chunks(lambda x, t: self.attribute_slice(model, x, t), inputs, target,
+                         self.chunk_size(len(inputs)))
+
+    def attribute_slice(self, model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor | None,
+                        **override: Any) -> torch.Tensor:
+        """One captum call on ``x``; ``override`` replaces options."""
+        with layer_errors(self):
+            attr = self.algorithm(model).attribute(x.clone().requires_grad_(True), target=t,
+                                                   **{**self.options(x), **override})
+        return self.finish(attr, x)
 
 
-def in_chunks(fn: Callable[[torch.Tensor, Any], torch.Tensor], inputs: torch.Tensor, target: torch.Tensor | None,
-              size: int) -> torch.Tensor:
-    """fn over slices of at most ``size`` images (bounded memory), concatenated."""
-    parts = []
-    for s in range(0, len(inputs), max(1, size)):
-        parts.append(fn(inputs[s:s + size], None if target is None else target[s:s + size]))
-    return torch.cat(parts)
+@contextmanager
+def layer_errors(explainer: Explainer) -> Iterator[None]:
+    """captum's assertion for a hooked layer the forward never calls, as a UserError naming the layer."""
+    try:
+        yield
+    except AssertionError as exc:
+        if not explainer.needs_layer or "did not obtain any outputs" not in str(exc):
+            raise
+        raise layer_never_called(getattr(explainer, "name", type(explainer).__name__),
+                                 explainer.params.get("layer")) from None
 
 
-def cam_layer(model: torch.nn.Module, name: str | None) -> torch.nn.Module:
-    """The layer Grad-CAM hooks on ``model``: ``name`` (dotted from the model root) or the backbone's default."""
-    return model.cam_layer(name)
-
-
-# --- the captum objects and their call arguments, shared by the plain methods and noise_tunnel -----------------
-def _method(name: str, params: dict[str, Any], model: torch.nn.Module, inputs: torch.Tensor):
-    """(captum attribution object, attribute kwargs) for method ``name``."""
-    if name == "saliency":
-        return Saliency(model), {"abs": bool(params.get("abs", False))}
-    if name == "integrated_gradients":
-        return IntegratedGradients(model), {
-            "baselines": baseline_for(inputs, params.get("baseline", 0.0)), "n_steps": int(params.get("n_steps", 32)),
-            "internal_batch_size": int(params.get("internal_batch_size", 16)),
-            "method": params.get("method", "gausslegendre")}
-    if name == "deeplift":
-        return DeepLift(model, multiply_by_inputs=bool(params.get("multiply_by_inputs", True))), {
-            "baselines": baseline_for(inputs, params.get("baseline", 0.0))}
-    if name == "input_x_gradient":
-        return InputXGradient(model), {}
-    if name == "guided_backprop":
-        return GuidedBackprop(model), {}
-    if name == "gradient_shap":
-        base = baseline_for(inputs, params.get("baseline", 0.0))
-        base = torch.full_like(inputs[:1], base) if isinstance(base, float) else base
-        return GradientShap(model), {"baselines": base, "n_samples": int(params.get("n_samples", 8)),
-                                     "stdevs": float(params.get("stdevs", 0.1))}
-    if name == "occlusion":
-        c = inputs.shape[1]
-        w, s = int(params.get("window", 8)), int(params.get("stride", 4))
-        return Occlusion(model), {"sliding_window_shapes": (c, w, w), "strides": (c, s, s),
-                                  "baselines": float(params.get("baseline", 0.0)),
-                                  "perturbations_per_eval": int(params.get("perturbations_per_eval", 16))}
-    if name == "gradcam":
-        layer = cam_layer(model, params.get("layer"))
-        return LayerGradCam(model, layer), {"relu_attributions": bool(params.get("relu_attributions", True))}
-    if name == "guided_gradcam":
-        layer = cam_layer(model, params.get("layer"))
-        return GuidedGradCam(model, layer), {"interpolate_mode": params.get("interpolate_mode", "bilinear")}
-    raise ValueError(f"unknown method {name!r}")
-
-
-def _upsample(attr: torch.Tensor, inputs: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+def upsample(attr: torch.Tensor, inputs: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
     """Layer attributions (B, 1, h, w) brought to the input's size."""
     if tuple(attr.shape[-2:]) == tuple(inputs.shape[-2:]):
         return attr
-    return LayerAttribution.interpolate(attr, tuple(inputs.shape[-2:]), interpolate_mode=mode)
+    return ca.LayerAttribution.interpolate(attr, tuple(inputs.shape[-2:]), interpolate_mode=mode)
 
 
-def _plain(name: str) -> Callable[[dict[str, Any], Any], Explainer]:
-    def factory(params: dict[str, Any], ctx: Any) -> Explainer:
-        def explain(model, inputs: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-            chunk = int(params.get("internal_batch_size", len(inputs)))
-            if name == "gradient_shap":
-                chunk = max(1, chunk // int(params.get("n_samples", 8)))
+# --- gradient methods ----------------------------------------------------------------------------------------
+class Saliency(CaptumMethod):
+    """Input gradients (signed unless ``abs``)."""
 
-            def one(x: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
-                algo, kwargs = _method(name, params, model, x)
-                try:
-                    attr = algo.attribute(x.clone().requires_grad_(True), target=t, **kwargs)
-                except AssertionError as exc:
-                    if "did not obtain any outputs" not in str(exc):
-                        raise
-                    raise UserError(f"explainer {name}: layer {params.get('layer')!r} is never called by the "
-                                    f"model's forward (an fx-traced backbone calls its leaf blocks, e.g. "
-                                    f"backbone.body.layer3.1 rather than backbone.body.layer3)") from None
-                if name == "gradcam":
-                    attr = _upsample(attr, x, params.get("upsample", "bilinear"))
-                return attr
+    name = "saliency"
 
-            if name == "gradcam" and t_none_single(model, target):
-                # one sigmoid logit: Grad-CAM of the *predicted* class, i.e. of -logit where class 0 is predicted
-                # (a ReLU'd map of the logit alone is empty for every image predicted negative)
-                raw = in_chunks(lambda x, t: _no_relu(one, params, x, t), inputs, target, chunk)
-                with torch.no_grad():
-                    sign = torch.where(model(inputs).reshape(-1) >= 0, 1.0, -1.0).view(-1, 1, 1, 1)
-                attr = raw * sign
-                return attr.clamp(min=0) if params.get("relu_attributions", True) else attr
+    def algorithm(self, model: torch.nn.Module) -> Any:
+        return ca.Saliency(model)
 
-            if name in ("integrated_gradients",):  # captum batches the path itself
-                return one(inputs, target)
-            return in_chunks(one, inputs, target, chunk)
-
-        return explain
-
-    return factory
+    def options(self, inputs: torch.Tensor) -> dict[str, Any]:
+        return {"abs": bool(self.params["abs"])}
 
 
-def t_none_single(model: torch.nn.Module, target: torch.Tensor | None) -> bool:
-    """A single-output (sigmoid) model explained without a target."""
-    return target is None and getattr(model, "output", None) == "sigmoid"
+class IntegratedGradients(CaptumMethod):
+    """Path integral of gradients from a baseline; captum batches the path points itself."""
+
+    name = "integrated_gradients"
+
+    def algorithm(self, model: torch.nn.Module) -> Any:
+        return ca.IntegratedGradients(model)
+
+    def options(self, inputs: torch.Tensor) -> dict[str, Any]:
+        p = self.params
+        return {"baselines": baseline_for(inputs, p["baseline"]), "n_steps": int(p["n_steps"]),
+                "internal_batch_size": int(p["internal_batch_size"]), "method": p["method"]}
+
+    def chunk_size(self, n: int) -> int:
+        return n
 
 
-def _no_relu(one: Callable, params: dict[str, Any], x: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
-    """``one`` with Grad-CAM's ReLU off (params restored afterwards)."""
-    keep = params.get("relu_attributions", True)
-    params["relu_attributions"] = False
-    try:
-        return one(x, t)
-    finally:
-        params["relu_attributions"] = keep
+class DeepLift(CaptumMethod):
+    """DeepLift (rescale rule) against a baseline."""
+
+    name = "deeplift"
+    needs_hook_safe_model = True
+
+    def algorithm(self, model: torch.nn.Module) -> Any:
+        return ca.DeepLift(model, multiply_by_inputs=bool(self.params["multiply_by_inputs"]))
+
+    def options(self, inputs: torch.Tensor) -> dict[str, Any]:
+        return {"baselines": baseline_for(inputs, self.params["baseline"])}
 
 
-saliency = _plain("saliency")
-integrated_gradients = _plain("integrated_gradients")
-deeplift = _plain("deeplift")
-gradient_shap = _plain("gradient_shap")
-input_x_gradient = _plain("input_x_gradient")
-guided_backprop = _plain("guided_backprop")
-occlusion = _plain("occlusion")
-gradcam = _plain("gradcam")
-guided_gradcam = _plain("guided_gradcam")
+class GradientShap(CaptumMethod):
+    """Expected gradients times (input - baseline) over noisy samples."""
+
+    name = "gradient_shap"
+
+    def algorithm(self, model: torch.nn.Module) -> Any:
+        return ca.GradientShap(model)
+
+    def options(self, inputs: torch.Tensor) -> dict[str, Any]:
+        base = baseline_for(inputs, self.params["baseline"])
+        base = torch.full_like(inputs[:1], base) if isinstance(base, float) else base
+        return {"baselines": base, "n_samples": int(self.params["n_samples"]), "stdevs": float(self.params["stdevs"])}
+
+    def chunk_size(self, n: int) -> int:  # each image goes through the network n_samples times
+        return max(1, int(self.params["internal_batch_size"]) // int(self.params["n_samples"]))
 
 
-def noise_tunnel(params: dict[str, Any], ctx: Any) -> Explainer:
-    """SmoothGrad (or its squared / VarGrad forms) around any of the methods above."""
-    inner, inner_params = params["method"], dict(params.get("method_params") or {})
-    n = int(params["nt_samples"])
+class InputXGradient(CaptumMethod):
+    """Input times its gradient."""
 
-    def explain(model, inputs: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    name = "input_x_gradient"
+
+    def algorithm(self, model: torch.nn.Module) -> Any:
+        return ca.InputXGradient(model)
+
+
+class GuidedBackprop(CaptumMethod):
+    """Only positive gradients through every ReLU (hooks every activation module)."""
+
+    name = "guided_backprop"
+    needs_hook_safe_model = True
+
+    def algorithm(self, model: torch.nn.Module) -> Any:
+        return ca.GuidedBackprop(model)
+
+
+# --- perturbation ----------------------------------------------------------------------------------------------
+class Occlusion(CaptumMethod):
+    """Score drop when a sliding square patch is replaced by a baseline value."""
+
+    name = "occlusion"
+
+    def algorithm(self, model: torch.nn.Module) -> Any:
+        return ca.Occlusion(model)
+
+    def options(self, inputs: torch.Tensor) -> dict[str, Any]:
+        c, w, s = inputs.shape[1], int(self.params["window"]), int(self.params["stride"])
+        return {"sliding_window_shapes": (c, w, w), "strides": (c, s, s), "baselines": float(self.params["baseline"]),
+                "perturbations_per_eval": int(self.params["perturbations_per_eval"])}
+
+
+# --- layer methods -----------------------------------------------------------------------------------------------
+class GradCam(CaptumMethod):
+    """LayerGradCam on a layer (default: the backbone's CAM layer), upsampled to the input.
+
+    A single sigmoid logit is explained for the *predicted* class, i.e. as -logit where class 0 is predicted:
+    a ReLU'd map of the logit alone is empty for every image predicted negative.
+    """
+
+    name = "gradcam"
+    needs_layer = True
+    needs_hook_safe_model = True  # a following in-place activation would overwrite the hooked output
+
+    def algorithm(self, model: torch.nn.Module) -> Any:
+        return ca.LayerGradCam(model, self.layer(model))
+
+    def options(self, inputs: torch.Tensor) -> dict[str, Any]:
+        return {"relu_attributions": bool(self.params["relu_attributions"])}
+
+    def finish(self, attr: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        return upsample(attr, inputs, self.params["upsample"])
+
+    def attribute(self, model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        if not single_output(model, target):
+            return super().attribute(model, inputs, target)
+        raw = in_chunks(lambda x, t: self.attribute_slice(model, x, t, relu_attributions=False), inputs, target,
+                        self.chunk_size(len(inputs)))
+        with torch.no_grad():
+            sign = torch.where(model(inputs).reshape(-1) >= 0, 1.0, -1.0).view(-1, 1, 1, 1)
+        attr = raw * sign
+        return attr.clamp(min=0) if self.params["relu_attributions"] else attr
+
+
+class GuidedGradCam(CaptumMethod):
+    """Guided backprop times the upsampled Grad-CAM map of a layer."""
+
+    name = "guided_gradcam"
+    needs_layer = True
+    needs_hook_safe_model = True
+
+    def algorithm(self, model: torch.nn.Module) -> Any:
+        return ca.GuidedGradCam(model, self.layer(model))
+
+    def options(self, inputs: torch.Tensor) -> dict[str, Any]:
+        return {"interpolate_mode": self.params["interpolate_mode"]}
+
+
+# the methods noise_tunnel can wrap, by component name
+WRAPPABLE: dict[str, type[CaptumMethod]] = {cls.name: cls for cls in (
+    Saliency, IntegratedGradients, DeepLift, GradientShap, InputXGradient, GuidedBackprop, Occlusion, GradCam,
+    GuidedGradCam)}
+
+
+class NoiseTunnel(Explainer):
+    """SmoothGrad (or its squared / VarGrad forms) around another method; its flags are the wrapped method's."""
+
+    name = "noise_tunnel"
+
+    def __init__(self, params: dict[str, Any], ctx: Any = None) -> None:
+        super().__init__(params, ctx)
+        self.inner = wrapped(params["method"], params["method_params"], ctx)
+        self.needs_layer = self.inner.needs_layer
+        self.needs_hook_safe_model = self.inner.needs_hook_safe_model
+
+    def layer(self, model: torch.nn.Module) -> torch.nn.Module:
+        return self.inner.layer(model)
+
+    def attribute(self, model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        p, inner = self.params, self.inner
+        n = int(p["nt_samples"])
+
         def one(x: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
-            algo, kwargs = _method(inner, inner_params, model, x)
+            kwargs = inner.options(x)
             kwargs.pop("internal_batch_size", None)
-            attr = NoiseTunnel(algo).attribute(
-                x.clone().requires_grad_(True), nt_type=params["nt_type"], nt_samples=n,
-                nt_samples_batch_size=int(params["nt_samples_batch_size"]), stdevs=float(params["stdevs"]),
-                target=t, **kwargs)
-            return _upsample(attr, x) if inner == "gradcam" else attr
+            with layer_errors(inner):
+                attr = ca.NoiseTunnel(inner.algorithm(model)).attribute(
+                    x.clone().requires_grad_(True), nt_type=p["nt_type"], nt_samples=n,
+                    nt_samples_batch_size=int(p["nt_samples_batch_size"]), stdevs=float(p["stdevs"]), target=t,
+                    **kwargs)
+            return inner.finish(attr, x)
 
-        return in_chunks(one, inputs, target, max(1, int(params["internal_batch_size"]) // n))
-
-    return explain
-
-
-# --- attention maps ----------------------------------------------------------------------------------------------
-def render_attention(maps: dict[str, torch.Tensor], features: dict[str, torch.Tensor],
-                     size: tuple[int, int]) -> dict[str, torch.Tensor]:
-    """Attention maps as (B, 1, H, W) images: spatial gates as they are, position attention (B, N, N) by how much
-    each position is attended to (column mean), channel weights (B, C, 1, 1) or channel attention (B, C, C)
-    (row mean) by weighting the channels of the level they act on. Maps that fit none of these are left out."""
-    shapes = {n: tuple(f.shape[1:]) for n, f in features.items() if f.ndim == 4}
-    out = {}
-    for key, m in maps.items():
-        m = m.detach().float()
-        img = None
-        if m.ndim == 4 and m.shape[1] == 1:
-            img = m
-        elif m.ndim == 4 and m.shape[2:] == (1, 1):
-            img = _weighted(m[:, :, 0, 0], features, shapes)
-        elif m.ndim == 3 and m.shape[1] == m.shape[2]:
-            n = m.shape[1]
-            hw = next(((h, w) for c, h, w in reversed(list(shapes.values())) if h * w == n), None)
-            if hw is not None:
-                img = m.mean(dim=1).reshape(-1, 1, *hw)
-            else:
-                img = _weighted(m.mean(dim=1), features, shapes)
-        if img is not None:
-            out[key] = F.interpolate(img, size=size, mode="bilinear", align_corners=False)
-    return out
+        return in_chunks(one, inputs, target, int(p["internal_batch_size"]) // n)
 
 
-def _weighted(weights: torch.Tensor, features: dict[str, torch.Tensor], shapes: dict) -> torch.Tensor | None:
-    """sum_c w_c * A_c over the deepest level with as many channels as there are weights."""
-    name = next((n for n, s in reversed(list(shapes.items())) if s[0] == weights.shape[1]), None)
-    if name is None:
-        return None
-    return (weights[:, :, None, None] * features[name].detach().float()).sum(dim=1, keepdim=True)
-
-
-def attention_maps(params: dict[str, Any], ctx: Any) -> Explainer:
-    """The maps the attention module exposes (model.attention_maps()), rendered at input resolution."""
-    key = params.get("key")
-
-    def explain(model, inputs: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        seen: dict[str, Any] = {}
-        handle = model.attention.register_forward_pre_hook(lambda mod, args: seen.update(features=args[0]))
-        try:
-            with torch.no_grad():
-                model(inputs)
-        finally:
-            handle.remove()
-        rendered = render_attention(model.attention_maps(), seen.get("features") or {}, tuple(inputs.shape[-2:]))
-        if not rendered:
-            raise NotApplicable("the attention module exposes no map that can be drawn over the image")
-        if key is not None:
-            if key not in rendered:
-                raise NotApplicable(f"no attention map {key!r}; this model has {', '.join(sorted(rendered))}")
-            return rendered[key]
-        normed = []
-        for v in rendered.values():  # each map scaled to [0, 1] per image, then averaged
-            lo = v.amin(dim=(1, 2, 3), keepdim=True)
-            hi = v.amax(dim=(1, 2, 3), keepdim=True)
-            normed.append((v - lo) / (hi - lo).clamp_min(1e-12))
-        return torch.stack(normed).mean(0)
-
-    return explain
+def wrapped(method: str, method_params: dict[str, Any], ctx: Any) -> CaptumMethod:
+    """The wrapped method, its params checked against its own schema and its defaults filled in."""
+    schema = PARAMS[method]
+    errors = sorted(Draft202012Validator(schema).iter_errors(dict(method_params)), key=str)
+    if errors:
+        where = ".".join(str(p) for p in errors[0].absolute_path)
+        raise UserError(f"explainer noise_tunnel: method_params{'.' + where if where else ''}: {errors[0].message} "
+                        f"(the params of {method}, as under its own name)")
+    defaults = {k: v["default"] for k, v in schema["properties"].items() if "default" in v}
+    return WRAPPABLE[method]({**defaults, **method_params}, ctx)

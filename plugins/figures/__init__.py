@@ -1,9 +1,15 @@
-"""Built-in figure kinds (run scope unless ``defaults={"scope": "experiment"}``); drawing modules load lazily."""
+"""Built-in figure kinds; drawing modules load lazily.
+
+A figure factory is ``factory(params, view) -> list[Path]``: ``view`` is a RunView for the run-scope kinds and an
+ExperimentView for those declared with ``defaults={"scope": "experiment"}`` (``order`` sorts a kind later).
+"""
 from __future__ import annotations
 
 from typing import Any
 
-from medattn.hookspecs import Component, hookimpl
+from medattn.api import Component, hookimpl
+
+from . import comparisons  # its params schema (the module imports nothing heavy at the top)
 
 _P = "medattn_plugins.figures"
 
@@ -16,7 +22,7 @@ _MAX = {"type": "integer", "minimum": 1, "default": 8, "description": "rows (ima
 _BOOT = {"n_boot": {"type": "integer", "minimum": 0, "default": 200, "description": "bootstrap resamples (0: no band)"},
          "seed": {"type": "integer", "default": 0, "description": "bootstrap seed"}}
 _GRID = {"outlier_perc": {"type": "number", "minimum": 0, "maximum": 50, "default": 2,
-                          "description": "percent of extreme |values| clipped (captum's default, the seed's)"},
+                          "description": "percent of extreme |values| clipped (captum's default, the original's)"},
          "sign": {"enum": ["all", "positive", "negative", "absolute_value"], "default": "all",
                   "description": "which attribution signs to show"},
          "max_images": _MAX}
@@ -31,16 +37,17 @@ def medattn_components() -> list[Component]:
                   "training curves: loss, accuracy, recall, precision, F1; train against validation", _obj()),
         Component("figure", "saliency_grid", f"{_P}.saliency_grid:draw",
                   "rows images, columns the original and each explainer; signed blended heat maps, mask outlined",
-                  _obj(style={"enum": ["grid", "seed"], "default": "grid",
-                              "description": "grid: one figure; seed: one PNG per image and map, named as the "
-                                             "seed's (figures/attributes/img_...)"}, **_GRID)),
+                  _obj(style={"enum": ["grid", "original"], "default": "grid",
+                              "description": "grid: one figure; original: one figure per image and map, named as "
+                                             "the original code's (goncalves2021; figures/attributes/img_...)"},
+                       **_GRID)),
         Component("figure", "roc", f"{_P}.classification:roc",
                   "ROC curve per tested checkpoint, AUC and a bootstrap 95% band", _obj(**_BOOT)),
         Component("figure", "pr", f"{_P}.classification:pr",
                   "precision-recall curve per tested checkpoint, AP and a bootstrap 95% band", _obj(**_BOOT)),
         Component("figure", "reliability", f"{_P}.classification:reliability",
-                  "reliability diagram with the expected calibration error and a score histogram",
-                  _obj(bins={"type": "integer", "minimum": 2, "default": 10, "description": "probability bins"})),
+                  "reliability diagram with the expected calibration error and a score histogram (bins: "
+                  "test.calibration_bins)", _obj()),
         Component("figure", "confusion", f"{_P}.classification:confusion",
                   "confusion matrix (counts and row rates) per tested checkpoint", _obj()),
         Component("figure", "tdr_fdr", f"{_P}.classification:tdr_fdr",
@@ -61,6 +68,9 @@ def medattn_components() -> list[Component]:
         Component("figure", "variants", f"{_P}.experiment:variants",
                   "experiment: grouped bars comparing the variants' test metrics and explanation quality",
                   _obj(), defaults=_EXP),
+        Component("figure", "comparisons", f"{_P}.comparisons:draw",
+                  "experiment: forest plot of each variant's paired difference from its reference, one panel per "
+                  "metric (the comparisons table)", comparisons.PARAMS, defaults=_EXP),
         Component("figure", "report", f"{_P}.experiment:report",
                   "experiment: report.md and report.html gathering the tables and every figure (drawn last)",
                   _obj(), defaults={"scope": "experiment", "order": 100}),

@@ -1,21 +1,21 @@
-"""Figures of the test predictions (metrics/predictions_<checkpoint>.csv): ROC and precision-recall curves with
-bootstrap bands, reliability diagram, confusion matrix, and TDR against FDR on a log axis (presentation-attack
-detection, REFERENCE 3.2). One file per tested checkpoint: <kind>_<checkpoint>.<format>."""
+"""Figures of the test job's outputs (each tested checkpoint's predictions and metrics): ROC and precision-recall
+curves with bootstrap bands, reliability diagram, confusion matrix, and TDR against FDR on a log axis
+(presentation-attack detection, chen2021). One file per tested checkpoint: <kind>_<checkpoint>.<format>."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
 from sklearn import metrics as skm
 
-from medattn.jobs.figure import save
+from medattn.api import RunView, save_figure
 
-from .common import positive_scores, predictions, tested_checkpoints, title
+from .common import positive_scores, predictions, title
 
 
-def _each(run, kind: str, draw_one, binary_only: bool = True) -> list:
+def _each(view: RunView, kind: str, draw_one, binary_only: bool = True) -> list:
     out = []
-    for ckpt in tested_checkpoints(run.dir):
-        pred = predictions(run.dir, ckpt)
+    for ckpt in view.dir.tested_checkpoints():
+        pred = predictions(view, ckpt)
         if pred is None or len(np.unique(pred["labels"])) < 2:
             continue
         pos = positive_scores(pred)
@@ -23,7 +23,7 @@ def _each(run, kind: str, draw_one, binary_only: bool = True) -> list:
             continue
         fig = draw_one(pred, pos, ckpt)
         if fig is not None:
-            out.append(save(fig, run, f"{kind}_{ckpt}"))
+            out.append(save_figure(fig, view, f"{kind}_{ckpt}"))
     return out
 
 
@@ -51,7 +51,7 @@ def _pr_on(labels: np.ndarray, scores: np.ndarray, grid: np.ndarray) -> np.ndarr
     return np.interp(grid, recall[::-1], precision[::-1])
 
 
-def roc(params: dict, run) -> list:
+def roc(params: dict, view: RunView) -> list:
     """ROC curve with a bootstrap 95% band."""
     def one(pred, pos, ckpt):
         y = pred["labels"]
@@ -64,14 +64,14 @@ def roc(params: dict, run) -> list:
             ax.fill_between(grid, *band, alpha=0.25, label="95% bootstrap band")
         ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="chance")
         ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01),
-               title=title(run, f"ROC ({ckpt}, n={len(y)})"))
+               title=title(view, f"ROC ({ckpt}, n={len(y)})"))
         ax.legend(loc="lower right", fontsize=8)
         ax.grid(alpha=0.3)
         return fig
-    return _each(run, "roc", one)
+    return _each(view, "roc", one)
 
 
-def pr(params: dict, run) -> list:
+def pr(params: dict, view: RunView) -> list:
     """Precision-recall curve with a bootstrap 95% band and the prevalence line."""
     def one(pred, pos, ckpt):
         y = pred["labels"]
@@ -84,39 +84,47 @@ def pr(params: dict, run) -> list:
             ax.fill_between(grid, *band, alpha=0.25, step="post", label="95% bootstrap band")
         ax.axhline(y.mean(), color="k", ls="--", lw=0.8, label=f"prevalence {y.mean():.2f}")
         ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01),
-               title=title(run, f"precision-recall ({ckpt})"))
+               title=title(view, f"precision-recall ({ckpt})"))
         ax.legend(loc="lower left", fontsize=8)
         ax.grid(alpha=0.3)
         return fig
-    return _each(run, "pr", one)
+    return _each(view, "pr", one)
 
 
-def reliability(params: dict, run) -> list:
-    """Reliability diagram with the expected calibration error and a score histogram (medattn.metrics.reliability)."""
-    from medattn.metrics import reliability as reliability_data
-
-    def one(pred, pos, ckpt):
-        bins = int(params["bins"])
-        data = reliability_data(pred["labels"], pos, bins)
-        counts, edges = np.asarray(data["count"]), np.asarray(data["bin_edges"])
-        seen = [(c, o) for c, o in zip(data["confidence"], data["observed"]) if c is not None]
-        mean, frac = [c for c, _ in seen], [o for _, o in seen]
-        fig, (ax, hx) = plt.subplots(2, 1, figsize=(4.6, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-        ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfectly calibrated")
-        ax.plot(mean, frac, "o-", label=f"model (ECE {data['ece']:.3f})")
-        ax.set(ylabel="fraction of positives", ylim=(0, 1.02), title=title(run, f"reliability ({ckpt})"))
-        ax.legend(fontsize=8, loc="upper left")
-        ax.grid(alpha=0.3)
-        hx.bar(edges[:-1], counts, width=1 / bins, align="edge", edgecolor="k", alpha=0.6)
-        hx.set(xlabel="predicted P(class 1)", ylabel="images", xlim=(0, 1))
-        return fig
-    return _each(run, "reliability", one)
+def reliability(params: dict, view: RunView) -> list:
+    """Reliability diagram with the expected calibration error and a score histogram, from the ``reliability``
+    data the test job recorded (its ``calibration_bins`` decide the bins)."""
+    out = []
+    for ckpt in view.dir.tested_checkpoints():
+        metrics = view.dir.read_test_metrics(ckpt) or {}
+        data = metrics.get("reliability")
+        if not data or not any(data.get("count") or []):
+            continue
+        binary = len((metrics.get("confusion_matrix") or {}).get("labels") or []) <= 2
+        out.append(save_figure(_reliability(data, binary, title(view, f"reliability ({ckpt})")), view,
+                               f"reliability_{ckpt}"))
+    return out
 
 
-def confusion(params: dict, run) -> list:
+def _reliability(data: dict, binary: bool, heading: str):
+    counts, edges = np.asarray(data["count"]), np.asarray(data["bin_edges"])
+    seen = [(c, o) for c, o in zip(data["confidence"], data["observed"]) if c is not None]
+    fig, (ax, hx) = plt.subplots(2, 1, figsize=(4.6, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfectly calibrated")
+    ax.plot([c for c, _ in seen], [o for _, o in seen], "o-", label=f"model (ECE {data['ece']:.3f})")
+    ax.set(ylabel="fraction of positives" if binary else "accuracy", ylim=(0, 1.02), title=heading)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    hx.bar(edges[:-1], counts, width=np.diff(edges), align="edge", edgecolor="k", alpha=0.6)
+    hx.set(xlabel="predicted P(class 1)" if binary else "confidence (top class probability)", ylabel="images",
+           xlim=(0, 1))
+    return fig
+
+
+def confusion(params: dict, view: RunView) -> list:
     """Confusion matrix (counts, with row-normalised rates in brackets) at the test job's threshold."""
     def one(pred, pos, ckpt):
-        names = run.class_names()
+        names = view.class_names or pred["classes"] or ["0", "1"]
         labels = list(range(len(names)))
         cm = skm.confusion_matrix(pred["labels"], pred["predictions"], labels=labels)
         rate = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
@@ -127,10 +135,10 @@ def confusion(params: dict, run) -> list:
                 ax.text(j, i, f"{cm[i, j]}\n({rate[i, j]:.2f})", ha="center", va="center", fontsize=9,
                         color="white" if rate[i, j] > 0.5 else "black")
         ax.set(xticks=labels, yticks=labels, xticklabels=names, yticklabels=names, xlabel="predicted",
-               ylabel="true", title=title(run, f"confusion ({ckpt})"))
+               ylabel="true", title=title(view, f"confusion ({ckpt})"))
         fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
         return fig
-    return _each(run, "confusion", one, binary_only=False)
+    return _each(view, "confusion", one, binary_only=False)
 
 
 def tdr_at(fdr: np.ndarray, tdr: np.ndarray, at: float) -> float:
@@ -139,7 +147,7 @@ def tdr_at(fdr: np.ndarray, tdr: np.ndarray, at: float) -> float:
     return float(tdr[ok].max()) if ok.any() else 0.0
 
 
-def tdr_fdr(params: dict, run) -> list:
+def tdr_fdr(params: dict, view: RunView) -> list:
     """TDR (%) against FDR (%) on a log axis with the operating line at FDR = 0.2% (AG-PAD's headline)."""
     at = float(params["fdr_percent"]) / 100
 
@@ -154,8 +162,8 @@ def tdr_fdr(params: dict, run) -> list:
         ax.axvline(at * 100, color="k", ls="--", lw=1, label=f"FDR = {at * 100:g}%")
         ax.set_xscale("log")
         ax.set(xlabel="false detection rate (%), log scale", ylabel="true detection rate (%)",
-               xlim=(floor, 100), ylim=(0, 101), title=title(run, f"TDR vs FDR ({ckpt})"))
+               xlim=(floor, 100), ylim=(0, 101), title=title(view, f"TDR vs FDR ({ckpt})"))
         ax.legend(loc="lower right", fontsize=8)
         ax.grid(alpha=0.3, which="both")
         return fig
-    return _each(run, "tdr_fdr", one)
+    return _each(view, "tdr_fdr", one)

@@ -1,37 +1,37 @@
-"""What the figure kinds share: reading a run's explanations and predictions, images for display."""
+"""What the figure kinds share: a run's explanations and predictions read through its view, images for display.
+
+Figure factories get ``(params, view)``: a RunView (scope run) or an ExperimentView (scope experiment). They
+read files only through ``view.dir`` and never build the data set (class names come from the manifest).
+"""
 from __future__ import annotations
 
-import csv
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-
-def samples(run_dir: Path) -> dict[str, np.ndarray] | None:
-    """explanations/samples.npz as a dict, or None."""
-    f = run_dir / "explanations" / "samples.npz"
-    if not f.is_file():
-        return None
-    with np.load(f) as z:
-        return {k: z[k] for k in z.files}
+from medattn.api import RunView
 
 
-def method_maps(run_dir: Path, config: dict | None = None) -> dict[str, np.ndarray]:
+def method_labels(methods: list[dict]) -> list[str]:
+    """The explain job's file labels of explain.methods: their names, numbered where a name repeats."""
+    names = [m["name"] for m in methods]
+    return [n if names.count(n) == 1 else f"{n}-{names[:i].count(n) + 1}" for i, n in enumerate(names)]
+
+
+def samples(view: RunView) -> dict[str, np.ndarray] | None:
+    """The explained images (index, ids, labels, preds, images, masks, ...), or None."""
+    return view.dir.read_npz(view.dir.samples)
+
+
+def method_maps(view: RunView) -> dict[str, np.ndarray]:
     """{method label: attributions (N, C, H, W)} in the order of explain.methods (files present only)."""
-    folder = run_dir / "explanations"
-    files = {p.stem: p for p in folder.glob("*.npz")} if folder.is_dir() else {}
-    order = []
-    if config is not None:
-        from medattn.attribution import method_labels
-
-        order = method_labels((config.get("explain") or {}).get("methods") or [])
-    names = [n for n in order if n in files] + sorted(n for n in files if n not in order)
+    present = view.dir.attribution_labels()
+    order = method_labels((view.config.get("explain") or {}).get("methods") or [])
     out = {}
-    for name in names:
-        with np.load(files[name]) as z:
-            if "attributions" in z.files:
-                out[name] = z["attributions"]
+    for label in [n for n in order if n in present] + [n for n in present if n not in order]:
+        data = view.dir.read_npz(view.dir.attributions(label)) or {}
+        if "attributions" in data:
+            out[label] = data["attributions"]
     return out
 
 
@@ -50,18 +50,9 @@ def hwc_map(attr_chw: np.ndarray, channels: int = 3) -> np.ndarray:
     return a
 
 
-def tested_checkpoints(run_dir: Path) -> list[str]:
-    """Checkpoints the test job wrote predictions for."""
-    return sorted(p.stem[len("predictions_"):] for p in (run_dir / "metrics").glob("predictions_*.csv"))
-
-
-def predictions(run_dir: Path, checkpoint: str) -> dict[str, Any] | None:
+def predictions(view: RunView, checkpoint: str) -> dict[str, Any] | None:
     """labels (N,), predictions (N,), scores (N,) for sigmoid or (N, K), class names from the score columns."""
-    f = run_dir / "metrics" / f"predictions_{checkpoint}.csv"
-    if not f.is_file():
-        return None
-    with open(f) as fh:
-        rows = list(csv.DictReader(fh))
+    rows = view.dir.read_predictions(checkpoint)
     if not rows:
         return None
     score_cols = [c for c in rows[0] if c == "score" or c.startswith("score_")]
@@ -80,6 +71,6 @@ def positive_scores(pred: dict[str, Any]) -> np.ndarray | None:
     return s[:, 1] if s.shape[1] == 2 else None
 
 
-def title(run: Any, what: str) -> str:
-    """'<what> | <experiment> / <variant>'."""
-    return f"{what} | {run.experiment} / {run.variant}"
+def title(view: RunView, what: str) -> str:
+    """'<what> | <experiment> / <variant>' (with the seed when the experiment repeats seeds)."""
+    return f"{what} | {view.experiment} / {view.label}"

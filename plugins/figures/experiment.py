@@ -8,8 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from medattn.jobs.figure import save
-from medattn.runner import format_table
+from medattn.api import ExperimentView, atomic_write_text, format_table, save_figure
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 QUALITY_SHOWN = ("deletion_auc", "insertion_auc", "pointing_game", "energy_in_mask", "randomisation_spearman")
@@ -44,31 +43,29 @@ def latex(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def results_table(params: dict, summary) -> list:
-    """tables/results.tex and tables/quality.tex (booktabs); the CSV, Markdown and the seed's text format are
-    the summary's own files beside the runs (summary.csv, summary.md, quality.csv, seed_results.txt)."""
+def results_table(params: dict, view: ExperimentView) -> list:
+    """tables/results.tex and tables/quality.tex (booktabs) of the summary's test and quality rows; the CSV and
+    Markdown forms are the summary's own files beside the runs."""
     out = []
-    folder = summary.dir / "tables"
-    for name, rows in (("results", summary.rows), ("quality", summary.quality)):
+    for name, rows in (("results", view.tables.get("summary") or []), ("quality", view.tables.get("quality") or [])):
         if rows:
-            folder.mkdir(parents=True, exist_ok=True)
-            columns = [c for c in _columns(rows) if c != "threshold"]
-            (folder / f"{name}.tex").write_text(latex(rows, columns))
-            out.append(folder / f"{name}.tex")
+            path = view.dir.file("tables", f"{name}.tex")
+            atomic_write_text(path, latex(rows, [c for c in _columns(rows) if c != "threshold"]))
+            out.append(path)
     return out
 
 
-def variants(params: dict, summary) -> list:
+def variants(params: dict, view: ExperimentView) -> list:
     """Grouped bars: test metrics per variant (one panel per checkpoint) and the main quality scores."""
-    rows = [r for r in summary.rows if r]
-    q = summary.quality
+    rows = [r for r in view.tables.get("summary") or [] if r]
+    q = view.tables.get("quality") or []
     if not rows and not q:
         return []
     ckpts = list(dict.fromkeys(r["checkpoint"] for r in rows))
     qkeys = [k for k in QUALITY_SHOWN if any(k in r for r in q)]
     npanel = len(ckpts) + (1 if qkeys else 0)
     fig, axes = plt.subplots(1, npanel, figsize=(5.2 * npanel, 4.2), squeeze=False)
-    names = list(dict.fromkeys(r.variant for r in summary.runs))
+    names = list(dict.fromkeys(r.variant for r in view.runs))
     colours = plt.get_cmap("tab10")
     for ax, ckpt in zip(axes[0], ckpts):
         metrics = [m for m in METRICS if any(m in r for r in rows)]
@@ -99,36 +96,23 @@ def variants(params: dict, summary) -> list:
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7, title="method / variant", title_fontsize=7, ncol=min(3, len(pairs)),
                   loc="upper center", bbox_to_anchor=(0.5, -0.25))
-    fig.suptitle(f"{summary.runs[0].experiment}: variants compared", fontsize=11)
+    fig.suptitle(f"{view.name}: variants compared", fontsize=11)
     fig.tight_layout()
-    return [save(fig, summary, "variants")]
+    return [save_figure(fig, view, "variants")]
 
 
 def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*") if p.suffix in (".png", ".svg", ".pdf")) if folder.is_dir() else []
 
 
-def report(params: dict, summary) -> list:
+def report(params: dict, view: ExperimentView) -> list:
     """report.md and report.html: the results and quality tables, experiment figures, then each run's figures."""
-    rows = [r for r in summary.rows if r]
-    root = summary.dir
-    exp = summary.runs[0].experiment
-    sections: list[tuple[str, str, list[Path]]] = []  # (heading, markdown text, figures)
-    if rows:
-        main = [c for c in _columns(rows) if "." not in c]
-        sections.append(("Test results", format_table(rows, tuple(main)), []))
-    q = summary.quality
-    if q:
-        sections.append(("Explanation quality", format_table(q) + QUALITY_HELP, []))
-    sections.append(("Across variants", "", _images(root / "figures")))
-    for run in summary.runs:
-        figs = _images(run.dir / "figures")
-        if figs:
-            sections.append((f"Variant {run.variant}", "", figs))
+    sections = _sections(view)
     if not any(text or figs for _, text, figs in sections):
         return []
-    md = [f"# {exp}: report\n"]
-    body = [f"<h1>{html.escape(exp)}: report</h1>"]
+    root = view.dir.root
+    md = [f"# {view.name}: report\n"]
+    body = [f"<h1>{html.escape(view.name)}: report</h1>"]
     for heading, text, figs in sections:
         if not text and not figs:
             continue
@@ -141,9 +125,27 @@ def report(params: dict, summary) -> list:
             md.append(f"![{fig.stem}]({rel})\n")
             body.append(f'<figure><img src="{html.escape(rel)}" alt="{html.escape(fig.stem)}">'
                         f"<figcaption>{html.escape(fig.stem)}</figcaption></figure>")
-    (root / "report.md").write_text("\n".join(md) + "\n")
-    (root / "report.html").write_text(HTML.format(title=html.escape(exp), body="\n".join(body)))
-    return [root / "report.md", root / "report.html"]
+    paths = [view.dir.file("report.md"), view.dir.file("report.html")]
+    atomic_write_text(paths[0], "\n".join(md) + "\n")
+    atomic_write_text(paths[1], HTML.format(title=html.escape(view.name), body="\n".join(body)))
+    return paths
+
+
+def _sections(view: ExperimentView) -> list[tuple[str, str, list[Path]]]:
+    """(heading, Markdown text, figures) of the report, in order."""
+    rows = [r for r in view.tables.get("summary") or [] if r]
+    quality = view.tables.get("quality") or []
+    sections: list[tuple[str, str, list[Path]]] = []
+    if rows:
+        sections.append(("Test results", format_table(rows, tuple(c for c in _columns(rows) if "." not in c)), []))
+    if quality:
+        sections.append(("Explanation quality", format_table(quality) + QUALITY_HELP, []))
+    sections.append(("Across variants", "", _images(view.dir.figures)))
+    for run in view.runs:
+        figs = _images(run.dir.figures)
+        if figs:
+            sections.append((f"Variant {run.label}", "", figs))
+    return sections
 
 
 QUALITY_HELP = ("\nDeletion AUC: lower is better; insertion AUC: higher is better; infidelity and sensitivity_max: "

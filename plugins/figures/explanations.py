@@ -4,18 +4,16 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from medattn.jobs.figure import save
+from medattn.api import RunView, save_figure
 
 from .common import display_image, samples, title
 
 
-def deletion_insertion(params: dict, run) -> list:
-    """Mean deletion and insertion curves per method (explanations/quality_curves.npz), AUC in the legend."""
-    f = run.dir / "explanations" / "quality_curves.npz"
-    if not f.is_file():
+def deletion_insertion(params: dict, view: RunView) -> list:
+    """Mean deletion and insertion curves per method (the explain job's quality curves), AUC in the legend."""
+    curves = view.dir.read_npz(view.dir.quality_curves)
+    if curves is None:
         return []
-    with np.load(f) as z:
-        curves = {k: z[k] for k in z.files}
     panels = [p for p in ("deletion", "insertion") if any(k.endswith("/" + p) for k in curves)]
     if not panels:
         return []
@@ -36,9 +34,9 @@ def deletion_insertion(params: dict, run) -> list:
                ylabel="P(explained class)", ylim=(0, 1.02), title=f"{panel} ({better})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(title(run, "faithfulness curves (mean over images; band: min-max)"), fontsize=10)
+    fig.suptitle(title(view, "faithfulness curves (mean over images; band: min-max)"), fontsize=10)
     fig.tight_layout()
-    return [save(fig, run, "deletion_insertion")]
+    return [save_figure(fig, view, "deletion_insertion")]
 
 
 def _spatial(m: np.ndarray, size: tuple[int, int]) -> np.ndarray | None:
@@ -57,14 +55,12 @@ def _spatial(m: np.ndarray, size: tuple[int, int]) -> np.ndarray | None:
                          align_corners=False)[0, 0].numpy()
 
 
-def attention(params: dict, run) -> list:
-    """The attention module's maps (explanations/attention_raw.npz) over each image; channel maps as profiles."""
-    f = run.dir / "explanations" / "attention_raw.npz"
-    smp = samples(run.dir)
-    if not f.is_file() or smp is None:
+def attention(params: dict, view: RunView) -> list:
+    """The attention module's raw maps of the explained images over each image; channel maps as profiles."""
+    maps = view.dir.read_npz(view.dir.attention_raw)
+    smp = samples(view)
+    if not maps or smp is None:
         return []
-    with np.load(f) as z:
-        maps = {k: z[k] for k in z.files}
     n = min(int(params["max_images"]), len(smp["labels"]))
     keys = sorted(maps)
     fig, axes = plt.subplots(n, 1 + len(keys), figsize=(2.8 * (1 + len(keys)) + 0.5, 2.6 * n + 0.6), squeeze=False)
@@ -98,6 +94,6 @@ def attention(params: dict, run) -> list:
             if row == 0:
                 ax.set_title(key, fontsize=9)
     axes[0, 0].set_title("image", fontsize=9)
-    fig.suptitle(title(run, "attention maps"), fontsize=10)
+    fig.suptitle(title(view, "attention maps"), fontsize=10)
     fig.tight_layout()
-    return [save(fig, run, "attention")]
+    return [save_figure(fig, view, "attention")]

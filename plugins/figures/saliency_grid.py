@@ -1,9 +1,10 @@
-"""Saliency grids drawn with captum's visualiser, as the seed drew its maps (REFERENCE 1.4).
+"""Saliency grids drawn with captum's visualiser, as the original code (goncalves2021) drew its maps.
 
 Each map is captum's blended heat map: channels summed, scaled by the (100 - outlier_perc) percentile of |values|
 to [-1, 1], red-white-green colour map (red negative, green positive) at alpha 0.5 over the grey image; the
-ground-truth mask is outlined in cyan. ``style: seed`` writes instead one PNG per image and map, named and titled
-as the seed's (figures/attributes/img_{idx}_original_{label}.png, img_{idx}_{method}_{variant}_label_{label}.png).
+ground-truth mask is outlined in cyan. ``style: original`` writes instead one figure per image and map, named and
+titled as the original's (attributes/img_{idx}_original_{label}.png, img_{idx}_{method}_{variant}_label_{label}.png
+under the run's figures).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from captum.attr import visualization as viz
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LinearSegmentedColormap, Normalize
 
-from medattn.jobs.figure import save
+from medattn.api import ExperimentView, RunView, save_figure
 
 from .common import display_image, hwc_map, method_maps, samples
 
@@ -75,22 +76,22 @@ def grid(columns: list[tuple[str, np.ndarray]], smp: dict, class_names: list[str
     return fig
 
 
-def draw(params: dict, run) -> list:
-    """Run scope: the grid (or the seed's one PNG per image)."""
-    smp = samples(run.dir)
-    maps = method_maps(run.dir, run.config)
+def draw(params: dict, view: RunView) -> list:
+    """Run scope: the grid (or the original's one figure per image and map)."""
+    smp = samples(view)
+    maps = method_maps(view)
     if smp is None or not maps:
         return []
-    names = run.class_names()
-    if params["style"] == "seed":
-        return seed_style(params, run, smp, maps, names)
-    fig = grid(list(maps.items()), smp, names, params,
-               f"{run.experiment} / {run.variant}: attributions (red negative, green positive)")
-    return [save(fig, run, "saliency_grid")]
+    if params["style"] == "original":
+        return original_style(params, view, smp, maps)
+    fig = grid(list(maps.items()), smp, view.class_names, params,
+               f"{view.experiment} / {view.label}: attributions (red negative, green positive)")
+    return [save_figure(fig, view, "saliency_grid")]
 
 
-def seed_style(params: dict, run, smp: dict, maps: dict, names: list[str]) -> list:
-    """One 6x6-inch PNG per image and map, captum's visualiser with its colour bar, named as the seed's files."""
+def original_style(params: dict, view: RunView, smp: dict, maps: dict) -> list:
+    """One 6x6-inch figure per image and map, captum's visualiser with its colour bar, named as the original's
+    files."""
     out = []
     n = min(int(params["max_images"]), len(smp["labels"]))
     for row in range(n):
@@ -98,26 +99,26 @@ def seed_style(params: dict, run, smp: dict, maps: dict, names: list[str]) -> li
         image = display_image(smp["images"][row])
         fig, _ = viz.visualize_image_attr(np.ones_like(image), image, method="original_image", title="Image",
                                           use_pyplot=False)
-        out.append(save(fig, run, f"attributes/img_{idx}_original_{y}"))
+        out.append(save_figure(fig, view, f"attributes/img_{idx}_original_{y}"))
         for label, attr in maps.items():
+            heading, stem = f"{view.variant} ({label})", f"attributes/img_{idx}_{label}_{view.variant}_label_{y}"
             if not scalable(attr[row], params):  # captum cannot scale an all-zero map: say so on the grey image
                 fig, ax = plt.subplots(figsize=(6, 6))
                 _cell(fig, ax, attr[row], image, params, None)
-                ax.set_title(f"{run.variant} ({label})")
-                out.append(save(fig, run, f"attributes/img_{idx}_{label}_{run.variant}_label_{y}"))
-                continue
-            fig, _ = viz.visualize_image_attr(hwc_map(attr[row], 3), image, method="blended_heat_map", sign="all",
-                                              outlier_perc=params["outlier_perc"], show_colorbar=True,
-                                              title=f"{run.variant} ({label})", use_pyplot=False)
-            out.append(save(fig, run, f"attributes/img_{idx}_{label}_{run.variant}_label_{y}"))
+                ax.set_title(heading)
+            else:
+                fig, _ = viz.visualize_image_attr(hwc_map(attr[row], 3), image, method="blended_heat_map",
+                                                  sign="all", outlier_perc=params["outlier_perc"],
+                                                  show_colorbar=True, title=heading, use_pyplot=False)
+            out.append(save_figure(fig, view, stem))
     return out
 
 
-def draw_variants(params: dict, summary) -> list:
+def draw_variants(params: dict, view: ExperimentView) -> list:
     """Experiment scope: columns each method x variant, rows the images every variant explained (matched by id)."""
     per_run = []
-    for run in summary.runs:
-        smp, maps = samples(run.dir), method_maps(run.dir, run.config)
+    for run in view.runs:
+        smp, maps = samples(run), method_maps(run)
         if smp is not None and maps:
             per_run.append((run, smp, maps))
     if len(per_run) < 2:
@@ -134,8 +135,7 @@ def draw_variants(params: dict, summary) -> list:
         for run, s, maps in per_run:
             if method in maps:
                 pos = [list(s["ids"]).index(i) for i in common]
-                columns.append((f"{method}\n{run.variant}", maps[method][pos]))
-    names = per_run[0][0].class_names()
-    fig = grid(columns, smp, names, params, f"{summary.runs[0].experiment}: attributions by method and variant "
-                                             f"(red negative, green positive; pred = first variant's)")
-    return [save(fig, summary, "saliency_grid_variants")]
+                columns.append((f"{method}\n{run.label}", maps[method][pos]))
+    fig = grid(columns, smp, per_run[0][0].class_names, params, f"{view.name}: attributions by method and variant "
+                                                                f"(red negative, green positive; pred = first variant's)")
+    return [save_figure(fig, view, "saliency_grid_variants")]
