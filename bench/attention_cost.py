@@ -1,16 +1,16 @@
-"""Training-step cost of MLDAM from one backbone pass, against the plain baseline and the seed's re-running design.
+"""Training-step cost of MLDAM from one backbone pass, against the plain baseline and the original code's re-running design.
 
 densenet121 at 224 px, batch 8, CPU. One training step = forward, BCE-with-logits loss, backward (as the issue
 defines it; the optimiser update is left out: it costs the same with or without re-running the backbone).
-(a) plain: backbone + the seed's baseline head (flatten_linear, Linear(50176, 1));
+(a) plain: backbone + the original code's baseline head (flatten_linear, Linear(50176, 1));
 (b) mldam goncalves2021 with every tap from one pass, its default head (50176 -> 1024 -> 512 -> 1);
-(c) the seed's design restated below: the same modules and the same attention math, but the backbone is re-run
+(c) the original code's design restated below: the same modules and the same attention math, but the backbone is re-run
     for each tap (q through denseblock2 on a MaxPool(2) stem, k through denseblock3, v and the CAM input each
-    through the full features), as the seed's MLDAM forward does.
+    through the full features), as the original code's MLDAM forward does.
 The three are stepped round-robin (so load on the machine hits all of them alike); medians of BENCH_STEPS (5)
 steps after one warm-up step each, in wall time (the last line) and in process CPU time (the line above it,
 less sensitive to other load on a shared machine). Threads: BENCH_THREADS, else OMP_NUM_THREADS, else all cores.
-Last line: ``mldam_vs_plain=...x seed_style_vs_mldam=...x``.
+Last line: ``mldam_vs_plain=...x original_style_vs_mldam=...x``.
 """
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ def Chain(backbone: nn.Module, attention: nn.Module, head: nn.Module) -> nn.Modu
     return MedAttnModel(backbone, attention, head, output="sigmoid", num_outputs=1, class_names=[])
 
 
-class SeedStyleMLDAM(nn.Module):
-    """The seed's MLDAM on DenseNet-121, restated: tied modules, but one backbone run per tap (4 per forward)."""
+class OriginalStyleMLDAM(nn.Module):
+    """The original code's MLDAM on DenseNet-121, restated: tied modules, but one backbone run per tap (4 per forward)."""
 
     def __init__(self, features: nn.Module, attention: nn.Module, head: nn.Module):
         super().__init__()
@@ -70,12 +70,12 @@ def build_models() -> dict[str, nn.Module]:
     bb = build_densenet121({}, ctx)
     att = build_mldam({"variant": "goncalves2021"}, AttentionContext(bb, (SIZE, SIZE), 1))
     mldam = Chain(bb, att, build_mlp({"hidden": ["C", "C/2"], "dropout": 0.25}, HeadContext((1024, 7, 7), 1)))
-    seed_bb = build_densenet121({}, ctx)
-    seed_att = build_mldam({"variant": "goncalves2021"}, AttentionContext(seed_bb, (SIZE, SIZE), 1))
-    features = seed_bb._source.features  # the torchvision modules the one-pass graph also uses
-    seed = SeedStyleMLDAM(features, seed_att,
+    original_bb = build_densenet121({}, ctx)
+    original_att = build_mldam({"variant": "goncalves2021"}, AttentionContext(original_bb, (SIZE, SIZE), 1))
+    features = original_bb._source.features  # the torchvision modules the one-pass graph also uses
+    original = OriginalStyleMLDAM(features, original_att,
                           build_mlp({"hidden": ["C", "C/2"], "dropout": 0.25}, HeadContext((1024, 7, 7), 1)))
-    return {"plain": plain, "mldam": mldam, "seed_style": seed}
+    return {"plain": plain, "mldam": mldam, "original_style": original}
 
 
 class _Last(nn.Module):
@@ -111,8 +111,8 @@ def main() -> None:
         print(f"  {name:<11} wall {med[name]:7.3f}  cpu {cmed[name]:7.3f}   (wall all: "
               f"{', '.join(f'{v:.2f}' for v in wall[name])})")
     print(f"cpu-time ratios: mldam_vs_plain={cmed['mldam'] / cmed['plain']:.2f}x "
-          f"seed_style_vs_mldam={cmed['seed_style'] / cmed['mldam']:.2f}x")
-    print(f"mldam_vs_plain={med['mldam'] / med['plain']:.2f}x seed_style_vs_mldam={med['seed_style'] / med['mldam']:.2f}x")
+          f"original_style_vs_mldam={cmed['original_style'] / cmed['mldam']:.2f}x")
+    print(f"mldam_vs_plain={med['mldam'] / med['plain']:.2f}x original_style_vs_mldam={med['original_style'] / med['mldam']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,13 @@
-"""Images/s of the explain job against a restatement of the seed's saliency loop, side by side in one run.
+"""Images/s of the explain job against a restatement of the original code's saliency loop, side by side in one run.
 
-Saliency (captum, abs=False, target None) on densenet121 at 224 px on CPU, single-output head as the seed's.
-- explain: medattn's explain job (medattn.attribution.explain_run): model built and loaded once, images selected
-  with batched predictions, the prepared copy attributed in batches of explain.batch_size, saved to .npz;
-  quality scores off (they are a separate cost).
-- seed: what xai_generate_slmaps.py does per test image (REFERENCE 1.4, 1.6 item 9): build the model, load
-  the weights, batch 1, Saliency.attribute, save the .npy (the seed rebuilt all four variants per image; one
-  is restated here, which favours the seed).
+Saliency (captum, abs=False, target None) on densenet121 at 224 px on CPU, single-output head as the original's.
+- explain: medattn's explain job (ExplainJob): model built and loaded once, images selected with batched
+  predictions, attributed in batches of explain.batch_size, saved to .npz; quality scores off (a separate cost).
+- original: what the original code's saliency script does per test image: build the model, load the weights,
+  batch 1, Saliency.attribute, save the .npy (it rebuilt all four variants per image; one is restated here,
+  which favours the original).
 Both share the data set (already built) and the same images. Last line:
-``explain_img_s=... seed_img_s=... explain_vs_seed=...x``.
+``explain_img_s=... original_img_s=... explain_vs_original=...x``.
 """
 from __future__ import annotations
 
@@ -51,9 +50,10 @@ def main() -> None:
     from captum.attr import Saliency
 
     from medattn import checkpoints
-    from medattn.attribution import explain_run
     from medattn.config import load_experiment
-    from medattn.runner import plan, write_run_files
+    from medattn.jobs.explain import ExplainJob
+    from medattn.manifest import write_run_files
+    from medattn.plan import plan
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,22 +64,22 @@ def main() -> None:
         run.log = lambda msg: None
         write_run_files(run)
         _, splits = run.data()  # shared by both sides, built before timing
-        weights = run.dir / "checkpoints" / "best_val_loss.pt"
+        weights = run.dir.checkpoint("best_val_loss")
         checkpoints.save({"model": run.new_model().state_dict()}, weights)
 
         t0 = time.perf_counter()
-        explain_run(run)
+        ExplainJob(exp.registry).run(run)
         explain_s = time.perf_counter() - t0
-        with np.load(run.dir / "explanations" / "saliency.npz") as z:
+        with np.load(run.dir.attributions("saliency")) as z:
             ours = z["attributions"]
 
-        out = Path(tmp) / "seed"
+        out = Path(tmp) / "original"
         out.mkdir()
         ds = splits["test"]
         t0 = time.perf_counter()
         last = None
         for i in range(args.images):
-            model = run.new_model()  # the seed rebuilds the model for every image ...
+            model = run.new_model()  # the original code rebuilds the model for every image ...
             model.load_state_dict(checkpoints.load(weights)["model"])  # ... and reloads its weights
             model.eval()
             x = ds[i]["image"][None].requires_grad_(True)
@@ -87,12 +87,12 @@ def main() -> None:
             grads = Saliency(model).attribute(x, target=None, abs=False)
             last = grads[0].detach().numpy()
             np.save(out / f"img_{i}_dl_baseline_label_{int(ds[i]['label'])}.npy", np.transpose(last, (1, 2, 0)))
-        seed_s = time.perf_counter() - t0
+        original_s = time.perf_counter() - t0
     same = np.allclose(ours[-1], last, rtol=1e-3, atol=1e-6 * float(np.abs(last).max()))
-    e, s = args.images / explain_s, args.images / seed_s
+    e, s = args.images / explain_s, args.images / original_s
     print(f"images={args.images} batch={args.batch} threads={torch.get_num_threads()} same_maps={same} "
-          f"explain_s={explain_s:.1f} seed_s={seed_s:.1f}")
-    print(f"explain_img_s={e:.2f} seed_img_s={s:.2f} explain_vs_seed={e / s:.2f}x")
+          f"explain_s={explain_s:.1f} original_s={original_s:.1f}")
+    print(f"explain_img_s={e:.2f} original_img_s={s:.2f} explain_vs_original={e / s:.2f}x")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,10 @@ SHOWN = {"summary": ("variant", "seed", "checkpoint", "n", "accuracy", "balanced
                      "specificity", "f1", "roc_auc")}
 
 
+# tables that also get a Markdown file of their own
+TITLES = {"aggregate": "mean, sd and 95% CI across seeds", "comparisons": "paired comparisons of the variants"}
+
+
 def experiment_view(name: str, runs: list, log: Callable[[str], None]) -> ExperimentView:
     """The view of an experiment's runs (no tables yet)."""
     views = [r.view() for r in runs]
@@ -40,9 +44,9 @@ def summarize(exp: ExperimentView, registry: Registry) -> ExperimentView:
     if any(tables.values()):
         text = "\n\n".join(f"## {table}\n\n{format_table(rows)}" for table, rows in tables.items() if rows)
         atomic_write_text(exp.dir.summary, f"# {exp.name}: summary\n\n{text}\n")
-        if "aggregate" in tables:
-            atomic_write_text(exp.dir.table("aggregate", "md"),
-                              f"# {exp.name}: mean across seeds\n\n{format_table(tables['aggregate'])}\n")
+        for table, rows in tables.items():
+            if rows and table in TITLES:
+                atomic_write_text(exp.dir.table(table, "md"), f"# {exp.name}: {TITLES[table]}\n\n{format_table(rows)}\n")
     return dataclasses.replace(exp, tables=tables)
 
 

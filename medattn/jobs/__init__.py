@@ -13,54 +13,11 @@ from . import explain, figure, test, train
 @hookimpl
 def medattn_components() -> list[Component]:
     return [
-        Component("job", "train", "medattn.jobs:train_job",
+        Component("job", "train", "medattn.jobs.train:TrainJob",
                   "train with best/last checkpoints and a per-epoch history", train.PARAMS),
         Component("job", "test", "medattn.jobs.test:TestJob", "evaluate checkpoints on the test split", test.PARAMS),
-        Component("job", "explain", "medattn.jobs:explain_job", "save attributions of selected images",
+        Component("job", "explain", "medattn.jobs.explain:ExplainJob", "save attributions of selected images",
                   explain.PARAMS),
         Component("job", "figure", "medattn.jobs.figure:FigureJob", "draw the run's figures", figure.PARAMS),
     ]
 
-
-# TRANSITIONAL (removed once train/explain define their Job classes): wrap a module-level run(run)
-def _adapt(module, cls: str, name: str, writes: tuple, reads: tuple = (), distributed: bool = False):
-    from .base import Job
-
-    if hasattr(module, cls):
-        return getattr(module, cls)
-
-    class Legacy(Job):
-        def run(self, run) -> None:
-            module.run(run)
-
-        def check_model(self, config, model):
-            return layer_problems(config, model) if name == "explain" else []
-
-    Legacy.name, Legacy.writes, Legacy.reads, Legacy.distributed = name, writes, reads, distributed
-    return Legacy
-
-
-def train_job(registry=None):
-    return _adapt(train, "TrainJob", "train", ("checkpoint", "history"), distributed=True)(registry)
-
-
-def explain_job(registry=None):
-    return _adapt(explain, "ExplainJob", "explain", ("explanations",), ("checkpoint",))(registry)
-
-
-def layer_problems(config: dict, model) -> list[tuple[tuple, str]]:  # TRANSITIONAL: moves into ExplainJob
-    from ..errors import UserError
-
-    problems = []
-    for i, method in enumerate(config["explain"]["methods"]):
-        layer = (method.get("params") or {}).get("layer")
-        if not layer:
-            continue
-        try:
-            model.cam_layer(layer)
-        except UserError:
-            names = [n for n, _ in model.named_modules() if n and n.count(".") < 3]
-            problems.append((("explain", "methods", i, "params", "layer"),
-                             f"{layer!r} is not a module of this model; modules: {', '.join(names[:40])}"
-                             + (" ..." if len(names) > 40 else "")))
-    return problems

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..files import atomic_write_text, write_rows
 from ..rundir import RunDir
-from ..views import RunView
+from ..views import ExperimentView, RunView
 from .base import Job
 from .checkpoint_names import CHECKPOINT, CHECKPOINT_NAMES
 
@@ -94,6 +94,31 @@ class TestJob(Job):
             rows.append({"checkpoint": checkpoint, **{k: v for k, v in metrics.items()
                                                       if isinstance(v, (int, float)) and not isinstance(v, bool)}})
         return {"summary": rows}
+
+    def tables(self, exp: ExperimentView) -> dict[str, list[dict]]:
+        """The summary rows, and with ``compare:`` the paired comparisons of the variants (medattn.stats)."""
+        out = super().tables(exp)
+        spec = exp.config.get("compare")
+        if spec and out.get("summary"):
+            rows = comparisons(exp, spec)
+            if rows:
+                out["comparisons"] = rows
+        return out
+
+
+def comparisons(exp: ExperimentView, spec: dict[str, Any]) -> list[dict]:
+    """Each variant against its reference on the test images they share, per metric (see medattn.stats)."""
+    from .. import stats
+
+    checkpoint = spec["checkpoint"] or exp.config["test"]["checkpoints"][0]
+    preds = {(v.variant, v.seed): stats.predictions_from_rows(v.dir.read_predictions(checkpoint), str(v.dir.root))
+             for v in exp.runs if v.dir.predictions(checkpoint).is_file()}
+    if len({variant for variant, _ in preds}) < 2:
+        return []
+    attention = {v.variant: v.config["model"]["attention"]["name"] for v in exp.runs}
+    rows = stats.compare(preds, spec["reference"], spec["metrics"], spec["correction"], attention=attention,
+                         resamples=int(spec["resamples"]), seed=int(exp.config["seed"]))
+    return [{"checkpoint": checkpoint, **row} for row in rows]
 
 
 def _evaluate(run, dist, name: str):
