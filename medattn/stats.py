@@ -22,6 +22,11 @@ the seeds share the test images, so their p-values are dependent and those metho
 With three seeds the seed term has two degrees of freedom, so a real but small difference may not reach
 significance: "no significant difference" is then the honest answer.
 
+When the seeds tested other images (a data set drawn anew per seed: the ``test_sets`` fingerprints differ, or
+the same ids carry other labels), the seeds are independent replications, each with its own test set: there is
+no image covariance across seeds, and the OR-Hillis test becomes the paired t-test of the per-seed deltas
+(r - 1 degrees of freedom), which then holds both sources of noise.
+
 When the items carry a patient group and some group holds several images, the images are not independent:
 every metric then uses the paired bootstrap resampling whole groups (DeLong and McNemar assume independent
 images).
@@ -439,16 +444,74 @@ def compare_metric(metric: str, runs: Sequence[Predictions], resamples: int = 20
             "test": f"OR-Hillis (bootstrap covariance by {unit})"}
 
 
+def compare_across_test_sets(metric: str, per_seed: Sequence[Sequence[Predictions]],
+                             confidence: float = 0.95) -> dict[str, Any]:
+    """delta, CI, p and test of one metric when each seed tested other images: ``per_seed`` holds the aligned
+    (variant, reference) runs of each seed. The seeds are then independent replications, so the OR-Hillis
+    test has no image covariance across seeds and is the paired t-test of the per-seed deltas (r - 1 df)."""
+    theta = np.array([[float(weighted_metric(metric, x.labels, x.predicted, x.scores, np.ones((1, len(x.labels))))[0])
+                       for x in pair] for pair in per_seed])  # (r, 2)
+    r = len(theta)
+    return {**or_hillis(theta[:, 0], theta[:, 1], np.zeros((2 * r, 2 * r)), confidence),
+            "test": "paired t over seeds (other test images per seed)"}
+
+
+def _labels_agree(runs: Sequence[Predictions]) -> bool:
+    """Whether the runs share image ids and give every shared id the same label."""
+    seen: dict[str, int] = dict(zip(runs[0].ids, runs[0].labels.tolist()))
+    common = set(seen)
+    for r in runs[1:]:
+        mine = dict(zip(r.ids, r.labels.tolist()))
+        common &= set(mine)
+        if any(seen[i] != mine[i] for i in common):
+            return False
+    return bool(common)
+
+
+def _pair_rows(variant: str, ref: str, runs: Mapping[tuple[str, Any], Predictions], metrics: Sequence[str],
+               test_sets: Mapping[tuple[str, Any], str | None], resamples: int, seed: int,
+               confidence: float) -> list[dict[str, Any]]:
+    """The rows of one variant against its reference: every metric, seeds paired by value."""
+    seeds = sorted({s for v, s in runs if v == variant} & {s for v, s in runs if v == ref}, key=lambda s: (s is None, s))
+    if not seeds:
+        raise UserError(f"compare: {variant} and {ref} share no seed")
+    for s in seeds:
+        a, b = test_sets.get((variant, s)), test_sets.get((ref, s))
+        if a and b and a != b:
+            raise UserError(f"compare: {variant} and {ref} (seed {s}) were tested on different data ({a} vs {b})")
+    keys = [(variant, s) for s in seeds] + [(ref, s) for s in seeds]
+    tags = [test_sets.get(k) for k in keys]
+    shared = len(set(tags)) == 1 if all(tags) else _labels_agree([runs[k] for k in keys])
+    out = []
+    if shared:
+        aligned = _aligned([runs[k] for k in keys], f"compare {variant} with {ref}")
+        results = [compare_metric(m, aligned, resamples, seed, confidence) for m in metrics]
+        n_images = len(aligned[0].ids)
+    else:
+        per_seed = [_aligned([runs[(variant, s)], runs[(ref, s)]], f"compare {variant} with {ref} (seed {s})")
+                    for s in seeds]
+        results = [compare_across_test_sets(m, per_seed, confidence) for m in metrics]
+        n_images = min(len(p[0].ids) for p in per_seed)
+    for metric, result in zip(metrics, results):
+        out.append({"variant": variant, "reference": ref, "metric": metric, **result, "n_seeds": len(seeds),
+                    "n_images": n_images})
+    return out
+
+
 def compare(pred_by_run: Mapping[tuple[str, int | None], Predictions | Mapping[str, Any]],
             reference: str | Mapping[str, str] | None = None, metrics: Sequence[str] = ("roc_auc", "accuracy"),
             correction: str = "holm", *, attention: Mapping[str, str] | None = None,
-            choices: Mapping[str, Mapping[str, Any]] | None = None, resamples: int = 2000, seed: int = 0,
-            confidence: float = 0.95) -> list[dict[str, Any]]:
+            choices: Mapping[str, Mapping[str, Any]] | None = None,
+            test_sets: Mapping[tuple[str, int | None], str | None] | None = None, resamples: int = 2000,
+            seed: int = 0, confidence: float = 0.95) -> list[dict[str, Any]]:
     """Rows (``COLUMNS``) comparing each variant with its reference on every metric, on the shared test images.
 
     ``pred_by_run``: {(variant, seed or None): predictions} (:class:`Predictions` or a mapping, see
-    :func:`as_predictions`); ``reference``: a variant name, ``none``, None, or an explicit {variant: reference}.
-    Seeds are paired by value (the seeds both variants ran); see the module docstring for the tests.
+    :func:`as_predictions`); ``reference``: a variant name, ``none``, None, or an explicit {variant: reference};
+    ``attention`` and ``choices``: see :func:`reference_pairs`; ``test_sets``: {(variant, seed): a fingerprint of
+    the test data} (e.g. the manifest's data fingerprint), which tells whether the seeds tested the same images.
+    Seeds are paired by value (the seeds both variants ran); n_images counts the images of each comparison (the
+    fewest of a seed when the seeds tested other images). See the module docstring for the tests.
     """
     bad = [m for m in metrics if m not in METRICS]
     if bad:
@@ -463,16 +526,7 @@ def compare(pred_by_run: Mapping[tuple[str, int | None], Predictions | Mapping[s
     for variant, ref in pairs.items():
         if variant not in variants or ref not in variants:
             raise UserError(f"compare.reference: no predictions for {variant if variant not in variants else ref!r}")
-        seeds = sorted({s for v, s in runs if v == variant} & {s for v, s in runs if v == ref},
-                       key=lambda s: (s is None, s))
-        if not seeds:
-            raise UserError(f"compare: {variant} and {ref} share no seed")
-        aligned = _aligned([runs[(variant, s)] for s in seeds] + [runs[(ref, s)] for s in seeds],
-                           f"compare {variant} with {ref}")
-        for metric in metrics:
-            rows.append({"variant": variant, "reference": ref, "metric": metric,
-                         **compare_metric(metric, aligned, resamples, seed, confidence),
-                         "n_seeds": len(seeds), "n_images": len(aligned[0].ids)})
+        rows += _pair_rows(variant, ref, runs, metrics, test_sets or {}, resamples, seed, confidence)
     for row, p in zip(rows, adjust([row["p"] for row in rows], correction)):
         row["p_adjusted"] = float(p)
     return [{c: row[c] for c in COLUMNS} for row in rows]

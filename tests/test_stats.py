@@ -288,6 +288,30 @@ def test_compare_several_seeds_pairs_them_and_matches_the_aggregate_means():
         assert row["delta"] == pytest.approx(means["a"] - means["b"])
 
 
+def test_compare_seeds_that_tested_other_images_is_a_paired_t_test_over_seeds():
+    from scipy import stats as sps
+
+    rng = np.random.default_rng(12)
+    runs = {}
+    for s in range(3):  # each seed draws its own test images (same ids, other images)
+        for key, value in _simulated_runs(rng, [s], effect=0.3).items():
+            runs[key] = value
+    sets = {(v, s): f"data:{s}" for v, s in runs}
+    rows = S.compare(runs, "b", ("roc_auc", "f1"), "none", test_sets=sets)
+    assert {r["test"] for r in rows} == {"paired t over seeds (other test images per seed)"}
+    for row in rows:
+        theta = {v: [M.classification_metrics(runs[(v, s)]["labels"], runs[(v, s)]["scores"])[row["metric"]]
+                     for s in range(3)] for v in "ab"}
+        assert row["delta"] == pytest.approx(np.mean(theta["a"]) - np.mean(theta["b"]))
+        assert row["p"] == pytest.approx(sps.ttest_rel(theta["a"], theta["b"]).pvalue)
+    runs[("a", 1)] = {**runs[("a", 1)], "labels": 1 - np.asarray(runs[("a", 1)]["labels"])}
+    runs[("b", 1)] = {**runs[("b", 1)], "labels": runs[("a", 1)]["labels"]}
+    other_labels = S.compare(runs, "b", ("accuracy",))  # no fingerprints: labels that differ tell it
+    assert other_labels[0]["test"] == "paired t over seeds (other test images per seed)"
+    with pytest.raises(UserError, match=r"a and b \(seed 0\) were tested on different data"):
+        S.compare(runs, "b", test_sets={**sets, ("a", 0): "data:x"})
+
+
 def test_compare_resamples_patient_groups_when_they_repeat():
     rng = np.random.default_rng(8)
     runs = _simulated_runs(rng, [None], n=60, groups=[f"p{i // 3}" for i in range(60)])
