@@ -57,7 +57,7 @@ def test_unknown_key_with_suggestion_and_all_errors_at_once(write):
 def test_wrong_type_and_out_of_range(write):
     p = write("t.yaml", BASE + "train:\n  epochs: three\n  batch_size: 0\n")
     lines = problems(p)
-    assert f"{p}:7:11 train.epochs: expected integer, got str 'three'" in lines
+    assert f"{p}:7:11 train.epochs: expected integer, got string 'three'" in lines
     assert any(line.startswith(f"{p}:8:15 train.batch_size:") and "minimum of 1" in line for line in lines)
 
 
@@ -174,3 +174,34 @@ matrix:
     assert exp.variants[0].config.data["seed"] == 2
     (line,) = problems(p, ["model.backbone.name=vgg16"])
     assert "no option of matrix.backbone sets model.backbone.name to 'vgg16'" in line
+
+
+def test_every_default_is_filled_in(write):
+    """After loading, a key with a schema default is always there: code reads config["seed"], never .get."""
+    from medattn.config.schema import SLOT, core_schema
+
+    exp = load_experiment(write("f.yaml", BASE + "explain: {methods: [saliency]}\n"))
+    reg = exp.registry
+    missing: list[str] = []
+
+    def walk(schema: dict, data, at: str) -> None:
+        if SLOT in schema:
+            comp = reg.get(schema[SLOT], data["name"])
+            walk(dict(comp.params_schema), data["params"], f"{at}.params")
+            walk({"properties": schema.get("extra", {})}, data, at)
+            return
+        if isinstance(data, dict):
+            for key, sub in schema.get("properties", {}).items():
+                if key not in data and "default" in sub:
+                    missing.append(f"{at}.{key}")
+                elif key in data:
+                    walk(sub, data[key], f"{at}.{key}")
+        elif isinstance(data, list) and isinstance(schema.get("items"), dict):
+            for i, item in enumerate(data):
+                walk(schema["items"], item, f"{at}.{i}")
+
+    cfg = exp.variants[0].config.data
+    walk(core_schema(reg), cfg, "")
+    assert not missing
+    assert cfg["seed"] == 42 and cfg["explain"]["methods"][0]["params"] is not None
+    assert cfg["model"]["attention"]["params"] == {} and "quality" in cfg["explain"]

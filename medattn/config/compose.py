@@ -3,21 +3,24 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..errors import ConfigError
-from .yaml_marks import Mark, Marked, dotted, load_yaml
+from .yaml_marks import Mark, Marked, dotted, load_value, load_yaml
+
+MAX_FILES = 64  # files read for one experiment through ``extends``
 
 
-def load_with_extends(path: Path, display: str | None = None, _stack: tuple[Path, ...] = ()) -> Marked:
+def load_with_extends(path: Path, display: str | None = None, _stack: tuple[Path, ...] = (),
+                      _read: list[int] | None = None) -> Marked:
     """Load a file and the files it ``extends`` (relative to it), deep-merged, child over parent."""
     here = load_yaml(path, display)
-    resolved = path.resolve()
+    read = [0] if _read is None else _read
+    read[0] += 1
     parents = here.data.pop("extends", None)
     if parents is None:
         return here
@@ -26,19 +29,30 @@ def load_with_extends(path: Path, display: str | None = None, _stack: tuple[Path
     if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
         raise ConfigError([f"{here.mark(('extends',))} extends: must be a file path or a list of file paths"])
     merged = Marked({}, {}, {})
+    chain = _stack + (path.resolve(),)
     for i, parent in enumerate(parents):
-        where = here.mark(("extends", i))
-        target = (path.parent / parent).resolve()
-        chain = _stack + (resolved,)
-        if target in chain:
-            cycle = " -> ".join(str(p.name) for p in chain + (target,))
-            raise ConfigError([f"{where} extends: cycle: {cycle}"])
-        if not target.is_file():
-            raise ConfigError([f"{where} extends: file not found: {parent} (looked for {target})"])
+        where = f"{here.mark(('extends', i))} extends"
+        target = _parent_file(path, parent, chain, where)
+        if read[0] >= MAX_FILES:
+            raise ConfigError([f"{where}: more than {MAX_FILES} files to read; an experiment extends a few"])
         shown = str(Path(display or str(path)).parent / parent)
-        merge_into(merged, load_with_extends(target, shown, chain))
+        merge_into(merged, load_with_extends(target, shown, chain, read))
     merge_into(merged, here)
     return merged
+
+
+def _parent_file(path: Path, parent: str, chain: tuple[Path, ...], where: str) -> Path:
+    try:
+        target = (path.parent / parent).resolve()
+        found = target.is_file()
+    except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a name too long, a symlink loop
+        raise ConfigError([f"{where}: cannot use {parent!r}: {exc}"]) from None
+    if target in chain:
+        cycle = " -> ".join(str(p.name) for p in chain + (target,))
+        raise ConfigError([f"{where}: cycle: {cycle}"])
+    if not found:
+        raise ConfigError([f"{where}: file not found: {parent} (looked for {target})"])
+    return target
 
 
 REPLACED = {("matrix",)}  # a child's grid replaces its parent's: merging two grids is never what one means
@@ -47,32 +61,38 @@ REPLACED = {("matrix",)}  # a child's grid replaces its parent's: merging two gr
 def merge_into(base: Marked, top: Marked) -> None:
     """Deep-merge ``top`` into ``base``: mappings merge (except ``matrix``), anything else replaces."""
 
+    replaced: set[tuple] = set()
+
     def rec(b: dict, t: dict, at: tuple) -> None:
         for key, value in t.items():
             if isinstance(value, dict) and isinstance(b.get(key), dict) and at + (key,) not in REPLACED:
                 rec(b[key], value, at + (key,))
             else:
+                if key in b:
+                    replaced.add(at + (key,))
                 b[key] = copy.deepcopy(value)
-                for table in (base.marks, base.keymarks):
-                    for p in [p for p in table if p[: len(at) + 1] == at + (key,)]:
-                        del table[p]
 
     rec(base.data, top.data, ())
+    if replaced:  # the parent's marks under a replaced value go (one pass, however many keys)
+        for table in (base.marks, base.keymarks):
+            for p in [p for p in table if any(p[:i] in replaced for i in range(1, len(p) + 1))]:
+                del table[p]
     base.marks.update(top.marks)
     base.keymarks.update(top.keymarks)
 
 
 def parse_override(text: str) -> tuple[tuple, Any]:
-    """``a.b.0.c=value`` -> (("a", "b", 0, "c"), value parsed as a YAML scalar or flow collection)."""
+    """``a.b.0.c=value`` -> (("a", "b", 0, "c"), value parsed as YAML 1.2, like a file's values)."""
     key, sep, raw = text.partition("=")
     key = key.strip()
-    if not sep or not key or not re.fullmatch(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*", key):
+    if not sep or not key or not re.fullmatch(DOTTED, key):
         raise ConfigError([f"--set {text}: expected KEY=VALUE with a dotted key, e.g. train.epochs=3"])
+    path = _path(key)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"--set {text}: the value is not valid YAML: {exc}"]) from None
-    path = tuple(int(p) if p.isdigit() else p for p in key.split("."))
+        value = load_value(raw, "<value>", path) if raw.strip() else ""
+    except ConfigError as exc:  # the value is one short line: name the argument, not a line and column
+        raise ConfigError([f"--set {text}: {re.sub(r'^<value>(:[0-9]+:[0-9]+)?:? ', '', p)}"
+                           for p in exc.problems]) from None
     return path, value
 
 
@@ -182,6 +202,12 @@ def expand_matrix(marked: Marked) -> list[Variant]:
                             f"names to {{dotted.key: value}} mappings")
     if problems:
         raise ConfigError(problems)
+    runs = math.prod(len(d) for d in dims)
+    values = sum(1 for p in marked.marks if p[:1] != ("matrix",))
+    if runs > MAX_VARIANTS or runs * values > MAX_EXPANDED:
+        raise ConfigError([f"{marked.mark(('matrix',))} matrix: {' x '.join(str(len(d)) for d in dims)} = {runs} "
+                           f"runs of {values} values each; at most {MAX_VARIANTS} runs and "
+                           f"{MAX_EXPANDED} values in all (split the experiment, or pin keys with --set)"])
     variants = []
     for combo in itertools.product(*dims):
         cfg = Marked(copy.deepcopy(marked.data), dict(marked.marks), dict(marked.keymarks))
@@ -205,6 +231,8 @@ def expand_matrix(marked: Marked) -> list[Variant]:
     return variants
 
 
+MAX_VARIANTS = 1000  # runs in one experiment
+MAX_EXPANDED = 200_000  # values over all runs: each run is a copy of the config, checked on its own
 DOTTED = r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*"
 
 

@@ -2,17 +2,20 @@
 
 A *slot* is a place in the config that selects a component: ``{name: ..., params: {...}}`` (a bare
 string is short for ``{name: string}``). Job schemas mark their slots with ``{"$medattn_slot": kind}``;
-the core marks dataset / backbone / attention / head. The composed schema is plain JSON Schema
-(Draft 2020-12: one ``if/then`` per component name), so editors can use it as it is.
+the core marks dataset / backbone / attention / head. The composed schema (:func:`composed_schema`, what
+``medattn schema`` prints) is plain JSON Schema, Draft 2020-12: a slot is a name or ``{name, params}`` with
+one ``if/then`` per component name, ``matrix`` knows every dotted key, a file with ``extends`` may leave
+out what its parents give. Editors use it as it is, and ``validate`` checks every run against it.
 """
 from __future__ import annotations
 
 import copy
 import difflib
+import re
 from collections.abc import Callable
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, ValidationError, validators
 
 from ..errors import UserError
 from ..registry import Registry
@@ -28,6 +31,31 @@ def slot(kind: str, description: str = "", extra: dict | None = None) -> dict:
     if extra:
         marker["extra"] = extra
     return marker
+
+
+# medattn.stats checks the same lists (a test keeps them equal); the schema does not import it (scipy)
+COMPARE_METRICS = ["accuracy", "balanced_accuracy", "precision", "recall", "sensitivity", "specificity", "f1",
+                   "roc_auc"]
+CORRECTIONS = ["holm", "bonferroni", "holm-sidak", "sidak", "simes-hochberg", "hommel", "fdr_bh", "fdr_by", "none"]
+COMPARE = {
+    "type": ["object", "null"], "additionalProperties": False, "default": None,
+    "description": "paired comparisons of the variants on the same test images (comparisons.csv and .md)",
+    "properties": {
+        "reference": {"anyOf": [{"type": ["string", "null"]},
+                                {"type": "object", "additionalProperties": {"type": "string"}}],
+                      "default": None,
+                      "description": "a variant name (every other variant against it); none (each variant against "
+                                     "its variant without attention); {variant: reference}; null: the first variant"},
+        "metrics": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"enum": COMPARE_METRICS},
+                    "default": ["roc_auc", "accuracy"], "description": "metrics to compare"},
+        "correction": {"enum": CORRECTIONS, "default": "holm",
+                       "description": "multiple-comparison correction over the whole table"},
+        "checkpoint": {"type": ["string", "null"], "default": None,
+                       "description": "tested checkpoint compared (null: the first of test.checkpoints)"},
+        "resamples": {"type": "integer", "minimum": 1, "default": 2000,
+                      "description": "bootstrap resamples, where a bootstrap is used"},
+    },
+}
 
 
 def core_schema(reg: Registry) -> dict:
@@ -63,8 +91,14 @@ def core_schema(reg: Registry) -> dict:
                      "description": "experiment name; runs go to OUTPUT_DIR/NAME/VARIANT"},
             "description": {"type": "string", "description": "free text"},
             "extends": {"description": "file(s) this one deep-merges over, relative to this file",
-                        "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+                        "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}},
+                                  {"type": "null"}]},
             "seed": {"type": "integer", "minimum": 0, "default": 42, "description": "seed for python, numpy, torch"},
+            "seeds": {"type": ["array", "null"], "items": {"type": "integer", "minimum": 0}, "minItems": 1,
+                      "uniqueItems": True, "default": None,
+                      "description": "repeats, in place of seed: every variant runs once per seed, in "
+                                     "VARIANT/seed-N/ (null: one run with seed)"},
+            "compare": COMPARE,
             "device": {"type": "string", "pattern": "^(auto|cpu|mps|cuda(:[0-9]+)?)$", "default": "auto",
                        "description": "auto | cpu | cuda | cuda:N | mps"},
             "output_dir": {"type": "string", "default": "runs",
@@ -87,50 +121,162 @@ def core_schema(reg: Registry) -> dict:
             "jobs": {"type": "array", "uniqueItems": True, "items": {"enum": reg.names("job")},
                      "default": [n for n in ("train", "test") if n in reg.names("job")],
                      "description": "jobs to run, in order"},
-            "matrix": {"type": "object", "additionalProperties": {"type": "array", "minItems": 1},
-                       "description": "dotted key -> list of values; one run per combination"},
+            "matrix": {"description": "one run per combination (composed_schema spells out its forms)"},
             **job_props,
         },
     }
 
 
 def compose(schema: Any, reg: Registry) -> Any:
-    """Replace slot markers by JSON Schema: name enum + one if/then per component's params fragment."""
+    """Replace slot markers by JSON Schema: a component name (the shorthand), or ``{name, params}`` with one
+    ``if/then`` per component name checking its params fragment."""
     if isinstance(schema, list):
         return [compose(s, reg) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    if SLOT in schema:
-        kind = schema[SLOT]
-        names = reg.names(kind)
-        props: dict[str, Any] = {
-            "name": {"enum": names, "description": f"one of the registered {kind} components"},
-            "params": {"type": "object", "description": f"parameters of the chosen {kind}"},
-        }
-        props.update(compose(schema.get("extra", {}), reg))
-        return {
-            "type": "object",
-            "description": schema.get("description", ""),
-            "required": ["name"],
-            "additionalProperties": False,
-            "properties": props,
-            "allOf": [{"if": {"properties": {"name": {"const": n}}, "required": ["name"]},
-                       "then": {"properties": {"params": dict(reg.get(kind, n).params_schema)}}}
-                      for n in names],
-        }
-    return {k: compose(v, reg) for k, v in schema.items()}
+    if SLOT not in schema:
+        return {k: compose(v, reg) for k, v in schema.items()}
+    kind = schema[SLOT]
+    names = reg.names(kind)
+    props: dict[str, Any] = {
+        "name": {"enum": names, "description": f"one of the registered {kind} components"},
+        "params": {"type": "object", "description": f"parameters of the chosen {kind}"},
+    }
+    props.update(compose(schema.get("extra", {}), reg))
+    cases = []
+    for n in names:
+        frag = dict(reg.get(kind, n).params_schema)
+        then: dict[str, Any] = {"properties": {"params": frag}}
+        if frag.get("required"):  # {name: x} alone would skip the params fragment
+            then["required"] = ["params"]
+        cases.append({"if": {"properties": {"name": {"const": n}}, "required": ["name"]}, "then": then})
+    description = schema.get("description", "")
+    return {
+        "description": f"{description}: a {kind} component's name, or {{name: ..., params: {{...}}}}".lstrip(": "),
+        "anyOf": [
+            {"type": "string", "enum": names},
+            {"type": "object", "required": ["name"], "additionalProperties": False, "properties": props,
+             "allOf": cases},
+        ],
+    }
+
+
+ROOT = "#/$defs/experiment"
 
 
 def composed_schema(reg: Registry) -> dict:
-    return compose(core_schema(reg), reg)
+    """The schema of experiment files, as ``medattn schema`` prints it: plain JSON Schema (Draft 2020-12).
+
+    It takes a file as written: component names alone, ``matrix`` lists and bundles, ``extends`` (a file
+    that extends another may leave out what its parents give), ``plugins``. ``validate`` checks every
+    variant of an experiment against this same schema after ``extends``, ``--set`` and the matrix.
+    """
+    full = compose(core_schema(reg), reg)
+    del full["$schema"]
+    exact, patterns = _dotted_paths(full)
+    refs = {p: _ref(ptrs) for p, ptrs in exact.items()}
+    prefs = {p: _ref(ptrs) for p, ptrs in patterns.items()}
+    bundle = {"$ref": "#/$defs/matrix_bundle"}
+
+    def dim(ref: dict) -> dict:
+        return {"anyOf": [{"type": "array", "minItems": 1, "items": ref}, bundle]}
+
+    full["properties"]["matrix"] = {
+        "type": ["object", "null"],
+        "description": "one run per combination: dotted.key: [value, ...], or a bundle label: "
+                       "{option: {dotted.key: value, ...}, ...} whose options set several keys and name the run",
+        "properties": {p: dim(r) for p, r in refs.items()},
+        "patternProperties": {p: dim(r) for p, r in prefs.items()},
+        "additionalProperties": bundle,
+    }
+    partial = _without_required({k: v for k, v in full.items() if k != "properties"})
+    partial["properties"] = {k: _without_required(v) for k, v in full["properties"].items() if k != "matrix"}
+    partial["properties"]["matrix"] = {"$ref": ROOT + "/properties/matrix"}
+    return {
+        "$schema": DRAFT,
+        "title": "medattn experiment",
+        "description": "an experiment file; a file that extends others is checked without required keys",
+        "$defs": {
+            "experiment": full,
+            "partial": partial,
+            "matrix_bundle": {"type": "object", "minProperties": 1, "description": "option name -> settings",
+                              "additionalProperties": {"$ref": "#/$defs/matrix_option"}},
+            "matrix_option": {"type": "object", "minProperties": 1, "additionalProperties": False,
+                              "description": "dotted.key -> value, set together by this option",
+                              "properties": refs, "patternProperties": prefs},
+        },
+        "if": {"required": ["extends"], "properties": {"extends": {"type": ["string", "array"], "minItems": 1}}},
+        "then": {"$ref": "#/$defs/partial"},
+        "else": {"$ref": ROOT},
+    }
 
 
-def walk_slots(schema: Any, data: Any, fn: Callable[[str, dict, Any], Any], at: tuple = ()) -> Any:
-    """Walk data along the marked schema, calling ``fn(kind, marker, value)`` at each slot; returns new data."""
+def _dotted_paths(full: dict) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Every dotted key a matrix may set -> JSON pointers of its schema: exact keys, and regex patterns
+    (list positions, the params of a component, whose schema depends on the chosen name)."""
+    exact: dict[str, list[str]] = {}
+    patterns: dict[str, list[str]] = {}
+
+    def walk(node: Any, pointer: str, path: list[str], pattern: bool) -> None:
+        if not isinstance(node, dict):
+            return
+        for i, branch in enumerate(node.get("anyOf", [])):
+            walk(branch, f"{pointer}/anyOf/{i}", path, pattern)
+        for key, sub in node.get("properties", {}).items():
+            if not path and key in ("matrix", "extends"):
+                continue
+            seg = re.escape(key) if pattern else key
+            here = f"{pointer}/properties/{_escape(key)}"
+            (patterns if pattern else exact).setdefault(_join(path + [seg], pattern), []).append(here)
+            if key == "params" and isinstance(node.get("allOf"), list):  # a component's params: any key
+                patterns.setdefault(_join(_escaped(path, pattern) + [re.escape(key), "[^.].*"], True), []).append("")
+                continue
+            walk(sub, here, path + [seg], pattern)
+        items = node.get("items")
+        if isinstance(items, dict):
+            seg_path = _escaped(path, pattern) + ["[0-9]+"]
+            patterns.setdefault(_join(seg_path, True), []).append(f"{pointer}/items")
+            walk(items, f"{pointer}/items", seg_path, True)
+
+    walk(full, "", [], False)
+    return exact, patterns
+
+
+def _escaped(path: list[str], already: bool) -> list[str]:
+    return path if already else [re.escape(p) for p in path]
+
+
+def _join(path: list[str], pattern: bool) -> str:
+    return "^" + r"\.".join(path) + "$" if pattern else ".".join(path)
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _ref(pointers: list[str]) -> dict:
+    if "" in pointers:  # anything goes
+        return {}
+    refs = [{"$ref": ROOT + p} for p in dict.fromkeys(pointers)]
+    return refs[0] if len(refs) == 1 else {"anyOf": refs}
+
+
+def _without_required(schema: Any) -> Any:
+    """The schema with every ``required`` dropped, except inside ``if`` (which picks a component by name)."""
+    if isinstance(schema, list):
+        return [_without_required(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {k: (v if k == "if" else _without_required(v)) for k, v in schema.items() if k != "required"}
+
+
+def walk_slots(schema: Any, data: Any, fn: Callable[[str, dict, Any, tuple], Any], at: tuple = ()) -> Any:
+    """Walk data along the marked schema, calling ``fn(kind, marker, value, path)`` at each slot; returns new
+    data."""
     if not isinstance(schema, dict):
         return data
     if SLOT in schema:
-        data = fn(schema[SLOT], schema, data)
+        data = fn(schema[SLOT], schema, data, at)
         if isinstance(data, dict):
             for key, sub in schema.get("extra", {}).items():
                 if key in data:
@@ -146,16 +292,28 @@ def walk_slots(schema: Any, data: Any, fn: Callable[[str, dict, Any], Any], at: 
 
 
 def expand_shorthand(schema: dict, data: dict) -> dict:
-    """``attention: mldam`` -> ``attention: {name: mldam}`` wherever a slot sits."""
-    return walk_slots(schema, data, lambda kind, marker, v: {"name": v} if isinstance(v, str) else v)
+    """``attention: mldam`` -> ``attention: {name: mldam, params: {}}`` wherever a slot sits."""
+
+    def expand(kind: str, marker: dict, value: Any, at: tuple) -> Any:
+        if isinstance(value, str):
+            value = {"name": value}
+        if isinstance(value, dict) and "name" in value and "params" not in value:
+            value["params"] = {}
+        return value
+
+    return walk_slots(schema, data, expand)
 
 
 def fill_defaults(schema: Any, data: Any, reg: Registry | None = None) -> Any:
-    """Fill schema ``default`` values into data, including the params of selected components."""
+    """Fill schema ``default`` values into data, including the params of selected components.
+
+    After :func:`medattn.config.load_experiment` every key that has a default is present (``seed``,
+    ``train.epochs``, a component's params, ...): read ``config["seed"]``, never ``config.get("seed", 42)``.
+    """
     if not isinstance(schema, dict):
         return data
     if SLOT in schema:
-        if isinstance(data, dict) and reg is not None and "name" in data:
+        if isinstance(data, dict) and reg is not None and isinstance(data.get("name"), str):
             data.setdefault("params", {})
             if (schema[SLOT], data["name"]) in reg.components:
                 frag = reg.get(schema[SLOT], data["name"]).params_schema
@@ -175,13 +333,43 @@ def fill_defaults(schema: Any, data: Any, reg: Registry | None = None) -> Any:
     return data
 
 
-def validate(marked: Marked, reg: Registry, schema: dict | None = None) -> list[str]:
-    """Every problem of a config, each rendered ``FILE:LINE:COL dotted.path: message``."""
-    raw = schema or core_schema(reg)
+def _unique_items(validator: Any, unique: Any, instance: Any, schema: dict) -> Any:
+    """``uniqueItems`` in linear time (jsonschema compares every pair of mappings: minutes on a hostile list)."""
+    if unique and validator.is_type(instance, "array"):
+        seen = set()
+        for item in instance:
+            key = _canonical(item)
+            if key in seen:
+                yield ValidationError(f"{_short(item)} is listed twice")
+                return
+            seen.add(key)
+
+
+def _canonical(value: Any) -> Any:
+    """A hashable stand-in equal for JSON-equal values (1 == 1.0, but true is not 1)."""
+    if isinstance(value, bool) or value is None:
+        return ("b", value)
+    if isinstance(value, dict):
+        return ("d", frozenset((k, _canonical(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return ("l", tuple(_canonical(v) for v in value))
+    return ("v", value)
+
+
+Checker = validators.extend(Draft202012Validator, {"uniqueItems": _unique_items})
+
+
+def validator(reg: Registry) -> Any:
+    """A validator of experiment files and of each variant: the schema ``medattn schema`` prints."""
+    return Checker(composed_schema(reg))
+
+
+def validate(marked: Marked, reg: Registry, checker: Any = None, raw: dict | None = None) -> list[str]:
+    """Every problem of one variant's config, each rendered ``FILE:LINE:COL dotted.path: message``."""
+    raw = raw or core_schema(reg)
     marked.data = expand_shorthand(raw, marked.data)
-    validator = Draft202012Validator(compose(raw, reg))
     problems = []
-    for err in validator.iter_errors(marked.data):
+    for err in (checker or validator(reg)).iter_errors(marked.data):
         problems.extend(render(err, marked))
     problems.extend(_clash_problems(raw, marked, reg))
     return sorted(set(problems), key=_sort_key)
@@ -192,9 +380,10 @@ def _clash_problems(raw: dict, marked: Marked, reg: Registry) -> list[str]:
 
     out: list[str] = []
 
-    def check(kind: str, marker: dict, value: Any) -> Any:
-        if isinstance(value, dict) and (kind, value.get("name")) in reg.clashes:
-            out.append(f"{kind} {value['name']!r}: {clash_message(reg.clashes[(kind, value['name'])])}")
+    def check(kind: str, marker: dict, value: Any, at: tuple) -> Any:
+        if isinstance(value, dict) and isinstance(value.get("name"), str) and (kind, value["name"]) in reg.clashes:
+            out.append(f"{marked.mark(at + ('name',))} {dotted(at + ('name',))}: "
+                       f"{clash_message(reg.clashes[(kind, value['name'])])}")
         return value
 
     walk_slots(raw, marked.data, check)
@@ -202,7 +391,12 @@ def _clash_problems(raw: dict, marked: Marked, reg: Registry) -> list[str]:
 
 
 def render(err: Any, marked: Marked) -> list[str]:
+    """One jsonschema error as ``FILE:LINE:COL dotted.path: message`` lines (with a did-you-mean)."""
     path = tuple(err.absolute_path)
+    if err.validator in ("anyOf", "oneOf"):
+        fitting = _fitting(err)
+        if fitting:
+            return [line for sub in fitting for line in render(sub, marked)]
     if err.validator == "additionalProperties" and isinstance(err.instance, dict):
         known = list(err.schema.get("properties", {}))
         out = []
@@ -212,17 +406,65 @@ def render(err: Any, marked: Marked) -> list[str]:
             hint = _did_you_mean(str(key), known)
             out.append(f"{marked.mark(path + (key,), key=True)} {dotted(path + (key,))}: unknown key{hint}")
         return out
+    if err.validator == "required" and isinstance(err.instance, dict):
+        return [f"{marked.mark(path)} {dotted(path + (key,))}: missing; this key is required"
+                for key in err.validator_value if key not in err.instance]
     where = marked.mark(path)
     if err.validator == "enum":
         hint = _did_you_mean(str(err.instance), [str(v) for v in err.validator_value])
         msg = f"{_short(err.instance)} is not one of {_short(err.validator_value, 300)}{hint}"
     elif err.validator == "type":
-        msg = f"expected {err.validator_value}, got {type(err.instance).__name__} {_short(err.instance)}"
-    elif err.validator == "anyOf":
+        want = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+        msg = f"expected {' or '.join(want)}, got {_json_type(err.instance)} {_short(err.instance)}{_hint(want, err.instance)}"
+    elif err.validator in ("anyOf", "oneOf"):
         msg = f"{_short(err.instance)} is not valid here; expected {err.schema.get('description') or 'another form'}"
     else:
         msg = err.message if len(err.message) < 300 else err.message[:297] + "..."
     return [f"{where} {dotted(path) or '<top>'}: {msg}"]
+
+
+def _fitting(err: Any) -> list:
+    """The errors of the alternatives of an anyOf that fit the value's type (e.g. the ``{name, params}``
+    form of a component, or the integer form of a size), so the message says what is wrong inside it."""
+    branches: dict[int, list] = {}
+    for sub in err.context:
+        branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+    fit = []
+    for subs in branches.values():
+        at_top = [s for s in subs if not s.relative_path]
+        if any(s.validator == "type" for s in at_top):
+            continue
+        if any(s.validator in ("enum", "const") and not _same_type(s) for s in at_top):
+            continue
+        fit.extend(subs)
+    return fit
+
+
+def _same_type(err: Any) -> bool:
+    values = err.validator_value if err.validator == "enum" else [err.validator_value]
+    return any(_json_type(v) == _json_type(err.instance) for v in values)
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", dict: "object", list: "array", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+NUMBER_LIKE = re.compile(r"[-+]?[0-9][0-9_]*(\.[0-9_]*)?([eE][-+]?[0-9]+)?")
+
+
+def _hint(want: list[str], value: Any) -> str:
+    """Why a value the user meant as a boolean or number was read as text (YAML 1.2)."""
+    if not isinstance(value, str):
+        return ""
+    if "boolean" in want and value.lower() in ("yes", "no", "on", "off", "y", "n"):
+        return " (YAML 1.2: write true or false)"
+    if {"integer", "number"} & set(want) and NUMBER_LIKE.fullmatch(value) and "_" in value:
+        return f" (write {value.replace('_', '')}: no _ in numbers)"
+    return ""
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:
@@ -251,7 +493,8 @@ def component_params(reg: Registry, kind: str, spec: dict[str, Any]) -> dict[str
     """Params of a component with its schema defaults filled in (validated when not from a file)."""
     comp = reg.get(kind, spec["name"])
     params = dict(spec.get("params") or {})
-    errors = list(Draft202012Validator(dict(comp.params_schema)).iter_errors(params))
+    errors = list(Checker(dict(comp.params_schema)).iter_errors(params))
     if errors:
-        raise UserError(f"{kind} {spec['name']!r} params: {errors[0].message}")
+        where = "".join(f".{p}" for p in errors[0].absolute_path)
+        raise UserError(f"{kind} {spec['name']!r} params{where}: {errors[0].message}")
     return fill_defaults(comp.params_schema, params, reg)
