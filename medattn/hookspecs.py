@@ -6,8 +6,14 @@ list of :class:`Component` records. The registry finds plugins through the entry
 ``.py`` paths). Records are plain data, so listing plugins and printing the schema never imports torch:
 ``factory`` is a ``"package.module:function"`` string imported only when the component is built.
 
-Factory contracts, by kind (``params`` is the validated ``params`` mapping of the experiment file,
-with the defaults of the component's JSON Schema filled in):
+The registry checks each plugin when it registers it; a failed check is a load error naming the plugin
+(``medattn plugins`` lists them): a ``@hookimpl`` whose name matches no hook below (a misspelling), a
+factory string that is not ``package.module:function``, a ``params_schema`` that is not valid JSON Schema
+(Draft 2020-12). ``MEDATTN_DISABLE_PLUGINS=a,b`` switches installed plugins off by entry-point or
+distribution name.
+
+Factory contracts, by kind (``params`` is the validated ``params`` mapping of the experiment file, with the
+defaults of the component's JSON Schema filled in: read ``params["key"]``, do not restate defaults):
 
 dataset    ``factory(params, ctx: DataContext) -> DataBundle``. Each split is a torch ``Dataset`` whose
            items are dicts: ``image`` float tensor (ctx.channels, H, W) in [0, 1] at ctx.image_size,
@@ -15,15 +21,11 @@ dataset    ``factory(params, ctx: DataContext) -> DataBundle``. Each split is a 
            used to score explanations) and ``group`` str (patient id). No normalisation: the core
            applies the train-time ``transform`` and the normalisation of the backbone.
 transform  ``factory(params, ctx: TransformContext) -> callable(tensor) -> tensor``: the train-time
-           augmentation (``train.augment``) applied to each [0, 1] image before normalisation.
-backbone   ``factory(params, ctx: ModelContext) -> torch.nn.Module`` whose ``forward(x)`` returns an
-           ordered ``dict[level_name, Tensor]`` of feature maps from ONE pass (shallow to deep; the
-           last entry is the final level). Attributes: ``arch`` (str, e.g. "vgg16"), ``in_chans``,
-           ``mean`` and ``std`` (normalisation tuples), ``feature_info`` (list of dicts
-           ``{name, channels, reduction}`` for the levels currently returned), ``cam_layer`` (dotted
-           name of the module, inside the backbone, that Grad-CAM uses by default). Method
-           ``request_levels(names)`` makes later forwards also return the named levels (attention
-           plugins call it); ``available_levels`` lists the names it accepts.
+           augmentation (``train.augment``) applied to each [0, 1] image before normalisation; random
+           draws come from torch's global generator, which the core seeds.
+backbone   ``factory(params, ctx: ModelContext) -> Backbone``: a ``torch.nn.Module`` that satisfies the
+           :class:`Backbone` protocol. Which levels it returns is fixed when the factory returns: every level
+           of ``feature_info``, from ONE pass; attention modules pick the ones they need.
 attention  ``factory(params, ctx: AttentionContext) -> torch.nn.Module`` whose ``forward(features)``
            takes the backbone's dict and returns a tensor (B, C, H, W) or (B, D). ``none`` is the
            identity on the last level. Optional: attribute ``default_head`` (``{"name", "params"}``,
@@ -34,17 +36,27 @@ head       ``factory(params, ctx: HeadContext) -> torch.nn.Module`` mapping the 
 explainer  ``factory(params, ctx: ExplainContext) -> callable(model, inputs, target) -> Tensor``:
            attributions for ``inputs`` (B, C, H, W) with shape (B, C, H, W) or (B, 1, H, W).
            ``target`` is a LongTensor (B,) or None for a single-output (sigmoid) model.
-job        ``factory(run) -> None``: one step of a run (train, test, explain, figure). The job's
-           ``params_schema`` is the schema of the top-level config section named after the job.
-figure     ``factory(params, run) -> list[pathlib.Path]``: writes figures of a run.
+job        built in (medattn.jobs): ``factory()`` returns the job object; the job's ``params_schema`` is the
+           schema of the top-level config section named after the job.
+figure     ``factory(params, view: RunView) -> list[pathlib.Path]`` (scope run) or
+           ``factory(params, view: ExperimentView) -> list[pathlib.Path]`` (scope experiment): writes figures
+           from the files of a run or an experiment (never builds the data set).
+
+A factory raises :class:`UserError` for bad params, with the field path from the component's place, e.g.
+``backbone.params.weights: ...`` (the core puts ``model.`` in front). Any other exception a factory or the
+first forward raises (an AssertionError inside a library) reaches the user as one
+``model.<slot>: <name> cannot be built on <arch> at <size> px: <reason>`` line.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pluggy
+
+if TYPE_CHECKING:  # listing plugins must not import torch
+    import torch
 
 PROJECT = "medattn"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -67,15 +79,48 @@ class Component:
     version: str = ""  # filled in by the registry
 
 
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One level a backbone returns: its name, channels, and reduction (input side / level side, e.g. 32 for
+    the last stage of a ResNet; None for a global pool, a (C, 1, 1) map whatever the input size)."""
+
+    name: str
+    channels: int
+    reduction: int | None
+
+    @property
+    def spatial(self) -> bool:
+        """True for a feature map whose size follows the input (not a global pool)."""
+        return self.reduction is not None
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    """What a backbone factory returns (a ``torch.nn.Module``); the core checks these attributes are there.
+
+    ``forward(x)`` returns ``{level: tensor}`` for every level of ``feature_info``, in that order (shallow to
+    deep, the final level last), all from ONE pass. The levels are fixed when the factory returns.
+    """
+
+    arch: str  # e.g. "vgg16": attention modules may pick per-architecture defaults by it
+    in_chans: int  # channels of the input images (1 or 3)
+    mean: tuple[float, ...]  # normalisation the weights expect, one value per input channel
+    std: tuple[float, ...]
+    feature_info: Sequence[FeatureInfo]  # the levels forward returns, shallow to deep
+    cam_layer: str  # dotted name of the module (inside the backbone) Grad-CAM hooks by default
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+
 @dataclass
 class DataContext:
     """What a dataset factory is told by the core."""
 
-    seed: int
-    image_size: tuple[int, int]
+    seed: int  # the run's random seed (for split shuffles)
+    image_size: tuple[int, int]  # (height, width) every image is resized to
     channels: int  # 1 or 3: what the backbone consumes
-    cache_dir: Any = None  # pathlib.Path or None
-    run_dir: Any = None  # pathlib.Path or None: where a dataset may write split lists / skip logs
+    cache_dir: Any = None  # pathlib.Path or None: where decoded images may be kept across runs
+    run_dir: Any = None  # medattn.api.RunDir (``run_dir.splits``, ``run_dir.skipped``), or None: write nothing
     log: Callable[[str], None] = print
 
 
@@ -91,32 +136,42 @@ class DataBundle:
 
 @dataclass
 class TransformContext:
-    image_size: tuple[int, int]
-    channels: int
-    seed: int
+    """What a transform factory is told by the core."""
+
+    image_size: tuple[int, int]  # (height, width) of the images the transform gets
+    channels: int  # channels of those images
+    seed: int  # the run's seed (transforms draw from torch's global generator, which the core seeds)
 
 
 @dataclass
 class ModelContext:
-    image_size: tuple[int, int]
-    num_outputs: int
+    """What a backbone factory is told by the core."""
+
+    image_size: tuple[int, int]  # (height, width) of the input images
+    num_outputs: int  # logits of the whole model
 
 
 @dataclass
 class AttentionContext:
-    backbone: Any  # the built backbone module (call request_levels on it)
-    image_size: tuple[int, int]
-    num_outputs: int
+    """What an attention factory is told by the core."""
+
+    backbone: Backbone  # the built backbone: the levels it returns are ``backbone.feature_info``
+    image_size: tuple[int, int]  # (height, width) of the input images
+    num_outputs: int  # logits of the whole model
 
 
 @dataclass
 class HeadContext:
+    """What a head factory is told by the core."""
+
     in_shape: tuple[int, ...]  # attention output shape without batch
-    num_outputs: int
+    num_outputs: int  # logits to return
 
 
 @dataclass
 class ExplainContext:
+    """What an explainer factory is told by the core."""
+
     model: Any  # the prepared medattn model (for layer methods: model.backbone, model.cam_layer())
     num_outputs: int
     batch_size: int = 8
@@ -127,4 +182,4 @@ class MedattnSpec:
 
     @hookspec
     def medattn_components(self) -> list[Component]:  # type: ignore[empty-body]
-        """Return the components this plugin provides."""
+        """Return the components this plugin provides (plain records: import nothing heavy here)."""

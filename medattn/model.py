@@ -1,13 +1,24 @@
-"""Model assembly: backbone -> attention -> head -> logits, from the components an experiment selects."""
+"""Model assembly: backbone -> attention -> head -> logits, from the components an experiment selects.
+
+A component that cannot be built, or whose first forward fails, is one :class:`UserError` naming its place in
+the experiment (``model.attention: ...``), whatever the library under it raised.
+"""
 from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from .config.schema import component_params
 from .errors import UserError
-from .hookspecs import AttentionContext, HeadContext, ModelContext
+from .hookspecs import AttentionContext, Backbone, FeatureInfo, HeadContext, ModelContext
 from .registry import Registry
+
+SLOTS = ("backbone", "attention", "head")
 
 
 class MedAttnModel(nn.Module):
@@ -58,36 +69,102 @@ def num_outputs_for(output: str, num_classes: int) -> tuple[str, int]:
 
 
 def build_backbone(reg: Registry, config: dict, num_outputs: int) -> nn.Module:
+    """The backbone of ``model.backbone``, checked against the :class:`Backbone` protocol."""
     spec = config["model"]["backbone"]
-    ctx = ModelContext(image_size=image_size(config), num_outputs=num_outputs)
-    return reg.factory("backbone", spec["name"])(component_params(reg, "backbone", spec), ctx)
+    size = image_size(config)
+    backbone = build_component(reg, "backbone", spec, ModelContext(image_size=size, num_outputs=num_outputs),
+                               f"at {px(size)}")
+    problem = backbone_problem(backbone)
+    if problem:
+        comp = reg.get("backbone", spec["name"])
+        raise UserError(f"model.backbone: {spec['name']} (plugin {comp.plugin}) {problem}")
+    return backbone
 
 
 def build_model(reg: Registry, config: dict, class_names: list[str], backbone: nn.Module | None = None) -> MedAttnModel:
     """Assemble the model for a resolved config and the data set's classes."""
-    output, n_out = num_outputs_for(config["model"].get("output", "auto"), len(class_names))
+    output, n_out = num_outputs_for(config["model"]["output"], len(class_names))
     size = image_size(config)
     backbone = backbone if backbone is not None else build_backbone(reg, config, n_out)
+    on = f"on {backbone.arch} at {px(size)}"
     att_spec = config["model"].get("attention") or {"name": "none"}
-    attention = reg.factory("attention", att_spec["name"])(
-        component_params(reg, "attention", att_spec), AttentionContext(backbone=backbone, image_size=size,
-                                                                       num_outputs=n_out))
+    attention = build_component(reg, "attention", att_spec,
+                                AttentionContext(backbone=backbone, image_size=size, num_outputs=n_out), on)
     head_spec = (config["model"].get("head") or getattr(attention, "default_head", None)
                  or reg.get("attention", att_spec["name"]).defaults.get("head") or {"name": "linear"})
-    in_shape = probe_shape(backbone, attention, size)
-    head = reg.factory("head", head_spec["name"])(component_params(reg, "head", head_spec),
-                                                  HeadContext(in_shape=in_shape, num_outputs=n_out))
+    in_shape = probe_shape(backbone, attention, size, (config["model"]["backbone"]["name"], att_spec["name"]))
+    where = f"{on} after {att_spec['name']} (input {tuple(in_shape)})"
+    head = build_component(reg, "head", head_spec, HeadContext(in_shape=in_shape, num_outputs=n_out), where)
+    with torch.no_grad():
+        was = head.training
+        guarded(lambda: head.eval()(torch.zeros(1, *in_shape)), "head", head_spec["name"], f"cannot run {where}")
+        head.train(was)
     return MedAttnModel(backbone, attention, head, output, n_out, class_names)
 
 
+def build_component(reg: Registry, slot: str, spec: dict, ctx: Any, where: str) -> Any:
+    """Call the factory of ``model.<slot>``; whatever it raises becomes one UserError with the field path."""
+    factory = reg.factory(slot, spec["name"])
+    params = component_params(reg, slot, spec)
+    return guarded(lambda: factory(params, ctx), slot, spec["name"], f"cannot be built {where}")
+
+
+def guarded(call: Callable[[], Any], slot: str, name: str, failed: str) -> Any:
+    """``call()``; a UserError gets the ``model.`` prefix of its field, anything else becomes
+    ``model.<slot>: <name> <failed>: <reason>``."""
+    try:
+        return call()
+    except UserError as exc:
+        text = str(exc)
+        if type(exc) is UserError and text.startswith(tuple(f"{s}." for s in SLOTS)):
+            raise UserError(f"model.{text}") from None
+        raise
+    except Exception as exc:  # noqa: BLE001 - a library's AssertionError or RuntimeError is still bad input
+        raise UserError(f"model.{slot}: {name} {failed}: {failure_reason(exc)}") from None
+
+
+def failure_reason(exc: BaseException) -> str:
+    """``Type: message``, or for a bare assertion the library line that failed (``halo_attn.py:208: ...``)."""
+    if str(exc):
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    inside = [f for f in frames if Path(torch.__file__).parent not in Path(f.filename).parents] or frames
+    if not inside:
+        return type(exc).__name__
+    last = inside[-1]
+    return f"{type(exc).__name__} in {Path(last.filename).name}:{last.lineno}: {last.line}"
+
+
+def backbone_problem(backbone: Any) -> str | None:
+    """What keeps ``backbone`` from being a :class:`Backbone` (medattn.api), or None."""
+    if not isinstance(backbone, nn.Module):
+        return f"returned a {type(backbone).__name__}, not a torch.nn.Module"
+    if not isinstance(backbone, Backbone):
+        missing = [a for a in ("arch", "in_chans", "mean", "std", "feature_info", "cam_layer")
+                   if not hasattr(backbone, a)]
+        return f"returned a module without {', '.join(missing)} (the medattn.api.Backbone protocol)"
+    if not backbone.feature_info or not all(isinstance(i, FeatureInfo) for i in backbone.feature_info):
+        return "has a feature_info that is not a non-empty sequence of medattn.api.FeatureInfo"
+    return None
+
+
 @torch.no_grad()
-def probe_shape(backbone: nn.Module, attention: nn.Module, size: tuple[int, int]) -> tuple[int, ...]:
-    """Shape of the attention output for one image (a dry run in eval mode)."""
+def probe_shape(backbone: nn.Module, attention: nn.Module, size: tuple[int, int],
+                names: tuple[str, str] = ("backbone", "attention")) -> tuple[int, ...]:
+    """Shape of the attention output for one image (a dry run in eval mode); checks the backbone returns exactly
+    the levels of its feature_info. ``names``: the backbone's and the attention's component names."""
     modes = [(m, m.training) for m in (backbone, attention)]
     for m, _ in modes:
         m.eval()
     try:
-        out = attention(backbone(torch.zeros(1, int(getattr(backbone, "in_chans", 3)), *size)))
+        x = torch.zeros(1, int(backbone.in_chans), *size)
+        feats = guarded(lambda: backbone(x), "backbone", names[0], f"cannot run at {px(size)}")
+        levels = [i.name for i in backbone.feature_info]
+        if list(feats) != levels:
+            raise UserError(f"model.backbone: {names[0]} returned levels {list(feats)}, but its feature_info lists "
+                            f"{levels} (forward must return every level of feature_info, in order)")
+        out = guarded(lambda: attention(feats), "attention", names[1],
+                      f"cannot be built on {backbone.arch} at {px(size)}")
     finally:
         for m, was in modes:
             m.train(was)
@@ -95,5 +172,11 @@ def probe_shape(backbone: nn.Module, attention: nn.Module, size: tuple[int, int]
 
 
 def image_size(config: dict) -> tuple[int, int]:
-    size = config["dataset"].get("image_size", 224)
+    """``dataset.image_size`` as (height, width)."""
+    size = config["dataset"]["image_size"]
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def px(size: tuple[int, int]) -> str:
+    """``64 px`` for a square size, ``64x48 px`` otherwise."""
+    return f"{size[0]} px" if size[0] == size[1] else f"{size[0]}x{size[1]} px"

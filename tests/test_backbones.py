@@ -1,4 +1,4 @@
-"""Backbones: named levels from one pass, level requests, weights (local only), in_chans, freeze, Grad-CAM layer."""
+"""Backbones: every named level from one pass (fixed at build), weights (local only), in_chans, freeze, Grad-CAM layer."""
 from __future__ import annotations
 
 import sys
@@ -7,9 +7,10 @@ import pytest
 import torch
 import torchvision
 from jsonschema import Draft202012Validator
+from medattn_plugins.backbones.levels import level_names
 
-from medattn.errors import UserError
-from tests.conftest_models import RECORDS, backbone, build
+from medattn.api import AttentionContext, Backbone, FeatureInfo, UserError
+from tests.conftest_models import RECORDS, backbone, build, defaults, factory
 
 FAST = ["resnet18", "densenet121", "vgg16", "resnet50"]
 
@@ -30,49 +31,58 @@ def test_listing_does_not_import_torch_and_schemas_are_valid():
 
 
 @pytest.mark.parametrize("name", FAST)
-def test_levels_shapes_and_feature_info(name):
+def test_every_level_of_feature_info_from_one_forward(name):
     bb = backbone(name)
-    assert bb.arch == name and bb.in_chans == 3 and len(bb.mean) == 3
+    assert isinstance(bb, Backbone) and bb.arch == name and bb.in_chans == 3 and len(bb.mean) == 3
+    assert all(isinstance(i, FeatureInfo) for i in bb.feature_info)
+    assert [i.name for i in bb.feature_info] == level_names(name)[: len(bb.feature_info)]
     out = bb(torch.randn(2, 3, 64, 64))
-    assert list(out) == [bb.final_level] == [i["name"] for i in bb.feature_info]
-    bb.request_levels(bb.available_levels)
-    out = bb(torch.randn(2, 3, 64, 64))
-    assert list(out) == bb.available_levels and list(out)[-1] == bb.final_level
+    assert list(out) == [i.name for i in bb.feature_info]
     for info, (level, t) in zip(bb.feature_info, out.items()):
-        assert info["name"] == level and t.shape[1] == info["channels"]
-        expect = 1 if info["reduction"] is None else 64 // info["reduction"]
+        assert t.shape[1] == info.channels and info.spatial == (info.reduction is not None)
+        expect = 1 if info.reduction is None else 64 // info.reduction
         assert t.shape[-2:] == (expect, expect), (level, t.shape)
 
 
-def test_seed_final_levels():
+def test_final_levels_of_goncalves2021():
     x = torch.randn(2, 3, 64, 64)
     dense = backbone("densenet121")(x)
-    assert list(dense) == ["norm5"] and (dense["norm5"] < 0).any()  # norm5 without the ReLU, as the seed flattens
-    assert backbone("resnet50")(x)["avgpool"].shape == (2, 2048, 1, 1)
-    assert backbone("vgg16")(x)["pool5"].shape == (2, 512, 2, 2)
-    assert list(backbone("resnet50", final_level="layer3")(x)) == ["layer3"]
+    # norm5 without the ReLU, as goncalves2021 flattens it
+    assert list(dense)[-1] == "norm5" and (dense["norm5"] < 0).any()
+    assert list(backbone("resnet50")(x).items())[-1][1].shape == (2, 2048, 1, 1)  # avgpool
+    assert list(backbone("vgg16")(x))[-1] == "pool5"
+    cut = backbone("resnet50", final_level="layer3")
+    assert list(cut(x))[-1] == "layer3" and cut.feature_info[-1].name == "layer3"
+    assert "layer4" not in {i.name for i in cut.feature_info}
 
 
 def test_vgg_conv_levels_are_post_relu_and_pool_levels_match_maxpool():
-    bb = backbone("vgg16")
-    bb.request_levels(["conv5_3", "conv4_3", "pool4"])
-    out = bb(torch.randn(1, 3, 64, 64))
-    assert list(out) == ["conv4_3", "pool4", "conv5_3", "pool5"]
+    out = backbone("vgg16")(torch.randn(1, 3, 64, 64))
+    assert list(out) == ["pool3", "conv4_1", "conv4_3", "pool4", "conv5_1", "conv5_3", "pool5"]
     assert out["conv5_3"].min() >= 0 and (out["conv5_3"] == 0).any()
     torch.testing.assert_close(out["pool4"], torch.nn.functional.max_pool2d(out["conv4_3"], 2))
     torch.testing.assert_close(out["pool5"], torch.nn.functional.max_pool2d(out["conv5_3"], 2))
 
 
-def test_unknown_level_is_a_user_error_listing_levels():
-    bb = backbone("resnet18")
-    with pytest.raises(UserError, match=r"unknown level\(s\) 'layer9'.*available: layer1.0, layer1, "):
-        bb.request_levels(["layer9"])
+def test_levels_do_not_depend_on_what_was_built_after_the_backbone():
+    """Building attention modules on a backbone leaves its levels, outputs and graph as they were."""
+    torch.manual_seed(0)
+    bb = backbone("densenet121").eval()
+    graph, info = str(bb.body.graph), bb.feature_info
+    x = torch.randn(1, 3, 64, 64)
+    before = bb(x)
+    for att, params in (("timm_attn", {"levels": ["denseblock2"]}), ("mldam", {}), ("agpad", {})):
+        factory("attention", att)(defaults("attention", att, params), AttentionContext(bb, (64, 64), 1))
+    assert str(bb.body.graph) == graph and bb.feature_info == info
+    after = bb(x)
+    assert list(after) == list(before)
+    for k in before:
+        torch.testing.assert_close(after[k], before[k])
 
 
 @pytest.mark.parametrize("name", ["resnet18", "densenet121"])
 def test_one_pass_per_forward(name):
     bb = backbone(name)
-    bb.request_levels(bb.available_levels)
     stem = [m for m in bb.modules() if isinstance(m, torch.nn.Conv2d)][0]
     calls = []
     stem.register_forward_hook(lambda *a: calls.append(1))
@@ -106,11 +116,8 @@ def test_grad_cam_through_cam_layer(name, bb_params, side):
 def test_state_dict_round_trip_and_stable_keys():
     a, b = backbone("densenet121"), backbone("densenet121")
     keys = list(a.state_dict())
-    a.request_levels(["denseblock2", "denseblock3"])
-    assert list(a.state_dict()) == keys and all(k.startswith("body.") for k in keys)
-    assert not any("classifier" in k for k in keys)
+    assert all(k.startswith("body.") for k in keys) and not any("classifier" in k for k in keys)
     b.load_state_dict(a.state_dict())
-    b.request_levels(["denseblock2", "denseblock3"])
     x = torch.randn(1, 3, 64, 64)
     a.eval(), b.eval()
     for (ka, va), (kb, vb) in zip(a(x).items(), b(x).items()):
@@ -194,7 +201,7 @@ def test_freeze_up_to_a_level_keeps_its_batchnorm_in_eval():
     bb(torch.randn(2, 3, 64, 64))
     torch.testing.assert_close(bb.body.bn1.running_mean, before)
     assert all(not p.requires_grad for p in backbone("densenet121", freeze="all").parameters())
-    with pytest.raises(UserError, match="freeze 'layer9'"):
+    with pytest.raises(UserError, match=r"^backbone\.params\.freeze: 'layer9' is not"):
         backbone("resnet18", freeze="layer9")
 
 
@@ -210,12 +217,12 @@ def test_timm_levels_from_feature_info():
 
     bb = backbone("timm", model_name="test_resnet")
     ref = timm.create_model("test_resnet", features_only=True)
-    assert bb.available_levels == ref.feature_info.module_name()
-    bb.request_levels(bb.available_levels)
+    assert [i.name for i in bb.feature_info] == ref.feature_info.module_name()
     out = bb(torch.randn(2, 3, 64, 64))
+    assert list(out) == ref.feature_info.module_name()
     for info, t, c, r in zip(bb.feature_info, out.values(), ref.feature_info.channels(),
                              ref.feature_info.reduction()):
-        assert info["channels"] == c == t.shape[1] and info["reduction"] == r and t.shape[-1] == 64 // r
+        assert info.channels == c == t.shape[1] and info.reduction == r and t.shape[-1] == 64 // r
     assert bb.mean == (0.5, 0.5, 0.5)
     assert isinstance(bb.get_submodule(bb.cam_layer), torch.nn.Module)
 
@@ -241,22 +248,20 @@ def test_timm_freeze_weights_and_errors(tmp_path, monkeypatch):
 def test_in_chans_1_forward_and_bad_value():
     bb = backbone("densenet121", in_chans=1)
     assert bb(torch.randn(1, 1, 64, 64))["norm5"].shape == (1, 1024, 2, 2)
-    with pytest.raises(UserError, match="in_chans"):
-        backbone("vgg16", in_chans=4)
+    schema = Draft202012Validator(RECORDS[("backbone", "vgg16")].params_schema)
+    assert [e.path[0] for e in schema.iter_errors({"in_chans": 4})] == ["in_chans"]  # refused before any factory
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,shape", [("densenet121", (1024, 7, 7)), ("resnet50", (2048, 1, 1)),
                                         ("vgg16", (512, 7, 7))])
-def test_seed_final_shapes_at_224(name, shape):
+def test_goncalves2021_final_shapes_at_224(name, shape):
     bb = backbone(name, size=224)
-    assert bb(torch.randn(1, 3, 224, 224))[bb.final_level].shape[1:] == shape
+    assert bb(torch.randn(1, 3, 224, 224))[bb.feature_info[-1].name].shape[1:] == shape
 
 
-def test_request_levels_keeps_train_eval_modes():
+def test_train_eval_modes_keep_frozen_batchnorm_in_eval():
     bb = backbone("resnet18", freeze="layer1").eval()
-    bb.request_levels(["layer2"])
     assert not any(m.training for m in bb.modules())
     bb.train()
-    bb.request_levels(["layer3"])
     assert bb.body.get_submodule("layer3.0.bn1").training and not bb.body.get_submodule("layer1.0.bn1").training

@@ -1,4 +1,4 @@
-"""Augmentation presets: exact seed2021 parameters, Keras-like affine geometry, custom pipelines."""
+"""Augmentation presets: exact goncalves2021 parameters, Keras-like affine geometry, custom pipelines."""
 from __future__ import annotations
 
 import math
@@ -10,21 +10,38 @@ from medattn_plugins.transforms.presets import (
     KerasAffine,
     build_agpad2021,
     build_custom,
+    build_goncalves2021,
     build_mishra2019,
     build_none,
-    build_seed2021,
 )
 from torchvision.transforms import v2
 
-from medattn.errors import UserError
-from medattn.hookspecs import TransformContext
+from medattn.api import TransformContext, UserError
 
 CTX = TransformContext(image_size=(32, 32), channels=3, seed=0)
+SCHEMAS = {c.name: c.params_schema for c in medattn_components()}
+
+
+def fill(schema: dict, data):
+    """``data`` with the schema's defaults filled in, nested ones too (as the core hands params over)."""
+    if isinstance(data, dict):
+        for key, sub in schema.get("properties", {}).items():
+            if key not in data and "default" in sub:
+                data[key] = sub["default"]
+            if key in data:
+                data[key] = fill(sub, data[key])
+    elif isinstance(data, list) and "items" in schema:
+        return [fill(schema["items"], d) for d in data]
+    return data
+
+
+def filled(name: str, params: dict | None = None) -> dict:
+    return fill(SCHEMAS[name], dict(params or {}))
 
 
 def test_records() -> None:
     names = {c.name for c in medattn_components()}
-    assert names == {"none", "seed2021", "mishra2019", "agpad2021", "custom"}
+    assert names == {"none", "goncalves2021", "mishra2019", "agpad2021", "custom"}
     for c in medattn_components():
         assert c.kind == "transform" and c.params_schema["additionalProperties"] is False
 
@@ -34,8 +51,8 @@ def test_none_is_identity() -> None:
     assert torch.equal(build_none({}, CTX)(x), x)
 
 
-def test_seed2021_is_reference_recipe() -> None:
-    t = build_seed2021({}, CTX)
+def test_goncalves2021_is_the_papers_recipe() -> None:
+    t = build_goncalves2021({}, CTX)
     affine, flip = t.transforms
     assert isinstance(affine, v2.RandomAffine) and isinstance(flip, v2.RandomHorizontalFlip)
     assert list(affine.degrees) == [-10.0, 10.0] and list(affine.translate) == [0.05, 0.1]
@@ -69,27 +86,31 @@ def test_keras_affine_shift_and_zoom_geometry() -> None:
 def test_keras_presets_shapes_and_range() -> None:
     torch.manual_seed(1)
     x = torch.rand(3, 40, 30)
-    for t in (build_mishra2019({}, CTX), build_mishra2019({"rotation": 20, "reference_size": 224}, CTX),
+    for t in (build_mishra2019(filled("mishra2019"), CTX),
+              build_mishra2019(filled("mishra2019", {"rotation": 20, "reference_size": 224}), CTX),
               build_agpad2021({}, CTX)):
         y = t(x)
         assert y.shape == x.shape and 0 <= float(y.min()) and float(y.max()) <= 1
-    m = build_mishra2019({}, CTX).transforms[0]
+    m = build_mishra2019(filled("mishra2019"), CTX).transforms[0]
     assert math.isclose(m.width_shift, 40 / 112) and m.shear == 0.2 and m.zoom == 0.2
     a = build_agpad2021({}, CTX).transforms[0]
     assert (a.rotation, a.width_shift, a.height_shift, a.shear, a.zoom) == (10.0, 0.1, 0.1, 0.1, 0.1)
 
 
 def test_custom_pipeline_and_errors() -> None:
-    t = build_custom({"ops": [{"name": "RandomAffine", "params": {"degrees": 5, "interpolation": "bilinear"}},
-                              {"name": "RandomVerticalFlip", "params": {"p": 1.0}}]}, CTX)
+    t = build_custom(filled("custom", {"ops": [
+        {"name": "RandomAffine", "params": {"degrees": 5, "interpolation": "bilinear"}},
+        {"name": "RandomVerticalFlip", "params": {"p": 1.0}}]}), CTX)
     x = torch.rand(3, 16, 16)
     assert t(x).shape == x.shape
-    flip = build_custom({"ops": [{"name": "RandomVerticalFlip", "params": {"p": 1.0}}]}, CTX)
+    flip = build_custom(filled("custom", {"ops": [{"name": "RandomVerticalFlip", "params": {"p": 1.0}}]}), CTX)
     assert torch.equal(flip(x), x.flip(-2))
-    with pytest.raises(UserError, match="RandomAffine"):
-        build_custom({"ops": [{"name": "RandomAfine"}]}, CTX)
-    with pytest.raises(UserError, match=r"ops\[0\]\.params"):
-        build_custom({"ops": [{"name": "RandomAffine", "params": {"degres": 5}}]}, CTX)
-    with pytest.raises(UserError, match="interpolation"):
-        build_custom({"ops": [{"name": "RandomAffine", "params": {"degrees": 5, "interpolation": "cubicx"}}]},
-                     CTX)
+    assert filled("custom", {"ops": [{"name": "RandomVerticalFlip"}]})["ops"][0]["params"] == {}
+    with pytest.raises(UserError, match=r"^train\.augment\.params\.ops\.0\.name: 'RandomAfine' .*did you mean "
+                                        r"'RandomAffine'"):
+        build_custom(filled("custom", {"ops": [{"name": "RandomAfine"}]}), CTX)
+    with pytest.raises(UserError, match=r"^train\.augment\.params\.ops\.0\.params: RandomAffine: .*degres"):
+        build_custom(filled("custom", {"ops": [{"name": "RandomAffine", "params": {"degres": 5}}]}), CTX)
+    with pytest.raises(UserError, match=r"^train\.augment\.params\.ops\.0\.params\.interpolation: 'cubicx'"):
+        build_custom(filled("custom", {"ops": [{"name": "RandomAffine",
+                                                "params": {"degrees": 5, "interpolation": "cubicx"}}]}), CTX)

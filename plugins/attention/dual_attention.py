@@ -11,10 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medattn.errors import UserError
-from medattn.hookspecs import AttentionContext
+from medattn.api import AttentionContext
 
-from .taps import feature_level, level_channels
+from .taps import feature_level
 
 BN_PRESETS = {"torch": {"momentum": 0.1, "eps": 1e-5}, "keras": {"momentum": 0.01, "eps": 1e-3}}
 
@@ -134,23 +133,16 @@ class DualAttention(nn.Module):
 
 def build_agpad(params: dict[str, Any], ctx: AttentionContext) -> nn.Module:
     """AG-PAD dual attention on the deepest feature map (densenet121 norm5 + ReLU in the paper)."""
-    params = params or {}
-    level = feature_level(ctx.backbone, params.get("level"), "attention.params.level")
-    preset = params.get("bn", "keras")
-    if preset not in BN_PRESETS:
-        raise UserError(f"attention.params.bn: {preset!r} is not one of {', '.join(BN_PRESETS)}")
-    bn = dict(BN_PRESETS[preset])
+    level = feature_level(ctx.backbone, params["level"], "attention.params.level")
+    bn = dict(BN_PRESETS[params["bn"]])
     for key in ("momentum", "eps"):
-        if params.get(f"bn_{key}") is not None:
-            bn[key] = float(params[f"bn_{key}"])
-    return AGPAD(level, level_channels(ctx.backbone, level), width=int(params.get("width", 512)),
-                 reduction=int(params.get("reduction", 8)), dropout=float(params.get("dropout", 0.5)),
-                 relu_input=bool(params.get("relu_input", True)), bn=bn)
+        if params[f"bn_{key}"] is not None:
+            bn[key] = params[f"bn_{key}"]
+    return AGPAD(level.name, level.channels, width=params["width"], reduction=params["reduction"],
+                 dropout=params["dropout"], relu_input=params["relu_input"], bn=bn)
 
 
 def build_dual(params: dict[str, Any], ctx: AttentionContext) -> nn.Module:
     """DANet PAM + CAM on one level of any backbone."""
-    params = params or {}
-    level = feature_level(ctx.backbone, params.get("level"), "attention.params.level")
-    return DualAttention(level, level_channels(ctx.backbone, level), int(params.get("reduction", 8)),
-                         params.get("fuse", "sum"))
+    level = feature_level(ctx.backbone, params["level"], "attention.params.level")
+    return DualAttention(level.name, level.channels, params["reduction"], params["fuse"])

@@ -6,7 +6,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medattn.hookspecs import AttentionContext
+from medattn.api import AttentionContext
 
 
 class Identity(nn.Module):

@@ -1,7 +1,7 @@
 """MLDAM: multi-level dual attention, as published (Mishra et al. 2019) and as ported by Goncalves & Cardoso 2021.
 
 PAM, the Gram-matrix CAM and NormL are written by hand: no library provides these parameter-free variants.
-All taps come from the backbone's single forward pass (the seed port re-ran the backbone for every tap).
+All taps come from the backbone's single forward pass (goncalves2021's port re-ran the backbone for every tap).
 """
 from __future__ import annotations
 
@@ -11,12 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medattn.errors import UserError
-from medattn.hookspecs import AttentionContext
+from medattn.api import AttentionContext, UserError
 
-from .taps import level_channels, pool_to, tile_channels
-
-VARIANTS = ("mishra2019", "goncalves2021")
+from .taps import level_info, pool_to, tile_channels
 
 # Default taps per backbone arch and variant: q, k (pooled to v's size), v (PAM values), x (CAM input).
 TAPS: dict[str, dict[str, dict[str, str]]] = {
@@ -50,7 +47,7 @@ def pam_mishra(v: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> tuple[torch
 
 
 def pam_goncalves(v: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The seed port's PAM: softmax over the whole N*N energy, transposed aggregation out = v E, plus v."""
+    """goncalves2021's PAM: softmax over the whole N*N energy, transposed aggregation out = v E, plus v."""
     b, c, h, w = v.shape
     energy = torch.bmm(q.flatten(2).transpose(1, 2), k.flatten(2))
     attn = torch.softmax(energy.flatten(1), dim=1).view_as(energy)  # all N*N entries sum to 1
@@ -115,32 +112,18 @@ class MLDAM(nn.Module):
         return dict(self._maps)
 
 
-def build_mldam(params: dict[str, Any], ctx: AttentionContext) -> nn.Module:
-    """MLDAM with ``variant`` mishra2019 (published) or goncalves2021 (the seed's port), taps from one pass."""
-    params = params or {}
-    variant = params.get("variant", "mishra2019")
-    if variant not in VARIANTS:
-        raise UserError(f"attention.params.variant: {variant!r} is not one of {', '.join(VARIANTS)}")
-    bb = ctx.backbone
-    arch = getattr(bb, "arch", "?")
-    taps = params.get("taps") or TAPS[variant].get(arch)
+def _taps(params: dict[str, Any], ctx: AttentionContext) -> dict[str, str]:
+    """The q, k, v, x levels: ``taps`` or the variant's table for the backbone's arch."""
+    taps = params["taps"] or TAPS[params["variant"]].get(ctx.backbone.arch)
     if not taps:
-        raise UserError(f"attention.params.taps: mldam has no default taps for backbone {arch!r} (defaults exist "
-                        f"for {', '.join(TAPS[variant])}); give taps: {{q: LEVEL, k: LEVEL, v: LEVEL, x: LEVEL}} "
-                        f"from {', '.join(getattr(bb, 'available_levels', []))}")
-    missing = [r for r in ("q", "k", "v", "x") if r not in taps]
-    if missing:
-        raise UserError(f"attention.params.taps: missing {', '.join(missing)} (need q, k, v and x)")
-    available = list(getattr(bb, "available_levels", []))
-    bad = [f"{r}={lv!r}" for r, lv in taps.items() if lv not in available]
-    if bad:
-        raise UserError(f"attention.params.taps: {', '.join(bad)} not levels of backbone {arch}; "
-                        f"available: {', '.join(available)}")
-    bb.request_levels([taps[r] for r in ("q", "k", "v", "x")])
-    channels = {r: level_channels(bb, taps[r]) for r in ("q", "k", "v", "x")}
-    pam = params.get("pam") or ("goncalves" if variant == "goncalves2021" else "mishra")
-    norm = params.get("norm") or ("batchnorm" if variant == "goncalves2021" else "layernorm")
-    tiled = variant == "goncalves2021"
+        raise UserError(f"attention.params.taps: mldam has no default taps for backbone {ctx.backbone.arch!r} "
+                        f"(defaults exist for {', '.join(TAPS[params['variant']])}); give taps: {{q: LEVEL, "
+                        f"k: LEVEL, v: LEVEL, x: LEVEL}} from {', '.join(i.name for i in ctx.backbone.feature_info)}")
+    return taps
+
+
+def _check_channels(taps: dict[str, str], channels: dict[str, int], tiled: bool) -> None:
+    """The tap channels the PAM and CAM can combine."""
     if channels["v"] != channels["x"]:
         raise UserError(f"attention.params.taps: v ({taps['v']}, {channels['v']} ch) and x ({taps['x']}, "
                         f"{channels['x']} ch) need the same channels to be averaged")
@@ -150,5 +133,19 @@ def build_mldam(params: dict[str, Any], ctx: AttentionContext) -> nn.Module:
     if not tiled and channels["q"] != channels["k"]:
         raise UserError(f"attention.params.taps: q ({taps['q']}, {channels['q']} ch) and k ({taps['k']}, "
                         f"{channels['k']} ch) need the same channels (mishra2019 has no projections)")
-    return MLDAM(variant, taps, channels, pam, norm, float(params.get("eps", 1e-6)),
-                 float(params.get("bn_momentum", 0.1)))
+
+
+def build_mldam(params: dict[str, Any], ctx: AttentionContext) -> nn.Module:
+    """MLDAM with ``variant`` mishra2019 (published) or goncalves2021 (that paper's port), taps from one pass."""
+    variant = params["variant"]
+    taps = _taps(params, ctx)
+    bad = [f"{r}={lv!r}" for r, lv in taps.items() if lv not in {i.name for i in ctx.backbone.feature_info}]
+    if bad:
+        raise UserError(f"attention.params.taps: {', '.join(bad)} not levels of backbone {ctx.backbone.arch}; "
+                        f"levels: {', '.join(i.name for i in ctx.backbone.feature_info)}")
+    channels = {r: level_info(ctx.backbone, taps[r], "attention.params.taps").channels for r in ("q", "k", "v", "x")}
+    tiled = variant == "goncalves2021"
+    _check_channels(taps, channels, tiled)
+    pam = params["pam"] or ("goncalves" if tiled else "mishra")
+    norm = params["norm"] or ("batchnorm" if tiled else "layernorm")
+    return MLDAM(variant, taps, channels, pam, norm, params["eps"], params["bn_momentum"])

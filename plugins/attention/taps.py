@@ -1,32 +1,29 @@
 """Helpers shared by the attention plugins: which backbone level to attend, and how to bring taps together."""
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
-from medattn.errors import UserError
+from medattn.api import Backbone, FeatureInfo, UserError
 
 
-def feature_level(backbone: Any, level: str | None, field: str) -> str:
-    """``level`` if given, else the backbone's deepest feature-map level (not a global pool); requested."""
-    if not level:
-        level = getattr(backbone, "spatial_level", None) or backbone.feature_info[-1]["name"]
-    available = list(getattr(backbone, "available_levels", []) or [i["name"] for i in backbone.feature_info])
-    if level not in available:
-        raise UserError(f"{field}: level {level!r} is not a level of backbone {getattr(backbone, 'arch', '?')}; "
-                        f"available: {', '.join(available)}")
-    backbone.request_levels([level])
-    return level
-
-
-def level_channels(backbone: Any, level: str) -> int:
-    """Channels of a requested level, from ``feature_info``."""
+def level_info(backbone: Backbone, level: str, field: str) -> FeatureInfo:
+    """The ``feature_info`` entry of ``level``; a level the backbone does not return is an error naming ``field``."""
     for info in backbone.feature_info:
-        if info["name"] == level:
-            return int(info["channels"])
-    raise UserError(f"backbone {getattr(backbone, 'arch', '?')} does not report level {level!r} in feature_info")
+        if info.name == level:
+            return info
+    raise UserError(f"{field}: {level!r} is not a level of backbone {backbone.arch}; "
+                    f"levels: {', '.join(i.name for i in backbone.feature_info)}")
+
+
+def feature_level(backbone: Backbone, level: str | None, field: str) -> FeatureInfo:
+    """``level`` if given, else the backbone's deepest feature map (not a global pool)."""
+    if level:
+        return level_info(backbone, level, field)
+    spatial = [info for info in backbone.feature_info if info.spatial]
+    if not spatial:
+        raise UserError(f"{field}: backbone {backbone.arch} returns no feature map, only global pools")
+    return spatial[-1]
 
 
 def pool_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -41,10 +38,7 @@ def pool_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def tile_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """Repeat ``x`` along channels (concatenation, as the seed port does) to reach ``channels``."""
+    """Repeat ``x`` along channels (concatenation, as goncalves2021's port does) to reach ``channels`` (a multiple
+    of x's channels: the factory checks it)."""
     c = x.shape[1]
-    if c == channels:
-        return x
-    if channels % c:
-        raise UserError(f"mldam: cannot tile {c} channels to {channels} (not a multiple)")
-    return torch.cat([x] * (channels // c), dim=1)
+    return x if c == channels else torch.cat([x] * (channels // c), dim=1)

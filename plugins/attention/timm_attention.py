@@ -1,16 +1,16 @@
 """``timm_attn``: any shape-preserving ``timm.layers.create_attn`` module (SE, ECA, CBAM, GC, ...) on chosen levels."""
 from __future__ import annotations
 
+import traceback
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from medattn.errors import UserError
-from medattn.hookspecs import AttentionContext
+from medattn.api import AttentionContext, FeatureInfo, UserError
 
-from .taps import feature_level, level_channels, pool_to
-from .timm_types import TIMM_ATTN_TYPES
+from .taps import feature_level, pool_to
 
 
 def _record_gate(module: nn.Module, args: Any, output: torch.Tensor) -> None:
@@ -18,40 +18,66 @@ def _record_gate(module: nn.Module, args: Any, output: torch.Tensor) -> None:
     module.__dict__.setdefault("_medattn_maps", []).append(output.detach())
 
 
+def failure_reason(exc: BaseException) -> str:
+    """``Type: message``, or for a bare assertion the library line that failed (``halo_attn.py:208: ...``)."""
+    if str(exc):
+        return f"{type(exc).__name__}: {exc}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    inside = [f for f in frames if Path(torch.__file__).parent not in Path(f.filename).parents] or frames
+    if not inside:
+        return type(exc).__name__
+    last = inside[-1]
+    return f"{type(exc).__name__} in {Path(last.filename).name}:{last.lineno}: {last.line}"
+
+
+def _level_key(level: str) -> str:
+    return level.replace(".", "_")
+
+
+def create_level_attn(attn_type: str, info: FeatureInfo, kwargs: dict[str, Any], ctx: AttentionContext) -> nn.Module:
+    """``create_attn(attn_type, channels, **kwargs)`` for one level, tried once on a map of that level's size, so a
+    module that cannot work there (halo needs a side that is a multiple of its block) is refused at build time."""
+    from timm.layers import create_attn
+
+    try:
+        module = create_attn(attn_type, info.channels, **kwargs)
+    except (TypeError, ValueError, AssertionError) as e:
+        raise UserError(f"attention.params.kwargs: timm create_attn({attn_type!r}) rejected {kwargs}: "
+                        f"{type(e).__name__}: {e}") from None
+    h, w = ctx.image_size
+    r = info.reduction or max(h, w)  # a global pool is (C, 1, 1)
+    side = (max(1, h // r), max(1, w // r))
+    try:
+        with torch.no_grad():
+            module.eval()(torch.zeros(1, info.channels, *side))
+    except Exception as e:  # noqa: BLE001 - whatever the library raises, the user gets one line
+        reason = failure_reason(e)
+        size = f"{h}" if h == w else f"{h}x{w}"
+        raise UserError(f"attention.params.type: {attn_type} cannot be built on {ctx.backbone.arch} at {size} px: "
+                        f"level {info.name} is {side[0]}x{side[1]} ({reason})") from None
+    return module.train()
+
+
 class TimmAttention(nn.Module):
     """One timm attention module per chosen level; returns the deepest attended level (or all, concatenated)."""
 
     default_head = {"name": "linear", "params": {}}
 
-    def __init__(self, backbone: Any, attn_type: str, levels: list[str], kwargs: dict[str, Any], fuse: str):
+    def __init__(self, modules: dict[str, nn.Module], fuse: str):
         super().__init__()
-        from timm.layers import create_attn
-
-        order = list(getattr(backbone, "available_levels", levels))
-        self.levels = sorted(levels, key=order.index)
+        self.levels = list(modules)  # shallow to deep
         self.fuse = fuse
-        self.attn = nn.ModuleDict()
-        for level in self.levels:
-            try:
-                module = create_attn(attn_type, level_channels(backbone, level), **kwargs)
-            except (TypeError, ValueError, AssertionError) as e:
-                raise UserError(f"attention.params.kwargs: timm create_attn({attn_type!r}) rejected {kwargs}: "
-                                f"{type(e).__name__}: {e}") from None
-            self.attn[self._key(level)] = module
-        self._gates = [(f"{level}/{name}", f"{self._key(level)}.{name}") for level in self.levels
-                       for name, _ in self.attn[self._key(level)].named_modules()
+        self.attn = nn.ModuleDict({_level_key(level): m for level, m in modules.items()})
+        self._gates = [(f"{level}/{name}", f"{_level_key(level)}.{name}") for level in self.levels
+                       for name, _ in self.attn[_level_key(level)].named_modules()
                        if name == "gate" or name.endswith(".gate")]
         for _, path in self._gates:
             self.attn.get_submodule(path).register_forward_hook(_record_gate)
 
-    @staticmethod
-    def _key(level: str) -> str:
-        return level.replace(".", "_")
-
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         for _, path in self._gates:
             self.attn.get_submodule(path).__dict__["_medattn_maps"] = []
-        outs = [self.attn[self._key(level)](features[level]) for level in self.levels]
+        outs = [self.attn[_level_key(level)](features[level]) for level in self.levels]
         if self.fuse == "concat" and len(outs) > 1:
             size = tuple(outs[-1].shape[-2:])
             return torch.cat([pool_to(o, size) for o in outs], dim=1)
@@ -68,11 +94,7 @@ class TimmAttention(nn.Module):
 
 def build_timm_attn(params: dict[str, Any], ctx: AttentionContext) -> nn.Module:
     """timm attention of ``type`` after each of ``levels`` (default: the deepest feature map)."""
-    params = params or {}
-    attn_type = params.get("type", "se")
-    if attn_type not in TIMM_ATTN_TYPES:
-        raise UserError(f"attention.params.type: {attn_type!r} is not one of {', '.join(TIMM_ATTN_TYPES)}")
-    levels = list(params.get("levels") or [None])
-    levels = [feature_level(ctx.backbone, lv, "attention.params.levels") for lv in levels]
-    return TimmAttention(ctx.backbone, attn_type, list(dict.fromkeys(levels)), dict(params.get("kwargs") or {}),
-                         params.get("fuse", "last"))
+    chosen = {feature_level(ctx.backbone, lv, "attention.params.levels").name for lv in params["levels"] or [None]}
+    infos = [info for info in ctx.backbone.feature_info if info.name in chosen]  # shallow to deep
+    modules = {info.name: create_level_attn(params["type"], info, params["kwargs"], ctx) for info in infos}
+    return TimmAttention(modules, params["fuse"])

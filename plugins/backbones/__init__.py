@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medattn.hookspecs import Component, hookimpl
+from medattn.api import Component, hookimpl
 
 from .levels import TORCHVISION_ARCHS, level_names
 
@@ -56,11 +56,11 @@ def _timm_schema() -> dict[str, Any]:
 
 _DESCRIPTIONS = {
     "resnet18": "torchvision ResNet-18: levels layer1..layer4 (+ inner blocks layerN.i); final layer4.",
-    "resnet50": "torchvision ResNet-50 as the seed uses it: levels layer1..layer4 (+ layerN.i), avgpool; "
+    "resnet50": "torchvision ResNet-50 as goncalves2021 uses it: levels layer1..layer4 (+ layerN.i), avgpool; "
                 "final avgpool (2048x1x1).",
-    "densenet121": "torchvision DenseNet-121 as the seed uses it: levels denseblock1..4, transition1..3, norm5; "
+    "densenet121": "torchvision DenseNet-121 as goncalves2021 uses it: levels denseblock1..4, transition1..3, norm5; "
                    "final norm5 (no ReLU).",
-    "vgg16": "torchvision VGG-16 as the seed uses it: levels pool3, conv4_1, conv4_3, pool4, conv5_1, conv5_3 "
+    "vgg16": "torchvision VGG-16 as goncalves2021 uses it: levels pool3, conv4_1, conv4_3, pool4, conv5_1, conv5_3 "
              "(post-ReLU), pool5; final pool5.",
 }
 

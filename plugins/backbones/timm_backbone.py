@@ -8,8 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medattn.errors import UserError
-from medattn.hookspecs import ModelContext
+from medattn.api import ModelContext, UserError
 
 from .feature_backbone import IMAGENET_MEAN, IMAGENET_STD, FeatureBackbone
 from .weights import missing_pretrained, torch_hub_file
@@ -43,55 +42,56 @@ def cached_pretrained_file(model_name: str) -> tuple[Path | None, list[Path], st
     return None, looked, cfg.url or (f"https://huggingface.co/{cfg.hf_hub_id}" if cfg.hf_hub_id else "")
 
 
+def create_features_model(params: dict[str, Any]) -> nn.Module:
+    """``timm.create_model(model_name, features_only=True, ...)`` with local weights only; errors name the field."""
+    import timm
+
+    name = params["model_name"]
+    kwargs: dict[str, Any] = {**params["model_kwargs"], "features_only": True, "in_chans": params["in_chans"]}
+    if params["out_indices"]:
+        kwargs["out_indices"] = tuple(params["out_indices"])
+    file: Path | None = None
+    if params["weights"]:
+        file = Path(params["weights"]).expanduser()
+        if not file.is_file():
+            raise UserError(f"backbone.params.weights: weights file {str(file)!r} does not exist")
+    elif params["pretrained"]:
+        file, looked, url = cached_pretrained_file(name)
+        if file is None:
+            raise missing_pretrained(f"timm {name}", looked, url)
+    if file is not None:
+        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(file), "source": ""})
+    try:
+        return timm.create_model(name, **kwargs)
+    except RuntimeError as e:
+        if "Unknown model" in str(e):
+            raise UserError(f"backbone.params.model_name: {name!r} is not a timm model "
+                            f"(see timm.list_models())") from None
+        if file is not None:
+            raise UserError(f"backbone.params.{'weights' if params['weights'] else 'pretrained'}: "
+                            f"{str(file)!r} does not fit timm {name}: {str(e).splitlines()[0]}") from None
+        raise
+    except (TypeError, AssertionError) as e:
+        raise UserError(f"backbone.params: timm.create_model({name!r}) rejected {kwargs}: {e}") from None
+
+
 class TimmBackbone(FeatureBackbone):
-    """A timm ``features_only`` model; every stage is computed in its one pass, forward returns the requested ones."""
+    """A timm ``features_only`` model: every stage it exposes is a level, all returned from its one pass."""
 
     def __init__(self, params: dict[str, Any]):
-        import timm
-
-        name = str(params.get("model_name", "resnet18"))
-        in_chans = int(params.get("in_chans", 3))
-        if in_chans not in (1, 3):
-            raise UserError(f"backbone.params.in_chans: {in_chans} is not 1 or 3")
-        kwargs: dict[str, Any] = dict(params.get("model_kwargs") or {})
-        kwargs.update(features_only=True, in_chans=in_chans)
-        if params.get("out_indices"):
-            kwargs["out_indices"] = tuple(int(i) for i in params["out_indices"])
-        file: Path | None = None
-        if params.get("weights"):
-            file = Path(str(params["weights"])).expanduser()
-            if not file.is_file():
-                raise UserError(f"backbone.params.weights: weights file {str(file)!r} does not exist")
-        elif params.get("pretrained", False):
-            file, looked, url = cached_pretrained_file(name)
-            if file is None:
-                raise missing_pretrained(f"timm {name}", looked, url)
-        if file is not None:
-            kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(file), "source": ""})
-        try:
-            body = timm.create_model(name, **kwargs)
-        except RuntimeError as e:
-            if "Unknown model" in str(e):
-                raise UserError(f"backbone.params.model_name: {name!r} is not a timm model "
-                                f"(see timm.list_models())") from None
-            if file is not None:
-                raise UserError(f"backbone.params.{'weights' if params.get('weights') else 'pretrained'}: "
-                                f"{str(file)!r} does not fit timm {name}: {str(e).splitlines()[0]}") from None
-            raise
-        except (TypeError, AssertionError) as e:
-            raise UserError(f"backbone.params: timm.create_model({name!r}) rejected {kwargs}: {e}") from None
+        body = create_features_model(params)
         info = body.feature_info
         levels = [{"name": n, "channels": int(c), "reduction": int(r)}
                   for n, c, r in zip(info.module_name(), info.channels(), info.reduction())]
         cfg = dict(getattr(body, "pretrained_cfg", None) or {})
-        super().__init__(name, in_chans, cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD), levels,
-                         levels[-1]["name"])
+        super().__init__(params["model_name"], params["in_chans"], cfg.get("mean", IMAGENET_MEAN),
+                         cfg.get("std", IMAGENET_STD), levels, levels[-1]["name"])
         self.body = body
-        self._names = [lv["name"] for lv in levels]
         children = dict(body.named_children())
-        self._keys = {n: self._module_key(n, children) for n in self._names}
-        self.cam_layer = "body." + (self._keys[self._names[-1]] or ("model." + self._names[-1]))
-        self.freeze(params.get("freeze", "none"))
+        self._keys = {lv["name"]: self._module_key(lv["name"], children) for lv in levels}
+        last = levels[-1]["name"]
+        self.cam_layer = "body." + (self._keys[last] or ("model." + last))
+        self.freeze(params["freeze"])
 
     @staticmethod
     def _module_key(level: str, children: dict[str, nn.Module]) -> str | None:
@@ -100,9 +100,6 @@ class TimmBackbone(FeatureBackbone):
             if key in children:
                 return key
         return None
-
-    def _rebuild(self) -> None:
-        """Nothing to rebuild: the features wrapper computes every stage in its single pass."""
 
     def _units(self) -> list[tuple[nn.Module, str]]:
         if any(k is None for k in self._keys.values()):
@@ -118,14 +115,13 @@ class TimmBackbone(FeatureBackbone):
         return units
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One pass; ``{level: tensor}`` shallow to deep, the final level last."""
+        """One pass; ``{level: tensor}`` for every level, shallow to deep, the final level last."""
         outs = self.body(x)
         if isinstance(outs, dict):
             outs = list(outs.values())
-        by_name = dict(zip(self._names, outs))
-        return OrderedDict((n, by_name[n]) for n in self.levels_out)
+        return OrderedDict((info.name, t) for info, t in zip(self.feature_info, outs))
 
 
 def build_timm(params: dict[str, Any], ctx: ModelContext) -> TimmBackbone:
     """Any timm model by ``model_name`` with ``features_only``; levels are its feature_info module names."""
-    return TimmBackbone(dict(params or {}))
+    return TimmBackbone(params)

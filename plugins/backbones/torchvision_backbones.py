@@ -11,10 +11,9 @@ from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from medattn.errors import UserError
-from medattn.hookspecs import ModelContext
+from medattn.api import ModelContext, UserError
 
-from .feature_backbone import IMAGENET_MEAN, IMAGENET_STD, FeatureBackbone
+from .feature_backbone import IMAGENET_MEAN, IMAGENET_STD, FeatureBackbone, deepest_spatial
 from .levels import TORCHVISION_ARCHS
 from .weights import (
     first_conv_to_one_channel,
@@ -58,29 +57,31 @@ class TorchvisionBackbone(FeatureBackbone):
 
     def __init__(self, arch: str, params: dict[str, Any]):
         spec = TORCHVISION_ARCHS[arch]
-        in_chans = int(params.get("in_chans", 3))
-        if in_chans not in (1, 3):
-            raise UserError(f"backbone.params.in_chans: {in_chans} is not 1 or 3")
+        in_chans = params["in_chans"]
         super().__init__(arch, in_chans, IMAGENET_MEAN, IMAGENET_STD, spec["levels"],
-                         params.get("final_level") or spec["final"])
+                         params["final_level"] or spec["final"])
         model = _construct(arch)
         self._load_weights(model, spec, params)
         if in_chans == 1:
             first_conv_to_one_channel(model, spec["stem"])
         parent, _, name = spec["classifier"].rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, name, nn.Identity())  # never used
-        self.__dict__["_source"] = model  # unregistered: body shares its modules, state_dict keys stay body.*
-        self._rebuild()
-        cam = spec["cam"] if spec["cam"] in self._level_table else self.spatial_level
+        # the whole torchvision model, sharing body's modules; unregistered, so state_dict keys stay body.*
+        # (bench/attention_cost.py runs its features whole)
+        self.__dict__["_source"] = model
+        nodes = {lv["node"]: n for n, lv in self._level_table.items()}
+        self.body = create_feature_extractor(model, return_nodes=nodes,
+                                             tracer_kwargs={"leaf_modules": [BasicBlock, Bottleneck]})
+        cam = spec["cam"] if spec["cam"] in self._level_table else deepest_spatial(self.feature_info)
         self.cam_layer = "body." + self._level_table[cam]["node"]
-        self.freeze(params.get("freeze", "none"))
+        self.freeze(params["freeze"])
 
     def _load_weights(self, model: nn.Module, spec: dict[str, Any], params: dict[str, Any]) -> None:
-        weights = params.get("weights")
+        weights = params["weights"]
         if weights:
             source, field = f"weights file {weights!r}", "backbone.params.weights"
             state = read_state_dict(weights, field)
-        elif params.get("pretrained", False):
+        elif params["pretrained"]:
             path, url = pretrained_file(self.arch)
             if not path.is_file():
                 raise missing_pretrained(f"torchvision {self.arch} ({spec['weights_tag']})", [path], url)
@@ -97,13 +98,6 @@ class TorchvisionBackbone(FeatureBackbone):
             first_conv_to_one_channel(model, spec["stem"])
         load_into(model, state, source, field, ignore_prefixes=[spec["classifier"]])
 
-    def _rebuild(self) -> None:
-        nodes = {self._level_table[n]["node"]: n for n in self.levels_out}
-        self._source.train(self.training)  # tracing flips the shared modules between train and eval
-        self.body = create_feature_extractor(self._source, return_nodes=nodes,
-                                             tracer_kwargs={"leaf_modules": [BasicBlock, Bottleneck]})
-        self.train(self.training)  # restore every mode, frozen BatchNorm included
-
     def _units(self) -> list[tuple[nn.Module, str]]:
         targets = [n.target for n in self.body.graph.nodes if n.op == "call_module"]
         ends = []
@@ -117,30 +111,26 @@ class TorchvisionBackbone(FeatureBackbone):
         return units
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One pass; ``{level: tensor}`` shallow to deep, the final level last."""
+        """One pass; ``{level: tensor}`` for every level, shallow to deep, the final level last."""
         out = self.body(x)
-        return OrderedDict((n, out[n]) for n in self.levels_out)
-
-
-def _build(arch: str, params: dict[str, Any], ctx: ModelContext) -> TorchvisionBackbone:
-    return TorchvisionBackbone(arch, dict(params or {}))
+        return OrderedDict((info.name, out[info.name]) for info in self.feature_info)
 
 
 def build_resnet18(params: dict[str, Any], ctx: ModelContext) -> TorchvisionBackbone:
     """torchvision ResNet-18; levels layer1..layer4 (+ inner blocks), final layer4."""
-    return _build("resnet18", params, ctx)
+    return TorchvisionBackbone("resnet18", params)
 
 
 def build_resnet50(params: dict[str, Any], ctx: ModelContext) -> TorchvisionBackbone:
-    """torchvision ResNet-50; levels layer1..layer4 (+ inner blocks) and avgpool, final avgpool (the seed's)."""
-    return _build("resnet50", params, ctx)
+    """torchvision ResNet-50; levels layer1..layer4 (+ inner blocks) and avgpool, final avgpool (goncalves2021's)."""
+    return TorchvisionBackbone("resnet50", params)
 
 
 def build_densenet121(params: dict[str, Any], ctx: ModelContext) -> TorchvisionBackbone:
-    """torchvision DenseNet-121; levels denseblock1..4, transition1..3, norm5 (final, no ReLU: the seed's)."""
-    return _build("densenet121", params, ctx)
+    """torchvision DenseNet-121; levels denseblock1..4, transition1..3, norm5 (final, no ReLU: goncalves2021's)."""
+    return TorchvisionBackbone("densenet121", params)
 
 
 def build_vgg16(params: dict[str, Any], ctx: ModelContext) -> TorchvisionBackbone:
     """torchvision VGG-16; levels pool3, conv4_1, conv4_3, pool4, conv5_1, conv5_3 (post-ReLU), pool5 (final)."""
-    return _build("vgg16", params, ctx)
+    return TorchvisionBackbone("vgg16", params)

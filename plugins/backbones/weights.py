@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medattn.errors import UserError
+from medattn.api import UserError
 
 
 def torch_hub_file(url: str) -> Path:

@@ -1,7 +1,7 @@
-"""Built-in heads: linear (GAP + Linear), flatten_linear (the seed baseline), mlp (the MLDAM heads)."""
+"""Built-in heads: linear (GAP + Linear), flatten_linear (goncalves2021's baseline), mlp (the MLDAM heads)."""
 from __future__ import annotations
 
-from medattn.hookspecs import Component, hookimpl
+from medattn.api import Component, hookimpl
 
 _MOD = "medattn_plugins.heads"
 
@@ -16,7 +16,7 @@ def medattn_components() -> list[Component]:
                       "dropout": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": 0.0,
                                   "description": "Dropout probability before the Linear (0 = none)."}}}),
         Component(kind="head", name="flatten_linear", factory=f"{_MOD}.linear:build_flatten_linear",
-                  description="The seed's baseline: flatten with no pooling, one Linear (densenet121 at 224 px: "
+                  description="goncalves2021's baseline: flatten with no pooling, one Linear (densenet121 at 224 px: "
                               "Linear(50176, 1)).",
                   params_schema={"type": "object", "additionalProperties": False, "properties": {}}),
         Component(kind="head", name="mlp", factory=f"{_MOD}.mlp:build_mlp",

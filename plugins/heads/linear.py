@@ -1,4 +1,4 @@
-"""Single-layer heads: ``linear`` (global average pool + Linear) and ``flatten_linear`` (the seed's baseline)."""
+"""Single-layer heads: ``linear`` (global average pool + Linear) and ``flatten_linear`` (goncalves2021's baseline)."""
 from __future__ import annotations
 
 import math
@@ -7,8 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medattn.errors import UserError
-from medattn.hookspecs import HeadContext
+from medattn.api import HeadContext, UserError
 
 
 def _in_shape(ctx: HeadContext, name: str) -> tuple[int, ...]:
@@ -36,10 +35,10 @@ class LinearHead(nn.Module):
 def build_linear(params: dict[str, Any], ctx: HeadContext) -> nn.Module:
     """GAP (when the input is a feature map) + optional dropout + Linear(C, num_outputs)."""
     shape = _in_shape(ctx, "linear")
-    return LinearHead(shape[0], int(ctx.num_outputs), float((params or {}).get("dropout", 0.0)))
+    return LinearHead(shape[0], ctx.num_outputs, params["dropout"])
 
 
 def build_flatten_linear(params: dict[str, Any], ctx: HeadContext) -> nn.Module:
-    """Flatten without pooling + one Linear: the seed's baseline head (densenet121 at 224: Linear(50176, 1))."""
+    """Flatten without pooling + one Linear: goncalves2021's baseline head (densenet121 at 224: Linear(50176, 1))."""
     shape = _in_shape(ctx, "flatten_linear")
-    return nn.Sequential(nn.Flatten(1), nn.Linear(math.prod(shape), int(ctx.num_outputs)))
+    return nn.Sequential(nn.Flatten(1), nn.Linear(math.prod(shape), ctx.num_outputs))

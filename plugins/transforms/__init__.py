@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medattn.hookspecs import Component, hookimpl
+from medattn.api import Component, hookimpl
 
 _MOD = "medattn_plugins.transforms.presets"
 
@@ -32,7 +32,7 @@ def medattn_components() -> list[Component]:
     """The built-in augmentation presets."""
     return [
         Component("transform", "none", f"{_MOD}:build_none", "No augmentation (identity)", _EMPTY),
-        Component("transform", "seed2021", f"{_MOD}:build_seed2021", "Goncalves 2021: RandomAffine(10 deg, "
+        Component("transform", "goncalves2021", f"{_MOD}:build_goncalves2021", "Goncalves 2021: RandomAffine(10 deg, "
                   "translate (0.05, 0.1), scale (0.95, 1.05), nearest, fill 0) then hflip 0.5", _EMPTY),
         Component("transform", "mishra2019", f"{_MOD}:build_mishra2019", "Mishra 2019 (Keras "
                   "ImageDataGenerator): width shift 40 px, shear 0.2 deg, zoom 0.2, hflip", MISHRA),

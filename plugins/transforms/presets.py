@@ -1,4 +1,4 @@
-"""Augmentation presets of the three seed studies, and ``custom`` torchvision.transforms.v2 pipelines.
+"""Augmentation presets of the three reproduced papers, and ``custom`` torchvision.transforms.v2 pipelines.
 
 Each factory returns a callable mapping one float image tensor (C, H, W) in [0, 1] to another of the same
 shape. Randomness comes from torch's global generator, which the core seeds.
@@ -12,8 +12,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from medattn.errors import UserError
-from medattn.hookspecs import TransformContext
+from medattn.api import TransformContext, UserError
 
 
 def build_none(params: dict[str, Any], ctx: TransformContext) -> Any:
@@ -21,8 +20,8 @@ def build_none(params: dict[str, Any], ctx: TransformContext) -> Any:
     return v2.Identity()
 
 
-def build_seed2021(params: dict[str, Any], ctx: TransformContext) -> Any:
-    """REFERENCE 1.2 exactly (the Resize to 224 is done by the dataset)."""
+def build_goncalves2021(params: dict[str, Any], ctx: TransformContext) -> Any:
+    """goncalves2021's training augmentation exactly (its Resize to 224 is done by the dataset)."""
     return v2.Compose([
         v2.RandomAffine(degrees=10, translate=(0.05, 0.1), scale=(0.95, 1.05), shear=0,
                         interpolation=v2.InterpolationMode.NEAREST, fill=0),
@@ -78,9 +77,8 @@ class KerasAffine(torch.nn.Module):
 
 def build_mishra2019(params: dict[str, Any], ctx: TransformContext) -> Any:
     """ImageDataGenerator(width_shift_range=40, shear_range=0.2, zoom_range=0.2, horizontal_flip=True)."""
-    ref = int(params.get("reference_size", 112))
     return v2.Compose([
-        KerasAffine(rotation=float(params.get("rotation", 0.0)), width_shift=min(40.0 / ref, 1.0),
+        KerasAffine(rotation=params["rotation"], width_shift=min(40.0 / params["reference_size"], 1.0),
                     shear=0.2, zoom=0.2),
         v2.RandomHorizontalFlip(0.5),
     ])
@@ -94,13 +92,13 @@ def build_agpad2021(params: dict[str, Any], ctx: TransformContext) -> Any:
     ])
 
 
-def _convert(key: str, value: Any) -> Any:
+def _convert(key: str, value: Any, where: str) -> Any:
     if key == "interpolation" and isinstance(value, str):
         try:
             return v2.InterpolationMode(value.lower())
         except ValueError:
             names = [m.value for m in v2.InterpolationMode]
-            raise UserError(f"train.augment params: interpolation '{value}' is not one of {names}") from None
+            raise UserError(f"{where}.interpolation: '{value}' is not one of {names}") from None
     if isinstance(value, list):
         return tuple(value)
     return value
@@ -111,16 +109,16 @@ def build_custom(params: dict[str, Any], ctx: TransformContext) -> Any:
     ops = []
     known = sorted(n for n in dir(v2) if isinstance(getattr(v2, n), type)
                    and issubclass(getattr(v2, n), v2.Transform) and not n.startswith("_"))
-    for i, op in enumerate(params.get("ops") or []):
-        name = op.get("name", "")
-        where = f"train.augment params.ops[{i}]"
+    for i, op in enumerate(params["ops"]):
+        name = op["name"]
+        where = f"train.augment.params.ops.{i}"
         if name not in known:
             import difflib
 
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise UserError(f"{where}.name: '{name}' is not a torchvision.transforms.v2 transform{hint}")
-        kwargs = {k: _convert(k, v) for k, v in (op.get("params") or {}).items()}
+        kwargs = {k: _convert(k, v, f"{where}.params") for k, v in op["params"].items()}
         try:
             ops.append(getattr(v2, name)(**kwargs))
         except (TypeError, ValueError) as exc:

@@ -1,5 +1,5 @@
 """An example medattn plugin: registration only (plain data, no torch import here)."""
-from medattn.hookspecs import Component, hookimpl
+from medattn.api import Component, hookimpl
 
 __version__ = "0.1.0"
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from medattn.api import AttentionContext
+
 
 class SpatialGate(nn.Module):
     """y = x * sigmoid(g(x)) on the backbone's last level; the gate is exposed as an attention map."""
@@ -23,7 +25,6 @@ class SpatialGate(nn.Module):
         return {} if self._last is None else {"gate": self._last}
 
 
-def build(params: dict, ctx) -> SpatialGate:
-    """Factory: medattn calls it with the validated params and an AttentionContext."""
-    channels = ctx.backbone.feature_info[-1]["channels"]
-    return SpatialGate(channels, int(params.get("hidden", 16)))
+def build(params: dict, ctx: AttentionContext) -> SpatialGate:
+    """Factory: medattn calls it with the validated params (schema defaults filled in) and an AttentionContext."""
+    return SpatialGate(ctx.backbone.feature_info[-1].channels, params["hidden"])
