@@ -46,7 +46,8 @@ def _parent_file(path: Path, parent: str, chain: tuple[Path, ...], where: str) -
         target = (path.parent / parent).resolve()
         found = target.is_file()
     except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a name too long, a symlink loop
-        raise ConfigError([f"{where}: cannot use {parent!r}: {exc}"]) from None
+        shown = parent if len(parent) <= 60 else parent[:57] + "..."
+        raise ConfigError([f"{where}: cannot use {shown!r}: {type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"]) from None
     if target in chain:
         cycle = " -> ".join(str(p.name) for p in chain + (target,))
         raise ConfigError([f"{where}: cycle: {cycle}"])

@@ -152,7 +152,7 @@ def compose(schema: Any, reg: Registry) -> Any:
         cases.append({"if": {"properties": {"name": {"const": n}}, "required": ["name"]}, "then": then})
     description = schema.get("description", "")
     return {
-        "description": f"{description}: a {kind} component's name, or {{name: ..., params: {{...}}}}".lstrip(": "),
+        "description": f"{description}: one of the {kind} names, or {{name: ..., params: {{...}}}}".lstrip(": "),
         "anyOf": [
             {"type": "string", "enum": names},
             {"type": "object", "required": ["name"], "additionalProperties": False, "properties": props,
