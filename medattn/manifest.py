@@ -57,6 +57,7 @@ def manifest(run) -> dict:
         selected[kind] = {"name": comp.name, "plugin": comp.plugin, "version": comp.version}
     return {
         "experiment": run.experiment, "variant": run.variant, "repeat_seed": run.seed,
+        "choices": json.loads(canonical(run.choices)),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "python": sys.version.split()[0], "platform": platform.platform(), "versions": versions(),
         "components": selected, "seed": run.config["seed"], "device": str(run.device),

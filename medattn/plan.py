@@ -45,7 +45,8 @@ def plan(exp: Experiment, output_dir: str | None = None, jobs: list[str] | None 
             config = cfg if seed is None else {**copy.deepcopy({k: v for k, v in cfg.items() if k != "seeds"}),
                                                "seed": seed}
             run = Run(exp.name, variant.name, config, folder.run(variant.name, seed), exp.registry,
-                      device or cfg["device"], seed, writes=writes, cache_dir=base / ".cache")
+                      device or cfg["device"], seed, writes=writes, cache_dir=base / ".cache",
+                      choices=dict(variant.choices))
             out.append((run, run_jobs))
     if problems:
         raise UserError("\n".join(dict.fromkeys(problems)))

@@ -28,6 +28,7 @@ class Run:
     log: Callable[[str], None] = print
     writes: bool = True
     cache_dir: Path | None = None  # decoded-image cache shared by the runs of an output folder
+    choices: dict[str, Any] = field(default_factory=dict)  # the matrix choices that made this variant
     _cache: dict[str, Any] = field(default_factory=dict)
 
     @property

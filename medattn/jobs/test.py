@@ -116,8 +116,12 @@ def comparisons(exp: ExperimentView, spec: dict[str, Any]) -> list[dict]:
     if len({variant for variant, _ in preds}) < 2:
         return []
     attention = {v.variant: v.config["model"]["attention"]["name"] for v in exp.runs}
+    manifests = {(v.variant, v.seed): v.dir.read_manifest() for v in exp.runs if v.dir.manifest.is_file()}
+    choices = {variant: m.get("choices") or {} for (variant, _), m in manifests.items()}
+    test_sets = {key: (m.get("data") or {}).get("fingerprint") for key, m in manifests.items()}
     rows = stats.compare(preds, spec["reference"], spec["metrics"], spec["correction"], attention=attention,
-                         resamples=int(spec["resamples"]), seed=int(exp.config["seed"]))
+                         choices=choices, test_sets=test_sets, resamples=int(spec["resamples"]),
+                         seed=int(exp.config["seed"]))
     return [{"checkpoint": checkpoint, **row} for row in rows]
 
 

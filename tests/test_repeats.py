@@ -1,0 +1,51 @@
+"""Repeated seeds: one run per (variant, seed), aggregates across seeds and paired comparisons of variants."""
+from __future__ import annotations
+
+from medattn.rundir import ExperimentDir
+
+REPEATS = """\
+name: rep
+seed: 3
+device: cpu
+output_dir: {out}
+dataset:
+  name: synthetic_lesions
+  image_size: 32
+  params: {{n_train: 16, n_val: 8, n_test: 12, data_seed: 1}}
+model:
+  backbone: {{name: resnet18, params: {{pretrained: false}}}}
+  attention: {{name: none}}
+train: {{epochs: 1, batch_size: 8}}
+test: {{checkpoints: [last], bootstrap: {{resamples: 0}}}}
+compare: {{reference: none, metrics: [roc_auc, accuracy], resamples: 50}}
+jobs: [train, test]
+matrix:
+  attention:
+    none: {{model.attention: {{name: none}}}}
+    se: {{model.attention: {{name: timm_attn, params: {{type: se}}}}}}
+"""
+
+
+def test_seeds_run_each_pair_aggregate_and_compare(write, cli, tmp_path):
+    exp_file = write("rep.yaml", REPEATS.format(out=tmp_path / "runs"))
+    code, out, err = cli("run", exp_file, "--set", "seeds=[0,1]")
+    assert code == 0, err
+    exp = ExperimentDir(tmp_path / "runs" / "rep")
+    assert sorted(r.root.relative_to(exp.root).as_posix() for r in exp.runs()) == [
+        "none/seed-0", "none/seed-1", "se/seed-0", "se/seed-1"]
+    assert exp.run("se", 1).read_config()["seed"] == 1 and "seeds" not in exp.run("se", 1).read_config()
+    summary = exp.read_table("summary")
+    assert {(r["variant"], r["seed"]) for r in summary} == {("none", "0"), ("none", "1"), ("se", "0"), ("se", "1")}
+    agg = [r for r in exp.read_table("aggregate") if r["metric"] == "accuracy" and r["table"] == "summary"]
+    assert {r["variant"] for r in agg} == {"none", "se"} and all(r["n"] == "2" for r in agg)
+    for r in agg:
+        means = [float(s["accuracy"]) for s in summary if s["variant"] == r["variant"]]
+        assert abs(float(r["mean"]) - sum(means) / 2) < 1e-9
+    comp = exp.read_table("comparisons")
+    assert {(r["variant"], r["reference"], r["metric"]) for r in comp} == {("se", "none", "roc_auc"),
+                                                                          ("se", "none", "accuracy")}
+    assert all(0 <= float(r["p"]) <= 1 and float(r["p_adjusted"]) >= float(r["p"]) for r in comp)
+    assert exp.table("comparisons", "md").is_file() and exp.table("aggregate", "md").is_file()
+    # a grid slice skips the (variant, seed) pairs that are done
+    code, out, err = cli("run", exp_file, "--set", "seeds=[0,1]", "--shard", "0/1")
+    assert code == 0 and out.count("complete") == 4 and "0 to run" in out
