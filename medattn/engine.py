@@ -67,48 +67,64 @@ def class_weights_for(spec: Any, labels: list[int], n_classes: int) -> list[floa
 
 
 def make_optimizer(model: nn.Module, spec: dict[str, Any]) -> torch.optim.Optimizer:
-    """adam | adamw | sgd (momentum, nesterov) with weight decay, over the trainable parameters."""
+    """adam | adamw | sgd (momentum, nesterov) with weight decay, over the trainable parameters
+    (``spec``: the validated ``train.optimizer`` section)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    name, lr, wd = spec.get("name", "adam"), float(spec.get("lr", 1e-4)), float(spec.get("weight_decay", 0.0))
+    name, lr, wd = spec["name"], float(spec["lr"]), float(spec["weight_decay"])
     if name == "sgd":
-        momentum, nesterov = float(spec.get("momentum", 0.0)), bool(spec.get("nesterov", False))
+        momentum, nesterov = float(spec["momentum"]), bool(spec["nesterov"])
         if nesterov and momentum <= 0:
             raise UserError("train.optimizer.nesterov: needs momentum > 0")
         return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=momentum, nesterov=nesterov)
-    betas = tuple(spec.get("betas", (0.9, 0.999)))
     cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
-    return cls(params, lr=lr, weight_decay=wd, betas=betas)  # type: ignore[arg-type]
+    return cls(params, lr=lr, weight_decay=wd, betas=tuple(spec["betas"]))  # type: ignore[arg-type]
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, spec: dict[str, Any] | None, epochs: int) -> Any:
-    """none | plateau (Keras ReduceLROnPlateau semantics: absolute min_delta) | cosine | step; stepped per epoch."""
-    spec = spec or {}
-    name = spec.get("name", "none")
+def make_scheduler(optimizer: torch.optim.Optimizer, spec: dict[str, Any], epochs: int) -> Any:
+    """none | plateau (Keras ReduceLROnPlateau semantics: absolute min_delta) | cosine | step; stepped per epoch
+    (``spec``: the validated ``train.scheduler`` section)."""
+    name = spec["name"]
     if name == "none":
         return None
     if name == "plateau":
         from .metrics import mode_of
 
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode=spec.get("mode") or mode_of(spec.get("monitor", "train_loss")),
-            factor=float(spec.get("factor", 0.1)), patience=int(spec.get("patience", 10)),
-            threshold=float(spec.get("min_delta", 1e-4)), threshold_mode="abs",
-            cooldown=int(spec.get("cooldown", 0)), min_lr=float(spec.get("min_lr", 0.0)))
+            optimizer, mode=mode_of(spec["monitor"]) if spec["mode"] == "auto" else spec["mode"],
+            factor=float(spec["factor"]), patience=int(spec["patience"]), threshold=float(spec["min_delta"]),
+            threshold_mode="abs", cooldown=int(spec["cooldown"]), min_lr=float(spec["min_lr"]))
     if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(spec.get("t_max") or epochs),
-                                                          eta_min=float(spec.get("min_lr", 0.0)))
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(spec["t_max"] or epochs),
+                                                          eta_min=float(spec["min_lr"]))
     if name == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=int(spec.get("step_size", 30)),
-                                               gamma=float(spec.get("gamma", 0.1)))
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=int(spec["step_size"]), gamma=float(spec["gamma"]))
     raise UserError(f"train.scheduler.name: unknown scheduler {name!r}")
 
 
-def scheduler_step(scheduler: Any, spec: dict[str, Any] | None, row: dict[str, float]) -> None:
+def restore_scheduler(scheduler: Any, state: dict[str, Any], spec: dict[str, Any], epochs: int) -> None:
+    """Load a saved scheduler state. A cosine schedule whose length follows ``train.epochs`` (``t_max: null``)
+    takes the new length when a run is continued to more epochs, and goes on from the point of the longer
+    curve that the epochs done reach (the saved curve would restart its cycle, upwards)."""
+    if scheduler is None or not state:
+        return
+    if not isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) or spec["t_max"] is not None \
+            or state["T_max"] == epochs:
+        scheduler.load_state_dict(state)
+        return
+    scheduler.load_state_dict({**state, "T_max": epochs})
+    done, eta_min = scheduler.last_epoch, scheduler.eta_min
+    lrs = [eta_min + (base - eta_min) * (1 + math.cos(math.pi * done / epochs)) / 2 for base in scheduler.base_lrs]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = lrs  # what get_last_lr() reports, as after a step
+
+
+def scheduler_step(scheduler: Any, spec: dict[str, Any], row: dict[str, float]) -> None:
     """Advance the scheduler after an epoch (plateau reads its monitored value from the history row)."""
     if scheduler is None:
         return
     if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        monitor = (spec or {}).get("monitor", "train_loss")
+        monitor = spec["monitor"]
         if monitor not in row:
             raise UserError(f"train.scheduler.monitor: {monitor!r} is not measured; have {', '.join(row)}")
         scheduler.step(row[monitor])
@@ -135,8 +151,7 @@ class Precision:
         return torch.autocast(device_type=device.type, dtype=self.dtype)
 
 
-def precision_for(device: torch.device, amp: str = "none", channels_last: bool = False,
-                  log: Callable[[str], None] = print) -> Precision:
+def precision_for(device: torch.device, amp: str, channels_last: bool, log: Callable[[str], None]) -> Precision:
     """AMP (bf16, or fp16 with a GradScaler) and channels_last, on CUDA only; off elsewhere (said once)."""
     if device.type != "cuda":
         if amp != "none" or channels_last:
@@ -161,9 +176,15 @@ def configure_determinism(deterministic: bool) -> None:
 
 
 def rng_states() -> dict[str, Any]:
-    """Every global RNG state (python, numpy, torch CPU, each CUDA device) for an exact resume."""
-    states: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
-                              "torch": torch.get_rng_state()}
+    """Every global RNG state (python, numpy, torch CPU, each CUDA device) for an exact resume, as tensors,
+    lists and numbers only, so that a checkpoint holding them loads with ``torch.load(weights_only=True)``."""
+    version, words, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states: dict[str, Any] = {
+        "python": {"version": version, "state": list(words), "gauss": gauss},
+        "numpy": {"kind": kind, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -171,8 +192,10 @@ def rng_states() -> dict[str, Any]:
 
 def set_rng_states(states: dict[str, Any]) -> None:
     """Restore what :func:`rng_states` captured."""
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    py, npy = states["python"], states["numpy"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    np.random.set_state((npy["kind"], np.asarray(npy["keys"], dtype=np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached_gaussian"]))
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -186,18 +209,18 @@ def set_rng_states(states: dict[str, Any]) -> None:
 class LoaderSettings:
     """DataLoader knobs from the experiment file (``dataset.num_workers`` and ``train.loader``)."""
 
-    num_workers: int = 0
-    pin_memory: str | bool = "auto"
-    persistent_workers: bool = False
-    prefetch_factor: int = 2
+    num_workers: int
+    pin_memory: str | bool  # "auto": on CUDA
+    persistent_workers: bool
+    prefetch_factor: int
 
 
 def make_loader(ds: Any, batch_size: int, shuffle: bool, seed: int, device: torch.device,
-                settings: LoaderSettings | None = None, sampler: Any = None, drop_last: bool = False
+                settings: LoaderSettings, sampler: Any = None, drop_last: bool = False
                 ) -> torch.utils.data.DataLoader:
     """A DataLoader whose shuffling and worker seeds come from ``seed`` (torch seeds each worker's python,
     numpy and torch RNG from the loader's generator), with pinned memory / workers / prefetch as configured."""
-    s = settings or LoaderSettings()
+    s = settings
     gen = torch.Generator()
     gen.manual_seed(seed)
     pin = device.type == "cuda" if s.pin_memory == "auto" else bool(s.pin_memory)
@@ -231,8 +254,13 @@ class Outputs:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
+def bar(iterable: Any, desc: str, progress: bool, **kwargs: Any) -> tqdm:
+    """A tqdm bar on stderr, shown only when ``progress`` and stderr is a terminal (never ``\\r`` in a log)."""
+    return tqdm(iterable, desc=desc, dynamic_ncols=True, disable=None if progress else True, **kwargs)
+
+
 def _batches(loader: Any, desc: str, progress: bool) -> Iterator[Any]:
-    return iter(tqdm(loader, desc=desc, leave=False, unit="batch", dynamic_ncols=True, disable=not progress))
+    return iter(bar(loader, desc, progress, leave=False, unit="batch"))
 
 
 def _to(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -255,9 +283,9 @@ def train_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
     total, count, labels, scores = 0.0, 0, [], []
     n_batches = len(loader)
     t0 = time.perf_counter()
-    bar = tqdm(loader, desc=desc, leave=False, unit="batch", dynamic_ncols=True, disable=not progress)
+    batches = bar(loader, desc, progress, leave=False, unit="batch")
     optimizer.zero_grad(set_to_none=True)
-    for step, batch in enumerate(bar):
+    for step, batch in enumerate(batches):
         x = _to(batch["image"], device, prec.channels_last)
         y = batch["label"].to(device, non_blocking=True)
         boundary = (step + 1) % accumulate == 0 or step + 1 == n_batches
@@ -287,8 +315,8 @@ def train_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
         count += len(y)
         labels.append(y.detach())
         scores.append(model.probabilities(logits.detach()).float())
-        if progress:
-            bar.set_postfix(loss=f"{total / count:.4f}", img_s=f"{count / (time.perf_counter() - t0):.0f}")
+        if not batches.disable:
+            batches.set_postfix(loss=f"{total / count:.4f}", img_s=f"{count / (time.perf_counter() - t0):.0f}")
     seconds = time.perf_counter() - t0
     return Outputs(total / max(count, 1), torch.cat(labels).cpu().numpy() if labels else np.zeros(0, int),
                    torch.cat(scores).cpu().numpy() if scores else np.zeros(0), images=count, seconds=seconds)

@@ -6,7 +6,7 @@ multi-class metrics are macro averages, with per-class values in :func:`per_clas
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,9 @@ CI_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "specifici
 # metrics a checkpoint / early stopping / scheduler may monitor, prefixed by train_ or val_
 MONITORABLE = ("loss", "accuracy", "balanced_accuracy", "precision", "recall", "specificity", "f1", "roc_auc",
                "pr_auc", "brier", "ece")
+# equal-width confidence bins of the ECE inside classification_metrics (the test job's reliability diagram
+# uses test.calibration_bins)
+ECE_BINS = 10
 
 
 def mode_of(metric: str) -> str:
@@ -92,7 +95,7 @@ def _classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: f
     # multi-class Brier: mean over samples of the squared distance to the one-hot label (binary: sklearn's)
     out["brier"] = float(skm.brier_score_loss(labels, pos, pos_label=1) if binary
                          else np.mean(np.sum((probs - onehot) ** 2, axis=1)))
-    out["ece"] = reliability(labels, scores)["ece"]
+    out["ece"] = reliability(labels, scores, ECE_BINS)["ece"]
     if len(present) > 1:
         if binary:
             out["roc_auc"] = float(skm.roc_auc_score(labels, pos))
@@ -144,7 +147,7 @@ def confusion(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) ->
                                 labels=list(range(k))).tolist()
 
 
-def reliability(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> dict[str, Any]:
+def reliability(labels: np.ndarray, scores: np.ndarray, bins: int) -> dict[str, Any]:
     """Expected calibration error and reliability-diagram data (equal-width bins on the confidence).
 
     Binary: confidence = P(class 1) against the positive rate (sklearn's calibration_curve, with counts).
@@ -175,8 +178,7 @@ def reliability(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> dict[
 # operating points
 
 
-def choose_threshold(labels: np.ndarray, scores: np.ndarray, method: str = "fixed", target: float = 0.9,
-                     fixed: float = 0.5) -> float:
+def choose_threshold(labels: np.ndarray, scores: np.ndarray, method: str, target: float, fixed: float) -> float:
     """A decision threshold on P(class 1): ``fixed``, ``youden`` (max TPR - FPR), ``sensitivity`` (the highest
     threshold reaching ``target`` sensitivity) or ``specificity`` (the lowest reaching ``target`` specificity)."""
     if method == "fixed":
@@ -201,13 +203,28 @@ def choose_threshold(labels: np.ndarray, scores: np.ndarray, method: str = "fixe
     raise UserError(f"test.threshold_method: unknown method {method!r}")
 
 
+def operating_point(labels: np.ndarray, scores: np.ndarray, test: Mapping[str, Any]) -> dict[str, Any]:
+    """The decision threshold that the ``test`` section asks for (``threshold_method``, ``threshold``,
+    ``threshold_target``), chosen on these (validation) labels and scores: ``{"value", "rule", "source"}``.
+
+    The train job stores it in every model file and the test job applies it, so both use this one function.
+    """
+    method, target = test["threshold_method"], test["threshold_target"]
+    value = choose_threshold(labels, scores, method, float(target), float(test["threshold"]))
+    if method == "fixed":
+        source = "fixed"
+    else:
+        source = f"validation ({method}" + (f" {target})" if method != "youden" else ")")
+    return {"value": float(value), "rule": method, "source": source}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # bootstrap
 
 
-def bootstrap_ci(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5, resamples: int = 1000,
-                 seed: int = 0, groups: Sequence[str] | None = None, confidence: float = 0.95,
-                 keys: Sequence[str] = CI_METRICS) -> dict[str, list[float]]:
+def bootstrap_ci(labels: np.ndarray, scores: np.ndarray, threshold: float, resamples: int, seed: int,
+                 groups: Sequence[str] | None, confidence: float, keys: Sequence[str] = CI_METRICS
+                 ) -> dict[str, list[float]]:
     """Percentile bootstrap intervals ``{metric: [low, high]}``; resamples whole groups (patients) when given.
 
     Each resample is a vector of multiplicities (how often each image is drawn), so image and group
@@ -302,8 +319,7 @@ def _weighted_binary(labels: np.ndarray, pos: np.ndarray, threshold: float, weig
 # presentation-attack detection (ISO/IEC 30107-3 names; class 1 = attack, as AG-PAD)
 
 
-def pad_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5, fdr: float = 0.002
-                ) -> dict[str, Any]:
+def pad_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float, fdr: float) -> dict[str, Any]:
     """APCER (attacks accepted as bona fide), BPCER (bona fide rejected), ACER, and TDR at the given FDR.
 
     Returns the scalars plus ``roc`` ({fdr, tdr, thresholds}) for the semilog plot of AG-PAD.

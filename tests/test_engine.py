@@ -1,4 +1,4 @@
-"""The train and test jobs: exact resume, atomic checkpoints, NaN stop, training options, test outputs."""
+"""The train and test jobs and the engine: exact resume, atomic checkpoints, NaN stop, training options, test outputs."""
 from __future__ import annotations
 
 import csv
@@ -12,6 +12,8 @@ from torch import nn
 from medattn import checkpoints
 from medattn import engine as E
 from medattn.config import load_experiment
+from medattn.config.schema import fill_defaults
+from medattn.jobs.train import PARAMS
 from medattn.runner import run_experiment
 
 # a seconds-long experiment with timm's tiny test network
@@ -31,7 +33,7 @@ train:
   batch_size: 4
   optimizer: {{name: adamw, lr: 1.0e-3, weight_decay: 0.01}}
   scheduler: {{name: cosine}}
-  augment: seed2021
+  augment: goncalves2021
   progress: false
 test: {{checkpoints: [best_val_loss], bootstrap: {{resamples: 50}}}}
 jobs: [train]
@@ -194,9 +196,14 @@ def test_gradient_accumulation_equals_the_large_batch():
     assert not torch.allclose(plain.fc.weight, small.fc.weight, atol=1e-6)  # two steps differ from one
 
 
+def section(key, **values):
+    """A train.<key> section as validation leaves it: the given values and every default."""
+    return fill_defaults(PARAMS["properties"][key], values)
+
+
 def test_plateau_follows_keras_reduce_lr_on_plateau():
     opt = torch.optim.SGD(Toy().parameters(), lr=1e-3)
-    spec = {"name": "plateau", "monitor": "train_loss", "factor": 0.1, "patience": 2, "min_delta": 1e-4}
+    spec = section("scheduler", name="plateau", monitor="train_loss", factor=0.1, patience=2, min_delta=1e-4)
     sched = E.make_scheduler(opt, spec, epochs=10)
     lrs = []
     for loss in (1.0, 0.99995, 0.99995, 0.99995, 0.5):  # improvements below min_delta do not count
@@ -216,15 +223,15 @@ def test_class_weights_and_optimisers():
     assert E.loss_function(model, w).pos_weight.item() == pytest.approx(3.0)
     with pytest.raises(E.UserError, match="3 weights for 2 classes"):
         E.class_weights_for([1, 2, 3], labels, 2)
-    sgd = E.make_optimizer(Toy(), {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True,
-                                   "weight_decay": 1e-4})
+    sgd = E.make_optimizer(Toy(), section("optimizer", name="sgd", lr=0.1, momentum=0.9, nesterov=True,
+                                          weight_decay=1e-4))
     assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"] and sgd.defaults["weight_decay"] == 1e-4
-    assert isinstance(E.make_optimizer(Toy(), {"name": "adamw"}), torch.optim.AdamW)
+    assert isinstance(E.make_optimizer(Toy(), section("optimizer", name="adamw")), torch.optim.AdamW)
     with pytest.raises(E.UserError, match="nesterov"):
-        E.make_optimizer(Toy(), {"name": "sgd", "nesterov": True})
+        E.make_optimizer(Toy(), section("optimizer", name="sgd", nesterov=True))
 
 
-def test_test_job_threshold_from_validation_ci_pad_and_seed_text(write, tmp_path):
+def test_test_job_threshold_from_validation_ci_and_pad(write, tmp_path):
     text = FAST.format(epochs=1, out=tmp_path / "runs").replace(
         "test: {checkpoints: [best_val_loss], bootstrap: {resamples: 50}}",
         "test:\n  checkpoints: [best_val_loss, best_train_loss]\n  threshold_method: youden\n"
@@ -246,9 +253,3 @@ def test_test_job_threshold_from_validation_ci_pad_and_seed_text(write, tmp_path
     assert len(preds) == 8 and {"id", "group", "label", "prediction", "score"} <= set(preds[0])
     assert all(int(p["prediction"]) == (float(p["score"]) >= m["threshold"]) for p in preds)
     assert (run / "metrics" / "pad_roc_best_val_loss.csv").is_file()
-    seed_txt = (run / "metrics" / "seed_results.txt").read_text().split("\n\n\n")
-    assert seed_txt[0].startswith("Model Name: test_resnet | Weight Split: tr | Train Setting: baselinedaug\n"
-                                  "Accuracy: ") or seed_txt[0].startswith("Model Name: timm")
-    assert "Weight Split: val" in seed_txt[1]
-    summary = (tmp_path / "runs" / "fast" / "seed_results.txt").read_text()
-    assert summary.endswith("Finished.\n") and summary.count("Model Name:") == 2

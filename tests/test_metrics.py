@@ -1,13 +1,13 @@
-"""Metrics against scikit-learn and small hand-checked cases; thresholds; bootstrap; PAD; seed text format."""
+"""Metrics against scikit-learn and small hand-checked cases; thresholds; bootstrap; PAD; the original's text format."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from medattn_plugins.original import results_text
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
 from medattn import metrics as M
-from medattn import seed_report
 from medattn.errors import UserError
 
 
@@ -74,33 +74,40 @@ def test_multiclass_macro_and_per_class_match_sklearn():
 def test_threshold_selection_on_validation():
     y = np.array([0, 0, 0, 1, 1, 1])
     s = np.array([0.1, 0.2, 0.7, 0.3, 0.8, 0.9])
-    assert M.choose_threshold(y, s, "fixed", fixed=0.42) == 0.42
+    assert M.choose_threshold(y, s, "fixed", 0.9, fixed=0.42) == 0.42
     # Youden: 0.8 (TPR 2/3, FPR 0) and 0.3 (TPR 1, FPR 1/3) tie at J=2/3; the stricter one is taken first
-    assert M.choose_threshold(y, s, "youden") == pytest.approx(0.8)
-    assert M.choose_threshold(y, s, "sensitivity", target=1.0) == pytest.approx(0.3)  # highest with TPR 1
-    assert M.choose_threshold(y, s, "specificity", target=1.0) == pytest.approx(0.8)  # lowest with FPR 0
-    assert M.choose_threshold(y, s, "specificity", target=0.6) == pytest.approx(0.3)
+    assert M.choose_threshold(y, s, "youden", 0.9, 0.5) == pytest.approx(0.8)
+    assert M.choose_threshold(y, s, "sensitivity", 1.0, 0.5) == pytest.approx(0.3)  # highest with TPR 1
+    assert M.choose_threshold(y, s, "specificity", 1.0, 0.5) == pytest.approx(0.8)  # lowest with FPR 0
+    assert M.choose_threshold(y, s, "specificity", 0.6, 0.5) == pytest.approx(0.3)
     with pytest.raises(UserError, match="needs a binary task"):
-        M.choose_threshold(np.array([0, 1, 2]), np.eye(3), "youden")
+        M.choose_threshold(np.array([0, 1, 2]), np.eye(3), "youden", 0.9, 0.5)
     with pytest.raises(UserError, match="both classes"):
-        M.choose_threshold(np.array([1, 1]), np.array([0.2, 0.9]), "youden")
+        M.choose_threshold(np.array([1, 1]), np.array([0.2, 0.9]), "youden", 0.9, 0.5)
+    # the record the train job keeps in a model file and the test job applies
+    test = {"threshold_method": "sensitivity", "threshold": 0.5, "threshold_target": 1.0}
+    assert M.operating_point(y, s, test) == {"value": pytest.approx(0.3), "rule": "sensitivity",
+                                             "source": "validation (sensitivity 1.0)"}
+    assert M.operating_point(y, s, {**test, "threshold_method": "youden"})["source"] == "validation (youden)"
+    assert M.operating_point(y, s, {**test, "threshold_method": "fixed"}) == {"value": 0.5, "rule": "fixed",
+                                                                            "source": "fixed"}
 
 
 def test_bootstrap_is_seeded_grouped_and_matches_sklearn_weights():
     rng = np.random.default_rng(2)
     y = rng.integers(0, 2, 60)
     s = np.round(np.clip(y * 0.25 + rng.random(60) * 0.75, 0, 1), 2)  # ties on purpose
-    a = M.bootstrap_ci(y, s, 0.5, resamples=300, seed=7)
-    assert a == M.bootstrap_ci(y, s, 0.5, resamples=300, seed=7)
-    assert a != M.bootstrap_ci(y, s, 0.5, resamples=300, seed=8)
+    a = M.bootstrap_ci(y, s, 0.5, 300, 7, None, 0.95)
+    assert a == M.bootstrap_ci(y, s, 0.5, 300, 7, None, 0.95)
+    assert a != M.bootstrap_ci(y, s, 0.5, 300, 8, None, 0.95)
     point = M.classification_metrics(y, s)
     for key in ("accuracy", "recall", "specificity", "f1", "roc_auc"):
         lo, hi = a[key]
         assert lo <= point[key] <= hi, key
     # one image per group (ids in order): the same draws, the same intervals
-    assert M.bootstrap_ci(y, s, 0.5, 300, 7, groups=[f"p{i:03d}" for i in range(60)]) == a
+    assert M.bootstrap_ci(y, s, 0.5, 300, 7, [f"p{i:03d}" for i in range(60)], 0.95) == a
     # three big patients: far fewer distinct resamples, different intervals
-    assert M.bootstrap_ci(y, s, 0.5, 300, 7, groups=[str(i % 3) for i in range(60)]) != a
+    assert M.bootstrap_ci(y, s, 0.5, 300, 7, [str(i % 3) for i in range(60)], 0.95) != a
     # the vectorised resample metrics equal sklearn's with sample weights
     w = rng.integers(0, 3, (4, 60)).astype(float)
     got = M._weighted_binary(y, s, 0.5, w)
@@ -113,7 +120,7 @@ def test_bootstrap_is_seeded_grouped_and_matches_sklearn_weights():
     # multi-class goes through the per-resample path and is repeatable too
     probs = np.eye(3)[rng.integers(0, 3, 30)] * 0.5 + 0.5 / 3
     yy = rng.integers(0, 3, 30)
-    assert M.bootstrap_ci(yy, probs, resamples=20, seed=1) == M.bootstrap_ci(yy, probs, resamples=20, seed=1)
+    assert M.bootstrap_ci(yy, probs, 0.5, 20, 1, None, 0.95) == M.bootstrap_ci(yy, probs, 0.5, 20, 1, None, 0.95)
 
 
 def test_pad_metrics_and_tdr_at_fdr():
@@ -132,17 +139,17 @@ def test_pad_metrics_and_tdr_at_fdr():
     ss = np.r_[neg, attacks]
     third_highest = np.sort(neg)[-3]
     expected = np.mean(attacks > third_highest)
-    assert M.pad_metrics(yy, ss)["tdr_at_0_2pct_fdr"] == pytest.approx(expected)
+    assert M.pad_metrics(yy, ss, 0.5, 0.002)["tdr_at_0_2pct_fdr"] == pytest.approx(expected)
 
 
-def test_seed_text_format(tmp_path):
+def test_original_text_format(tmp_path):
     cfg = {"model": {"backbone": {"name": "densenet121"}, "attention": {"name": "mldam"}},
-           "train": {"augment": {"name": "seed2021"}}}
-    assert seed_report.model_name(cfg) == "DenseNet121" and seed_report.setting(cfg) == "mldamdaug"
+           "train": {"augment": {"name": "goncalves2021"}}}
+    assert results_text.model_name(cfg) == "DenseNet121" and results_text.setting(cfg) == "mldamdaug"
     m = {"accuracy": 0.6649746192893401, "recall": 0.5573770491803278, "precision": 0.6017699115044248,
          "f1": 0.5787234042553191}
-    text = seed_report.render([("DenseNet121", "val", "baseline", m), ("DenseNet121", "tr", "mldam", None),
-                               ("DenseNet121", "tr", "baseline", m)], finished=True)
+    text = results_text.render([("DenseNet121", "val", "baseline", m), ("DenseNet121", "tr", "mldam", None),
+                                ("DenseNet121", "tr", "baseline", m)], finished=True)
     assert text == (
         "Model Name: DenseNet121 | Weight Split: tr | Train Setting: baseline\n"
         "Accuracy: 0.6649746192893401 | Recall: 0.5573770491803278 | Precision: 0.6017699115044248 | "

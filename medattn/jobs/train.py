@@ -1,17 +1,17 @@
-"""The train job: epochs of training and validation, a per-epoch history, best and last checkpoints.
+"""The train job: builds the model, optimiser, loaders and callbacks of a run and hands them to the trainer.
 
-An interrupted run continues from ``checkpoints/last.pt``, which holds the model, optimiser, scheduler,
-GradScaler, epoch, best values, early-stopping state, history and every RNG state; the shuffling of each
-epoch comes from (seed, epoch). A resumed CPU run therefore ends with exactly the weights and metrics of an
-uninterrupted one. Under ``torchrun`` the model is wrapped in DDP and only rank 0 writes files.
+Writes ``checkpoints/last.pt`` (resume) and ``best_*.pt`` (self-contained model files, see
+:mod:`medattn.checkpoints`) and ``metrics/history.csv``. An interrupted run resumes exactly from last.pt; a
+finished one given more epochs continues from it (:mod:`medattn.trainer`). Under ``torchrun`` the model is
+wrapped in DDP and only rank 0 writes files.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from ..config.schema import slot
-from ..errors import UserError
+from ..rundir import RunDir
+from .base import Job
 from .checkpoint_names import CHECKPOINT_NAMES, METRIC_NAMES
 
 MONITOR = "^(train|val)_(" + "|".join(METRIC_NAMES) + ")$"
@@ -79,7 +79,7 @@ PARAMS = {
                              "items": {"type": "string", "pattern": BEST}},
                             CHECKPOINT_NAMES[:2],
                             "best checkpoints kept besides last.pt: best_<train|val>_<loss|metric>, min for "
-                            "loss/brier/ece and max otherwise (the seed's pair: lowest val and train loss)"),
+                            "loss/brier/ece and max otherwise (the original's pair: lowest val and train loss)"),
         "early_stopping": {
             "type": "object", "additionalProperties": False, "default": {},
             "description": "stop when the monitored value has not improved for `patience` epochs",
@@ -107,177 +107,109 @@ PARAMS = {
                 "prefetch_factor": _key({"type": "integer", "minimum": 1}, 2, "batches loaded ahead per worker"),
             },
         },
-        "progress": _key({"type": "boolean"}, True, "tqdm bars per epoch with loss and throughput"),
+        "progress": _key({"type": "boolean"}, True,
+                         "tqdm bars with loss and throughput when stderr is a terminal (else a log line per epoch)"),
         "tensorboard": _key({"enum": ["auto", True, False]}, "auto",
                             "write runs/.../tensorboard event files (auto: when tensorboard is installed)"),
     },
 }
 
-CURVES = ("loss", "accuracy", "balanced_accuracy", "recall", "precision", "specificity", "f1", "roc_auc")
+class TrainJob(Job):
+    """Train the run's model, or resume or continue it from last.pt; see the module docstring."""
+
+    name = "train"
+    writes = ("checkpoint", "history")
+    distributed = True
+
+    def run(self, run: Any) -> None:
+        from .. import distributed
+        from .. import engine as E
+        from ..callbacks import BestCheckpoints
+
+        cfg = run.config["train"]
+        dist = distributed.setup(run.device)
+        E.configure_determinism(cfg["deterministic"])
+        trainer = _trainer(run, dist)
+        if not trainer.resume():
+            return
+        trainer.net = _forward(trainer.model, dist, cfg["compile"])
+        trainer.fit()
+        best = next(c.best for c in trainer.callbacks if isinstance(c, BestCheckpoints))
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in best.items()) or "no best checkpoint"
+        trainer.say(f"   train: {trainer.state.epoch} epochs; {shown}; history in {RunDir(run.dir).history}")
 
 
-def run(run) -> None:
-    """Train (or resume) the run's model; see the module docstring."""
+def _trainer(run: Any, dist: Any) -> Any:
+    """The trainer of a run: model (seeded), precision, optimiser, schedule, loss, loaders and callbacks."""
     import torch
 
-    from .. import checkpoints, distributed
     from .. import engine as E
-    from ..metrics import classification_metrics, mode_of
+    from ..trainer import Trainer
 
     cfg = run.config["train"]
-    seed = int(run.config.get("seed", 42))
-    dist = distributed.setup(run.device)
-    device = dist.device
-    E.configure_determinism(bool(cfg.get("deterministic", False)))
     bundle, splits = run.data()
-    model = run.new_model().to(device)  # seeded: the same initial weights on every rank
-    prec = E.precision_for(device, cfg.get("amp", "none"), bool(cfg.get("channels_last", False)), run.log)
-    if prec.channels_last:
+    model = run.new_model().to(dist.device)  # seeded: the same initial weights on every rank
+    precision = E.precision_for(dist.device, cfg["amp"], cfg["channels_last"], run.log)
+    if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = E.make_optimizer(model, cfg.get("optimizer", {}))
-    epochs = int(cfg["epochs"])
-    sched_spec = dict(cfg.get("scheduler") or {})
-    if sched_spec.get("mode") == "auto":
-        sched_spec["mode"] = None
-    scheduler = E.make_scheduler(optimizer, sched_spec, epochs)
-    weights = E.class_weights_for(cfg.get("class_weights", "none"), E.split_labels(splits["train"])
-                                  if cfg.get("class_weights", "none") == "balanced" else [], len(bundle.class_names))
-    loss_fn = E.loss_function(model, weights)
-    ckdir = run.dir / "checkpoints"
-    last = ckdir / "last.pt"
-    wanted = list(cfg.get("checkpoints", CHECKPOINT_NAMES[:2]))
-    stop_cfg = cfg.get("early_stopping") or {}
-    state: dict[str, Any] = {"epoch": 0, "best": {}, "history": [], "stale": 0, "stopped": False}
-    if last.is_file():
-        saved = checkpoints.load(last)
-        if saved.get("epoch", 0) >= epochs or saved.get("stopped"):
-            run.log(f"   train: already trained for {saved['epoch']} epochs ({last}); skipping")
-            return
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if scheduler is not None and saved.get("scheduler") is not None:
-            scheduler.load_state_dict(saved["scheduler"])
-        if prec.scaler is not None and saved.get("scaler") is not None:
-            prec.scaler.load_state_dict(saved["scaler"])
-        state.update({k: saved[k] for k in ("epoch", "best", "history", "stale", "es_best") if k in saved})
-        if "rng" in saved:
-            E.set_rng_states(saved["rng"])
-        run.log(f"   train: resuming from epoch {state['epoch']} ({last})")
-    net = distributed.wrap(model, dist)
-    if cfg.get("compile"):
-        net = torch.compile(net)
-    settings = E.LoaderSettings(int(run.config["dataset"].get("num_workers", 0)), **(cfg.get("loader") or {}))
-    bs = int(cfg["batch_size"])
+    optimizer = E.make_optimizer(model, cfg["optimizer"])
+    weights = E.class_weights_for(cfg["class_weights"], E.split_labels(splits["train"])
+                                  if cfg["class_weights"] == "balanced" else [], len(bundle.class_names))
+    train_loader, val_loader, val_sampler = _loaders(run, dist, splits)
+    return Trainer(model=model, optimizer=optimizer,
+                   scheduler=E.make_scheduler(optimizer, cfg["scheduler"], cfg["epochs"]),
+                   schedule=cfg["scheduler"], precision=precision, loss_fn=E.loss_function(model, weights),
+                   train_loader=train_loader, val_loader=val_loader, val_sampler=val_sampler, dist=dist,
+                   epochs=cfg["epochs"], accumulate=cfg["accumulate"], clip_grad_norm=cfg["clip_grad_norm"],
+                   last=RunDir(run.dir).last, callbacks=_callbacks(run, model, bundle), log=run.log,
+                   progress=cfg["progress"] and dist.main)
+
+
+def _loaders(run: Any, dist: Any, splits: dict) -> tuple[Any, Any, Any]:
+    """(epoch -> shuffled train loader, val loader, val sampler); each epoch's order comes from (seed, epoch)."""
+    from .. import distributed
+    from .. import engine as E
+
+    cfg, seed = run.config["train"], run.config["seed"]
+    settings = E.LoaderSettings(run.config["dataset"]["num_workers"], **cfg["loader"])
     train_sampler = distributed.sampler(splits["train"], dist, shuffle=True, seed=seed)
     val_sampler = distributed.sampler(splits["val"], dist, shuffle=False, seed=seed)
-    val_loader = E.make_loader(splits["val"], bs, False, seed, device, settings, val_sampler)
-    progress = bool(cfg.get("progress", True)) and dist.main
-    history_file = run.dir / "metrics" / "history.csv"
-    board = _tensorboard(run, cfg.get("tensorboard", "auto")) if dist.main else None
-    from tqdm.auto import tqdm
 
-    bar = tqdm(range(state["epoch"], epochs), desc=f"{run.variant} epochs", unit="epoch", dynamic_ncols=True,
-               initial=state["epoch"], total=epochs, disable=not progress)
-    for epoch in bar:
+    def train_loader(epoch: int) -> Any:
         if train_sampler is not None:
             train_sampler.set_epoch(epoch)
-        train_loader = E.make_loader(splits["train"], bs, True, seed * 1000 + epoch, device, settings, train_sampler)
-        try:
-            tr = E.train_epoch(model, train_loader, optimizer, device, f"epoch {epoch + 1}", loss_fn, prec,
-                               int(cfg.get("accumulate", 1)), float(cfg.get("clip_grad_norm", 0.0)), net, progress)
-        except E.NonFiniteLoss as exc:
-            kept = f"{last} (epoch {state['epoch']})" if last.is_file() else "none (it failed in the first epoch)"
-            raise UserError(f"train {run.variant}: {exc}; training stopped. Last good checkpoint: {kept}. "
-                            "Lower train.optimizer.lr, set train.clip_grad_norm, or check the data.") from None
-        tr = distributed.gather_train(tr, dist)
-        va = distributed.gather_outputs(E.collect(model, val_loader, device, "val", prec, net, progress),
-                                        val_sampler, dist)
-        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": tr.loss, "val_loss": va.loss}
-        tr_m, va_m = classification_metrics(tr.labels, tr.scores), classification_metrics(va.labels, va.scores)
-        for key in CURVES[1:]:
-            row[f"train_{key}"] = tr_m.get(key, math.nan)
-            row[f"val_{key}"] = va_m.get(key, math.nan)
-        for key in ("brier", "ece", "pr_auc"):
-            row[f"val_{key}"] = va_m.get(key, math.nan)
-            row[f"train_{key}"] = tr_m.get(key, math.nan)
-        row["lr"] = optimizer.param_groups[0]["lr"]
-        row["train_img_s"] = round(tr.images_per_second, 1)
-        row["seconds"] = round(tr.seconds + va.seconds, 2)
-        E.scheduler_step(scheduler, sched_spec, row)
-        state["history"].append(row)
-        improved = []
-        for name in wanted:
-            monitor = name[len("best_"):]
-            value, mode = row.get(monitor, math.nan), mode_of(monitor)
-            old = state["best"].get(name)
-            if math.isfinite(value) and (old is None or (value < old if mode == "min" else value > old)):
-                state["best"][name] = value
-                improved.append(name)
-        stop = _early_stop(state, row, stop_cfg, mode_of)
-        state["epoch"] = epoch + 1
-        state["stopped"] = stop
-        if dist.main:
-            weights_now = model.state_dict()
-            for name in improved:
-                checkpoints.save({"model": weights_now, "epoch": epoch + 1, "monitor": name[len("best_"):],
-                                  "value": state["best"][name], name: state["best"][name]}, ckdir / f"{name}.pt")
-            checkpoints.save({"model": weights_now, "optimizer": optimizer.state_dict(),
-                              "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                              "scaler": prec.scaler.state_dict() if prec.scaler is not None else None,
-                              "rng": E.rng_states(), "format": 2, **state}, last)
-            write_history(run.path("metrics", "history.csv"), state["history"])
-            if board is not None:
-                for key, value in row.items():
-                    if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
-                        board.add_scalar(key.replace("_", "/", 1), value, epoch + 1)
-        distributed.barrier(dist)
-        bar.set_postfix(train_loss=f"{tr.loss:.4f}", val_loss=f"{va.loss:.4f}",
-                        val_acc=f"{va_m.get('accuracy', math.nan):.3f}", img_s=f"{tr.images_per_second:.0f}")
-        if distributed.broadcast_flag(stop, dist):
-            run.log(f"   train: early stop after epoch {epoch + 1}: {stop_cfg.get('monitor', 'val_loss')} "
-                    f"did not improve for {stop_cfg.get('patience')} epochs")
-            break
-    if board is not None:
-        board.close()
-    if dist.main:
-        best = ", ".join(f"{k} {v:.4f}" for k, v in state["best"].items())
-        run.log(f"   train: {state['epoch']} epochs; {best or 'no best checkpoint'}; history in {history_file}")
+        return E.make_loader(splits["train"], cfg["batch_size"], True, seed * 1000 + epoch, dist.device, settings,
+                             train_sampler)
+
+    val_loader = E.make_loader(splits["val"], cfg["batch_size"], False, seed, dist.device, settings, val_sampler)
+    return train_loader, val_loader, val_sampler
 
 
-def _early_stop(state: dict, row: dict, spec: dict, mode_of) -> bool:
-    """Update the early-stopping counter from this epoch's row; True when training should stop."""
-    patience = int(spec.get("patience", 0))
-    if patience <= 0:
-        return False
-    monitor = spec.get("monitor", "val_loss")
-    if monitor not in row:
-        raise UserError(f"train.early_stopping.monitor: {monitor!r} is not measured; have {', '.join(row)}")
-    value, delta = row[monitor], float(spec.get("min_delta", 0.0))
-    ref = state.get("es_best")
-    better = ref is None or (value < ref - delta if mode_of(monitor) == "min" else value > ref + delta)
-    if better and math.isfinite(value):
-        state["es_best"], state["stale"] = value, 0
-    else:
-        state["stale"] = state.get("stale", 0) + 1
-    return state["stale"] >= patience
+def _callbacks(run: Any, model: Any, bundle: Any) -> list:
+    """Progress, early stopping, best and last checkpoints, history, TensorBoard; in this order (last.pt saves
+    the state of those before it)."""
+    from .. import callbacks as C
+    from ..checkpoints import model_meta
+
+    cfg, rd = run.config["train"], RunDir(run.dir)
+    manifest = rd.read_manifest() if rd.manifest.is_file() else {}
+    fingerprint = (manifest.get("data") or {}).get("fingerprint") or bundle.info.get("fingerprint")
+    meta = model_meta(run.config, bundle.class_names, model.backbone, run.registry, fingerprint)
+    model_file = C.ModelFile(meta, run.config["test"])
+    stop = cfg["early_stopping"]
+    return [C.Progress(cfg["progress"], run.label),
+            C.EarlyStopping(stop["patience"], stop["monitor"], stop["min_delta"]),
+            C.BestCheckpoints(cfg["checkpoints"], rd.checkpoints, model_file),
+            C.LastCheckpoint(rd.last, model_file),
+            C.History(rd.history),
+            C.TensorBoard(rd.tensorboard, cfg["tensorboard"])]
 
 
-def _tensorboard(run, setting):
-    """A SummaryWriter under the run directory, or None (off, or tensorboard not installed in auto mode)."""
-    if setting is False:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        if setting is True:
-            raise UserError("train.tensorboard: true, but tensorboard is not installed (pip install tensorboard)"
-                            ) from None
-        return None
-    return SummaryWriter(log_dir=str(run.dir / "tensorboard"))
+def _forward(model: Any, dist: Any, compile_model: bool) -> Any:
+    """The module that runs forward: DDP around the model under torchrun, compiled when asked."""
+    import torch
 
+    from .. import distributed
 
-def write_history(path, rows: list[dict]) -> None:
-    """metrics/history.csv, rewritten atomically after every epoch."""
-    from ..runner import write_csv
-
-    write_csv(path, rows, list(rows[0]))
+    net = distributed.wrap(model, dist)
+    return torch.compile(net) if compile_model else net
