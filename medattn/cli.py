@@ -46,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
     plug = sub.add_parser("plugins", help="list components and plugin load errors")
     plug.add_argument("--json", action="store_true", help="machine-readable output")
     plug.add_argument("--markdown", action="store_true",
-                      help="a Markdown reference of every component and its params (the README's plugin reference)")
+                      help="a Markdown reference of every component and its params (docs/reference.md)")
     plug.add_argument("--check", action="store_true",
                       help="import every component's factory and report what fails (for plugin authors)")
     plug.add_argument("--kind", help="only this kind (dataset, backbone, attention, head, explainer, ...)")

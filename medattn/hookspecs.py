@@ -102,7 +102,7 @@ class Backbone(Protocol):
     deep, the final level last), all from ONE pass. The levels are fixed when the factory returns.
     """
 
-    arch: str  # e.g. "vgg16": attention modules may pick per-architecture defaults by it
+    arch: str  # the architecture's name: attention modules may pick per-architecture defaults by it
     in_chans: int  # channels of the input images (1 or 3)
     mean: tuple[float, ...]  # normalisation the weights expect, one value per input channel
     std: tuple[float, ...]

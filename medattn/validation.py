@@ -23,7 +23,7 @@ def validate_runs(exp: Experiment, output_dir: str | None = None,
     problems: list[str] = []
     runs = plan(exp, output_dir=output_dir, device=device, writes=False)
     for run, jobs in runs:
-        where = _where(marks[run.variant], run.label)
+        where = _where(marks[run.variant], run.label if len(runs) > 1 else "")
         found = _check_run(run, jobs, exp, where)
         if isinstance(found, str):
             lines.append(found)
@@ -36,8 +36,8 @@ def _where(marked: Any, label: str):
     def at(path: tuple, message: str) -> str:
         mark = marked.mark(path) if path else None
         dotted = ".".join(map(str, path))
-        return " ".join(x for x in (str(mark) if mark else "", f"{dotted}:" if dotted else "",
-                                    f"[{label}]", message) if x)
+        return " ".join(x for x in (str(mark) if mark else "", f"{dotted}:" if dotted else "", message,
+                                    f"[run {label}]" if label else "") if x)
     return at
 
 

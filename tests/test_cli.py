@@ -21,10 +21,12 @@ def test_schema_is_json_schema_with_component_params():
     out = medattn("schema")
     schema = json.loads(out.stdout)
     assert schema["$schema"].endswith("2020-12/schema")
-    backbone = schema["properties"]["model"]["properties"]["backbone"]
-    assert "resnet18" in backbone["properties"]["name"]["enum"]
+    backbone = schema["$defs"]["experiment"]["properties"]["model"]["properties"]["backbone"]
+    assert "resnet18" in backbone["anyOf"][0]["enum"]  # the bare-name shorthand
+    full = backbone["anyOf"][1]
+    assert "resnet18" in full["properties"]["name"]["enum"]
     assert any(rule["then"]["properties"]["params"].get("properties", {}).get("pretrained")
-               for rule in backbone["allOf"])
+               for rule in full["allOf"])
 
 
 def test_bad_file_exits_2_without_traceback(tmp_path):
@@ -40,7 +42,8 @@ def test_bad_file_exits_2_without_traceback(tmp_path):
 def test_validate_a_good_file(tiny):
     out = medattn("validate", tiny)
     assert out.returncode == 0, out.stderr
-    assert "ok default: device cpu; data train 24, val 8, test 8 (2 classes)" in out.stdout
+    assert "ok default: device cpu; classes round, spiculated; train 24 (round 12, spiculated 12); val 8" in out.stdout
+    assert "valid (1 run)" in out.stdout
 
 
 def test_listing_and_schema_do_not_import_torch():
@@ -81,6 +84,7 @@ def test_user_error_raised_in_a_loader_worker_is_unwrapped():
 def test_validate_checks_explainer_layers(tiny):
     out = medattn("validate", tiny, "--set", "explain.methods=[{name: gradcam, params: {layer: backbone.nope}}]")
     assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "--set explain.methods=" in out.stderr  # the mark of a value that came from --set
     assert "explain.methods.0.params.layer: layer 'backbone.nope' not found in the model" in out.stderr
 
 

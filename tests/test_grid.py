@@ -54,7 +54,7 @@ def test_shard_runs_only_its_slice(write, tmp_path, cli):
     assert code == 0, err
     base = tmp_path / "runs" / "fast"
     trained = sorted(p.name for p in base.iterdir() if (p / "checkpoints" / "last.pt").is_file())
-    assert len(trained) == 1 and "shard 1/2: 1 of 2 variant(s), 1 to run" in out
+    assert len(trained) == 1 and "shard 1/2: 1 of 2 run(s), 1 to run" in out
     code, _, err = cli("run", file, "--shard", "2/2")
     assert code == 2 and "--shard" in err and "Traceback" not in err
     code, _, err = cli("run", file, "--devices", "cuda:7")

@@ -50,7 +50,7 @@ def test_run_dir_of_a_different_experiment_is_refused(tiny, cli):
     assert cli("run", tiny, "--set", "jobs=[train]")[0] == 0
     code, _, err = cli("run", tiny, "--set", "train.optimizer.lr=0.01", "--set", "jobs=[train]")
     assert code == 2
-    assert "holds a different experiment (train.optimizer.lr: was 0.001, now 0.01)" in err
+    assert "holds a different run (train.optimizer.lr: was 0.001, now 0.01)" in err
     assert "Traceback" not in err
     # changing only what is not part of the model's identity is allowed
     assert cli("run", tiny, "--set", "explain.samples=1", "--set", "jobs=[train]")[0] == 0
@@ -64,7 +64,7 @@ def test_unavailable_device_is_refused_before_any_work(tiny, tmp_path, cli):
 
 def test_missing_checkpoint_for_test_job_is_clear(tiny, cli):
     code, _, err = cli("run", tiny, "--jobs", "test")
-    assert code == 2 and "checkpoint not found (run the train job first" in err
+    assert code == 2 and "the test job needs" in err and "best_val_loss.pt" in err and "run the train job first" in err
 
 
 def test_matrix_runs_each_variant_and_summarises(tiny, tmp_path):

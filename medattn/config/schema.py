@@ -111,7 +111,8 @@ def core_schema(reg: Registry) -> dict:
                 "description": "backbone -> attention -> head -> logits",
                 "properties": {
                     "backbone": slot("backbone", "feature extractor giving several levels in one pass"),
-                    "attention": slot("attention", "attention module over the backbone's levels"),
+                    "attention": {**slot("attention", "attention module over the backbone's levels (default: none)"),
+                                  "default": {"name": "none"}},
                     "head": slot("head", "maps attention output to logits; default: the attention's paper head"),
                     "output": {"enum": ["auto", "sigmoid", "softmax"], "default": "auto",
                                "description": "sigmoid: 1 output + BCE-with-logits; softmax: one output per "
@@ -292,7 +293,7 @@ def walk_slots(schema: Any, data: Any, fn: Callable[[str, dict, Any, tuple], Any
 
 
 def expand_shorthand(schema: dict, data: dict) -> dict:
-    """``attention: mldam`` -> ``attention: {name: mldam, params: {}}`` wherever a slot sits."""
+    """``attention: NAME`` -> ``attention: {name: NAME, params: {}}`` wherever a slot sits."""
 
     def expand(kind: str, marker: dict, value: Any, at: tuple) -> Any:
         if isinstance(value, str):

@@ -37,7 +37,7 @@ def _common(split: bool = True, carve: tuple[float, float] = (0.15, 0.15)) -> di
     }
     if split:
         props["split"] = _p("string", "official: the release's split lists (missing ones carved from "
-                            "train); grouped: pool everything and re-split by patient from the seed",
+                            "train); grouped: pool everything and re-split by patient with the experiment's seed",
                             "official", enum=["official", "grouped"])
     return props
 
@@ -102,7 +102,7 @@ CXR16 = _schema({
 
 CBIS = _schema({
     "root": ROOT,
-    "layout": _p("string", "seed: train/val/test folders of <stem>.png + <stem>case.txt; tcia: the "
+    "layout": _p("string", "original: the original code's train/val/test folders of <stem>.png + <stem>case.txt; tcia: the "
                  "official release (case-description CSVs + DICOM tree)", "tcia", enum=["original", "tcia"]),
     "image": _p("string", "tcia: full mammogram (with ROI masks) or the released ROI crop", "full",
                 enum=["full", "roi_crop"]),
@@ -115,7 +115,7 @@ CBIS = _schema({
 
 MIMIC = _schema({
     "root": ROOT,
-    "layout": _p("string", "seed: {Train,Val,Test}_images_AP_resized/Annotations.pickle; jpg: the "
+    "layout": _p("string", "original: the original code's {Train,Val,Test}_images_AP_resized/Annotations.pickle; jpg: the "
                  "MIMIC-CXR-JPG release", "jpg", enum=["original", "jpg"]),
     "trust_pickle": _p("boolean", "original layout: allow loading Annotations.pickle (a pickle runs code "
                        "when loaded: only for files you trust)", False),
@@ -153,7 +153,7 @@ CSV = _schema({
     "csv": _p("string", "The list file, relative to root (or absolute)", "labels.csv"),
     "path_column": _p("string", "Column with the image path (relative to image_root)", "path"),
     "label_column": _p("string", "Column with the label", "label"),
-    "split_column": _p("string", "Optional column with train/val/test (else carved from the seed)"),
+    "split_column": _p("string", "Optional column with train/val/test (else carved with the experiment's seed)"),
     "group_column": _p("string", "Optional column with the patient / group id"),
     "image_root": _p("string", "Folder the paths are relative to (default: the CSV's folder)", format="path"),
     "classes": _p("array", "Label values in class order (default: sorted distinct labels)",
@@ -186,7 +186,7 @@ def medattn_components() -> list[Component]:
         c("cxr16", "cxr16", "16 embedded chest X-rays (NORMAL / PNEUMONIA), for smoke tests", CXR16),
         c("cbis_ddsm", "cbis_ddsm", "CBIS-DDSM mammography, benign vs malignant: the original code's PNG folders or the "
           "TCIA release (CSVs + DICOM, ROI masks)", CBIS),
-        c("mimic_cxr", "mimic_cxr", "MIMIC-CXR(-JPG) chest X-rays, one CheXpert finding (seed pickles or "
+        c("mimic_cxr", "mimic_cxr", "MIMIC-CXR(-JPG) chest X-rays, one CheXpert finding (the original code's pickles or "
           "the JPG release)", MIMIC),
         c("chexpert", "chexpert", "CheXpert train.csv / valid.csv, one finding, uncertainty policy",
           CHEXPERT),

@@ -55,8 +55,33 @@ def results_table(params: dict, view: ExperimentView) -> list:
     return out
 
 
+def _spread(view: ExperimentView, table: str, match: dict, metric: str, rows: list[dict]) -> tuple:
+    """(mean, (low, high) or None, per-seed values) of one bar: with repeated seeds the mean across seeds,
+    its 95% CI from the aggregate table, and the seeds' own values."""
+    values = [float(r[metric]) for r in rows if r.get(metric) not in (None, "")]
+    mean = float(np.nanmean(values)) if values else np.nan
+    for a in view.tables.get("aggregate") or []:
+        if a.get("table") == table and a.get("metric") == metric and all(a.get(k) == v for k, v in match.items()):
+            low, high = float(a["ci_low"]), float(a["ci_high"])
+            return mean, ((low, high) if np.isfinite(low) and np.isfinite(high) else None), values
+    return mean, None, values
+
+
+def _bars(ax, view: ExperimentView, table: str, x: np.ndarray, keys: list[str], rows: list[dict], match: dict,
+          width: float, **style) -> None:
+    """Bars of ``keys`` at ``x``; with repeated seeds, a 95% CI error bar and a dot per seed."""
+    stats = [_spread(view, table, match, k, rows) for k in keys]
+    ax.bar(x, [m for m, _, _ in stats], width, **style)
+    for xi, (mean, ci, values) in zip(x, stats):
+        if len(values) > 1:
+            if ci is not None:
+                ax.errorbar(xi, mean, yerr=[[mean - ci[0]], [ci[1] - mean]], color="k", capsize=2, lw=0.8)
+            ax.scatter(np.full(len(values), xi), values, s=7, color="k", zorder=3, alpha=0.7)
+
+
 def variants(params: dict, view: ExperimentView) -> list:
-    """Grouped bars: test metrics per variant (one panel per checkpoint) and the main quality scores."""
+    """Grouped bars: test metrics per variant (one panel per checkpoint) and the main quality scores; with
+    repeated seeds each bar is the mean across seeds, with its 95% CI and a dot per seed."""
     rows = [r for r in view.tables.get("summary") or [] if r]
     q = view.tables.get("quality") or []
     if not rows and not q:
@@ -71,34 +96,38 @@ def variants(params: dict, view: ExperimentView) -> list:
         metrics = [m for m in METRICS if any(m in r for r in rows)]
         width = 0.8 / max(1, len(names))
         for j, name in enumerate(names):
-            r = next((r for r in rows if r["variant"] == name and r["checkpoint"] == ckpt), {})
-            vals = [r.get(m, np.nan) for m in metrics]
-            ax.bar(np.arange(len(metrics)) + j * width - 0.4 + width / 2, vals, width, label=name, color=colours(j))
+            mine = [r for r in rows if r["variant"] == name and r["checkpoint"] == ckpt]
+            _bars(ax, view, "summary", np.arange(len(metrics)) + j * width - 0.4 + width / 2, metrics, mine,
+                  {"variant": name, "checkpoint": ckpt}, width, label=name, color=colours(j % 10))
         ax.set_xticks(np.arange(len(metrics)), metrics)
         ax.set(ylim=(0, 1.05), ylabel="score", title=f"test metrics ({ckpt})")
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8, title="variant", title_fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12),
                   ncol=min(4, len(names)))
     if qkeys:
-        ax = axes[0, -1]
-        pairs = list(dict.fromkeys((r["method"], r["variant"]) for r in q))
-        methods = list(dict.fromkeys(m for m, _ in pairs))
-        width = 0.8 / max(1, len(pairs))
-        hatches = [None, "//", "..", "xx", "\\\\", "oo"]
-        for j, (method, name) in enumerate(pairs):  # colour: method; hatch: variant
-            r = next(r for r in q if r["method"] == method and r["variant"] == name)
-            ax.bar(np.arange(len(qkeys)) + j * width - 0.4 + width / 2, [r.get(k, np.nan) for k in qkeys], width,
-                   label=f"{method} / {name}", color=colours(methods.index(method) % 10), edgecolor="k",
-                   linewidth=0.3, hatch=hatches[names.index(name) % len(hatches)])
-        ax.set_xticks(np.arange(len(qkeys)), [k.replace("_", "\n") for k in qkeys], fontsize=8)
-        ax.set(ylim=(min(0, np.nanmin([r.get(k, 0) for r in q for k in qkeys])), 1.05), ylabel="score",
-               title="explanation quality (deletion: lower is better)")
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7, title="method / variant", title_fontsize=7, ncol=min(3, len(pairs)),
-                  loc="upper center", bbox_to_anchor=(0.5, -0.25))
+        _quality_panel(axes[0, -1], view, q, qkeys, names, colours)
     fig.suptitle(f"{view.name}: variants compared", fontsize=11)
     fig.tight_layout()
     return [save_figure(fig, view, "variants")]
+
+
+def _quality_panel(ax, view: ExperimentView, q: list[dict], qkeys: list[str], names: list[str], colours) -> None:
+    pairs = list(dict.fromkeys((r["method"], r["variant"]) for r in q))
+    methods = list(dict.fromkeys(m for m, _ in pairs))
+    width = 0.8 / max(1, len(pairs))
+    hatches = [None, "//", "..", "xx", "\\\\", "oo"]
+    for j, (method, name) in enumerate(pairs):  # colour: method; hatch: variant
+        mine = [r for r in q if r["method"] == method and r["variant"] == name]
+        _bars(ax, view, "quality", np.arange(len(qkeys)) + j * width - 0.4 + width / 2, qkeys, mine,
+              {"variant": name, "method": method}, width, label=f"{method} / {name}",
+              color=colours(methods.index(method) % 10), edgecolor="k", linewidth=0.3,
+              hatch=hatches[names.index(name) % len(hatches)] if name in names else None)
+    ax.set_xticks(np.arange(len(qkeys)), [k.replace("_", "\n") for k in qkeys], fontsize=8)
+    low = np.nanmin([float(r.get(k, 0) or 0) for r in q for k in qkeys])
+    ax.set(ylim=(min(0, low), 1.05), ylabel="score", title="explanation quality (deletion: lower is better)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, title="method / variant", title_fontsize=7, ncol=min(3, len(pairs)),
+              loc="upper center", bbox_to_anchor=(0.5, -0.25))
 
 
 def _images(folder: Path) -> list[Path]:
