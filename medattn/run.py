@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
 from .registry import Registry
 from .rundir import RunDir
 from .views import RunView, frozen_config
@@ -92,17 +91,11 @@ class Run:
         return build_model(self.registry, self.config, bundle.class_names, backbone)
 
     def load_model(self, checkpoint: str):
-        """The model with the weights of the run's checkpoint ``checkpoint`` (written by the train job)."""
-        from . import checkpoints
+        """The model of the run's model file ``checkpoint`` (written by the train job), on the run's device."""
+        from .checkpoints import load_model
 
-        file = self.dir.checkpoint(checkpoint)
-        if not file.is_file():
-            have = self.dir.checkpoint_names()
-            raise UserError(f"{file}: checkpoint not found (run the train job first"
-                            f"{'; this run has: ' + ', '.join(have) if have else ''})")
-        model = self.new_model()
-        model.load_state_dict(checkpoints.load(file)["model"])
-        return model.to(self.device).eval()
+        return load_model(self.dir.checkpoint(checkpoint), device=self.device,
+                          available=self.dir.checkpoint_names(), registry=self.registry)
 
 
 def seed_everything(seed: int) -> None:

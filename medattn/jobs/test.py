@@ -143,12 +143,11 @@ def _evaluate(run, dist, name: str):
     model = run.load_model(name).to(dist.device)
     te = outputs(model, "test", f"test {name}")
     classes = list(model.class_names)
-    method, fixed = cfg["threshold_method"], float(cfg["threshold"])
-    if method == "fixed":
-        return te, classes, fixed, "fixed"
+    if cfg["threshold_method"] == "fixed":
+        return te, classes, float(cfg["threshold"]), "fixed"
     va = outputs(model, "val", f"val {name}")
-    threshold = M.choose_threshold(va.labels, va.scores, method, float(cfg["threshold_target"]), fixed)
-    return te, classes, threshold, f"validation ({method}" + (f" {cfg['threshold_target']})" if method != "youden" else ")")
+    point = M.operating_point(va.labels, va.scores, cfg)  # the rule the model file froze, on the same split
+    return te, classes, point["value"], point["source"]
 
 
 def _write(run, name: str, te, classes: list[str], threshold: float, source: str) -> dict:
