@@ -68,7 +68,8 @@ def build_data(reg: Registry, config: dict, backbone: Any, run_dir: Path | None,
     datasets may keep decoded images (shared by every run that reads the same files)."""
     spec = config["dataset"]
     channels = int(getattr(backbone, "in_chans", 3))
-    ctx = DataContext(seed=int(config.get("seed", 42)), image_size=image_size(config), channels=channels,
+    data_seed = spec["seed"] if spec.get("seed") is not None else config["seed"]
+    ctx = DataContext(seed=int(data_seed), image_size=image_size(config), channels=channels,
                       cache_dir=cache_dir, run_dir=run_dir, log=log)
     bundle = reg.factory("dataset", spec["name"])(component_params(reg, "dataset", spec), ctx)
     missing = [s for s in SPLITS if s not in bundle.splits]

@@ -11,7 +11,8 @@ output_dir: {out}
 dataset:
   name: synthetic_lesions
   image_size: 32
-  params: {{n_train: 16, n_val: 8, n_test: 12, data_seed: 1}}
+  seed: 1
+  params: {{n_train: 16, n_val: 8, n_test: 12}}
 model:
   backbone: {{name: resnet18, params: {{pretrained: false}}}}
   attention: {{name: none}}

@@ -79,6 +79,10 @@ def core_schema(reg: Registry) -> dict:
                       "default": "auto"},
         "num_workers": {"type": "integer", "minimum": 0, "default": 0,
                         "description": "DataLoader worker processes (0: load in the main process)"},
+        "seed": {"type": ["integer", "null"], "minimum": 0, "default": None,
+                 "description": "seed of the data: carved splits and generated images (null: the experiment's "
+                                "seed); fix it to keep one test set across repeated seeds, so comparisons are "
+                                "paired image by image"},
     }
     return {
         "$schema": DRAFT,

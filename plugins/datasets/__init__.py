@@ -71,9 +71,6 @@ SYNTHETIC = _schema({
                       maximum=0.25),
     "decoys": _p("number", "Expected number of fainter lesions of the other class's shape per image (where to "
                  "look then matters: the most conspicuous lesion decides the label)", 0, minimum=0, maximum=6),
-    "data_seed": {"type": ["integer", "null"], "default": None,
-                  "description": "Seed of the images (null: the experiment's seed); fix it to keep the same images "
-                                 "across repeated seeds (seeds:), so comparisons are paired"},
     "seed_offset": _p("integer", "Added to the image seed to draw a different data set", 0),
 })
 

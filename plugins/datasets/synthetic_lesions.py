@@ -178,7 +178,7 @@ class SyntheticLesions(Dataset):
 
 def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
     """Factory of ``synthetic_lesions`` (params validated, defaults filled in)."""
-    seed = (int(ctx.seed) if params["data_seed"] is None else int(params["data_seed"])) + int(params["seed_offset"])
+    seed = int(ctx.seed) + int(params["seed_offset"])  # ctx.seed: dataset.seed, else the experiment's seed
     size = (int(ctx.image_size[0]), int(ctx.image_size[1]))
     look = {k: float(params[k]) for k in ("difficulty", "lesion_size", "decoys")}
     counts = {"train": int(params["n_train"]), "val": int(params["n_val"]), "test": int(params["n_test"])}
