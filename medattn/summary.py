@@ -66,10 +66,17 @@ def aggregate_tables(tables: dict[str, list[dict]]) -> list[dict]:
 
 
 def printed(exp: ExperimentView) -> str:
-    """The tables as shown on the console after a run (aggregate instead of the per-seed rows)."""
+    """The tables as shown on the console after a run: the summary (with repeated seeds, the means across
+    seeds of its main metrics instead of every seed's row), then every other table."""
     parts = []
+    seeded = "aggregate" in exp.tables
     for table, rows in exp.tables.items():
-        if rows and not (table != "aggregate" and "aggregate" in exp.tables and any("seed" in r for r in rows)):
-            shown = format_table(rows, SHOWN.get(table))
-            parts.append(shown if table == "summary" else f"{table}:\n{shown}")
+        if not rows or (seeded and any("seed" in r for r in rows)):
+            continue
+        if table == "aggregate":
+            rows = [r for r in rows if r.get("table") == "summary" and r.get("metric") in SHOWN["summary"]]
+            parts.append("mean across seeds:\n" + format_table(rows))
+            continue
+        shown = format_table(rows, SHOWN.get(table))
+        parts.append(shown if table == "summary" else f"{table}:\n{shown}")
     return "\n".join(parts) or "(no test metrics yet: run the test job)"
