@@ -27,10 +27,20 @@ from medattn_plugins.heads.linear import build_flatten_linear
 from medattn_plugins.heads.mlp import build_mlp
 from torch import nn
 
+from medattn.config.schema import component_params
 from medattn.hookspecs import AttentionContext, HeadContext, ModelContext
+from medattn.registry import default_registry
 
 SIZE, BATCH = 224, 8
 STEPS = int(os.environ.get("BENCH_STEPS", "5"))
+
+
+def params(kind: str, name: str, **given) -> dict:
+    """A component's params as the core hands them over: validated, schema defaults filled in."""
+    return component_params(REGISTRY, kind, {"name": name, "params": given})
+
+
+REGISTRY = default_registry()
 
 
 def Chain(backbone: nn.Module, attention: nn.Module, head: nn.Module) -> nn.Module:  # noqa: N802
@@ -64,17 +74,17 @@ class OriginalStyleMLDAM(nn.Module):
 
 def build_models() -> dict[str, nn.Module]:
     """The three models of the comparison."""
-    ctx = ModelContext((SIZE, SIZE), 1)
-    plain_bb = build_densenet121({}, ctx)
-    plain = Chain(plain_bb, _Last(), build_flatten_linear({}, HeadContext((1024, 7, 7), 1)))
-    bb = build_densenet121({}, ctx)
-    att = build_mldam({"variant": "goncalves2021"}, AttentionContext(bb, (SIZE, SIZE), 1))
-    mldam = Chain(bb, att, build_mlp({"hidden": ["C", "C/2"], "dropout": 0.25}, HeadContext((1024, 7, 7), 1)))
-    original_bb = build_densenet121({}, ctx)
-    original_att = build_mldam({"variant": "goncalves2021"}, AttentionContext(original_bb, (SIZE, SIZE), 1))
+    ctx = ModelContext((SIZE, SIZE))
+    plain_bb = build_densenet121(params("backbone", "densenet121", pretrained=False), ctx)
+    plain = Chain(plain_bb, _Last(), build_flatten_linear(params("head", "flatten_linear"), HeadContext((1024, 7, 7), 1)))
+    bb = build_densenet121(params("backbone", "densenet121", pretrained=False), ctx)
+    att = build_mldam(params("attention", "mldam", variant="goncalves2021"), AttentionContext(bb, (SIZE, SIZE), 1))
+    mldam = Chain(bb, att, build_mlp(params("head", "mlp", hidden=["C", "C/2"], dropout=0.25), HeadContext((1024, 7, 7), 1)))
+    original_bb = build_densenet121(params("backbone", "densenet121", pretrained=False), ctx)
+    original_att = build_mldam(params("attention", "mldam", variant="goncalves2021"), AttentionContext(original_bb, (SIZE, SIZE), 1))
     features = original_bb._source.features  # the torchvision modules the one-pass graph also uses
     original = OriginalStyleMLDAM(features, original_att,
-                          build_mlp({"hidden": ["C", "C/2"], "dropout": 0.25}, HeadContext((1024, 7, 7), 1)))
+                          build_mlp(params("head", "mlp", hidden=["C", "C/2"], dropout=0.25), HeadContext((1024, 7, 7), 1)))
     return {"plain": plain, "mldam": mldam, "original_style": original}
 
 

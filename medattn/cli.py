@@ -1,4 +1,4 @@
-"""``medattn run | validate | plugins | schema``.
+"""``medattn run | validate | plugins | schema | predict | export | runs``.
 
 Bad input ends as one clear message on stderr and exit status 2; ``plugins`` and ``schema`` never import
 torch, so they answer fast.
@@ -152,6 +152,7 @@ def cmd_plugins(args) -> int:
                             "version": c.version, "params": c.params_schema} for c in comps],
             "errors": [{"plugin": e.plugin, "error": e.error} for e in reg.errors],
             "clashes": [{"kind": k, "name": n, "plugins": [c.plugin for c in cs]} for (k, n), cs in reg.clashes.items()],
+            "disabled": list(reg.disabled),
         }, indent=2))
         return 0
     if args.markdown:
@@ -171,6 +172,8 @@ def cmd_plugins(args) -> int:
 
 
 def report_load_problems(reg) -> None:
+    if reg.disabled:
+        print(f"\nswitched off by MEDATTN_DISABLE_PLUGINS: {', '.join(reg.disabled)}", file=sys.stderr)
     for (k, n), cs in reg.clashes.items():
         print(f"\nCLASH: {k} {n!r} provided by " + " and ".join(c.plugin for c in cs), file=sys.stderr)
     if reg.errors:

@@ -79,7 +79,7 @@ def build_data(reg: Registry, config: dict, backbone: Any, run_dir: Path | None,
     augment = None
     aug_spec = (config.get("train") or {}).get("augment")
     if aug_spec:
-        tctx = TransformContext(image_size=image_size(config), channels=channels, seed=int(config.get("seed", 42)))
+        tctx = TransformContext(image_size=image_size(config), channels=channels)
         augment = reg.factory("transform", aug_spec["name"])(component_params(reg, "transform", aug_spec), tctx)
     prepared = {s: Prepared(bundle.splits[s], mean, std, augment if s == "train" else None) for s in SPLITS}
     return bundle, prepared

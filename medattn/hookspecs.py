@@ -139,8 +139,7 @@ class TransformContext:
     """What a transform factory is told by the core."""
 
     image_size: tuple[int, int]  # (height, width) of the images the transform gets
-    channels: int  # channels of those images
-    seed: int  # the run's seed (transforms draw from torch's global generator, which the core seeds)
+    channels: int  # channels of those images (transforms draw from torch's global generator, seeded by the core)
 
 
 @dataclass
@@ -148,7 +147,6 @@ class ModelContext:
     """What a backbone factory is told by the core."""
 
     image_size: tuple[int, int]  # (height, width) of the input images
-    num_outputs: int  # logits of the whole model
 
 
 @dataclass
@@ -157,7 +155,6 @@ class AttentionContext:
 
     backbone: Backbone  # the built backbone: the levels it returns are ``backbone.feature_info``
     image_size: tuple[int, int]  # (height, width) of the input images
-    num_outputs: int  # logits of the whole model
 
 
 @dataclass

@@ -68,11 +68,11 @@ def num_outputs_for(output: str, num_classes: int) -> tuple[str, int]:
     return output, (1 if output == "sigmoid" else num_classes)
 
 
-def build_backbone(reg: Registry, config: dict, num_outputs: int) -> nn.Module:
+def build_backbone(reg: Registry, config: dict) -> nn.Module:
     """The backbone of ``model.backbone``, checked against the :class:`Backbone` protocol."""
     spec = config["model"]["backbone"]
     size = image_size(config)
-    backbone = build_component(reg, "backbone", spec, ModelContext(image_size=size, num_outputs=num_outputs),
+    backbone = build_component(reg, "backbone", spec, ModelContext(image_size=size),
                                f"at {px(size)}")
     problem = backbone_problem(backbone)
     if problem:
@@ -85,7 +85,7 @@ def build_model(reg: Registry, config: dict, class_names: list[str], backbone: n
     """Assemble the model for a resolved config and the data set's classes."""
     output, n_out = num_outputs_for(config["model"]["output"], len(class_names))
     size = image_size(config)
-    backbone = backbone if backbone is not None else build_backbone(reg, config, n_out)
+    backbone = backbone if backbone is not None else build_backbone(reg, config)
     on = f"on {backbone.arch} at {px(size)}"
     att_spec = config["model"].get("attention") or {"name": "none"}
     attention = build_component(reg, "attention", att_spec,

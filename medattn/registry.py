@@ -211,7 +211,7 @@ class Registry:
 
 
 def _import_file(spec: str, base_dir: Path | None) -> tuple[Any, str]:
-    """Import a plugin ``.py`` file once; (module, label), module None when it was imported before."""
+    """Import a plugin ``.py`` file once per process; (module, label). A second registry gets the same module."""
     path = Path(spec)
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
@@ -219,7 +219,7 @@ def _import_file(spec: str, base_dir: Path | None) -> tuple[Any, str]:
         raise UserError(f"plugin file not found: {path}")
     mod_name = f"medattn_user_plugin_{path.stem}_{abs(hash(str(path.resolve()))) % 10**8}"
     if mod_name in sys.modules:
-        return None, str(path)
+        return sys.modules[mod_name], str(path)
     loader_spec = importlib.util.spec_from_file_location(mod_name, path)
     assert loader_spec is not None and loader_spec.loader is not None
     module = importlib.util.module_from_spec(loader_spec)

@@ -64,7 +64,7 @@ class Run:
             # the backbone says how many channels and which normalisation it wants; it is built under the
             # run's seed and kept, with the RNG state after it, for the first model (no second build)
             seed_everything(self.config["seed"])
-            backbone = build_backbone(self.registry, self.config, num_outputs=1)
+            backbone = build_backbone(self.registry, self.config)
             self._cache["backbone"] = (backbone, torch.get_rng_state())
             self._cache["data"] = build_data(self.registry, self.config, backbone,
                                              self.dir if self.writes else None, self.log,

@@ -42,7 +42,7 @@ def Chain(backbone: nn.Module, attention: nn.Module, head: nn.Module) -> nn.Modu
 
 def backbone(name: str, size: int = 64, num_outputs: int = 1, **params: Any) -> nn.Module:
     """Build a backbone by component name."""
-    return factory("backbone", name)(defaults("backbone", name, params), ModelContext((size, size), num_outputs))
+    return factory("backbone", name)(defaults("backbone", name, params), ModelContext((size, size)))
 
 
 @torch.no_grad()

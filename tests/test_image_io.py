@@ -7,10 +7,11 @@ import numpy as np
 import pydicom
 import pytest
 from medattn_plugins.datasets.cache import DiskCache
-from medattn.image_io import BadImage, read_image, to_tensor
 from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from medattn.image_io import BadImage, read_image, to_tensor
 
 
 def write_dicom(path: Path, arr: np.ndarray, photometric: str = "MONOCHROME2", **tags: object) -> Path:

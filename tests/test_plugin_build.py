@@ -118,7 +118,7 @@ def test_a_head_that_cannot_take_the_attention_output(reg):
 
 def test_a_plugin_field_path_gets_the_model_prefix(reg, tmp_path):
     with pytest.raises(UserError, match=r"^model\.backbone\.params\.weights: weights file .*nope\.pth"):
-        build_backbone(reg, config(bb_params={"weights": str(tmp_path / "nope.pth")}), 1)
+        build_backbone(reg, config(bb_params={"weights": str(tmp_path / "nope.pth")}))
     with pytest.raises(UserError, match=r"^model\.attention\.params\.level: 'layer9' is not a level of backbone "
                                         r"resnet18"):
         build_model(reg, config(attention={"name": "dual", "params": {"level": "layer9"}}), ["a", "b"])
@@ -127,7 +127,7 @@ def test_a_plugin_field_path_gets_the_model_prefix(reg, tmp_path):
 def test_a_backbone_must_follow_the_protocol(reg):
     with pytest.raises(UserError, match=r"^model\.backbone: not_a_backbone \(plugin broken_components\) returned a "
                                         r"module without arch, in_chans, mean, std, feature_info, cam_layer"):
-        build_backbone(reg, config("not_a_backbone"), 1)
+        build_backbone(reg, config("not_a_backbone"))
     with pytest.raises(UserError, match=r"^model\.backbone: wrong_levels returned levels \['shallow', 'deep'\], but "
                                         r"its feature_info lists \['deep'\]"):
         build_model(reg, config("wrong_levels"), ["a", "b"])

@@ -18,7 +18,7 @@ from torchvision.transforms import v2
 
 from medattn.api import TransformContext, UserError
 
-CTX = TransformContext(image_size=(32, 32), channels=3, seed=0)
+CTX = TransformContext(image_size=(32, 32), channels=3)
 SCHEMAS = {c.name: c.params_schema for c in medattn_components()}
 
 
