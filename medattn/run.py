@@ -43,11 +43,6 @@ class Run:
             self._cache["device"] = resolve_device(self.device_spec)
         return self._cache["device"]
 
-    def path(self, *parts: str) -> Path:  # TRANSITIONAL: jobs ask self.dir (RunDir) for their paths
-        p = self.dir.root.joinpath(*parts)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        return p
-
     def view(self) -> RunView:
         return RunView(self.experiment, self.variant, self.dir, frozen_config(self.config), self.log, self.seed)
 

@@ -40,13 +40,6 @@ class RunDir:
     def __fspath__(self) -> str:
         return str(self.root)
 
-    def __truediv__(self, part: str) -> Path:  # TRANSITIONAL: removed once no module joins paths itself
-        return self.root / part
-
-    @property
-    def parent(self) -> Path:  # TRANSITIONAL
-        return self.root.parent
-
     # -- files at the top --------------------------------------------------------------------------------
     @property
     def config(self) -> Path:

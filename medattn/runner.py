@@ -12,7 +12,6 @@ from pathlib import Path
 
 from .config import Experiment
 from .errors import UserError
-from .files import atomic_write_text, format_table, write_csv  # noqa: F401 - TRANSITIONAL re-exports
 from .identity import check_run_dir
 from .manifest import write_run_files
 from .plan import check_prerequisites, job, plan

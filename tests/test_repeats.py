@@ -50,3 +50,18 @@ def test_seeds_run_each_pair_aggregate_and_compare(write, cli, tmp_path):
     # a grid slice skips the (variant, seed) pairs that are done
     code, out, err = cli("run", exp_file, "--set", "seeds=[0,1]", "--shard", "0/1")
     assert code == 0 and out.count("complete") == 4 and "0 to run" in out
+
+
+def test_paper_grid_with_seeds_plans_one_run_per_variant_and_seed(tmp_path):
+    from pathlib import Path
+
+    from medattn.config import load_experiment
+    from medattn.plan import plan
+
+    preset = Path(__file__).resolve().parents[1] / "experiments" / "goncalves2021" / "cbis_ddsm.yaml"
+    exp = load_experiment(preset, [f"dataset.params.root={tmp_path}", "seeds=[0,1]", f"output_dir={tmp_path}"])
+    runs = plan(exp, writes=False)
+    assert len(runs) == 2 * len(exp.variants) == 24
+    labels = {run.label for run, _ in runs}
+    assert "densenet121_mldamdaug/seed-1" in labels
+    assert all(run.config["seed"] == run.seed and "seeds" not in run.config for run, _ in runs)

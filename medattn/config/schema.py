@@ -124,12 +124,18 @@ def core_schema(reg: Registry) -> dict:
                 },
             },
             "jobs": {"type": "array", "uniqueItems": True, "items": {"enum": reg.names("job")},
-                     "default": [n for n in ("train", "test") if n in reg.names("job")],
+                     "default": default_jobs(reg),
                      "description": "jobs to run, in order"},
             "matrix": {"description": "one run per combination (composed_schema spells out its forms)"},
             **job_props,
         },
     }
+
+
+def default_jobs(reg: Registry) -> list[str]:
+    """The jobs run when a file names none: those whose record says ``defaults={"default_order": N}``, by N."""
+    marked = [(reg.get("job", n).defaults.get("default_order"), n) for n in reg.names("job")]
+    return [n for order, n in sorted((o, n) for o, n in marked if o is not None)]
 
 
 def compose(schema: Any, reg: Registry) -> Any:

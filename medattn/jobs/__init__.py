@@ -14,8 +14,9 @@ from . import explain, figure, test, train
 def medattn_components() -> list[Component]:
     return [
         Component("job", "train", "medattn.jobs.train:TrainJob",
-                  "train with best/last checkpoints and a per-epoch history", train.PARAMS),
-        Component("job", "test", "medattn.jobs.test:TestJob", "evaluate checkpoints on the test split", test.PARAMS),
+                  "train with best/last checkpoints and a per-epoch history", train.PARAMS, {"default_order": 0}),
+        Component("job", "test", "medattn.jobs.test:TestJob", "evaluate checkpoints on the test split", test.PARAMS,
+                  {"default_order": 1}),
         Component("job", "explain", "medattn.jobs.explain:ExplainJob", "save attributions of selected images",
                   explain.PARAMS),
         Component("job", "figure", "medattn.jobs.figure:FigureJob", "draw the run's figures", figure.PARAMS),
