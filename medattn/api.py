@@ -4,7 +4,8 @@ Everything else under ``medattn.*`` is internal and may change between releases;
 fails for built-in plugins and examples that import it.
 
 - hooks and records: :data:`hookimpl`, :class:`Component`, the factory contexts and :class:`DataBundle`
-- errors: :class:`UserError` (bad input, one clear message, exit 2) and :class:`NotApplicable`
+- errors: :class:`UserError` (bad input, one clear message, exit 2), :class:`NotApplicable`, and
+  :func:`failure_reason` (a library's exception in one line, for a message that names the field)
 - files: :func:`atomic_write_text`, :func:`atomic_write_bytes`, :func:`write_csv`, :func:`write_rows`,
   :func:`format_table`, :func:`save_figure`
 - images: :func:`read_image` (PNG, JPEG, TIFF, DICOM; 8/16-bit), :func:`to_tensor`, :func:`mask_to_tensor`,
@@ -14,7 +15,7 @@ fails for built-in plugins and examples that import it.
 """
 from __future__ import annotations
 
-from .errors import NotApplicable, UserError
+from .errors import NotApplicable, UserError, failure_reason
 from .files import atomic_write_bytes, atomic_write_text, format_table, write_csv, write_rows
 from .hookspecs import (
     KINDS,
@@ -35,8 +36,9 @@ from .rundir import ExperimentDir, RunDir
 from .views import ExperimentView, RunView, save_figure
 
 __all__ = [
-    "KINDS", "AttentionContext", "BadImage", "is_dicom", "mask_to_tensor", "read_image", "to_tensor", "Backbone", "Component", "DataBundle", "DataContext", "ExperimentDir", "ExperimentView",
-    "ExplainContext", "FeatureInfo", "HeadContext", "ModelContext", "NotApplicable", "RunDir", "RunView", "TransformContext",
-    "UserError", "atomic_write_bytes", "atomic_write_text", "format_table", "hookimpl", "save_figure",
-    "write_csv", "write_rows",
+    "KINDS", "AttentionContext", "Backbone", "BadImage", "Component", "DataBundle", "DataContext",
+    "ExperimentDir", "ExperimentView", "ExplainContext", "FeatureInfo", "HeadContext", "ModelContext",
+    "NotApplicable", "RunDir", "RunView", "TransformContext", "UserError", "atomic_write_bytes",
+    "atomic_write_text", "failure_reason", "format_table", "hookimpl", "is_dicom", "mask_to_tensor",
+    "read_image", "save_figure", "to_tensor", "write_csv", "write_rows",
 ]

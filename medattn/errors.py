@@ -1,6 +1,8 @@
 """Errors that reach the user as one clear message (no traceback) and exit status 2."""
 from __future__ import annotations
 
+import sys
+
 
 class UserError(Exception):
     """Bad input from the user: a file, a field, a path, a device. The CLI prints str(e) and exits 2.
@@ -45,3 +47,20 @@ def user_message(exc: UserError) -> str:
         last = [line for line in text.strip().splitlines() if line.strip()][-1]
         text = last.split(": ", 1)[1] if last.split(":", 1)[0].endswith("Error") else last
     return text
+
+
+def failure_reason(exc: BaseException) -> str:
+    """``Type: message``, or for a bare assertion the library line that failed (``halo_attn.py:208: ...``)."""
+    if str(exc):
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
+    import traceback
+    from pathlib import Path
+
+    torch = sys.modules.get("torch")  # frames inside torch itself say little; the library's own line says more
+    root = Path(torch.__file__).parent if torch is not None and torch.__file__ else None
+    frames = traceback.extract_tb(exc.__traceback__)
+    inside = [f for f in frames if root is None or root not in Path(f.filename).parents] or frames
+    if not inside:
+        return type(exc).__name__
+    last = inside[-1]
+    return f"{type(exc).__name__} in {Path(last.filename).name}:{last.lineno}: {last.line}"

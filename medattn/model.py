@@ -5,16 +5,14 @@ the experiment (``model.attention: ...``), whatever the library under it raised.
 """
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from .config.schema import component_params
-from .errors import UserError
+from .errors import UserError, failure_reason
 from .hookspecs import AttentionContext, Backbone, FeatureInfo, HeadContext, ModelContext
 from .registry import Registry
 
@@ -121,18 +119,6 @@ def guarded(call: Callable[[], Any], slot: str, name: str, failed: str) -> Any:
         raise
     except Exception as exc:  # noqa: BLE001 - a library's AssertionError or RuntimeError is still bad input
         raise UserError(f"model.{slot}: {name} {failed}: {failure_reason(exc)}") from None
-
-
-def failure_reason(exc: BaseException) -> str:
-    """``Type: message``, or for a bare assertion the library line that failed (``halo_attn.py:208: ...``)."""
-    if str(exc):
-        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
-    frames = traceback.extract_tb(exc.__traceback__)
-    inside = [f for f in frames if Path(torch.__file__).parent not in Path(f.filename).parents] or frames
-    if not inside:
-        return type(exc).__name__
-    last = inside[-1]
-    return f"{type(exc).__name__} in {Path(last.filename).name}:{last.lineno}: {last.line}"
 
 
 def backbone_problem(backbone: Any) -> str | None:

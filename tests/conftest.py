@@ -29,6 +29,26 @@ jobs: [train, test, explain, figure]
 """
 
 
+# the smallest valid experiment (config tests build their cases on it)
+BASE = """\
+name: t
+dataset: {name: synthetic_lesions, image_size: 32}
+model:
+  backbone: {name: resnet18}
+  attention: {name: none}
+"""
+
+
+def problems(path, overrides=None) -> list[str]:
+    """Every problem load_experiment reports for a file (it must fail)."""
+    from medattn.config import load_experiment
+    from medattn.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path, overrides)
+    return info.value.problems
+
+
 @pytest.fixture
 def write(tmp_path: Path):
     """write(name, text) -> path of a dedented file under tmp_path."""

@@ -1,24 +1,9 @@
 """Experiment files: every kind of bad input gives FILE:LINE:COL path: message, all at once, exit 2."""
 from __future__ import annotations
 
-import pytest
-
 from medattn.config import load_experiment
-from medattn.errors import ConfigError
 
-BASE = """\
-name: t
-dataset: {name: synthetic_lesions, image_size: 32}
-model:
-  backbone: {name: resnet18}
-  attention: {name: none}
-"""
-
-
-def problems(path, overrides=None) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_experiment(path, overrides)
-    return info.value.problems
+from .conftest import BASE, problems
 
 
 def test_valid_file_gets_defaults_and_shorthand(write):

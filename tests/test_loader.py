@@ -9,21 +9,8 @@ import pytest
 from medattn.config import MAX_REPORTED, load_experiment, lookup, with_defaults
 from medattn.config.compose import MAX_EXPANDED, MAX_FILES, MAX_VARIANTS, parse_override
 from medattn.config.yaml_marks import MAX_BYTES, MAX_DEPTH, MAX_NODES
-from medattn.errors import ConfigError
 
-BASE = """\
-name: t
-dataset: {name: synthetic_lesions, image_size: 32}
-model:
-  backbone: {name: resnet18}
-  attention: {name: none}
-"""
-
-
-def problems(path, overrides=None) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_experiment(path, overrides)
-    return info.value.problems
+from .conftest import BASE, problems
 
 
 def alias_bomb(levels: int = 9, width: int = 9) -> str:

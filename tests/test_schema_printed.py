@@ -15,16 +15,11 @@ from medattn.config import ConfigError, composed_schema, load_experiment, schema
 from medattn.config.yaml_marks import load_yaml
 from medattn.registry import default_registry
 
+from .conftest import BASE
+
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "experiments").rglob("*.yaml")) + sorted((ROOT / "examples").rglob("*.yaml"))
 
-BASE = """\
-name: t
-dataset: {name: synthetic_lesions, image_size: 32}
-model:
-  backbone: {name: resnet18}
-  attention: {name: none}
-"""
 
 GOOD = {
     "shorthand": BASE.replace("{name: none}", "none") + "train: {augment: mishra2019}\nexplain: {methods: [saliency]}\n",

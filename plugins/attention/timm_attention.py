@@ -1,14 +1,12 @@
 """``timm_attn``: any shape-preserving ``timm.layers.create_attn`` module (SE, ECA, CBAM, GC, ...) on chosen levels."""
 from __future__ import annotations
 
-import traceback
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from medattn.api import AttentionContext, FeatureInfo, UserError
+from medattn.api import AttentionContext, FeatureInfo, UserError, failure_reason
 
 from .taps import feature_level, pool_to
 
@@ -16,18 +14,6 @@ from .taps import feature_level, pool_to
 def _record_gate(module: nn.Module, args: Any, output: torch.Tensor) -> None:
     """Forward hook: keep the gate's output on the gate module (survives deepcopy, no reference to the parent)."""
     module.__dict__.setdefault("_medattn_maps", []).append(output.detach())
-
-
-def failure_reason(exc: BaseException) -> str:
-    """``Type: message``, or for a bare assertion the library line that failed (``halo_attn.py:208: ...``)."""
-    if str(exc):
-        return f"{type(exc).__name__}: {exc}"
-    frames = traceback.extract_tb(exc.__traceback__)
-    inside = [f for f in frames if Path(torch.__file__).parent not in Path(f.filename).parents] or frames
-    if not inside:
-        return type(exc).__name__
-    last = inside[-1]
-    return f"{type(exc).__name__} in {Path(last.filename).name}:{last.lineno}: {last.line}"
 
 
 def _level_key(level: str) -> str:
