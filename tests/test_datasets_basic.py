@@ -1,6 +1,7 @@
 """synthetic_lesions, image_folder and cxr16: contract, determinism, splits.json, leak check."""
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -9,13 +10,32 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from medattn_plugins.datasets import cxr16, image_folder, medattn_components, synthetic_lesions
+from medattn_plugins.datasets import (
+    IMAGE_FOLDER,
+    cxr16,
+    image_folder,
+    medattn_components,
+    params_for,
+    synthetic_lesions,
+)
 from medattn_plugins.datasets.splits import grouped_split
 from PIL import Image
 
+from medattn.config.schema import component_params
 from medattn.errors import UserError
 from medattn.hookspecs import DataContext
+from medattn.registry import Registry, default_registry
 from medattn.rundir import RunDir
+
+
+@functools.cache
+def registry() -> Registry:
+    return default_registry()
+
+
+def filled(name: str, params: dict) -> dict:
+    """The params of dataset ``name`` as the core hands them to the factory: validated, defaults filled in."""
+    return component_params(registry(), "dataset", {"name": name, "params": params})
 
 
 def ctx(tmp_path: Path | None = None, size: int = 32, channels: int = 3) -> DataContext:
@@ -47,17 +67,9 @@ def test_schemas_are_strict_and_described() -> None:
         assert isinstance(comp.factory, str) and ":" in comp.factory
 
 
-def synthetic_params(params: dict) -> dict:
-    """The params as the core hands them to the factory: validated, defaults filled in."""
-    from medattn.config.schema import component_params
-    from medattn.registry import default_registry
-
-    return component_params(default_registry(), "dataset", {"name": "synthetic_lesions", "params": params})
-
-
 def test_synthetic_decoys() -> None:
-    plain = synthetic_lesions.build(synthetic_params({"n_train": 4, "n_val": 2, "n_test": 2}), ctx(None, 48, 1))
-    decoy = synthetic_lesions.build(synthetic_params({"n_train": 4, "n_val": 2, "n_test": 2, "decoys": 3}),
+    plain = synthetic_lesions.build(filled("synthetic_lesions", {"n_train": 4, "n_val": 2, "n_test": 2}), ctx(None, 48, 1))
+    decoy = synthetic_lesions.build(filled("synthetic_lesions", {"n_train": 4, "n_val": 2, "n_test": 2, "decoys": 3}),
                                     ctx(None, 48, 1))
     a, b = plain.splits["train"][1], decoy.splits["train"][1]
     assert torch.equal(a["mask"], b["mask"])  # the true lesion stays where it was
@@ -66,8 +78,8 @@ def test_synthetic_decoys() -> None:
 
 
 def test_synthetic_deterministic_with_masks(tmp_path: Path) -> None:
-    b1 = synthetic_lesions.build(synthetic_params({"n_train": 8, "n_val": 4, "n_test": 4}), ctx(tmp_path, 48, 3))
-    b2 = synthetic_lesions.build(synthetic_params({"n_train": 8, "n_val": 4, "n_test": 4}), ctx(None, 48, 3))
+    b1 = synthetic_lesions.build(filled("synthetic_lesions", {"n_train": 8, "n_val": 4, "n_test": 4}), ctx(tmp_path, 48, 3))
+    b2 = synthetic_lesions.build(filled("synthetic_lesions", {"n_train": 8, "n_val": 4, "n_test": 4}), ctx(None, 48, 3))
     assert b1.has_masks and b1.class_names == ["round", "spiculated"]
     for split in ("train", "val", "test"):
         for i in range(len(b1.splits[split])):
@@ -78,13 +90,13 @@ def test_synthetic_deterministic_with_masks(tmp_path: Path) -> None:
     assert not torch.equal(b1.splits["train"][0]["image"], b1.splits["test"][0]["image"])
     doc = json.loads((tmp_path / "splits.json").read_text())
     assert len(doc["splits"]["train"]) == 8 and len(doc["splits"]["test"]) == 4
-    b3 = synthetic_lesions.build(synthetic_params({"n_train": 8, "n_val": 4, "n_test": 4, "seed_offset": 1}), ctx(None, 48, 1))
+    b3 = synthetic_lesions.build(filled("synthetic_lesions", {"n_train": 8, "n_val": 4, "n_test": 4, "seed_offset": 1}), ctx(None, 48, 1))
     assert b3.splits["train"][0]["image"].shape == (1, 48, 48)
     assert not torch.equal(b3.splits["train"][0]["image"], b1.splits["train"][0]["image"][:1])
 
 
 def test_synthetic_labels_balanced_and_lesion_inside_mask() -> None:
-    ds = synthetic_lesions.build(synthetic_params({"n_train": 20, "n_val": 2, "n_test": 2, "difficulty": 0.0}),
+    ds = synthetic_lesions.build(filled("synthetic_lesions", {"n_train": 20, "n_val": 2, "n_test": 2, "difficulty": 0.0}),
                                  ctx(None, 64, 1)).splits["train"]
     assert sum(ds.labels()) == 10
     for i in range(6):
@@ -95,7 +107,7 @@ def test_synthetic_labels_balanced_and_lesion_inside_mask() -> None:
 
 
 def test_cxr16_split_8_4_4_stratified(tmp_path: Path) -> None:
-    b = cxr16.build({}, ctx(tmp_path, 32, 1))
+    b = cxr16.build(filled("cxr16", {}), ctx(tmp_path, 32, 1))
     assert b.class_names == ["NORMAL", "PNEUMONIA"]
     assert {k: len(v) for k, v in b.splits.items()} == {"train": 8, "val": 4, "test": 4}
     for split in b.splits.values():
@@ -120,19 +132,19 @@ def _write_folder(root: Path, layout: dict[str, int]) -> None:
 
 def test_image_folder_flat_and_split_folders(tmp_path: Path) -> None:
     _write_folder(tmp_path / "flat", {"a": 10, "b": 10})
-    b = image_folder.build({"root": str(tmp_path / "flat"), "val_fraction": 0.2, "test_fraction": 0.2},
+    b = image_folder.build(filled("image_folder", {"root": str(tmp_path / "flat"), "val_fraction": 0.2, "test_fraction": 0.2}),
                            ctx(None, 16, 3))
     assert sum(len(s) for s in b.splits.values()) == 20 and b.class_names == ["a", "b"]
     check_item(b.splits["val"][0], 3, 16)
     _write_folder(tmp_path / "sp", {"train/a": 4, "train/b": 4, "val/a": 2, "val/b": 2, "test/a": 2,
                                     "test/b": 1})
-    b = image_folder.build({"root": str(tmp_path / "sp")}, ctx(None, 16, 1))
+    b = image_folder.build(filled("image_folder", {"root": str(tmp_path / "sp")}), ctx(None, 16, 1))
     assert [len(b.splits[k]) for k in ("train", "val", "test")] == [8, 4, 3]
 
 
 def test_image_folder_group_regex_never_leaks(tmp_path: Path) -> None:
     _write_folder(tmp_path / "g", {"a": 12, "b": 12})
-    b = image_folder.build({"root": str(tmp_path / "g"), "group_regex": r"^(p\d)_"}, ctx(tmp_path, 16, 1))
+    b = image_folder.build(filled("image_folder", {"root": str(tmp_path / "g"), "group_regex": r"^(p\d)_"}), ctx(tmp_path, 16, 1))
     doc = json.loads((tmp_path / "splits.json").read_text())
     sets = [set(doc["groups"][k]) for k in ("train", "val", "test")]
     assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
@@ -143,10 +155,30 @@ def test_image_folder_leak_in_split_folders_is_error(tmp_path: Path) -> None:
     _write_folder(tmp_path / "sp", {"train/a": 3, "train/b": 3, "val/a": 3, "val/b": 3, "test/a": 3,
                                     "test/b": 3})
     with pytest.raises(UserError, match="leak"):
-        image_folder.build({"root": str(tmp_path / "sp"), "group_regex": r"^(p\d)_"}, ctx(None, 16, 1))
-    b = image_folder.build({"root": str(tmp_path / "sp"), "group_regex": r"^(p\d)_", "split": "grouped",
-                            "val_fraction": 0.34, "test_fraction": 0.33}, ctx(None, 16, 1))
+        image_folder.build(filled("image_folder", {"root": str(tmp_path / "sp"), "group_regex": r"^(p\d)_"}), ctx(None, 16, 1))
+    b = image_folder.build(filled("image_folder", {"root": str(tmp_path / "sp"), "group_regex": r"^(p\d)_", "split": "grouped",
+                                                   "val_fraction": 0.34, "test_fraction": 0.33}), ctx(None, 16, 1))
     assert sum(len(s) for s in b.splits.values()) == 18
+
+
+def test_reused_reader_gets_its_own_schema_defaults(tmp_path: Path) -> None:
+    """A dataset reading through image_folder's reader (oct, iris_pad, cxr16) hands it image_folder's keys with
+    image_folder's defaults for those its own schema lacks; keys image_folder does not know are dropped."""
+    oct_params = filled("oct", {"root": str(tmp_path), "cache": False})
+    p = params_for(IMAGE_FOLDER, oct_params, classes=["a", "b"])
+    assert "layout" not in p and p["cache"] is False and p["classes"] == ["a", "b"]
+    assert p["nested"] is False and ".png" in p["extensions"] and p["val_fraction"] == oct_params["val_fraction"]
+
+
+def test_fractions_and_extensions_checked(tmp_path: Path) -> None:
+    _write_folder(tmp_path / "flat", {"a": 4, "b": 4})
+    with pytest.raises(UserError, match="val_fraction"):
+        filled("image_folder", {"root": str(tmp_path / "flat"), "val_fraction": -0.1})
+    with pytest.raises(UserError, match="extensions"):
+        filled("image_folder", {"root": str(tmp_path / "flat"), "extensions": []})
+    with pytest.raises(UserError, match="val_fraction \\+ test_fraction must be below 1"):
+        image_folder.build(filled("image_folder", {"root": str(tmp_path / "flat"), "val_fraction": 0.5,
+                                                   "test_fraction": 0.5}), ctx(None, 16, 1))
 
 
 def test_grouped_split_property() -> None:

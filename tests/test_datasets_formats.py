@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import importlib.util
 import json
@@ -14,14 +15,26 @@ import torch
 from medattn_plugins.datasets import cbis_ddsm, chexpert, csv_list, iris_pad, medmnist, mimic_cxr, oct
 from PIL import Image
 
+from medattn.config.schema import component_params
 from medattn.errors import UserError
 from medattn.hookspecs import DataContext
+from medattn.registry import Registry, default_registry
 from medattn.rundir import RunDir
 
 _spec = importlib.util.spec_from_file_location("_io_tests", Path(__file__).with_name("test_image_io.py"))
 _io = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_io)
 write_dicom = _io.write_dicom
+
+
+@functools.cache
+def registry() -> Registry:
+    return default_registry()
+
+
+def filled(name: str, params: dict) -> dict:
+    """The params of dataset ``name`` as the core hands them to the factory: validated, defaults filled in."""
+    return component_params(registry(), "dataset", {"name": name, "params": params})
 
 
 def ctx(run_dir: Path | None = None, size: int = 16, channels: int = 3, cache: Path | None = None) -> DataContext:
@@ -62,48 +75,48 @@ def _csv_tree(root: Path, n: int = 12) -> Path:
 
 def test_csv_grouped_and_bad_inputs(tmp_path: Path) -> None:
     _csv_tree(tmp_path)
-    b = csv_list.build({"root": str(tmp_path), "group_column": "patient", "val_fraction": 0.25,
-                        "test_fraction": 0.25}, ctx(tmp_path))
+    b = csv_list.build(filled("csv", {"root": str(tmp_path), "group_column": "patient", "val_fraction": 0.25,
+                                      "test_fraction": 0.25}), ctx(tmp_path))
     assert b.class_names == ["cat", "dog"] and sum(sizes(b)) == 12
     doc = json.loads((tmp_path / "splits.json").read_text())
     g = [set(doc["groups"][k]) for k in ("train", "val", "test")]
     assert not (g[0] & g[1] or g[0] & g[2] or g[1] & g[2])
     with pytest.raises(UserError, match=r"labels.csv line 1: missing required column\(s\) \['group'\].*'patient'"):
-        csv_list.build({"root": str(tmp_path), "group_column": "group"}, ctx())
+        csv_list.build(filled("csv", {"root": str(tmp_path), "group_column": "group"}), ctx())
     with pytest.raises(UserError, match="labels.csv line 2: label 'dog' is not one of the classes"):
-        csv_list.build({"root": str(tmp_path), "classes": ["cat", "bird"]}, ctx())
+        csv_list.build(filled("csv", {"root": str(tmp_path), "classes": ["cat", "bird"]}), ctx())
     with pytest.raises(UserError, match="not found"):
-        csv_list.build({"root": str(tmp_path), "csv": "nope.csv"}, ctx())
+        csv_list.build(filled("csv", {"root": str(tmp_path), "csv": "nope.csv"}), ctx())
     with pytest.raises(UserError, match="dataset.params.root"):
-        csv_list.build({"root": str(tmp_path / "absent")}, ctx())
+        csv_list.build(filled("csv", {"root": str(tmp_path / "absent")}), ctx())
     with pytest.raises(UserError, match="required"):
-        csv_list.build({"root": "REQUIRED"}, ctx())
+        csv_list.build(filled("csv", {"root": "REQUIRED"}), ctx())
     with pytest.raises(UserError, match="class 'bird' has no samples"):
-        csv_list.build({"root": str(tmp_path), "classes": ["cat", "dog", "bird"]}, ctx())
+        csv_list.build(filled("csv", {"root": str(tmp_path), "classes": ["cat", "dog", "bird"]}), ctx())
 
 
 def test_csv_missing_and_corrupt_images_error_and_skip(tmp_path: Path) -> None:
     _csv_tree(tmp_path)
     (tmp_path / "img" / "3.png").unlink()
     with pytest.raises(UserError, match=r"3.png: file not found \(listed in .*labels.csv line 5\)"):
-        csv_list.build({"root": str(tmp_path)}, ctx())
-    b = csv_list.build({"root": str(tmp_path), "on_bad_sample": "skip"}, ctx(tmp_path))
+        csv_list.build(filled("csv", {"root": str(tmp_path)}), ctx())
+    b = csv_list.build(filled("csv", {"root": str(tmp_path), "on_bad_sample": "skip"}), ctx(tmp_path))
     assert sum(sizes(b)) == 11 and b.info["skipped_at_listing"] == 1
     (tmp_path / "img" / "5.png").write_bytes(b"corrupt")
     png(tmp_path / "img" / "3.png", 60)
-    b = csv_list.build({"root": str(tmp_path)}, ctx())
+    b = csv_list.build(filled("csv", {"root": str(tmp_path)}), ctx())
     with pytest.raises(UserError, match=r"5.png: cannot decode image.*labels.csv line 7"):
         for k in ("train", "val", "test"):
             for i in range(len(b.splits[k])):
                 b.splits[k][i]
     with pytest.raises(UserError, match=r"5.png: cannot decode image"):
-        csv_list.build({"root": str(tmp_path), "verify": True}, ctx())
-    b = csv_list.build({"root": str(tmp_path), "on_bad_sample": "skip"}, ctx(tmp_path))
+        csv_list.build(filled("csv", {"root": str(tmp_path), "verify": True}), ctx())
+    b = csv_list.build(filled("csv", {"root": str(tmp_path), "on_bad_sample": "skip"}), ctx(tmp_path))
     items = [b.splits[k][i] for k in ("train", "val", "test") for i in range(len(b.splits[k]))]
     assert "img/5.png" not in {it["id"] for it in items}
     rows = list(csv.reader((tmp_path / "skipped.csv").open()))
     assert rows[0] == ["file", "reason", "source"] and any("5.png" in r[0] and "decode" in r[1] for r in rows)
-    b = csv_list.build({"root": str(tmp_path), "on_bad_sample": "skip", "verify": True}, ctx())
+    b = csv_list.build(filled("csv", {"root": str(tmp_path), "on_bad_sample": "skip", "verify": True}), ctx())
     assert sum(sizes(b)) == 11
 
 
@@ -112,25 +125,25 @@ def test_csv_split_column_and_empty_split(tmp_path: Path) -> None:
     for i in range(12):
         png(tmp_path / f"{i}.png")
     write_csv(tmp_path / "l.csv", ["file", "y", "set"], rows)
-    b = csv_list.build({"root": str(tmp_path), "csv": "l.csv", "path_column": "file", "label_column": "y",
-                        "split_column": "set"}, ctx())
+    b = csv_list.build(filled("csv", {"root": str(tmp_path), "csv": "l.csv", "path_column": "file", "label_column": "y",
+                                      "split_column": "set"}), ctx())
     assert sizes(b) == [4, 4, 4]
     write_csv(tmp_path / "l2.csv", ["file", "y", "set"], [r[:2] + ["train"] for r in rows[:3]] + [
         ["3.png", 1, "test"]])
     with pytest.raises(UserError, match="'val' split came out empty"):
-        csv_list.build({"root": str(tmp_path), "csv": "l2.csv", "path_column": "file", "label_column": "y",
-                        "split_column": "set", "val_fraction": 0.0}, ctx())
+        csv_list.build(filled("csv", {"root": str(tmp_path), "csv": "l2.csv", "path_column": "file", "label_column": "y",
+                                      "split_column": "set", "val_fraction": 0.0}), ctx())
     write_csv(tmp_path / "l3.csv", ["file", "y", "set"], [["0.png", 0, "holdout"]])
     with pytest.raises(UserError, match="l3.csv line 2: set 'holdout'"):
-        csv_list.build({"root": str(tmp_path), "csv": "l3.csv", "path_column": "file", "label_column": "y",
-                        "split_column": "set"}, ctx())
+        csv_list.build(filled("csv", {"root": str(tmp_path), "csv": "l3.csv", "path_column": "file", "label_column": "y",
+                                      "split_column": "set"}), ctx())
 
 
 def test_cache_is_used_from_second_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from medattn_plugins.datasets import file_dataset
 
     _csv_tree(tmp_path / "d")
-    b = csv_list.build({"root": str(tmp_path / "d")}, ctx(cache=tmp_path / "c"))
+    b = csv_list.build(filled("csv", {"root": str(tmp_path / "d")}), ctx(cache=tmp_path / "c"))
     ds = b.splits["train"]
     first = ds[0]["image"]
     assert len(list((tmp_path / "c").rglob("*.npy"))) == 1
@@ -140,7 +153,7 @@ def test_cache_is_used_from_second_read(tmp_path: Path, monkeypatch: pytest.Monk
 
     monkeypatch.setattr(file_dataset, "read_image", no_decode)
     assert torch.allclose(first, ds[0]["image"], atol=1e-4)
-    off = csv_list.build({"root": str(tmp_path / "d"), "cache": False}, ctx(cache=tmp_path / "c"))
+    off = csv_list.build(filled("csv", {"root": str(tmp_path / "d"), "cache": False}), ctx(cache=tmp_path / "c"))
     with pytest.raises(AssertionError, match="decoded again"):
         off.splits["train"][0]
 
@@ -187,7 +200,7 @@ def _cbis_tree(root: Path) -> None:
 def test_cbis_tcia_full_with_masks(tmp_path: Path) -> None:
     root = tmp_path / "cbis"
     _cbis_tree(root)
-    b = cbis_ddsm.build({"root": str(root), "layout": "tcia", "val_fraction": 0.25}, ctx(tmp_path, 16, 1))
+    b = cbis_ddsm.build(filled("cbis_ddsm", {"root": str(root), "layout": "tcia", "val_fraction": 0.25}), ctx(tmp_path, 16, 1))
     assert b.has_masks and b.class_names == ["BENIGN", "MALIGNANT"]
     assert len(b.splits["test"]) == 4 and sum(sizes(b)) == 12
     it = b.splits["test"][0]
@@ -195,8 +208,8 @@ def test_cbis_tcia_full_with_masks(tmp_path: Path) -> None:
     assert it["image"].shape == (1, 16, 16) and it["group"].startswith("P_")
     labels = dict(zip(b.splits["test"].ids(), b.splits["test"].labels()))
     assert labels["Mass-Test_P_00016_LEFT_CC"] == 1 and labels["Mass-Test_P_00017_LEFT_CC"] == 0
-    crop = cbis_ddsm.build({"root": str(root), "image": "roi_crop", "abnormality": ["mass"],
-                            "val_fraction": 0.34}, ctx(None, 8, 3))
+    crop = cbis_ddsm.build(filled("cbis_ddsm", {"root": str(root), "image": "roi_crop", "abnormality": ["mass"],
+                                                "val_fraction": 0.34}), ctx(None, 8, 3))
     assert not crop.has_masks and sum(sizes(crop)) == 8
     assert crop.splits["test"][0]["image"].shape == (3, 8, 8)
 
@@ -206,14 +219,14 @@ def test_cbis_tcia_bad_inputs(tmp_path: Path) -> None:
     _cbis_tree(root)
     (root / "calc_case_description_test_set.csv").unlink()
     with pytest.raises(UserError, match="calc_case_description_test_set.csv: CBIS-DDSM case-description CSV not found"):
-        cbis_ddsm.build({"root": str(root)}, ctx())
+        cbis_ddsm.build(filled("cbis_ddsm", {"root": str(root)}), ctx())
     t = (root / "mass_case_description_test_set.csv")
     t.write_text(t.read_text().replace("MALIGNANT", "MALIGN"))
     with pytest.raises(UserError, match=r"mass_case_description_test_set.csv line 2: pathology 'MALIGN'"):
-        cbis_ddsm.build({"root": str(root), "abnormality": ["mass"]}, ctx())
+        cbis_ddsm.build(filled("cbis_ddsm", {"root": str(root), "abnormality": ["mass"]}), ctx())
     t.write_text(t.read_text().replace("pathology", "patho"))
     with pytest.raises(UserError, match=r"line 1: missing required column\(s\) \['pathology'\]; the header has"):
-        cbis_ddsm.build({"root": str(root), "abnormality": ["mass"]}, ctx())
+        cbis_ddsm.build(filled("cbis_ddsm", {"root": str(root), "abnormality": ["mass"]}), ctx())
 
 
 def test_cbis_original_layout(tmp_path: Path) -> None:
@@ -221,12 +234,12 @@ def test_cbis_original_layout(tmp_path: Path) -> None:
         for i in range(n):
             png(tmp_path / split / f"img{i}.png", 50 * i)
             (tmp_path / split / f"img{i}case.txt").write_text("MALIGNANT\n" if i % 2 else "BENIGN\n")
-    b = cbis_ddsm.build({"root": str(tmp_path), "layout": "original"}, ctx(None, 16, 3))
+    b = cbis_ddsm.build(filled("cbis_ddsm", {"root": str(tmp_path), "layout": "original"}), ctx(None, 16, 3))
     assert b.class_names == ["BENIGN", "MALIGNANT"] and sizes(b) == [4, 2, 2]
     assert b.splits["train"][1]["label"] == 1 and b.splits["train"][0]["image"].shape == (3, 16, 16)
     (tmp_path / "val" / "img1case.txt").unlink()
     with pytest.raises(UserError, match="img1.png: its label file .*img1case.txt is missing"):
-        cbis_ddsm.build({"root": str(tmp_path), "layout": "original"}, ctx())
+        cbis_ddsm.build(filled("cbis_ddsm", {"root": str(tmp_path), "layout": "original"}), ctx())
 
 
 # -- mimic_cxr / chexpert ---------------------------------------------------------------------------
@@ -257,16 +270,16 @@ def _mimic_tree(root: Path) -> None:
 
 def test_mimic_jpg_policies_and_views(tmp_path: Path) -> None:
     _mimic_tree(tmp_path)
-    b = mimic_cxr.build({"root": str(tmp_path)}, ctx(tmp_path))
+    b = mimic_cxr.build(filled("mimic_cxr", {"root": str(tmp_path)}), ctx(tmp_path))
     assert sizes(b) == [11, 3, 4] and b.class_names == ["negative", "Pleural Effusion"]
-    ign = mimic_cxr.build({"root": str(tmp_path), "uncertain": "ignore", "blank": "ignore"}, ctx())
+    ign = mimic_cxr.build(filled("mimic_cxr", {"root": str(tmp_path), "uncertain": "ignore", "blank": "ignore"}), ctx())
     assert sum(sizes(ign)) == 12
-    one = mimic_cxr.build({"root": str(tmp_path), "uncertain": "one"}, ctx())
+    one = mimic_cxr.build(filled("mimic_cxr", {"root": str(tmp_path), "uncertain": "one"}), ctx())
     assert sum(one.splits["train"].labels()) > sum(b.splits["train"].labels())
-    ap = mimic_cxr.build({"root": str(tmp_path), "views": ["AP"]}, ctx())
+    ap = mimic_cxr.build(filled("mimic_cxr", {"root": str(tmp_path), "views": ["AP"]}), ctx())
     assert sum(sizes(ap)) == 12
     with pytest.raises(UserError, match="finding 'Effusion' is not a column"):
-        mimic_cxr.build({"root": str(tmp_path), "finding": "Effusion"}, ctx())
+        mimic_cxr.build(filled("mimic_cxr", {"root": str(tmp_path), "finding": "Effusion"}), ctx())
 
 
 def test_mimic_original_needs_trust(tmp_path: Path) -> None:
@@ -278,8 +291,8 @@ def test_mimic_original_needs_trust(tmp_path: Path) -> None:
         with open(d / "Annotations.pickle", "wb") as fh:
             pickle.dump(arr, fh)
     with pytest.raises(UserError, match="trust_pickle.*runs any code"):
-        mimic_cxr.build({"root": str(tmp_path), "layout": "original"}, ctx())
-    b = mimic_cxr.build({"root": str(tmp_path), "layout": "original", "trust_pickle": True}, ctx())
+        mimic_cxr.build(filled("mimic_cxr", {"root": str(tmp_path), "layout": "original"}), ctx())
+    b = mimic_cxr.build(filled("mimic_cxr", {"root": str(tmp_path), "layout": "original", "trust_pickle": True}), ctx())
     assert sizes(b) == [4, 4, 4] and b.splits["test"][1]["label"] == 1
 
 
@@ -294,9 +307,9 @@ def test_chexpert(tmp_path: Path) -> None:
             rows.append([rel, "Male", 60, "Frontal" if i % 4 else "Lateral", "AP" if i % 4 else "",
                          *[str(float(i % 2)) if f == "Pleural Effusion" else "" for f in FINDINGS]])
         write_csv(root / f"{name}.csv", header, rows)
-    b = chexpert.build({"root": str(root), "val_fraction": 0.25}, ctx())
+    b = chexpert.build(filled("chexpert", {"root": str(root), "val_fraction": 0.25}), ctx())
     assert sizes(b) == [9, 3, 4]
-    f = chexpert.build({"root": str(root), "views": ["AP"], "val_fraction": 0.25}, ctx())
+    f = chexpert.build(filled("chexpert", {"root": str(root), "views": ["AP"], "val_fraction": 0.25}), ctx())
     assert len(f.splits["test"]) == 3
 
 
@@ -307,16 +320,16 @@ def test_oct_kermany_and_noor(tmp_path: Path) -> None:
         for cls in oct.KERMANY:
             for p in range(4):
                 png(k / split / cls / f"{cls}-{1000 + p + (0 if split == 'train' else 50)}-{p}.jpeg")
-    b = oct.build({"root": str(tmp_path), "val_fraction": 0.25}, ctx())
+    b = oct.build(filled("oct", {"root": str(tmp_path), "val_fraction": 0.25}), ctx())
     assert b.class_names == oct.KERMANY and len(b.splits["test"]) == 16
-    b3 = oct.build({"root": str(k), "classes": ["CNV", "DME", "NORMAL"], "val_fraction": 0.25}, ctx())
+    b3 = oct.build(filled("oct", {"root": str(k), "classes": ["CNV", "DME", "NORMAL"], "val_fraction": 0.25}), ctx())
     assert len(b3.class_names) == 3 and len(b3.splits["test"]) == 12
     n = tmp_path / "noor"
     for cls in ("AMD", "DME", "NORMAL"):
         for s in range(5):
             for j in range(2):
                 png(n / cls / f"{cls}{s + 1}" / f"{j}.tif")
-    b = oct.build({"root": str(n), "layout": "noor", "val_fraction": 0.2, "test_fraction": 0.2}, ctx(tmp_path))
+    b = oct.build(filled("oct", {"root": str(n), "layout": "noor", "val_fraction": 0.2, "test_fraction": 0.2}), ctx(tmp_path))
     assert sum(sizes(b)) == 30
     doc = json.loads((tmp_path / "splits.json").read_text())
     g = [set(doc["groups"][s]) for s in ("train", "val", "test")]
@@ -328,18 +341,18 @@ def test_iris_layouts(tmp_path: Path) -> None:
         for i in range(6):
             png(tmp_path / "f" / cls / f"{cls}_{i}.png")
             png(tmp_path / "n" / f"s{i}_{'Live' if cls == 'live' else 'print'}.png")
-    b = iris_pad.build({"root": str(tmp_path / "f"), "val_fraction": 0.34, "test_fraction": 0.33}, ctx())
+    b = iris_pad.build(filled("iris_pad", {"root": str(tmp_path / "f"), "val_fraction": 0.34, "test_fraction": 0.33}), ctx())
     assert b.class_names == ["live", "spoof"] and sum(sizes(b)) == 12
-    b = iris_pad.build({"root": str(tmp_path / "n"), "layout": "names", "val_fraction": 0.34,
-                        "test_fraction": 0.33}, ctx())
+    b = iris_pad.build(filled("iris_pad", {"root": str(tmp_path / "n"), "layout": "names", "val_fraction": 0.34,
+                                           "test_fraction": 0.33}), ctx())
     assert sorted(sum((b.splits[s].labels() for s in b.splits), [])) == [0] * 6 + [1] * 6
     write_csv(tmp_path / "f" / "list.csv", ["path", "label"],
               [[f"{c}/{c}_{i}.png", c if i % 2 else int(c == "spoof")] for c in ("live", "spoof") for i in range(6)])
-    b = iris_pad.build({"root": str(tmp_path / "f"), "layout": "csv", "csv": "list.csv", "val_fraction": 0.34,
-                        "test_fraction": 0.33}, ctx())
+    b = iris_pad.build(filled("iris_pad", {"root": str(tmp_path / "f"), "layout": "csv", "csv": "list.csv", "val_fraction": 0.34,
+                                           "test_fraction": 0.33}), ctx())
     assert sum(sizes(b)) == 12
     with pytest.raises(UserError, match="csv is required"):
-        iris_pad.build({"root": str(tmp_path / "f"), "layout": "csv"}, ctx())
+        iris_pad.build(filled("iris_pad", {"root": str(tmp_path / "f"), "layout": "csv"}), ctx())
 
 
 def test_medmnist(tmp_path: Path) -> None:
@@ -348,9 +361,9 @@ def test_medmnist(tmp_path: Path) -> None:
               (("train", 10), ("val", 4), ("test", 4))}
     arrays |= {f"{s}_labels": (np.arange(n) % 2)[:, None] for s, n in (("train", 10), ("val", 4), ("test", 4))}
     np.savez(tmp_path / "pneumoniamnist.npz", **arrays)
-    b = medmnist.build({"root": str(tmp_path), "file": "pneumoniamnist.npz"}, ctx(None, 32, 3))
+    b = medmnist.build(filled("medmnist_npz", {"root": str(tmp_path), "file": "pneumoniamnist.npz"}), ctx(None, 32, 3))
     assert sizes(b) == [10, 4, 4] and b.splits["train"][1]["image"].shape == (3, 32, 32)
     del arrays["val_labels"]
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(UserError, match=r"missing array\(s\) \['val_labels'\]"):
-        medmnist.build({"root": str(tmp_path), "file": "bad.npz"}, ctx())
+        medmnist.build(filled("medmnist_npz", {"root": str(tmp_path), "file": "bad.npz"}), ctx())

@@ -1,6 +1,7 @@
 """Built-in dataset plugins (records only: factories are imported when a dataset is built)."""
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from medattn.api import Component, hookimpl
@@ -49,6 +50,16 @@ def _schema(props: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, 
     return schema
 
 
+def params_for(schema: dict[str, Any], params: dict[str, Any], **fixed: Any) -> dict[str, Any]:
+    """Params for another dataset's reader (oct reading through image_folder's, say): the keys of ``params``
+    that ``schema`` has, ``fixed`` on top, and ``schema``'s defaults for the rest, as the core fills them."""
+    props = schema["properties"]
+    out = {k: copy.deepcopy(p["default"]) for k, p in props.items() if "default" in p}
+    out.update({k: v for k, v in params.items() if k in props})
+    out.update(fixed)
+    return out
+
+
 def _cxr_label_props(default_finding: str = "Pleural Effusion") -> dict[str, Any]:
     return {
         "finding": _p("string", "The CheXpert label column used as the binary target", default_finding),
@@ -80,7 +91,7 @@ IMAGE_FOLDER = _schema({
                   items={"type": "string"}, minItems=2),
     "extensions": _p("array", "File extensions to read",
                      [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom"],
-                     items={"type": "string"}),
+                     items={"type": "string"}, minItems=1),
     "group_regex": _p("string", "Regex whose first group in the file name is the patient id (default: "
                       "each file is its own group)"),
     "nested": _p("boolean", "Images may sit in sub-folders of a class folder (e.g. one folder per patient); "

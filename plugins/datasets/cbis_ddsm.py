@@ -32,8 +32,8 @@ CLASSES = ["BENIGN", "MALIGNANT"]
 
 def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
     """Factory of ``cbis_ddsm``."""
-    root = require_dir(params.get("root"))
-    if params.get("layout", "tcia") == "original":
+    root = require_dir(params["root"])
+    if params["layout"] == "original":
         return _build_original(root, params, ctx)
     return _build_tcia(root, params, ctx)
 
@@ -70,9 +70,9 @@ def _build_original(root: Path, params: dict[str, Any], ctx: DataContext) -> Dat
     for split, items in raw.items():
         samples = [Sample(str(p), index[lab], f"{split}/{p.name}", f"{split}/{p.stem}", str(p.with_name(
             p.stem + "case.txt"))) for p, lab in items]
-        parts[split] = check_files(samples, opts, skips, bool(params.get("verify", False)))
-    return build_bundle("cbis_ddsm", parts, classes, {**params, "split": params.get("split", "official")}, ctx,
-                        opts, skips, info={"layout": "original", "root": str(root)}, source=f"cbis_ddsm at {root}")
+        parts[split] = check_files(samples, opts, skips, params["verify"])
+    return build_bundle("cbis_ddsm", parts, classes, params, ctx, opts, skips,
+                        info={"layout": "original", "root": str(root)}, source=f"cbis_ddsm at {root}")
 
 
 # -- TCIA layout ------------------------------------------------------------------------------------
@@ -163,9 +163,9 @@ def _build_tcia(root: Path, params: dict[str, Any], ctx: DataContext) -> DataBun
     skips = SkipLog(ctx.run_dir, ctx.log)
     csv_dir = _csv_dir(root, params)
     resolver = _Resolver(root)
-    roi = params.get("image", "full") == "roi_crop"
+    roi = params["image"] == "roi_crop"
     parts: dict[str, list[Sample]] = {"train": [], "test": []}
-    for abn in params.get("abnormality") or ["mass", "calc"]:
+    for abn in params["abnormality"]:
         for split in ("train", "test"):
             path = csv_dir / CSV_NAMES[(abn, split)]
             if not path.is_file():
@@ -202,7 +202,7 @@ def _build_tcia(root: Path, params: dict[str, Any], ctx: DataContext) -> DataBun
                 if mask is not None and mask != img and str(mask) not in s.mask_paths:
                     s.mask_paths.append(str(mask))
     for k in parts:
-        parts[k] = check_files(parts[k], opts, skips, bool(params.get("verify", False)))
+        parts[k] = check_files(parts[k], opts, skips, params["verify"])
     info = {"layout": "tcia", "image": "roi_crop" if roi else "full", "root": str(root), "csv_dir": str(csv_dir)}
     return build_bundle("cbis_ddsm", parts, CLASSES, params, ctx, opts, skips, has_masks=not roi, info=info,
                         source=f"cbis_ddsm at {root}")

@@ -10,7 +10,7 @@ def binary_label(value: str, params: dict[str, Any], where: str) -> int | None:
     """The 0/1 target of one label cell, or None when the policy drops the image."""
     v = value.strip()
     if v == "":
-        return None if params.get("blank", "zero") == "ignore" else 0
+        return None if params["blank"] == "ignore" else 0
     try:
         x = float(v)
     except ValueError:
@@ -20,7 +20,7 @@ def binary_label(value: str, params: dict[str, Any], where: str) -> int | None:
     if x == 0:
         return 0
     if x == -1:
-        policy = params.get("uncertain", "zero")
+        policy = params["uncertain"]
         return None if policy == "ignore" else (1 if policy == "one" else 0)
     raise UserError(f"{where}: label '{value}' is not 1, 0, -1 or blank")
 

@@ -25,9 +25,9 @@ def _resolve(root: Path, rel: str) -> Path:
 
 def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
     """Factory of ``chexpert``."""
-    root = require_dir(params.get("root"))
-    finding = params.get("finding", "Pleural Effusion")
-    views = [v.upper() for v in params.get("views") or []]
+    root = require_dir(params["root"])
+    finding = params["finding"]
+    views = [v.upper() for v in params["views"]]
     opts = options_from(params, ctx)
     skips = SkipLog(ctx.run_dir, ctx.log)
     parts: dict[str, list[Sample]] = {}
@@ -51,7 +51,7 @@ def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
                 continue
             rel = r["Path"].strip()
             samples.append(Sample(str(_resolve(root, rel)), lab, rel, group_of(rel, r"(patient\d+)"), where))
-        parts[split] = check_files(samples, opts, skips, bool(params.get("verify", False)))
+        parts[split] = check_files(samples, opts, skips, params["verify"])
     return build_bundle("chexpert", parts, ["negative", finding], params, ctx, opts, skips,
                         info={"finding": finding, "views": views, "root": str(root)},
                         source=f"chexpert at {root}")

@@ -16,14 +16,14 @@ SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "va
 
 def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
     """Factory of ``csv``."""
-    root = require_dir(params.get("root"))
-    csv_path = Path(str(params.get("csv") or "labels.csv"))
+    root = require_dir(params["root"])
+    csv_path = Path(str(params["csv"]))
     csv_path = csv_path if csv_path.is_absolute() else root / csv_path
     if not csv_path.is_file():
         raise UserError(f"{csv_path}: CSV not found (dataset.params.csv)")
-    pcol = params.get("path_column") or "path"
-    lcol = params.get("label_column") or "label"
-    scol = params.get("split_column") or None
+    pcol = params["path_column"]
+    lcol = params["label_column"]
+    scol = params.get("split_column") or None  # split_column, group_column, image_root, classes: optional
     gcol = params.get("group_column") or None
     table = Table(csv_path, [c for c in (pcol, lcol, scol, gcol) if c])
     image_root = Path(str(params["image_root"])) if params.get("image_root") else csv_path.parent
@@ -59,7 +59,7 @@ def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
     if "train" not in parts:
         raise UserError(f"{csv_path}: no row has {scol} = train")
     for k in parts:
-        parts[k] = check_files(parts[k], opts, skips, bool(params.get("verify", False)))
+        parts[k] = check_files(parts[k], opts, skips, params["verify"])
     for c, name in enumerate(classes):
         if not any(s.label == c for v in parts.values() for s in v):
             raise UserError(f"{csv_path}: class '{name}' has no samples")

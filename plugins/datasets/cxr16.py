@@ -6,7 +6,7 @@ from typing import Any
 
 from medattn.api import DataBundle, DataContext, UserError
 
-from .image_folder import build_from_root
+from .image_folder import build_from_root, folder_params
 
 CXR16_GROUP = r"(person\d+|IM-\d+)"
 
@@ -19,8 +19,5 @@ def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
     if not root.is_dir():
         raise UserError(f"the embedded cxr16 sample is missing from the installed package ({root}); "
                         "reinstall medattn")
-    p = {"classes": ["NORMAL", "PNEUMONIA"], "group_regex": CXR16_GROUP,
-         "val_fraction": float(params.get("val_fraction", 0.25)),
-         "test_fraction": float(params.get("test_fraction", 0.25)),
-         "cache": params.get("cache", False), "on_bad_sample": "error"}
+    p = folder_params(params, classes=["NORMAL", "PNEUMONIA"], group_regex=CXR16_GROUP, on_bad_sample="error")
     return build_from_root(root, p, ctx, "cxr16")

@@ -49,8 +49,8 @@ class LoadOptions:
 
     size: tuple[int, int]
     channels: int
-    dicom_voi: bool = True
-    on_bad_sample: str = "error"
+    dicom_voi: bool
+    on_bad_sample: str
     cache_dir: str | None = None
 
 
@@ -83,13 +83,13 @@ class SkipLog:
 
 
 def options_from(params: dict[str, Any], ctx: DataContext) -> LoadOptions:
-    """Load options from the common params and the data context."""
+    """Load options from the common params (defaults filled in) and the data context."""
     cache_dir = None
-    if params.get("cache", True) and ctx.cache_dir is not None:
+    if params["cache"] and ctx.cache_dir is not None:
         cache_dir = str(ctx.cache_dir)
     return LoadOptions(size=(int(ctx.image_size[0]), int(ctx.image_size[1])), channels=int(ctx.channels),
-                       dicom_voi=bool(params.get("dicom_voi", True)),
-                       on_bad_sample=str(params.get("on_bad_sample", "error")), cache_dir=cache_dir)
+                       dicom_voi=params["dicom_voi"], on_bad_sample=params["on_bad_sample"],
+                       cache_dir=cache_dir)
 
 
 def describe(sample: Sample) -> str:
@@ -97,7 +97,7 @@ def describe(sample: Sample) -> str:
     return sample.path + (f" (listed in {sample.source})" if sample.source else "")
 
 
-def check_files(samples: list[Sample], opts: LoadOptions, skips: SkipLog, verify: bool = False) -> list[Sample]:
+def check_files(samples: list[Sample], opts: LoadOptions, skips: SkipLog, verify: bool) -> list[Sample]:
     """Drop (skip mode) or reject (error mode) samples whose files are missing or, with verify, unreadable."""
     good = []
     for s in samples:
@@ -233,9 +233,9 @@ def build_bundle(dataset: str, split_samples: dict[str, list[Sample]], class_nam
     are carved from train by a seeded grouped split (``val_fraction`` / ``test_fraction``); with
     ``split: grouped`` every sample is pooled and re-split that way, ignoring the release's lists.
     """
-    val_f = float(params.get("val_fraction", 0.15))
-    test_f = float(params.get("test_fraction", 0.15))
-    mode = str(params.get("split", "official"))
+    val_f = float(params["val_fraction"])
+    test_f = float(params["test_fraction"])
+    mode = str(params["split"])
     parts = {k: list(v) for k, v in split_samples.items()}
     where = source or f"dataset {dataset}"
     if mode == "grouped":

@@ -7,9 +7,10 @@ from typing import Any
 
 from medattn.api import DataBundle, DataContext, UserError
 
+from . import IMAGE_FOLDER, params_for
 from .file_dataset import Sample, SkipLog, build_bundle, check_files, options_from
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom")
+IMAGE_EXTENSIONS = tuple(IMAGE_FOLDER["properties"]["extensions"]["default"])
 SPLIT_DIRS = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
 
 
@@ -64,14 +65,20 @@ def _check_flat(cdir: Path, cls: str, files: list[Path]) -> None:
 
 def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
     """Factory of ``image_folder``."""
-    root = require_dir(params.get("root"))
+    root = require_dir(params["root"])
     return build_from_root(root, params, ctx, "image_folder")
 
 
+def folder_params(params: dict[str, Any], **fixed: Any) -> dict[str, Any]:
+    """Another dataset's params as :func:`build_from_root` reads them: image_folder's keys among ``params``,
+    ``fixed`` on top, image_folder's defaults for the rest (e.g. ``nested``, ``extensions``)."""
+    return params_for(IMAGE_FOLDER, params, **fixed)
+
+
 def build_from_root(root: Path, params: dict[str, Any], ctx: DataContext, dataset: str) -> DataBundle:
-    """Class folders (with or without split folders) under ``root`` -> DataBundle."""
-    exts = tuple(e.lower() if e.startswith(".") else "." + e.lower()
-                 for e in params.get("extensions") or IMAGE_EXTENSIONS)
+    """Class folders (with or without split folders) under ``root`` -> DataBundle (``params``: image_folder's,
+    defaults filled in; see :func:`folder_params`)."""
+    exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in params["extensions"])
     pattern = params.get("group_regex") or None
     split_dirs = find_split_dirs(root)
     if "train" not in split_dirs:
@@ -81,7 +88,7 @@ def build_from_root(root: Path, params: dict[str, Any], ctx: DataContext, datase
     class_dirs: dict[str, set[str]] = {}
     for split, d in split_dirs.items():
         class_dirs[split] = {c.name for c in d.iterdir() if c.is_dir() and not c.name.startswith(".")}
-    classes = params.get("classes") or sorted(class_dirs["train"])
+    classes = params.get("classes") or sorted(class_dirs["train"])  # no schema default: read from the data
     if not classes:
         raise UserError(f"{split_dirs['train']}: no class sub-folders found (expected e.g. "
                         f"{split_dirs['train']}/<class>/<image>.png)")
@@ -100,14 +107,14 @@ def build_from_root(root: Path, params: dict[str, Any], ctx: DataContext, datase
             if not cdir.is_dir():
                 raise UserError(f"{d}: class folder '{cls}' is missing (classes: {classes})")
             files = list_images(cdir, exts)
-            if not params.get("nested", False):  # datasets reusing this reader have no such key
+            if not params["nested"]:
                 _check_flat(cdir, cls, files)
             if not files:
                 raise UserError(f"{cdir}: class '{cls}' has no images with extensions {list(exts)}")
             for f in files:
                 rel = f.relative_to(root).as_posix()
                 samples.append(Sample(path=str(f), label=label, id=rel, group=group_of(f.name, pattern) if pattern else rel))
-        parts[split] = check_files(samples, opts, skips, bool(params.get("verify", False)))
+        parts[split] = check_files(samples, opts, skips, params["verify"])
     info = {"root": str(root), "layout": "+".join(sorted(split_dirs))}
     return build_bundle(dataset, parts, list(classes), params, ctx, opts, skips, info=info,
                         source=f"{dataset} at {root}")

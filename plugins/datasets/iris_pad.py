@@ -7,26 +7,24 @@ from typing import Any
 
 from medattn.api import DataBundle, DataContext, UserError
 
-from . import csv_list
+from . import CSV, csv_list, params_for
 from .file_dataset import Sample, SkipLog, build_bundle, check_files, options_from
-from .image_folder import IMAGE_EXTENSIONS, build_from_root, group_of, list_images, require_dir
+from .image_folder import IMAGE_EXTENSIONS, build_from_root, folder_params, group_of, list_images, require_dir
 
 CLASSES = ["live", "spoof"]
 
 
 def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
     """Factory of ``iris_pad``."""
-    root = require_dir(params.get("root"))
-    layout = params.get("layout", "folders")
+    root = require_dir(params["root"])
+    layout = params["layout"]
     if layout == "csv":
-        if not params.get("csv"):
+        if not params.get("csv"):  # optional in the schema: only this layout needs it
             raise UserError("dataset.params.csv is required with iris_pad layout csv")
-        p = {k: v for k, v in params.items() if k not in ("layout", "group_regex")}
-        p["classes"] = CLASSES
-        return csv_list.build(p, ctx)
+        return csv_list.build(params_for(CSV, params, classes=CLASSES), ctx)
     if layout == "names":
         return _build_names(root, params, ctx)
-    return build_from_root(root, {**params, "classes": CLASSES}, ctx, "iris_pad")
+    return build_from_root(root, folder_params(params, classes=CLASSES), ctx, "iris_pad")
 
 
 def _build_names(root: Path, params: dict[str, Any], ctx: DataContext) -> DataBundle:
@@ -42,6 +40,6 @@ def _build_names(root: Path, params: dict[str, Any], ctx: DataContext) -> DataBu
         rel = f.relative_to(root).as_posix()
         label = 0 if re.search("live", f.name, re.IGNORECASE) else 1
         samples.append(Sample(str(f), label, rel, group_of(f.name, pattern) if pattern else rel))
-    samples = check_files(samples, opts, skips, bool(params.get("verify", False)))
+    samples = check_files(samples, opts, skips, params["verify"])
     return build_bundle("iris_pad", {"train": samples}, CLASSES, params, ctx, opts, skips,
                         info={"layout": "names"}, source=f"iris_pad at {root}")

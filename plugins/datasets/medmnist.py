@@ -40,8 +40,8 @@ class NpzSplit(Dataset):
 
 def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
     """Factory of ``medmnist_npz``."""
-    root = require_dir(params.get("root"))
-    f = Path(str(params.get("file") or "data.npz"))
+    root = require_dir(params["root"])
+    f = Path(str(params["file"]))
     f = f if f.is_absolute() else root / f
     if not f.is_file():
         raise UserError(f"{f}: MedMNIST .npz file not found (dataset.params.file)")
@@ -54,7 +54,7 @@ def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
     missing = [k for k in need if k not in keys]
     if missing:
         raise UserError(f"{f}: missing array(s) {missing}; the file has {sorted(keys)}")
-    col = int(params.get("task_column", 0))
+    col = int(params["task_column"])
     splits = {}
     all_labels = []
     for s in ("train", "val", "test"):
@@ -68,7 +68,7 @@ def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
         all_labels.append(labs)
         splits[s] = NpzSplit(s, imgs, labs, (int(ctx.image_size[0]), int(ctx.image_size[1])), ctx.channels)
     n_classes = int(max(int(x.max()) for x in all_labels if len(x)) + 1)
-    names = [str(c) for c in params.get("classes") or range(n_classes)]
+    names = [str(c) for c in params.get("classes") or range(n_classes)]  # no schema default: from the data
     if len(names) < n_classes:
         raise UserError(f"dataset.params.classes: {len(names)} names for labels 0..{n_classes - 1} in {f}")
     return finalize_bundle(splits, names, ctx, has_masks=False, info={"file": str(f)}, dataset="medmnist_npz",

@@ -19,14 +19,14 @@ PREFIX = "mimic-cxr-2.0.0-"
 
 def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
     """Factory of ``mimic_cxr``."""
-    root = require_dir(params.get("root"))
-    if params.get("layout", "jpg") == "original":
+    root = require_dir(params["root"])
+    if params["layout"] == "original":
         return _build_original(root, params, ctx)
     return _build_jpg(root, params, ctx)
 
 
 def _build_original(root: Path, params: dict[str, Any], ctx: DataContext) -> DataBundle:
-    if not params.get("trust_pickle", False):
+    if not params["trust_pickle"]:
         raise UserError("dataset.params.trust_pickle: the mimic_cxr original layout stores its labels in "
                         "Annotations.pickle, and loading a pickle runs any code it contains. Set "
                         "trust_pickle: true only if you made these files or trust their source")
@@ -65,15 +65,15 @@ def _build_original(root: Path, params: dict[str, Any], ctx: DataContext) -> Dat
             m = re.search(r"p(\d{8})", p)
             group = m.group(1) if m else f"{split}/{Path(p).name}"
             samples.append(Sample(str(path), label, f"{split}/{Path(p).name}", group, where))
-        parts[split] = check_files(samples, opts, skips, bool(params.get("verify", False)))
-    return build_bundle("mimic_cxr", parts, ["negative", params.get("finding", "Pleural Effusion")], params,
+        parts[split] = check_files(samples, opts, skips, params["verify"])
+    return build_bundle("mimic_cxr", parts, ["negative", params["finding"]], params,
                         ctx, opts, skips, info={"layout": "original", "root": str(root)},
                         source=f"mimic_cxr at {root}")
 
 
 def _build_jpg(root: Path, params: dict[str, Any], ctx: DataContext) -> DataBundle:
-    finding = params.get("finding", "Pleural Effusion")
-    views = [v.upper() for v in params.get("views") or []]
+    finding = params["finding"]
+    views = [v.upper() for v in params["views"]]
     labels_t = Table(find_table(root, PREFIX + "chexpert.csv"), ["subject_id", "study_id"])
     check_finding(finding, labels_t.header, labels_t.path, 2)
     split_t = Table(find_table(root, PREFIX + "split.csv"), ["dicom_id", "study_id", "subject_id", "split"])
@@ -109,7 +109,7 @@ def _build_jpg(root: Path, params: dict[str, Any], ctx: DataContext) -> DataBund
         path = files / f"p{subject[:2]}" / f"p{subject}" / f"s{study}" / f"{dicom}.jpg"
         parts[split].append(Sample(str(path), lab[0], f"p{subject}/s{study}/{dicom}", subject, where))
     for k in parts:
-        parts[k] = check_files(parts[k], opts, skips, bool(params.get("verify", False)))
+        parts[k] = check_files(parts[k], opts, skips, params["verify"])
     info = {"layout": "jpg", "finding": finding, "views": views, "dropped": dropped, "root": str(root)}
     return build_bundle("mimic_cxr", parts, ["negative", finding], params, ctx, opts, skips, info=info,
                         source=f"mimic_cxr at {root}")

@@ -7,7 +7,14 @@ from typing import Any
 from medattn.api import DataBundle, DataContext, UserError
 
 from .file_dataset import Sample, SkipLog, build_bundle, check_files, options_from
-from .image_folder import IMAGE_EXTENSIONS, build_from_root, find_split_dirs, list_images, require_dir
+from .image_folder import (
+    IMAGE_EXTENSIONS,
+    build_from_root,
+    find_split_dirs,
+    folder_params,
+    list_images,
+    require_dir,
+)
 
 KERMANY = ["CNV", "DME", "DRUSEN", "NORMAL"]
 KERMANY_PATIENT = r"^[A-Za-z]+-(\d+)-"
@@ -15,8 +22,8 @@ KERMANY_PATIENT = r"^[A-Za-z]+-(\d+)-"
 
 def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
     """Factory of ``oct``."""
-    root = require_dir(params.get("root"))
-    if params.get("layout", "kermany") == "noor":
+    root = require_dir(params["root"])
+    if params["layout"] == "noor":
         return _build_noor(root, params, ctx)
     base = root
     if "train" not in find_split_dirs(base):
@@ -25,7 +32,8 @@ def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
             raise UserError(f"{root}: no train/ folder found (oct layout kermany expects "
                             f"{root}/train/{{CNV,DME,DRUSEN,NORMAL}} and {root}/test/...)")
         base = subs[0]
-    p = {**params, "classes": params.get("classes") or KERMANY, "group_regex": KERMANY_PATIENT}
+    # classes has no schema default: it depends on the layout (Kermany's four, or Noor's folders)
+    p = folder_params(params, classes=params.get("classes") or KERMANY, group_regex=KERMANY_PATIENT)
     return build_from_root(base, p, ctx, "oct")
 
 
@@ -50,6 +58,6 @@ def _build_noor(root: Path, params: dict[str, Any], ctx: DataContext) -> DataBun
                 samples.append(Sample(str(f), label, rel, f"{cls}/{subj.name}"))
         if not any(s.label == label for s in samples):
             raise UserError(f"{cdir}: class '{cls}' has no images")
-    samples = check_files(samples, opts, skips, bool(params.get("verify", False)))
+    samples = check_files(samples, opts, skips, params["verify"])
     return build_bundle("oct", {"train": samples}, list(classes), params, ctx, opts, skips,
                         info={"layout": "noor", "root": str(root)}, source=f"oct at {root}")

@@ -98,8 +98,8 @@ def _tissue(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, difficulty
     return img
 
 
-def generate(seed: int, split: str, index: int, size: tuple[int, int], difficulty: float = 0.5,
-             lesion_size: float = 0.12, decoys: float = 0.0) -> tuple[np.ndarray, np.ndarray, int]:
+def generate(seed: int, split: str, index: int, size: tuple[int, int], difficulty: float, lesion_size: float,
+             decoys: float) -> tuple[np.ndarray, np.ndarray, int]:
     """One (image HxW float32 in [0,1], mask HxW float32, label) for (seed, split, index).
 
     ``decoys``: expected number of fainter lesions of the *other* class's shape elsewhere in the image, so that
@@ -141,7 +141,7 @@ class SyntheticLesions(Dataset):
     """A split of ``synthetic_lesions``: items generated on demand, deterministic by (seed, split, index)."""
 
     def __init__(self, split: str, n: int, seed: int, size: tuple[int, int], channels: int,
-                 difficulty: float, lesion_size: float, decoys: float = 0.0) -> None:
+                 difficulty: float, lesion_size: float, decoys: float) -> None:
         self.split, self.n, self.seed, self.size, self.channels = split, n, seed, size, channels
         self.difficulty, self.lesion_size, self.decoys = difficulty, lesion_size, decoys
 
