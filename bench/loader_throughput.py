@@ -20,7 +20,9 @@ from medattn_plugins.datasets import csv_list
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from medattn.config.schema import component_params
 from medattn.hookspecs import DataContext
+from medattn.registry import default_registry
 
 
 def make_images(root: Path, n: int, side: int, fmt: str) -> None:
@@ -109,8 +111,9 @@ def main() -> None:
         def train_split(cache: bool) -> torch.utils.data.Dataset:
             ctx = DataContext(seed=0, image_size=(224, 224), channels=3, cache_dir=Path(tmp) / "cache",
                               log=lambda m: None)
-            return csv_list.build({**params, "cache": cache, "val_fraction": 0.02, "test_fraction": 0.02},
-                                  ctx).splits["train"]
+            given = {**params, "cache": cache, "val_fraction": 0.02, "test_fraction": 0.02}
+            filled = component_params(default_registry(), "dataset", {"name": "csv", "params": given})
+            return csv_list.build(filled, ctx).splits["train"]
 
         nocache = loader_rate(train_split(False), args.workers, args.batch)
         ds = train_split(True)

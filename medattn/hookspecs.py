@@ -155,6 +155,7 @@ class AttentionContext:
 
     backbone: Backbone  # the built backbone: the levels it returns are ``backbone.feature_info``
     image_size: tuple[int, int]  # (height, width) of the input images
+    num_outputs: int  # logits of the whole model
 
 
 @dataclass
