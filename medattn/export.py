@@ -183,9 +183,14 @@ def _tensors_only(value: Any) -> bool:
 
 
 def _reason(exc: BaseException) -> str:
-    """The first meaningful line of an exporter's error."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = lines[0].rstrip(":") if lines else type(exc).__name__
+    """The first meaningful line of an exporter's error (for a node of the traced graph: why, not the graph)."""
+    text = " ".join(str(exc).split())
+    if text.startswith("Failed to export a node") and "is not constant" in text:
+        text = ("a size computed from a tensor's shape while it runs is used where ONNX needs a constant (e.g. a "
+                "pooling kernel size); compute it with int(...) from the fixed input size")
+    else:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        text = lines[0].rstrip(":") if lines else type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
 
 
