@@ -11,7 +11,7 @@ from .config import Experiment
 from .errors import UserError
 from .jobs.base import Job
 from .registry import Registry
-from .run import Run
+from .run_state import Run
 from .rundir import ExperimentDir
 
 

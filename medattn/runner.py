@@ -15,7 +15,7 @@ from .errors import UserError
 from .identity import check_run_dir
 from .manifest import write_run_files
 from .plan import check_prerequisites, job, plan
-from .run import Run
+from .run_state import Run
 from .summary import experiment_view, printed, summarize
 
 

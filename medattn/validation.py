@@ -84,7 +84,7 @@ def _model_problem(run) -> str | None:
     """The message of a model that cannot be built (weights, a component that fails), checked without the data
     set (two placeholder classes), so that data and model problems are reported together."""
     from .model import build_model
-    from .run import seed_everything
+    from .run_state import seed_everything
 
     seed_everything(run.config["seed"])
     try:

@@ -198,7 +198,7 @@ def test_the_figure_job_draws_every_kind(tmp_path, monkeypatch):
         _not_blank(path)
     assert "deletion_auc" in exp.table("quality").read_text()
     exp.run("none").figure("curves").unlink()
-    from medattn.run import Run
+    from medattn.run_state import Run
 
     def no_data(self):
         raise AssertionError("the figure job built the data set")

@@ -28,7 +28,7 @@ def feature_level(backbone: Backbone, level: str | None, field: str) -> FeatureI
 
 def pool_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Average-pool ``x`` to ``size``: a plain AvgPool(k) where k = H/h gives it (the papers), adaptive otherwise."""
-    h, w = x.shape[-2:]
+    h, w = (int(v) for v in x.shape[-2:])  # plain ints: an exported graph keeps the kernel a constant
     if (h, w) == tuple(size):
         return x
     kh, kw = h // size[0], w // size[1]
