@@ -65,7 +65,15 @@ def main() -> None:
         write_run_files(run)
         _, splits = run.data()  # shared by both sides, built before timing
         weights = run.dir.checkpoint("best_val_loss")
-        checkpoints.save({"model": run.new_model().state_dict()}, weights)
+        model = run.new_model()
+        meta = checkpoints.model_meta(run.config, list(model.class_names), model.backbone, exp.registry, None)
+        meta["threshold"] = {"value": 0.5, "rule": "fixed", "source": "fixed"}
+        checkpoints.save({"format": checkpoints.FORMAT, "model": model.state_dict(), "epoch": 1,
+                          "monitor": "val_loss", "value": 1.0, "meta": meta}, weights)
+
+        import medattn_plugins.explainers.captum_methods  # noqa: F401 - as the original side has captum imported
+
+        import medattn.jobs.explain_steps  # noqa: F401 - one-time imports (scipy, sklearn, captum) before timing,
 
         t0 = time.perf_counter()
         ExplainJob(exp.registry).run(run)
