@@ -70,7 +70,8 @@ def printed(exp: ExperimentView) -> str:
     seeds of its main metrics instead of every seed's row), then every other table."""
     parts = []
     seeded = "aggregate" in exp.tables
-    for table, rows in exp.tables.items():
+    ordered = sorted(exp.tables.items(), key=lambda item: (item[0] != "summary", item[0] != "aggregate"))
+    for table, rows in ordered:
         if not rows or (seeded and any("seed" in r for r in rows)):
             continue
         if table == "aggregate":

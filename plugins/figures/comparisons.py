@@ -41,7 +41,8 @@ def draw(params: dict[str, Any], view: api.ExperimentView) -> list[Path]:
     wanted = params.get("metrics") or list(dict.fromkeys(r["metric"] for r in rows))
     rows = [r for r in rows if r["metric"] in wanted and math.isfinite(_float(r.get("delta")))]
     if not rows:
-        view.log("comparisons figure: no comparison rows to draw")
+        if view.tables.get("comparisons"):  # compared, but nothing finite to draw; without compare: say nothing
+            view.log("comparisons figure: no comparison rows to draw")
         return []
     alpha = float(params.get("alpha", 0.05))
     several = len({r.get("checkpoint") for r in rows}) > 1
