@@ -1,4 +1,4 @@
-"""Heads: the seed's exact parameter counts, the MLDAM MLPs, widths as 'C' / 'C/k', shapes."""
+"""Heads: the original code's exact parameter counts, the MLDAM MLPs, widths as 'C' / 'C/k', shapes."""
 from __future__ import annotations
 
 import pytest
