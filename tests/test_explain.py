@@ -1,5 +1,5 @@
 """Explainers on tiny models (shapes for sigmoid and softmax heads, IG completeness, capability flags), the
-prepared copy, and the explain job: selection, files, the original's naming, planning and its summary table."""
+prepared copy, and the explain job: selection, files, planning and its summary table."""
 from __future__ import annotations
 
 import copy
@@ -8,7 +8,6 @@ import json
 import re
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 from medattn_plugins.explainers import attention_maps as A
@@ -20,7 +19,6 @@ from medattn.attribution import _reused, prepare_for_attribution
 from medattn.hookspecs import AttentionContext, HeadContext
 from medattn.jobs.explain import ExplainJob
 from medattn.jobs.explain_methods import check_layers, model_to_attribute
-from medattn.jobs.explain_original import original_dir, original_files
 from medattn.jobs.explain_select import agreed_ids, method_labels
 from medattn.model import MedAttnModel
 
@@ -255,28 +253,6 @@ def test_method_labels_number_repeated_names():
     assert method_labels(methods) == ["saliency-1", "gradcam", "saliency-2"]
 
 
-def test_original_naming_exact(tmp_path):
-    rd = RunDir(tmp_path / "runs" / "exp" / "baseline")
-    config = {"seed": 42, "model": {"backbone": {"name": "densenet121"}},
-              "explain": {"original_dir": None, "original_names": {"saliency": "dl"}, "original_variant": None}}
-    chosen = {"index": np.array([5, 12]), "labels": np.array([0, 1]),
-              "images": np.random.rand(2, 3, 224, 224).astype(np.float32)}
-    attr = np.random.randn(2, 3, 224, 224).astype(np.float32)
-    original_files(rd, "baseline", config, "saliency", chosen, attr)
-    folder = tmp_path / "runs" / "exp" / "attributes" / "densenet121"
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "img_12_dl_baseline_label_1.npy", "img_12_original_1.npy", "img_5_dl_baseline_label_0.npy",
-        "img_5_original_0.npy"]
-    saved = np.load(folder / "img_12_dl_baseline_label_1.npy")
-    assert saved.shape == (224, 224, 3) and np.array_equal(saved, np.transpose(attr[1], (1, 2, 0)))
-    assert np.load(folder / "img_5_original_0.npy").shape == (224, 224, 3)
-    original_files(rd, "baseline", config, "gradcam", chosen, attr[:, :1])  # one channel is repeated to three
-    assert np.load(folder / "img_5_gradcam_baseline_label_0.npy").shape == (224, 224, 3)
-    config["explain"].update(original_dir="mine", original_variant="mldam")
-    original_files(rd, "baseline", config, "gradcam", chosen, attr[:, :1])
-    assert (rd.root / "mine" / "img_5_gradcam_mldam_label_0.npy").is_file()
-
-
 def _predictions(rd: RunDir, rows: str) -> None:
     rd.predictions("best_val_loss").parent.mkdir(parents=True)
     rd.config.write_text("{}")
@@ -303,8 +279,6 @@ def test_agreed_selection_with_repeated_seeds_compares_the_same_seed(tmp_path):
     exp.run("b", 1).config.write_text("{}")
     assert agreed_ids(exp.run("b", 1), 1, "best_val_loss", []) == ({"x", "y"}, ["a", "b"])
     assert agreed_ids(exp.run("b", 2), 2, "best_val_loss", []) == ({"y"}, ["a", "b"])
-    config = {"seed": 2, "model": {"backbone": {"name": "vgg16"}}, "explain": {"original_dir": None}}
-    assert original_dir(exp.run("b", 2), config) == exp.file("attributes", "vgg16", "2")
 
 
 def test_planning_names_the_files_the_job_reads(tmp_path):
@@ -359,7 +333,7 @@ class _Data(torch.utils.data.Dataset):
         return {"image": self.raw[i] - 0.5, "raw": self.raw[i], "label": i % 2, "id": f"im{i}", "mask": self.mask[i]}
 
 
-def test_the_job_writes_maps_scores_and_original_files(tmp_path, write):
+def test_the_job_writes_maps_and_scores(tmp_path, write):
     from medattn.config import load_experiment
 
     from .conftest import TINY
@@ -368,8 +342,6 @@ def test_the_job_writes_maps_scores_and_original_files(tmp_path, write):
   methods: [{name: saliency}, {name: attention_maps}, {name: saliency, params: {abs: true}}]
   samples: 3
   batch_size: 2
-  naming: original
-  original_names: {saliency-1: dl}
   quality: {steps: 2, scores: [deletion, localisation, randomisation]}""")
     exp = load_experiment(write("e.yaml", text))
     config = exp.variants[0].config.data
@@ -392,7 +364,4 @@ def test_the_job_writes_maps_scores_and_original_files(tmp_path, write):
     assert {"deletion_auc", "energy_in_mask", "randomisation_spearman"} <= set(quality["saliency-1"])
     assert set(rd.read_npz(rd.quality_curves)) == {"saliency-1/deletion", "saliency-1/fractions",
                                                     "saliency-2/deletion", "saliency-2/fractions"}
-    original = tmp_path / "runs" / "tiny" / "attributes" / "resnet18"
-    assert {"img_0_dl_v_label_0.npy", "img_0_saliency-2_v_label_0.npy", "img_2_original_0.npy"} <= {
-        p.name for p in original.iterdir()}
     assert any("attention_maps: skipped" in line for line in logged)

@@ -1,8 +1,8 @@
 """The explain job: attributions of selected images for each configured explainer, and how good they are.
 
 The steps live beside this module: explain_select (which images, which class), explain_methods (the explainers,
-their layers, the model they attribute), explain_files (what is written), explain_quality (the scores) and
-explain_original (the original code's file naming). Preparing the model is medattn.attribution; the scores
+their layers, the model they attribute), explain_files (what is written), explain_quality (the scores). The original code's file naming is a figure kind of its own plugin
+(``original_attributions``), written from these files. Preparing the model is medattn.attribution; the scores
 themselves are medattn.explanation_quality.
 """
 from __future__ import annotations
@@ -76,19 +76,6 @@ PARAMS = {
         "checkpoint": {"type": "string", "pattern": CHECKPOINT, "default": "best_val_loss",
                        "description": "weights to explain: last or a kept best_<train|val>_<metric> checkpoint"},
         "batch_size": {"type": "integer", "minimum": 1, "default": 8, "description": "images per attribution call"},
-        "naming": {"enum": ["npz", "original"], "default": "npz",
-                   "description": "npz: one <method>.npz per run; original: also the original code's "
-                                  "(goncalves2021) img_{idx}_original_{label}.npy and "
-                                  "img_{idx}_{method}_{variant}_label_{label}.npy"},
-        "original_dir": {"type": ["string", "null"], "default": None,
-                         "description": "naming: original: folder (relative to the run directory); null = "
-                                        "<output_dir>/<experiment>/attributes/<backbone>/ shared by the variants"},
-        "original_names": {"type": "object", "additionalProperties": {"type": "string"}, "default": {},
-                           "description": "naming: original: method label -> name in the file (the original "
-                                          "wrote 'dl' for saliency)"},
-        "original_variant": {"type": ["string", "null"], "default": None,
-                             "description": "naming: original: variant name in the file (null = the run's "
-                                            "variant)"},
         "quality": QUALITY,
     },
 }

@@ -10,7 +10,6 @@ from ..hookspecs import ExplainContext
 from ..rundir import RunDir
 from . import explain_files as files
 from .explain_methods import attribute, build_explainers, check_layers, model_to_attribute
-from .explain_original import original_files
 from .explain_quality import Scorer
 from .explain_select import select, targets_for
 
@@ -34,7 +33,7 @@ def explain(run: Any, rd: RunDir) -> None:
 
 
 def attribute_all(run: Any, rd: RunDir, model: Any, chosen: dict, inputs: Any, target: np.ndarray | None) -> None:
-    """Every method's maps, saved (and in the original's naming when asked), then scored."""
+    """Every method's maps, saved, then scored."""
     cfg = run.config["explain"]
     bs = int(cfg["batch_size"])
     explainers = build_explainers(run.registry, cfg, ExplainContext(model=model, num_outputs=model.num_outputs,
@@ -51,8 +50,6 @@ def attribute_all(run: Any, rd: RunDir, model: Any, chosen: dict, inputs: Any, t
             continue
         path = files.write_attributions(rd, label, spec, attributions)
         run.log(f"   explain {label}: {attributions.shape[0]} image(s) -> {path.relative_to(rd.root)}")
-        if cfg["naming"] == "original":
-            original_files(rd, run.variant, run.config, label, chosen, attributions)
         if scorer.active:
             scores = scorer.score(label, explainer, attributions)
             run.log(f"   quality {label}: " + " ".join(f"{k}={v:.4g}" for k, v in scores.items()))

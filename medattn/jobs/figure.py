@@ -52,10 +52,12 @@ def draw(registry: Registry, config: dict, scope: str, view) -> list[Path]:
 
 
 def selected_kinds(registry: Registry, config: dict, scope: str) -> list[dict]:
-    """The figure specs of ``figure.kinds`` (all registered kinds when empty) of one scope: run or experiment.
+    """The figure specs of ``figure.kinds`` (when empty: every registered kind but those whose record says
+    ``defaults={"opt_in": True}``) of one scope: run or experiment.
 
     Kinds run in the listed order, except that a component's ``defaults["order"]`` (default 0) sorts it later:
     the report (order 100) gathers what the others drew."""
-    kinds = config["figure"]["kinds"] or [{"name": n, "params": {}} for n in registry.names("figure")]
+    kinds = config["figure"]["kinds"] or [{"name": n, "params": {}} for n in registry.names("figure")
+                                          if not registry.get("figure", n).defaults.get("opt_in")]
     kinds = [k for k in kinds if registry.get("figure", k["name"]).defaults.get("scope", "run") == scope]
     return sorted(kinds, key=lambda k: registry.get("figure", k["name"]).defaults.get("order", 0))

@@ -1,7 +1,10 @@
-"""Outputs in the format of the original research code (Gonçalves & Cardoso 2021): its text results."""
+"""Outputs in the format of the original research code (Gonçalves & Cardoso 2021): its text results and its
+attribution files. The attribution files are opt-in: list ``original_attributions`` in ``figure.kinds``."""
 from __future__ import annotations
 
 from medattn.api import Component, hookimpl
+
+from .attribution_files import PARAMS as ATTRIBUTION_PARAMS
 
 _EMPTY = {"type": "object", "additionalProperties": False, "properties": {}}
 
@@ -15,4 +18,8 @@ def medattn_components() -> list[Component]:
         Component("figure", "original_results_summary", "medattn_plugins.original.results_text:experiment_file",
                   "the original code's text results across the variants (<experiment>/original_results.txt)",
                   _EMPTY, {"scope": "experiment"}),
+        Component("figure", "original_attributions", "medattn_plugins.original.attribution_files:write",
+                  "the original code's attribution files: img_{idx}_original_{label}.npy and "
+                  "img_{idx}_{method}_{variant}_label_{label}.npy (listed kinds only)", ATTRIBUTION_PARAMS,
+                  {"scope": "run", "opt_in": True}),
     ]
