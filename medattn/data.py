@@ -42,7 +42,7 @@ class Prepared(Dataset):
 
 def normalisation(config: dict, backbone: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Mean/std tensors (C, 1, 1) from ``dataset.normalize``; (None, None) for ``none``."""
-    mode = config["dataset"].get("normalize", "auto")
+    mode = config["dataset"]["normalize"]
     channels = int(getattr(backbone, "in_chans", 3))
     if mode == "none":
         return None, None

@@ -135,7 +135,8 @@ class Preprocess:
         params = ((meta.get("config") or {}).get("dataset") or {}).get("params") or {}
         mean, std = meta.get("mean"), meta.get("std")
         return cls((int(h), int(w)), int(meta["channels"]), tuple(mean) if mean is not None else None,
-                   tuple(std) if std is not None else None, bool(params.get("dicom_voi", True)))
+                   tuple(std) if std is not None else None,
+                   bool(params.get("dicom_voi", True)))  # a dataset without DICOM files has no such key
 
     def __call__(self, image: Any) -> torch.Tensor:
         """The normalised model input (C, H, W) of one image."""

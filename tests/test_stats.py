@@ -386,13 +386,14 @@ def test_comparisons_figure_draws_a_forest_plot(tmp_path):
     as_csv = [{k: str(v) for k, v in r.items()} for r in rows]  # as read back from comparisons.csv
     logged = []
     view = ExperimentView("exp", ExperimentDir(tmp_path), [], {"comparisons": as_csv}, {}, logged.append)
-    paths = comparisons.draw({"metrics": ["accuracy"]}, view)
+    paths = comparisons.draw({"metrics": ["accuracy"], "alpha": 0.05}, view)
     assert paths == [tmp_path / "figures" / "comparisons.png"] and paths[0].stat().st_size > 1000
-    assert comparisons.draw({}, ExperimentView("exp", ExperimentDir(tmp_path), [], {}, {}, logged.append)) == []
+    assert comparisons.draw({"alpha": 0.05}, ExperimentView("exp", ExperimentDir(tmp_path), [], {}, {},
+                                                            logged.append)) == []
     assert logged == []  # nothing compared: nothing to say
     nan_rows = [{**r, "delta": "nan"} for r in as_csv]
-    assert comparisons.draw({}, ExperimentView("exp", ExperimentDir(tmp_path), [], {"comparisons": nan_rows}, {},
-                                               logged.append)) == []
+    assert comparisons.draw({"alpha": 0.05}, ExperimentView("exp", ExperimentDir(tmp_path), [],
+                                                            {"comparisons": nan_rows}, {}, logged.append)) == []
     assert logged == ["comparisons figure: no comparison rows to draw"]
     import jsonschema
 

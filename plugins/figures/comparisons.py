@@ -44,7 +44,7 @@ def draw(params: dict[str, Any], view: api.ExperimentView) -> list[Path]:
         if view.tables.get("comparisons"):  # compared, but nothing finite to draw; without compare: say nothing
             view.log("comparisons figure: no comparison rows to draw")
         return []
-    alpha = float(params.get("alpha", 0.05))
+    alpha = float(params["alpha"])
     several = len({r.get("checkpoint") for r in rows}) > 1
     metrics = [m for m in wanted if any(r["metric"] == m for r in rows)]
     height = max(len([r for r in rows if r["metric"] == m]) for m in metrics)
