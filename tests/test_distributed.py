@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 
 import torch.multiprocessing as tmp_mp
@@ -34,10 +35,17 @@ def _worker(rank: int, world: int, port: int, file: str, out: str) -> None:
 def test_ddp_two_gloo_processes(write, tmp_path):
     text = FAST.format(epochs=1, out=tmp_path / "runs").replace("jobs: [train]", "jobs: [train, test]")
     file = write("ddp.yaml", text)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    tmp_mp.spawn(_worker, args=(2, port, str(file), str(tmp_path)), nprocs=2, join=True)
+    for attempt in (1, 2):  # the free port picked here can be taken before the workers bind it: try once more
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        try:
+            tmp_mp.spawn(_worker, args=(2, port, str(file), str(tmp_path)), nprocs=2, join=True)
+            break
+        except tmp_mp.ProcessRaisedException:
+            if attempt == 2:
+                raise
+            shutil.rmtree(tmp_path / "runs", ignore_errors=True)
     r0 = json.loads((tmp_path / "rank0.json").read_text())
     r1 = json.loads((tmp_path / "rank1.json").read_text())
     assert r0["world"] == r1["world"] == 2
