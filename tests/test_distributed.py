@@ -42,7 +42,7 @@ def test_ddp_two_gloo_processes(write, tmp_path):
         try:
             tmp_mp.spawn(_worker, args=(2, port, str(file), str(tmp_path)), nprocs=2, join=True)
             break
-        except tmp_mp.ProcessRaisedException:
+        except (tmp_mp.ProcessRaisedException, tmp_mp.ProcessExitedException):
             if attempt == 2:
                 raise
             shutil.rmtree(tmp_path / "runs", ignore_errors=True)
