@@ -22,10 +22,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 # npz files of explanations/ that are not one method's attributions
 EXPLANATION_FILES = ("samples", "quality_curves", "attention_raw")
+
+
+def _at(*parts: str) -> property:
+    """A fixed path inside the folder, as a read-only property."""
+    return property(lambda self: self.root.joinpath(*parts), doc="/".join(parts))
 
 
 class RunDir:
@@ -41,54 +44,28 @@ class RunDir:
         return str(self.root)
 
     # -- files at the top --------------------------------------------------------------------------------
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def manifest(self) -> Path:
-        return self.root / "manifest.json"
-
-    @property
-    def splits(self) -> Path:
-        return self.root / "splits.json"
-
-    @property
-    def skipped(self) -> Path:
-        return self.root / "skipped.csv"
-
-    @property
-    def jobs_done(self) -> Path:
-        return self.root / "jobs_done.json"
-
-    @property
-    def tensorboard(self) -> Path:
-        return self.root / "tensorboard"
+    config = _at("config.yaml")
+    manifest = _at("manifest.json")
+    splits = _at("splits.json")
+    skipped = _at("skipped.csv")
+    jobs_done = _at("jobs_done.json")
+    tensorboard = _at("tensorboard")
 
     # -- checkpoints -------------------------------------------------------------------------------------
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
+    checkpoints = _at("checkpoints")
 
     def checkpoint(self, name: str) -> Path:
         return self.checkpoints / f"{name}.pt"
 
-    @property
-    def last(self) -> Path:
-        return self.checkpoint("last")
+    last = _at("checkpoints", "last.pt")
 
     def checkpoint_names(self) -> list[str]:
         """Names of the checkpoints on disk (``last``, ``best_val_loss``, ...)."""
-        return sorted(p.stem for p in self.checkpoints.glob("*.pt")) if self.checkpoints.is_dir() else []
+        return sorted(p.stem for p in self.checkpoints.glob("*.pt") if p.is_file()) if self.checkpoints.is_dir() else []
 
     # -- metrics -----------------------------------------------------------------------------------------
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics"
-
-    @property
-    def history(self) -> Path:
-        return self.metrics / "history.csv"
+    metrics = _at("metrics")
+    history = _at("metrics", "history.csv")
 
     def test_metrics(self, checkpoint: str) -> Path:
         return self.metrics / f"test_{checkpoint}.json"
@@ -111,28 +88,15 @@ class RunDir:
         return sorted(p.stem[len("test_"):] for p in self.metrics.glob("test_*.json")) if self.metrics.is_dir() else []
 
     # -- explanations ------------------------------------------------------------------------------------
-    @property
-    def explanations(self) -> Path:
-        return self.root / "explanations"
-
-    @property
-    def samples(self) -> Path:
-        return self.explanations / "samples.npz"
+    explanations = _at("explanations")
+    samples = _at("explanations", "samples.npz")
 
     def attributions(self, label: str) -> Path:
         return self.explanations / f"{label}.npz"
 
-    @property
-    def quality(self) -> Path:
-        return self.explanations / "quality.json"
-
-    @property
-    def quality_curves(self) -> Path:
-        return self.explanations / "quality_curves.npz"
-
-    @property
-    def attention_raw(self) -> Path:
-        return self.explanations / "attention_raw.npz"
+    quality = _at("explanations", "quality.json")
+    quality_curves = _at("explanations", "quality_curves.npz")
+    attention_raw = _at("explanations", "attention_raw.npz")
 
     def attribution_labels(self) -> list[str]:
         """Method labels that have an attributions file, sorted."""
@@ -141,9 +105,7 @@ class RunDir:
         return sorted(p.stem for p in self.explanations.glob("*.npz") if p.stem not in EXPLANATION_FILES)
 
     # -- figures -----------------------------------------------------------------------------------------
-    @property
-    def figures(self) -> Path:
-        return self.root / "figures"
+    figures = _at("figures")
 
     def figure(self, stem: str, fmt: str = "png") -> Path:
         return self.figures / f"{stem}.{fmt}"
@@ -213,13 +175,9 @@ class ExperimentDir:
         """``<name>.<ext>``: summary, quality, aggregate, comparisons, ..."""
         return self.root / f"{name}.{ext}"
 
-    @property
-    def summary(self) -> Path:
-        return self.table("summary", "md")
+    summary = _at("summary.md")
 
-    @property
-    def figures(self) -> Path:
-        return self.root / "figures"
+    figures = _at("figures")
 
     def figure(self, stem: str, fmt: str = "png") -> Path:
         return self.figures / f"{stem}.{fmt}"
@@ -233,6 +191,8 @@ class ExperimentDir:
 
 
 def _yaml(path: Path) -> dict:
+    import yaml
+
     from .errors import UserError
 
     try:
