@@ -15,6 +15,8 @@ fails for built-in plugins and examples that import it.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .errors import NotApplicable, UserError, failure_reason
 from .files import atomic_write_bytes, atomic_write_text, format_table, write_csv, write_rows
 from .hookspecs import (
@@ -31,9 +33,23 @@ from .hookspecs import (
     TransformContext,
     hookimpl,
 )
-from .image_io import BadImage, is_dicom, mask_to_tensor, read_image, to_tensor
 from .rundir import ExperimentDir, RunDir
 from .views import ExperimentView, RunView, save_figure
+
+if TYPE_CHECKING:  # imported on first use below
+    from .image_io import BadImage, is_dicom, mask_to_tensor, read_image, to_tensor
+
+_IMAGES = ("BadImage", "is_dicom", "mask_to_tensor", "read_image", "to_tensor")
+
+
+def __getattr__(name: str):
+    """The image readers, imported on first use: listing plugins and printing the schema import no numpy."""
+    if name in _IMAGES:
+        from . import image_io
+
+        return getattr(image_io, name)
+    raise AttributeError(f"module 'medattn.api' has no attribute {name!r}")
+
 
 __all__ = [
     "KINDS", "AttentionContext", "Backbone", "BadImage", "Component", "DataBundle", "DataContext",

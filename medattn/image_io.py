@@ -48,22 +48,26 @@ def read_pillow(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            mode = im.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-                return np.asarray(im, dtype=np.float32) / 65535.0
-            if mode == "I":
-                arr = np.asarray(im, dtype=np.float64)
-                top = 65535.0 if arr.max(initial=0) > 255 else 255.0
-                return np.clip(arr / top, 0, 1).astype(np.float32)
-            if mode == "F":
-                return _minmax(np.asarray(im, dtype=np.float32))
-            if mode in ("L", "1"):
-                return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-            if mode == "LA":
-                return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-            rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+            return pil_to_array(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise BadImage(f"cannot decode image: {exc}") from None
+
+
+def pil_to_array(im: Any) -> np.ndarray:
+    """A loaded PIL image as float32 (H, W) or (H, W, 3) in [0, 1]: 16-bit depth kept, float images min-max
+    scaled, grey stored as RGB returned as grey."""
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(im, dtype=np.float32) / 65535.0
+    if mode == "I":
+        arr = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        return np.clip(arr / top, 0, 1).astype(np.float32)
+    if mode == "F":
+        return _minmax(np.asarray(im, dtype=np.float32))
+    if mode in ("L", "1", "LA"):
+        return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+    rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
     if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
         return np.ascontiguousarray(rgb[..., 0])  # grey stored as RGB (common in JPEG releases)
     return rgb

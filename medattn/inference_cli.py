@@ -116,7 +116,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from .files import write_csv
-    from .predict import class_probabilities, load_run
+    from .metrics import class_probabilities
+    from .predict import load_run
 
     sources = collect_inputs(args.inputs, args.path_column)
     predictor = load_run(args.run_dir, args.checkpoint, args.device)

@@ -46,7 +46,7 @@ def predictions(scores: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     return (pos >= threshold).astype(int) if pos is not None else np.asarray(scores).argmax(axis=1)
 
 
-def _prob_matrix(scores: np.ndarray) -> np.ndarray:
+def class_probabilities(scores: np.ndarray) -> np.ndarray:
     """(N, K) class probabilities (a sigmoid score becomes [1 - p, p])."""
     return np.stack([1 - scores, scores], axis=1) if scores.ndim == 1 else scores
 
@@ -90,7 +90,7 @@ def _classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: f
     present = np.unique(labels)
     recalls = skm.recall_score(labels, preds, labels=present, average=None, zero_division=0)
     out["balanced_accuracy"] = float(np.mean(recalls))
-    probs = _prob_matrix(scores)
+    probs = class_probabilities(scores)
     onehot = np.eye(k)[labels]
     # multi-class Brier: mean over samples of the squared distance to the one-hot label (binary: sklearn's)
     out["brier"] = float(skm.brier_score_loss(labels, pos, pos_label=1) if binary
@@ -127,7 +127,7 @@ def per_class(labels: np.ndarray, scores: np.ndarray, class_names: Sequence[str]
     k = n_classes_of(scores)
     p, r, f, s = skm.precision_recall_fscore_support(labels, preds, labels=list(range(k)), zero_division=0)
     spec = _specificities(skm.confusion_matrix(labels, preds, labels=list(range(k))))
-    probs = _prob_matrix(scores)
+    probs = class_probabilities(scores)
     out = {}
     for c in range(k):
         row = {"precision": float(p[c]), "recall": float(r[c]), "specificity": float(spec[c]), "f1": float(f[c]),

@@ -27,34 +27,13 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .image_io import BadImage, read_image, to_tensor
+from .image_io import BadImage, pil_to_array, read_image, to_tensor
 from .rundir import ExperimentDir, RunDir
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # reading images: files through medattn.image_io (what the file datasets use); PIL images, arrays, tensors
 # ---------------------------------------------------------------------------------------------------------------
-def pil_array(im: Any) -> np.ndarray:
-    """A PIL image as float32 in [0, 1], as :func:`medattn.image_io.read_image` decodes the same image from a
-    file: 16-bit depth kept, float images min-max scaled, grey stored as RGB returned as grey."""
-    mode = im.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        return np.asarray(im, dtype=np.float32) / 65535.0
-    if mode == "I":
-        arr = np.asarray(im, dtype=np.float64)
-        return np.clip(arr / (65535.0 if arr.max(initial=0) > 255 else 255.0), 0, 1).astype(np.float32)
-    if mode == "F":
-        arr = np.asarray(im, dtype=np.float32)
-        lo, hi = float(arr.min(initial=0)), float(arr.max(initial=0))
-        return ((arr - lo) / (hi - lo)).astype(np.float32) if hi > lo else np.zeros(arr.shape, np.float32)
-    if mode in ("L", "1", "LA"):
-        return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-    rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
-        return np.ascontiguousarray(rgb[..., 0])
-    return rgb
-
-
 def array_image(image: Any) -> np.ndarray:
     """A numpy array or tensor as float32 (H, W) or (H, W, 3) in [0, 1]. Arrays are (H, W), (H, W, C) or
     (C, H, W); tensors (C, H, W) or (H, W). uint8 is scaled by 255, uint16 by 65535, floats are taken as [0, 1]."""
@@ -85,7 +64,7 @@ def decode(image: Any, dicom_voi: bool = True) -> np.ndarray:
         return array_image(image)
     if hasattr(image, "mode") and hasattr(image, "convert"):  # a PIL image
         try:
-            return pil_array(image)
+            return pil_to_array(image)
         except (OSError, ValueError) as exc:
             raise BadImage(f"cannot convert the PIL image: {exc}") from None
     raise BadImage(f"not an image: {type(image).__name__} (give a path, a PIL image, a numpy array or a tensor)")
@@ -250,12 +229,6 @@ def overlay(image: np.ndarray, attribution: np.ndarray, min_side: int = 224) -> 
     return pic.resize((pic.width * scale, pic.height * scale), Image.Resampling.NEAREST) if scale > 1 else pic
 
 
-def class_probabilities(scores: np.ndarray) -> np.ndarray:
-    """(N, classes) probabilities from the model's scores (a sigmoid score p becomes [1 - p, p])."""
-    scores = np.asarray(scores, dtype=np.float32)
-    return np.stack([1 - scores, scores], axis=1) if scores.ndim == 1 else scores
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # the predictor
 # ---------------------------------------------------------------------------------------------------------------
@@ -308,6 +281,8 @@ class Predictor:
         idx, errs = np.full(n, -1, dtype=np.int64), [None] * n
         attributions: dict[int, np.ndarray] = {}
         raw: dict[int, np.ndarray] = {}
+        from .metrics import class_probabilities
+
         with tqdm(total=n, unit="img", disable=not progress, leave=False) as bar:
             for b in self.batches(items, batch_size):
                 if b.errors and errors == "raise":
@@ -316,7 +291,7 @@ class Predictor:
                 for i, why in b.errors.items():
                     errs[i] = why
                 if b.ok:
-                    probs[b.ok] = class_probabilities(b.scores)
+                    probs[b.ok] = class_probabilities(np.asarray(b.scores, dtype=np.float32))
                     idx[b.ok] = self.classify(b.scores)
                     if explain is not None:
                         attributions.update(zip(b.ok, self.attribute(explain[0], b, explain[1])))
@@ -441,12 +416,12 @@ def _stack(parts: dict[int, np.ndarray], n: int) -> np.ndarray | None:
 # ---------------------------------------------------------------------------------------------------------------
 # loading a run's model
 # ---------------------------------------------------------------------------------------------------------------
-def model_file(run: str | Path, checkpoint: str = "best_val_loss") -> tuple[Path, list[str]]:
-    """The model file of a run's checkpoint (or ``run`` itself when it is a model file) and the run's checkpoints;
-    a UserError for a missing run or an unknown checkpoint."""
+def model_file(run: str | Path, checkpoint: str = "best_val_loss") -> Path:
+    """The model file of a run's checkpoint (or ``run`` itself when it is a model file); a UserError for a
+    missing run or an unknown checkpoint."""
     path = Path(run).expanduser()
     if path.is_file():
-        return path, []
+        return path
     if not path.exists():
         raise UserError(f"{path}: no such run directory (medattn runs lists the runs of a folder)")
     rd = RunDir(path)
@@ -459,7 +434,7 @@ def model_file(run: str | Path, checkpoint: str = "best_val_loss") -> tuple[Path
         raise UserError(f"{path}: {why}")
     if checkpoint not in names:
         raise UserError(f"{path}: no checkpoint {checkpoint!r}; this run has: {', '.join(names)}")
-    return rd.checkpoint(checkpoint), names
+    return rd.checkpoint(checkpoint)
 
 
 def load_run(run: str | Path, checkpoint: str = "best_val_loss", device: str | torch.device = "cpu") -> Predictor:
@@ -468,9 +443,9 @@ def load_run(run: str | Path, checkpoint: str = "best_val_loss", device: str | t
     from . import checkpoints
     from .device import resolve_device
 
-    file, available = model_file(run, checkpoint)
+    file = model_file(run, checkpoint)
     dev = device if isinstance(device, torch.device) else resolve_device(str(device))
-    model = checkpoints.load_model(file, device=str(dev), available=available)
+    model = checkpoints.load_model(file, device=str(dev))
     return Predictor(model, dict(model.meta), file, dev)
 
 
