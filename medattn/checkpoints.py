@@ -117,19 +117,17 @@ def read_meta(path: Path) -> dict[str, Any]:
     return model_file(Path(path))["meta"]
 
 
-def load_model(path: Path | str, device: Any = "cpu", available: list[str] | None = None,
-               registry: Any = None) -> Any:
+def load_model(path: Path | str, device: Any = "cpu", registry: Any = None) -> Any:
     """The model of a model file, in eval mode on ``device``, built from its meta: no data set needed.
 
-    The model has ``class_names`` and ``meta`` (the file's meta). ``available``: the checkpoint names the run
-    has, listed when ``path`` does not exist. ``registry``: where the components come from (default: the
+    The model has ``class_names`` and ``meta`` (the file's meta); a missing file names the checkpoints beside
+    it. ``registry``: where the components come from (default: the
     installed plugins plus the ``plugins:`` of the file's config, whose code runs: load only files you trust).
     The global RNG states are left as they were.
     """
     path = Path(path)
     if not path.is_file():
-        have = available if available is not None else (
-            sorted(p.stem for p in path.parent.glob("*.pt")) if path.parent.is_dir() else [])
+        have = sorted(p.stem for p in path.parent.glob("*.pt") if p.is_file()) if path.parent.is_dir() else []
         raise UserError(f"{path}: checkpoint not found (run the train job first"
                         f"{'; this run has: ' + ', '.join(have) if have else ''})")
     data = model_file(path)

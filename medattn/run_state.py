@@ -90,7 +90,7 @@ class Run:
         from .checkpoints import load_model
 
         return load_model(self.dir.checkpoint(checkpoint), device=self.device,
-                          available=self.dir.checkpoint_names(), registry=self.registry)
+                          registry=self.registry)
 
 
 def seed_everything(seed: int) -> None:

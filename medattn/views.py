@@ -47,7 +47,7 @@ class RunView:
         """The trained model of ``checkpoints/<checkpoint>.pt`` in eval mode (from the self-contained file)."""
         from .checkpoints import load_model
 
-        return load_model(self.dir.checkpoint(checkpoint), device=device, available=self.dir.checkpoint_names())
+        return load_model(self.dir.checkpoint(checkpoint), device=device)
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,7 @@ def test_a_model_file_loads_where_its_pretrained_weights_are_missing(trained, tm
 
 def test_unknown_checkpoint_lists_what_the_run_has(trained):
     with pytest.raises(UserError) as err:
-        checkpoints.load_model(trained.checkpoint("best_val_f1"), available=trained.checkpoint_names())
+        checkpoints.load_model(trained.checkpoint("best_val_f1"))
     assert str(trained.checkpoint("best_val_f1")) in str(err.value)
     assert "this run has: best_train_loss, best_val_loss, last" in str(err.value)
 
