@@ -12,6 +12,8 @@ from pathlib import Path
 
 from . import __version__
 from .errors import EXIT_BAD_INPUT, UserError, render_error, user_message  # noqa: F401 - user_message re-exported
+from .inference_cli import COMMANDS as INFERENCE_COMMANDS
+from .inference_cli import add_parsers
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -56,10 +58,6 @@ def parser() -> argparse.ArgumentParser:
     sch.add_argument("file", type=Path, nargs="?",
                      help="an experiment file: also include the components of its plugins: list")
     sch.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
-    try:
-        from .inference_cli import add_parsers
-    except ImportError:  # pragma: no cover - predict/export not available
-        return ap
     add_parsers(sub)
     return ap
 
@@ -81,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def hydra_overrides(argv: list[str]) -> list[str]:
     """Bare ``a.b=c`` arguments after ``run`` / ``validate`` become ``--set a.b=c`` (the Hydra/OmegaConf habit)."""
-    if not argv or argv[0] not in ("run", "validate", "schema"):
+    if not argv or argv[0] not in ("run", "validate"):
         return argv
     out = argv[:1]
     for prev, arg in zip(argv, argv[1:]):
@@ -119,7 +117,9 @@ def cmd_run(args) -> int:
         return 0
     from .runner import run_experiment
 
-    jobs = [j.strip() for j in args.jobs.split(",") if j.strip()] if args.jobs else None
+    jobs = [j.strip() for j in args.jobs.split(",") if j.strip()] if args.jobs is not None else None
+    if jobs == []:
+        raise UserError(f"--jobs {args.jobs!r}: name at least one job, e.g. --jobs test,figure")
     run_experiment(exp, output_dir=args.output_dir, jobs=jobs, device=args.device, devices=args.devices,
                    shard=args.shard)
     return 0
@@ -232,13 +232,8 @@ def cmd_schema(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins, "schema": cmd_schema}
-try:
-    from .inference_cli import COMMANDS as _INFERENCE
-
-    COMMANDS.update(_INFERENCE)
-except ImportError:  # pragma: no cover
-    pass
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins, "schema": cmd_schema,
+            **INFERENCE_COMMANDS}
 
 
 if __name__ == "__main__":  # pragma: no cover

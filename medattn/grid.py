@@ -55,7 +55,10 @@ def _config_sha(run: Any) -> str:
 
 def mark_done(run: Any, job: str) -> None:
     """Record that ``job`` finished for this run's current config (``jobs_done.json`` in the run directory)."""
-    done = run.dir.read_jobs_done()
+    try:
+        done = run.dir.read_jobs_done()
+    except UserError:  # unreadable: is_complete treats it as nothing done, so start the record afresh
+        done = {}
     done[job] = {"config_sha256": _config_sha(run), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     atomic_write_text(run.dir.jobs_done, json.dumps(done, indent=2))
 

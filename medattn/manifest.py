@@ -1,6 +1,7 @@
 """manifest.json: what made a run (versions, components, device, git sha) and what data it saw."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
@@ -27,16 +28,14 @@ def write_run_files(run) -> None:
     run.dir.root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.dir.config, yaml.safe_dump(run.config, sort_keys=False))
     data = manifest(run)
-    if run.dir.manifest.is_file():
-        try:
-            old = json.loads(run.dir.manifest.read_text())
-        except ValueError:
-            old = {}
-        if isinstance(old, dict) and "data" in old:
+    if run.dir.manifest.is_file():  # unreadable: one clear error (its data record is what figures read)
+        old = run.dir.read_manifest()
+        if "data" in old:
             data["data"] = old["data"]
     atomic_write_text(run.dir.manifest, json.dumps(data, indent=2))
 
 
+@functools.cache  # constant within a process; looked up once, not per run
 def versions() -> dict[str, str | None]:
     import importlib.metadata as md
 
@@ -83,7 +82,7 @@ def record_data(run) -> None:
         return
     bundle, splits = run._cache["data"]
     fingerprint = data_fingerprint(bundle, run)
-    data = json.loads(file.read_text())
+    data = run.dir.read_manifest()
     old = (data.get("data") or {}).get("fingerprint")
     if old and fingerprint and old != fingerprint and run.dir.checkpoint_names():
         raise UserError(f"{run.dir.root}: its checkpoints were trained on other data (fingerprint {old}, now "
@@ -93,6 +92,7 @@ def record_data(run) -> None:
     atomic_write_text(file, json.dumps(data, indent=2))
 
 
+@functools.cache
 def git_sha() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)

@@ -143,8 +143,8 @@ def probe_shape(backbone: nn.Module, attention: nn.Module, size: tuple[int, int]
     for m, _ in modes:
         m.eval()
     try:
-        x = torch.zeros(1, int(backbone.in_chans), *size)
-        feats = guarded(lambda: backbone(x), "backbone", names[0], f"cannot run at {px(size)}")
+        feats = guarded(lambda: backbone(torch.zeros(1, int(backbone.in_chans), *size)), "backbone", names[0],
+                        f"cannot run at {px(size)}")
         levels = [i.name for i in backbone.feature_info]
         if list(feats) != levels:
             raise UserError(f"model.backbone: {names[0]} returned levels {list(feats)}, but its feature_info lists "

@@ -48,9 +48,28 @@ def plan(exp: Experiment, output_dir: str | None = None, jobs: list[str] | None 
                       device or cfg["device"], seed, writes=writes, cache_dir=base / ".cache",
                       choices=dict(variant.choices))
             out.append((run, run_jobs))
+    problems.extend(compare_problems(exp.variants[0].config.data, [v.name for v in exp.variants]))
     if problems:
         raise UserError("\n".join(dict.fromkeys(problems)))
     return out
+
+
+def compare_problems(config: dict, variants: list[str]) -> list[str]:
+    """``compare:`` names variants and a checkpoint the schema cannot know: check them before any training."""
+    spec = config.get("compare")
+    if not spec:
+        return []
+    ref, problems = spec["reference"], []
+    named = ref.items() if isinstance(ref, dict) else [] if ref in (None, "none") else [(ref, ref)]
+    for name in dict.fromkeys(n for pair in named for n in pair):
+        if name not in variants:
+            problems.append(f"compare.reference: {name!r} is not a variant of this experiment "
+                            f"(variants: {', '.join(variants)}; none: each against its variant without attention)")
+    checkpoint = spec["checkpoint"]
+    if checkpoint is not None and checkpoint not in config["test"]["checkpoints"]:
+        problems.append(f"compare.checkpoint: {checkpoint!r} is not tested (test.checkpoints: "
+                        f"{', '.join(config['test']['checkpoints'])})")
+    return problems
 
 
 def check_prerequisites(runs: list[tuple[Run, list[str]]], registry: Registry) -> None:

@@ -80,6 +80,7 @@ def test_moved_data_with_the_same_fingerprint_is_the_same_run(write, cli, tmp_pa
     moved = root.rename(tmp_path / "elsewhere")
     code, out, err = cli("run", exp, "--set", f"dataset.params.root={moved}", "--jobs", "test")
     assert code == 0, err
+    assert "replacing" not in out and "different run" not in err
 
 
 def test_validate_prints_classes_and_counts_and_writes_nothing(write, cli, tmp_path):
@@ -105,16 +106,15 @@ def test_validate_single_class_and_root_one_level_too_high(write, cli, tmp_path)
     assert code == 2 and "holds only folders" in err and "root is one level too high" in err
 
 
-def test_cli_version_bare_overrides_and_print_config(tiny, cli):
+def test_cli_version_bare_overrides_and_print_config(tiny, cli, capsys):
     import medattn
 
     with pytest.raises(SystemExit) as exc:
         cli("--version")
-    assert exc.value.code == 0
+    assert exc.value.code == 0 and f"medattn {medattn.__version__}" in capsys.readouterr().out
     code, out, err = cli("run", tiny, "train.epochs=2", "--print-config")
     assert code == 0, err
     assert "# tiny/default" in out and "epochs: 2" in out and "weight_decay: 0.0" in out  # defaults filled in
-    assert medattn.__version__
 
 
 def test_summary_names_no_job_but_collects_tables(tiny, cli, tmp_path):
@@ -125,3 +125,25 @@ def test_summary_names_no_job_but_collects_tables(tiny, cli, tmp_path):
     assert rows and rows[0]["variant"] == "default" and rows[0]["checkpoint"] == "best_val_loss"
     manifest = json.loads((exp.run("default").manifest).read_text())
     assert manifest["data"]["classes"] and manifest["data"]["fingerprint"]
+
+
+def test_bad_inputs_refused_before_any_work(tiny, cli, write, tmp_path):
+    code, _, err = cli("run", tiny, "--jobs", ",")
+    assert code == 2 and "--jobs" in err and "name at least one job" in err
+    code, _, err = cli("validate", tiny, "--set", "dataset.image_size=40000")
+    assert code == 2 and "dataset.image_size" in err and "Traceback" not in err
+    code, _, err = cli("validate", tiny, "--set", "compare={reference: nosuch}")
+    assert code == 2 and "compare.reference: 'nosuch' is not a variant" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_pil_float_images_read_as_files_are(tmp_path):
+    from PIL import Image
+
+    from medattn.image_io import read_image
+    from medattn.predict import decode
+
+    im = Image.fromarray(np.linspace(0.5, 1.0, 64, dtype=np.float32).reshape(8, 8), mode="F")
+    im.save(tmp_path / "f.tif")
+    assert np.allclose(decode(im), read_image(tmp_path / "f.tif")) and decode(im).min() == 0.0
+

@@ -65,8 +65,8 @@ def core_schema(reg: Registry) -> dict:
         job_props[name] = copy.deepcopy(dict(reg.get("job", name).params_schema))
     dataset_extra = {
         "image_size": {"description": "input size the images are resized to: an int (square) or [height, width]",
-                       "anyOf": [{"type": "integer", "minimum": 8},
-                                 {"type": "array", "items": {"type": "integer", "minimum": 8},
+                       "anyOf": [{"type": "integer", "minimum": 8, "maximum": 4096},
+                                 {"type": "array", "items": {"type": "integer", "minimum": 8, "maximum": 4096},
                                   "minItems": 2, "maxItems": 2}],
                        "default": 224},
         "normalize": {"description": "auto (the backbone's mean/std), none (scale to [0, 1] only), "
