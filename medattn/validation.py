@@ -36,7 +36,8 @@ def _where(marked: Any, label: str):
     def at(path: tuple, message: str) -> str:
         mark = marked.mark(path) if path else None
         dotted = ".".join(map(str, path))
-        return " ".join(x for x in (str(mark) if mark else "", f"{dotted}:" if dotted else "", message,
+        named = dotted and not message.startswith((f"{dotted}.", f"{dotted}:"))  # the message names its field
+        return " ".join(x for x in (str(mark) if mark else "", f"{dotted}:" if named else "", message,
                                     f"[run {label}]" if label else "") if x)
     return at
 
@@ -57,20 +58,21 @@ def _check_run(run, jobs: list[str], exp: Experiment, at) -> str | list[str]:
         check_prerequisites([(run, jobs)], exp.registry)
     except UserError as exc:
         problems.append(at(("jobs",), user_message(exc)))
-    model_problem = _model_problem(run)
-    if model_problem:
-        problems.append(at(("model",), model_problem))
     try:
         bundle, splits = run.data()
-    except UserError as exc:
-        if user_message(exc) != model_problem:  # a backbone that cannot be built stops the data check too
+    except UserError as exc:  # the data set, or the backbone it is built for: tell them apart, report both
+        model_problem = _model_problem(run)
+        if model_problem:
+            problems.append(at(("model",), model_problem))
+        if user_message(exc) != model_problem:
             problems.append(at(("dataset",), user_message(exc)))
         return problems
     counts, class_problems = _class_counts(bundle, splits)
     problems.extend(at(("dataset",), p) for p in class_problems)
-    if model_problem:
-        return problems
-    model = run.new_model()
+    try:
+        model = run.new_model()
+    except UserError as exc:
+        return [*problems, at(("model",), user_message(exc))]
     for name in jobs:
         problems.extend(at(path, message) for path, message in job(exp.registry, name).check_model(run.config, model))
     if problems:
@@ -82,7 +84,7 @@ def _check_run(run, jobs: list[str], exp: Experiment, at) -> str | list[str]:
 
 def _model_problem(run) -> str | None:
     """The message of a model that cannot be built (weights, a component that fails), checked without the data
-    set (two placeholder classes), so that data and model problems are reported together."""
+    set (two placeholder classes): when the data set fails, was the model the cause too?"""
     from .model import build_model
     from .run_state import seed_everything
 

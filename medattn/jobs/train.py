@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from ..config.schema import slot
-from ..rundir import RunDir
 from .base import Job
 from .checkpoint_names import CHECKPOINT_NAMES, METRIC_NAMES
 
@@ -136,7 +135,7 @@ class TrainJob(Job):
         trainer.fit()
         best = next(c.best for c in trainer.callbacks if isinstance(c, BestCheckpoints))
         shown = ", ".join(f"{k} {v:.4f}" for k, v in best.items()) or "no best checkpoint"
-        trainer.say(f"   train: {trainer.state.epoch} epochs; {shown}; history in {RunDir(run.dir).history}")
+        trainer.say(f"   train: {trainer.state.epoch} epochs; {shown}; history in {run.dir.history}")
 
 
 def _trainer(run: Any, dist: Any) -> Any:
@@ -161,7 +160,7 @@ def _trainer(run: Any, dist: Any) -> Any:
                    schedule=cfg["scheduler"], precision=precision, loss_fn=E.loss_function(model, weights),
                    train_loader=train_loader, val_loader=val_loader, val_sampler=val_sampler, dist=dist,
                    epochs=cfg["epochs"], accumulate=cfg["accumulate"], clip_grad_norm=cfg["clip_grad_norm"],
-                   last=RunDir(run.dir).last, callbacks=_callbacks(run, model, bundle), log=run.log,
+                   last=run.dir.last, callbacks=_callbacks(run, model, bundle), log=run.log,
                    progress=cfg["progress"] and dist.main)
 
 
@@ -190,10 +189,10 @@ def _callbacks(run: Any, model: Any, bundle: Any) -> list:
     the state of those before it)."""
     from .. import callbacks as C
     from ..checkpoints import model_meta
+    from ..manifest import data_fingerprint
 
-    cfg, rd = run.config["train"], RunDir(run.dir)
-    manifest = rd.read_manifest() if rd.manifest.is_file() else {}
-    fingerprint = (manifest.get("data") or {}).get("fingerprint") or bundle.info.get("fingerprint")
+    cfg, rd = run.config["train"], run.dir
+    fingerprint = data_fingerprint(bundle, run)
     meta = model_meta(run.config, bundle.class_names, model.backbone, run.registry, fingerprint)
     model_file = C.ModelFile(meta, run.config["test"])
     stop = cfg["early_stopping"]
