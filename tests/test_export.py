@@ -163,8 +163,9 @@ def test_export_bad_input(tmp_path, cli):
     file = model_file(tmp_path)
     code, _, err = cli("export", file.parent.parent, "--format", "onnx", "--checkpoint", "best_val_auc")
     assert code == 2 and "no checkpoint 'best_val_auc'" in err and "best_val_loss" in err
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exc:
         cli("export", file.parent.parent, "--format", "tflite")
+    assert exc.value.code == 2
     with pytest.raises(UserError, match="beside the model"):
         export_run(file, "onnx", output=tmp_path / "model.json")
 

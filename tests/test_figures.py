@@ -108,6 +108,7 @@ RUN_FILES = ["curves.png", "saliency_grid.png", "roc_best_val_loss.png", "pr_bes
 
 
 def test_every_run_figure_kind(hand_made):
+    assert {view.variant for view in hand_made.runs} == {"none", "cbam"}
     for view in hand_made.runs:
         written = [p for kind in RUN_KINDS for p in draw(kind, view)]
         assert sorted(p.name for p in written) == sorted(RUN_FILES + (["attention.png"] if view.variant == "cbam"

@@ -62,7 +62,7 @@ def test_medattn_run_from_a_dict_with_overrides(finished):
     assert [r.root.name for r in finished.runs] == ["default"] and finished.runs[0].root.is_absolute()
     assert [row["checkpoint"] for row in finished.summary] == ["best_val_loss"]
     assert len(finished.runs[0].read_history()) == 1  # train__epochs=1 overrode the dict's 3
-    assert not list(Path.cwd().glob(".medattn-*.yaml"))  # the temporary experiment file is gone
+    assert not list(finished.runs[0].root.parents[2].glob(".medattn-*.yaml"))  # the temporary file is gone
     with pytest.raises(UserError, match="expected one of default"):
         finished.load("nope")
 
@@ -170,8 +170,9 @@ def test_bad_run_arguments(run, cli, tmp_path):
         load_run(run.root, device="cuda:7")
     code, _, err = cli("predict", run.root, "x.png", "--checkpoint", "best_val_auc")
     assert code == 2 and "no checkpoint 'best_val_auc'" in err and "Traceback" not in err
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exc:
         cli("predict", run.root, "x.png", "--batch-size", "0")
+    assert exc.value.code == 2
 
 
 def test_threshold_from_the_model_file_and_multiclass(tmp_path):

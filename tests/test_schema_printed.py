@@ -214,6 +214,7 @@ def doc_experiments() -> list[tuple[str, str]]:
 
 
 DOCS = doc_experiments()
+assert len(DOCS) >= 5, "the docs' experiment blocks were not found"
 
 
 @pytest.mark.parametrize("where,text", DOCS, ids=[w for w, _ in DOCS])
