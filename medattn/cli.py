@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import EXIT_BAD_INPUT, UserError, render_error, user_message  # noqa: F401 - user_message re-exported
+from .errors import EXIT_BAD_INPUT, UserError, render_error
 from .inference_cli import COMMANDS as INFERENCE_COMMANDS
 from .inference_cli import add_parsers
 

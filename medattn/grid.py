@@ -8,7 +8,6 @@ at different times each leave an up-to-date table.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing as mp
 import queue
@@ -19,6 +18,7 @@ from typing import Any
 
 from .errors import UserError
 from .files import atomic_write_text
+from .manifest import config_sha
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -49,17 +49,13 @@ def parse_devices(text: str) -> list[str]:
     return slots
 
 
-def _config_sha(run: Any) -> str:
-    return hashlib.sha256(json.dumps(run.config, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def mark_done(run: Any, job: str) -> None:
     """Record that ``job`` finished for this run's current config (``jobs_done.json`` in the run directory)."""
     try:
         done = run.dir.read_jobs_done()
     except UserError:  # unreadable: is_complete treats it as nothing done, so start the record afresh
         done = {}
-    done[job] = {"config_sha256": _config_sha(run), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    done[job] = {"config_sha256": config_sha(run.config), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     atomic_write_text(run.dir.jobs_done, json.dumps(done, indent=2))
 
 
@@ -69,7 +65,7 @@ def is_complete(run: Any, jobs: list[str]) -> bool:
         done = run.dir.read_jobs_done()
     except UserError:
         return False
-    sha = _config_sha(run)
+    sha = config_sha(run.config)
     return all(done.get(j, {}).get("config_sha256") == sha for j in jobs)
 
 

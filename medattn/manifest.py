@@ -22,6 +22,11 @@ def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def config_sha(config: dict) -> str:
+    """The sha256 of a resolved config (manifest.json, and what jobs_done.json records per job)."""
+    return hashlib.sha256(canonical(config).encode()).hexdigest()
+
+
 def write_run_files(run) -> None:
     """config.yaml (resolved) and manifest.json, written before the first job; the data record of an earlier
     manifest is kept until the data set is built again."""
@@ -60,7 +65,7 @@ def manifest(run) -> dict:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "python": sys.version.split()[0], "platform": platform.platform(), "versions": versions(),
         "components": selected, "seed": run.config["seed"], "device": str(run.device),
-        "git_sha": git_sha(), "config_sha256": hashlib.sha256(canonical(run.config).encode()).hexdigest(),
+        "git_sha": git_sha(), "config_sha256": config_sha(run.config),
     }
 
 

@@ -15,13 +15,9 @@ from .run_state import Run
 from .rundir import ExperimentDir
 
 
+@cache  # one instance per registry and name
 def job(registry: Registry, name: str) -> Job:
     """The job component ``name`` (its factory, given the registry, returns a Job)."""
-    return _job(registry, name)
-
-
-@cache
-def _job(registry: Registry, name: str) -> Job:
     return registry.factory("job", name)(registry)
 
 

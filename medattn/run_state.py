@@ -68,9 +68,6 @@ class Run:
                 record_data(self)
         return self._cache["data"]
 
-    def class_names(self) -> list[str]:
-        return list(self.data()[0].class_names)
-
     def new_model(self):
         """A freshly initialised model for this run, seeded so that it does not depend on job order."""
         import torch

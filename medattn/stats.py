@@ -54,7 +54,6 @@ CORRECTIONS = ("holm", "bonferroni", "holm-sidak", "sidak", "simes-hochberg", "h
 METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "sensitivity", "specificity", "f1", "roc_auc")
 COLUMNS = ("variant", "reference", "metric", "delta", "ci_low", "ci_high", "p", "p_adjusted", "test", "n_seeds",
            "n_images")
-AGGREGATE_COLUMNS = ("metric", "mean", "sd", "ci_low", "ci_high", "n")
 NOT_AGGREGATED = frozenset({"seed", "n", "n_positive"})  # counts and ids, not metrics
 MCNEMAR_EXACT_BELOW = 25  # discordant pairs under which McNemar uses the exact binomial test
 NAN = float("nan")

@@ -69,8 +69,7 @@ class _BadImages:
 def test_user_error_raised_in_a_loader_worker_is_unwrapped():
     from torch.utils.data import DataLoader
 
-    from medattn.cli import user_message
-    from medattn.errors import UserError
+    from medattn.errors import UserError, user_message
 
     try:
         list(DataLoader(_BadImages(), num_workers=1))
