@@ -42,6 +42,8 @@ def export_run(run: str | Path, fmt: str, checkpoint: str = "best_val_loss",
     contract_file = out.with_suffix(".json")
     if out == contract_file:
         raise UserError(f"--output {out}: the contract is written as <name>.json beside the model; choose another name")
+    if out.is_dir():  # checked before the export, not after it
+        raise UserError(f"--output {out}: is a folder; give the model file's path, e.g. {out / ('model' + FORMATS[fmt])}")
     predictor = load_run(run, checkpoint, "cpu")
     shape = (predictor.transform.channels, *predictor.transform.image_size)
     try:

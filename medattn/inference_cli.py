@@ -119,6 +119,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .metrics import class_probabilities
     from .predict import load_run
 
+    if args.output.is_dir():  # checked before any prediction, not when the CSV is written
+        raise UserError(f"--output {args.output}: is a folder; give the CSV file's path, e.g. {args.output / 'predictions.csv'}")
     sources = collect_inputs(args.inputs, args.path_column)
     predictor = load_run(args.run_dir, args.checkpoint, args.device)
     explainer = predictor.explainer(args.explain, args.batch_size) if args.explain else None
@@ -139,7 +141,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     rows[i] = predictor_row(predictor, sources[i].name, probs[j], int(index))
                     if maps is not None:
                         rows[i].update(save_explanation(folder, i, sources[i], predictor, args.explain,
-                                                        batch.raw[j].numpy(), maps[j], rows[i]))
+                                                        batch.raw[j].numpy(), maps[j], probs[j], rows[i]))
             bar.update(len(batch.items))
     columns = ["path", *(f"prob_{c}" for c in predictor.class_names), "predicted", "threshold", "error"]
     write_csv(args.output, [rows[i] for i in range(len(sources))], columns + (["attribution", "overlay"]
@@ -165,7 +167,7 @@ def predictor_row(predictor: Any, name: str, probabilities: Any = None, index: i
 
 
 def save_explanation(folder: Path, position: int, source: Source, predictor: Any, method: str, image: Any,
-                     attribution: Any, row: dict[str, Any]) -> dict[str, str]:
+                     attribution: Any, probabilities: Any, row: dict[str, Any]) -> dict[str, str]:
     """``<folder>/<position>_<stem>.npz`` (attribution, image, prediction) and ``.png`` (overlay), written
     atomically; returns the CSV cells naming them (relative to the CSV's folder)."""
     import numpy as np
@@ -176,7 +178,7 @@ def save_explanation(folder: Path, position: int, source: Source, predictor: Any
     stem = f"{position:05d}_{source.path.stem if source.path else 'image'}"
     npz = io.BytesIO()
     np.savez_compressed(npz, attribution=attribution.astype(np.float32), image=image.astype(np.float32),
-                        probabilities=np.array([float(row[f"prob_{c}"]) for c in predictor.class_names]),
+                        probabilities=np.asarray(probabilities, dtype=np.float32),
                         class_names=np.array(predictor.class_names), predicted=np.array(row["predicted"]),
                         method=np.array(method), source=np.array(source.name))
     png = io.BytesIO()

@@ -147,3 +147,12 @@ def test_pil_float_images_read_as_files_are(tmp_path):
     im.save(tmp_path / "f.tif")
     assert np.allclose(decode(im), read_image(tmp_path / "f.tif")) and decode(im).min() == 0.0
 
+
+
+def test_predict_and_export_refuse_a_folder_as_output_before_any_work(cli, tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    code, _, err = cli("predict", tmp_path / "no_run", "x.png", "--output", folder)
+    assert code == 2 and "is a folder" in err
+    code, _, err = cli("export", tmp_path / "no_run", "--format", "onnx", "--output", folder)
+    assert code == 2 and "is a folder" in err

@@ -9,12 +9,13 @@ shared by the variants of a backbone, and the variant in the file name is the or
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medattn.api import RunView
+from medattn.api import RunView, atomic_write_bytes
 
 from .results_text import setting
 
@@ -57,12 +58,18 @@ def write(params: dict, view: RunView) -> list[Path]:
     variant = params["variant"] or setting(view.config)
     written = []
     for idx, y, image in zip(samples["index"], samples["labels"], samples["images"]):
-        written.append(out / f"img_{int(idx)}_original_{int(y)}.npy")
-        np.save(written[-1], hwc3(image))
+        written.append(_save(out / f"img_{int(idx)}_original_{int(y)}.npy", hwc3(image)))
     for label in view.dir.attribution_labels():
         maps = view.dir.read_npz(view.dir.attributions(label))["attributions"]
         method = params["names"].get(label, label)
         for idx, y, attr in zip(samples["index"], samples["labels"], maps):
-            written.append(out / f"img_{int(idx)}_{method}_{variant}_label_{int(y)}.npy")
-            np.save(written[-1], hwc3(attr))
+            written.append(_save(out / f"img_{int(idx)}_{method}_{variant}_label_{int(y)}.npy", hwc3(attr)))
     return written
+
+
+def _save(path: Path, array: np.ndarray) -> Path:
+    """An .npy file written whole (temporary file, then rename)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
