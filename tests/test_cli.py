@@ -49,7 +49,7 @@ def test_validate_a_good_file(tiny):
 def test_listing_and_schema_do_not_import_torch():
     code = ("import sys, io, contextlib\nfrom medattn.cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n    main(['plugins']); main(['schema'])\n"
-            "print(sorted(m for m in ('torch', 'torchvision', 'timm', 'captum') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'torchvision', 'timm', 'captum', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr
 

@@ -2,9 +2,24 @@
 attribution files. The attribution files are opt-in: list ``original_attributions`` in ``figure.kinds``."""
 from __future__ import annotations
 
+from typing import Any
+
 from medattn.api import Component, hookimpl
 
-from .attribution_files import PARAMS as ATTRIBUTION_PARAMS
+# params of original_attributions (here, so that listing plugins does not import numpy)
+ATTRIBUTION_PARAMS: dict[str, Any] = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "dir": {"type": ["string", "null"], "default": None,
+                "description": "folder (relative to the run directory); null = <experiment>/attributes/<backbone>/"},
+        "names": {"type": "object", "additionalProperties": {"type": "string"}, "default": {},
+                  "description": "method label -> name in the file (the original wrote 'dl' for saliency)"},
+        "variant": {"type": ["string", "null"], "default": None,
+                    "description": "variant name in the file (null = the original's setting: baseline, "
+                                   "baselinedaug, mldam, mldamdaug)"},
+    },
+}
+
 
 _EMPTY = {"type": "object", "additionalProperties": False, "properties": {}}
 

@@ -11,26 +11,12 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from medattn.api import RunView, atomic_write_bytes
 
 from .results_text import setting
-
-PARAMS: dict[str, Any] = {
-    "type": "object", "additionalProperties": False,
-    "properties": {
-        "dir": {"type": ["string", "null"], "default": None,
-                "description": "folder (relative to the run directory); null = <experiment>/attributes/<backbone>/"},
-        "names": {"type": "object", "additionalProperties": {"type": "string"}, "default": {},
-                  "description": "method label -> name in the file (the original wrote 'dl' for saliency)"},
-        "variant": {"type": ["string", "null"], "default": None,
-                    "description": "variant name in the file (null = the original's setting: baseline, "
-                                   "baselinedaug, mldam, mldamdaug)"},
-    },
-}
 
 
 def folder(params: dict, view: RunView) -> Path:
