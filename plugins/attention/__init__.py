@@ -12,6 +12,12 @@ _LEVEL = {"type": ["string", "null"], "default": None,
           "description": "Backbone level to attend; null = the deepest feature map (not a global pool)."}
 
 
+_IMPL = {"enum": ["auto", "sdpa", "naive"], "default": "auto",
+         "description": "How the position attention is computed: naive builds the N x N matrix (the published "
+                        "code); sdpa goes through torch scaled_dot_product_attention without it (same formula, "
+                        "scale 1, for full-resolution images); auto = naive up to 1024 positions and while "
+                        "exporting, sdpa above."}
+
 _NONE_PARAMS = {"type": "object", "additionalProperties": False, "properties": {}}
 
 _TIMM_ATTN_PARAMS = {"type": "object", "additionalProperties": False, "properties": {
@@ -52,7 +58,8 @@ _MLDAM_PARAMS = {"type": "object", "additionalProperties": False, "properties": 
             "description": "Epsilon of NormL (added to the std) or of the BatchNorm."},
     "bn_momentum": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.1,
                     "description": "BatchNorm momentum (PyTorch convention) when norm is "
-                                   "batchnorm."}}}
+                                   "batchnorm."},
+    "attention_impl": _IMPL}}
 
 _AGPAD_PARAMS = {"type": "object", "additionalProperties": False, "properties": {
     "level": _LEVEL,
@@ -72,14 +79,16 @@ _AGPAD_PARAMS = {"type": "object", "additionalProperties": False, "properties": 
                     "description": "Override the preset's BatchNorm momentum (PyTorch "
                                    "convention)."},
     "bn_eps": {"type": ["number", "null"], "default": None,
-               "description": "Override the preset's BatchNorm eps."}}}
+               "description": "Override the preset's BatchNorm eps."},
+    "attention_impl": _IMPL}}
 
 _DUAL_PARAMS = {"type": "object", "additionalProperties": False, "properties": {
     "level": _LEVEL,
     "reduction": {"type": "integer", "minimum": 1, "default": 8,
                   "description": "PAM query/key projection to C/reduction channels."},
     "fuse": {"enum": ["sum", "mean"], "default": "sum",
-             "description": "How the PAM and CAM outputs are combined (DANet sums)."}}}
+             "description": "How the PAM and CAM outputs are combined (DANet sums)."},
+    "attention_impl": _IMPL}}
 
 
 @hookimpl

@@ -13,17 +13,24 @@ from torch import nn
 
 from medattn.api import AttentionContext
 
+from .position import attend, attention_map
 from .taps import feature_level
 
 BN_PRESETS = {"torch": {"momentum": 0.1, "eps": 1e-5}, "keras": {"momentum": 0.01, "eps": 1e-3}}
 
 
 class PositionAttention(nn.Module):
-    """DANet PAM: 1x1 projections (query, key to C/r; value to C), softmax per query row, y = gamma * out + x."""
+    """DANet PAM: 1x1 projections (query, key to C/r; value to C), softmax per query row, y = gamma * out + x.
 
-    def __init__(self, channels: int, reduction: int = 8, bias: bool = True, he_normal: bool = False):
+    ``impl``: ``naive`` builds the N x N matrix (the published code), ``sdpa`` goes through
+    scaled_dot_product_attention without it, ``auto`` picks (see ``position.resolve``). The matrix for
+    explanations is built only when ``attention_map()`` asks, from the last forward's queries and keys."""
+
+    def __init__(self, channels: int, reduction: int = 8, bias: bool = True, he_normal: bool = False,
+                 impl: str = "auto"):
         super().__init__()
         inner = max(1, channels // reduction)
+        self.impl = impl
         self.query = nn.Conv2d(channels, inner, 1, bias=bias)
         self.key = nn.Conv2d(channels, inner, 1, bias=bias)
         self.value = nn.Conv2d(channels, channels, 1, bias=bias)
@@ -31,17 +38,21 @@ class PositionAttention(nn.Module):
         if he_normal:  # Keras he_normal (untruncated here), as the AG-PAD code initialises its projections
             for conv in (self.query, self.key, self.value):
                 nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
-        self.last_map: torch.Tensor | None = None
+        self._last: tuple[torch.Tensor, torch.Tensor, tuple[int, int]] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         q = self.query(x).flatten(2)  # (B, C', N)
         k = self.key(x).flatten(2)
         v = self.value(x).flatten(2)  # (B, C, N)
-        attn = torch.softmax(torch.bmm(q.transpose(1, 2), k), dim=-1)  # (B, N, N): row i = query position i
-        out = torch.bmm(v, attn.transpose(1, 2))  # out[:, c, i] = sum_j attn[i, j] v[c, j]
-        self.last_map = attn.detach()
+        out = attend(q, k, v, "row", self.impl)  # out[:, c, i] = sum_j softmax_j(q_i . k_j) v[c, j]
+        self._last = (q.detach(), k.detach(), (h, w))
         return self.gamma * out.view(b, c, h, w) + x
+
+    @property
+    def last_map(self) -> torch.Tensor | None:
+        """The position weights of the last forward ((B, N, N), or a (B, 1, h, w) summary for large N)."""
+        return None if self._last is None else attention_map(*self._last[:2], "row", self._last[2])
 
 
 class ChannelAttention(nn.Module):
@@ -82,11 +93,11 @@ class AGPAD(nn.Module):
     default_head = {"name": "linear", "params": {}}
 
     def __init__(self, level: str, channels: int, width: int = 512, reduction: int = 8, dropout: float = 0.5,
-                 relu_input: bool = True, bn: dict[str, float] | None = None):
+                 relu_input: bool = True, bn: dict[str, float] | None = None, impl: str = "auto"):
         super().__init__()
         bn = bn or BN_PRESETS["keras"]
         self.level, self.relu_input = level, relu_input
-        self.pam = PositionAttention(channels, reduction, bias=False, he_normal=True)
+        self.pam = PositionAttention(channels, reduction, bias=False, he_normal=True, impl=impl)
         self.cam = ChannelAttention(max_trick=False, order="keras")
 
         def branch() -> nn.Sequential:
@@ -106,8 +117,10 @@ class AGPAD(nn.Module):
         return self.fuse(self.dropout(y))
 
     def attention_maps(self) -> dict[str, torch.Tensor]:
-        """PAM weights (B, N, N) and CAM weights (B, C, C) of the last forward."""
-        return {k: m.last_map for k, m in (("pam", self.pam), ("cam", self.cam)) if m.last_map is not None}
+        """PAM weights (B, N, N; a (B, 1, h, w) summary above position.MAP_FULL_LIMIT positions), built now from
+        the last forward's queries and keys, and CAM weights (B, C, C) of the last forward."""
+        maps = {"pam": self.pam.last_map, "cam": self.cam.last_map}
+        return {k: m for k, m in maps.items() if m is not None}
 
 
 class DualAttention(nn.Module):
@@ -115,10 +128,10 @@ class DualAttention(nn.Module):
 
     default_head = {"name": "linear", "params": {}}
 
-    def __init__(self, level: str, channels: int, reduction: int = 8, fuse: str = "sum"):
+    def __init__(self, level: str, channels: int, reduction: int = 8, fuse: str = "sum", impl: str = "auto"):
         super().__init__()
         self.level, self.fuse = level, fuse
-        self.pam = PositionAttention(channels, reduction, bias=True)
+        self.pam = PositionAttention(channels, reduction, bias=True, impl=impl)
         self.cam = ChannelAttention(max_trick=True, order="danet")
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -127,8 +140,10 @@ class DualAttention(nn.Module):
         return y / 2 if self.fuse == "mean" else y
 
     def attention_maps(self) -> dict[str, torch.Tensor]:
-        """PAM weights (B, N, N) and CAM weights (B, C, C) of the last forward."""
-        return {k: m.last_map for k, m in (("pam", self.pam), ("cam", self.cam)) if m.last_map is not None}
+        """PAM weights (B, N, N; a (B, 1, h, w) summary above position.MAP_FULL_LIMIT positions), built now from
+        the last forward's queries and keys, and CAM weights (B, C, C) of the last forward."""
+        maps = {"pam": self.pam.last_map, "cam": self.cam.last_map}
+        return {k: m for k, m in maps.items() if m is not None}
 
 
 def build_agpad(params: dict[str, Any], ctx: AttentionContext) -> nn.Module:
@@ -139,10 +154,11 @@ def build_agpad(params: dict[str, Any], ctx: AttentionContext) -> nn.Module:
         if params[f"bn_{key}"] is not None:
             bn[key] = params[f"bn_{key}"]
     return AGPAD(level.name, level.channels, width=params["width"], reduction=params["reduction"],
-                 dropout=params["dropout"], relu_input=params["relu_input"], bn=bn)
+                 dropout=params["dropout"], relu_input=params["relu_input"], bn=bn,
+                 impl=params["attention_impl"])
 
 
 def build_dual(params: dict[str, Any], ctx: AttentionContext) -> nn.Module:
     """DANet PAM + CAM on one level of any backbone."""
     level = feature_level(ctx.backbone, params["level"], "attention.params.level")
-    return DualAttention(level.name, level.channels, params["reduction"], params["fuse"])
+    return DualAttention(level.name, level.channels, params["reduction"], params["fuse"], params["attention_impl"])

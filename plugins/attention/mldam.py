@@ -13,6 +13,7 @@ from torch import nn
 
 from medattn.api import AttentionContext, UserError
 
+from .position import attend, attention_map, naive
 from .taps import level_info, pool_to, tile_channels
 
 # Default taps per backbone arch and variant: q, k (pooled to v's size), v (PAM values), x (CAM input).
@@ -38,21 +39,28 @@ HEADS = {
 
 
 def pam_mishra(v: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mishra PAM: E = q k^T over positions, softmax per query row, out = A v, plus v. Returns (y, A)."""
+    """Mishra PAM as published (the reference): E = q k^T over positions, softmax per query row, out = A v,
+    plus v. Returns (y, A)."""
     b, c, h, w = v.shape
-    energy = torch.bmm(q.flatten(2).transpose(1, 2), k.flatten(2))  # (B, N, N): E[i, j] = sum_c q[c, i] k[c, j]
-    attn = torch.softmax(energy, dim=-1)
-    out = torch.bmm(v.flatten(2), attn.transpose(1, 2))  # out[c, i] = sum_j A[i, j] v[c, j]
+    out, attn = naive(q.flatten(2), k.flatten(2), v.flatten(2), "row")  # out[c, i] = sum_j A[i, j] v[c, j]
     return out.view(b, c, h, w) + v, attn
 
 
 def pam_goncalves(v: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """goncalves2021's PAM: softmax over the whole N*N energy, transposed aggregation out = v E, plus v."""
+    """goncalves2021's PAM (the reference): softmax over the whole N*N energy, transposed aggregation out = v E,
+    plus v. Returns (y, E)."""
     b, c, h, w = v.shape
-    energy = torch.bmm(q.flatten(2).transpose(1, 2), k.flatten(2))
-    attn = torch.softmax(energy.flatten(1), dim=1).view_as(energy)  # all N*N entries sum to 1
-    out = torch.bmm(v.flatten(2), attn)  # out[c, j] = sum_i v[c, i] E[i, j]
+    out, attn = naive(q.flatten(2), k.flatten(2), v.flatten(2), "global")  # out[c, j] = sum_i v[c, i] E[i, j]
     return out.view(b, c, h, w) + v, attn
+
+
+SOFTMAX = {"mishra": "row", "goncalves": "global"}
+
+
+def pam(v: torch.Tensor, q: torch.Tensor, k: torch.Tensor, kind: str, impl: str = "auto") -> torch.Tensor:
+    """The PAM output ``v + out`` of ``kind`` (mishra | goncalves) by ``impl`` (auto | sdpa | naive)."""
+    b, c, h, w = v.shape
+    return attend(q.flatten(2), k.flatten(2), v.flatten(2), SOFTMAX[kind], impl).view(b, c, h, w) + v
 
 
 def cam_gram(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,9 +90,11 @@ class MLDAM(nn.Module):
     """PAM(v, q, k) and CAM(x), each ReLU then a norm, averaged: (B, C, h, w) at v's resolution."""
 
     def __init__(self, variant: str, taps: dict[str, str], channels: dict[str, int], pam: str, norm: str,
-                 eps: float = 1e-6, bn_momentum: float = 0.1):
+                 eps: float = 1e-6, bn_momentum: float = 0.1, impl: str = "auto",
+                 pool: dict[str, int | None] | None = None):
         super().__init__()
         self.variant, self.taps, self.pam_kind, self.tile = variant, dict(taps), pam, variant == "goncalves2021"
+        self.impl, self.pool = impl, dict(pool or {})  # pool: static AvgPool kernels of q and k (exportable)
         self.default_head = {"name": HEADS[variant]["name"], "params": dict(HEADS[variant]["params"])}
         c = channels["v"]
 
@@ -94,22 +104,28 @@ class MLDAM(nn.Module):
             return NormL(c, eps)
 
         self.pam_norm, self.cam_norm = make_norm(), make_norm()
-        self._maps: dict[str, torch.Tensor] = {}
+        self._last: dict[str, torch.Tensor] = {}
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         v, x = features[self.taps["v"]], features[self.taps["x"]]
         size = tuple(v.shape[-2:])
-        q, k = pool_to(features[self.taps["q"]], size), pool_to(features[self.taps["k"]], size)
+        q = pool_to(features[self.taps["q"]], size, self.pool.get("q"))
+        k = pool_to(features[self.taps["k"]], size, self.pool.get("k"))
         if self.tile:
             q, k = tile_channels(q, v.shape[1]), tile_channels(k, v.shape[1])
-        p, attn = (pam_goncalves if self.pam_kind == "goncalves" else pam_mishra)(v, q, k)
+        p = pam(v, q, k, self.pam_kind, self.impl)
         cm, gram = cam_gram(x)
-        self._maps = {"pam": attn.detach(), "cam": gram.detach()}
+        self._last = {"q": q.detach(), "k": k.detach(), "cam": gram.detach()}
         return (self.pam_norm(F.relu(p)) + self.cam_norm(F.relu(cm))) / 2
 
     def attention_maps(self) -> dict[str, torch.Tensor]:
-        """PAM weights (B, N, N) and the CAM Gram matrix (B, C, C) of the last forward."""
-        return dict(self._maps)
+        """PAM weights (B, N, N; a (B, 1, h, w) summary above position.MAP_FULL_LIMIT positions), built now from
+        the last forward's queries and keys, and the CAM Gram matrix (B, C, C) of the last forward."""
+        if not self._last:
+            return {}
+        q, k = self._last["q"], self._last["k"]
+        pam_map = attention_map(q.flatten(2), k.flatten(2), SOFTMAX[self.pam_kind], tuple(q.shape[-2:]))
+        return {"pam": pam_map, "cam": self._last["cam"]}
 
 
 def _taps(params: dict[str, Any], ctx: AttentionContext) -> dict[str, str]:
@@ -148,4 +164,12 @@ def build_mldam(params: dict[str, Any], ctx: AttentionContext) -> nn.Module:
     _check_channels(taps, channels, tiled)
     pam = params["pam"] or ("goncalves" if tiled else "mishra")
     norm = params["norm"] or ("batchnorm" if tiled else "layernorm")
-    return MLDAM(variant, taps, channels, pam, norm, params["eps"], params["bn_momentum"])
+    return MLDAM(variant, taps, channels, pam, norm, params["eps"], params["bn_momentum"],
+                 params["attention_impl"], static_pool(ctx, taps))
+
+
+def static_pool(ctx: AttentionContext, taps: dict[str, str]) -> dict[str, int | None]:
+    """The AvgPool kernel that brings q and k to v's size, from the levels' reductions (a constant, so an exported
+    graph keeps it: ONNX needs pooling kernels fixed), or None where the reductions give no whole kernel."""
+    red = {r: level_info(ctx.backbone, taps[r], "attention.params.taps").reduction for r in ("q", "k", "v")}
+    return {r: red["v"] // red[r] if red[r] and red["v"] and red["v"] % red[r] == 0 else None for r in ("q", "k")}

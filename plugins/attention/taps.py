@@ -26,11 +26,16 @@ def feature_level(backbone: Backbone, level: str | None, field: str) -> FeatureI
     return spatial[-1]
 
 
-def pool_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Average-pool ``x`` to ``size``: a plain AvgPool(k) where k = H/h gives it (the papers), adaptive otherwise."""
-    h, w = (int(v) for v in x.shape[-2:])  # plain ints: an exported graph keeps the kernel a constant
+def pool_to(x: torch.Tensor, size: tuple[int, int], kernel: int | None = None) -> torch.Tensor:
+    """Average-pool ``x`` to ``size``: a plain AvgPool(k) where k = H/h gives it (the papers), adaptive otherwise.
+
+    ``kernel`` (from the levels' reductions) is used when it gives ``size``: a Python constant, so an exported
+    graph keeps the pooling fixed (a kernel computed from a traced shape is not constant for ONNX)."""
+    h, w = (int(v) for v in x.shape[-2:])
     if (h, w) == tuple(size):
         return x
+    if kernel and (h // kernel, w // kernel) == tuple(size):
+        return F.avg_pool2d(x, kernel)
     kh, kw = h // size[0], w // size[1]
     if kh >= 1 and kw >= 1 and (h // kh, w // kw) == tuple(size):
         return F.avg_pool2d(x, (kh, kw))
