@@ -27,6 +27,10 @@ def _common(levels: list[str] | None) -> dict[str, Any]:
                      "description": "Input channels; 1 replaces the first conv by one whose filters are the sum "
                                     "of the RGB filters."},
         "freeze": freeze,
+        "checkpointing": {"type": "boolean", "default": False,
+                          "description": "Activation checkpointing of the backbone's stages for full-resolution "
+                                         "training: only stage boundaries are kept for the backward and the rest "
+                                         "is recomputed (less memory, about one more forward pass of time)."},
     }
 
 

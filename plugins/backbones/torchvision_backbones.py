@@ -13,6 +13,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from medattn.api import ModelContext, UserError
 
+from .checkpointing import checkpointed
 from .feature_backbone import IMAGENET_MEAN, IMAGENET_STD, FeatureBackbone, deepest_spatial
 from .levels import TORCHVISION_ARCHS
 from .weights import (
@@ -75,6 +76,8 @@ class TorchvisionBackbone(FeatureBackbone):
         cam = spec["cam"] if spec["cam"] in self._level_table else deepest_spatial(self.feature_info)
         self.cam_layer = "body." + self._level_table[cam]["node"]
         self.freeze(params["freeze"])
+        # the same modules cut into checkpointed segments, unregistered (state_dict keys stay body.*)
+        self.__dict__["_segments"] = checkpointed(self.body) if params["checkpointing"] else None
 
     def _load_weights(self, model: nn.Module, spec: dict[str, Any], params: dict[str, Any]) -> None:
         weights = params["weights"]
@@ -112,7 +115,10 @@ class TorchvisionBackbone(FeatureBackbone):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """One pass; ``{level: tensor}`` for every level, shallow to deep, the final level last."""
-        out = self.body(x)
+        if self._segments is not None and self.training and torch.is_grad_enabled():
+            out = self._segments(x)  # activation checkpointing: the same numbers, less memory, one more forward
+        else:
+            out = self.body(x)
         return OrderedDict((info.name, out[info.name]) for info in self.feature_info)
 
 
