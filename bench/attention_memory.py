@@ -1,0 +1,282 @@
+"""Peak memory of one training step: the plain backbone against MLDAM, naive position attention against SDPA.
+
+One training step = forward, BCE-with-logits loss, backward, an Adam update, at batch 1. Models:
+- plain: the backbone and goncalves2021's baseline head (flatten_linear: one Linear on the flattened map);
+- MLDAM goncalves2021 on vgg16 (q from pool3, stride 8, pooled to pool5) and on densenet121, and MLDAM
+  mishra2019 on densenet121, each with ``attention_impl`` naive and sdpa. Their head is the ``mlp`` head with
+  ``pool: avg`` (GAP, then C -> C/2 -> 1): the papers' flatten head alone has C*h*w*C weights (268M for vgg16 at
+  1024 px, 4.3G for densenet121 at 2048 px), which no attention implementation changes.
+- dual (DANet PAM + CAM) on vgg16's stride-8 level conv4_3, naive and sdpa: where the N x N matrix itself
+  dominates (N = (size/8)^2).
+
+On CPU each configuration runs in its own process whose address space is capped (``--cap-gb``, default 20) with
+resource.setrlimit, and its peak RSS (ru_maxrss) is read; a configuration that cannot run within the cap is reported
+as ``oom``, not allowed to take the machine down. On CUDA (``--device cuda``) they run in this process and
+torch.cuda.max_memory_allocated is read; ``--bf16`` (autocast) and ``--channels-last`` apply there.
+
+Also measured: sdpa_parity, the largest |sdpa - naive| of outputs and input gradients (fp32, relative to the
+largest value, row and global softmax, N = 49, 256, 1024, 4096), and sdpa_vs_naive_speed_224, naive step time over
+sdpa step time for MLDAM goncalves2021 on vgg16 at 224 px (medians of --steps steps, stepped round robin; above 1
+means sdpa is faster).
+
+Last line: ``vgg16_1024_mem_ratio=... densenet121_2048_mem_ratio=... sdpa_vs_naive_mem_1024=... sdpa_parity=...
+sdpa_vs_naive_speed_224=...``; a mem_ratio is MLDAM goncalves2021 (sdpa) over plain at that size, and
+sdpa_vs_naive_mem_1024 is the sdpa peak over the naive peak for the stride-8 dual attention on vgg16 at 1024 px
+(where the MLDAM's 32x32-position map is too small to matter: the line above it gives those too). A value not
+measured (size not in --sizes, or oom) is ``na``. ``--quick``: sizes 128 and 224, 2 speed steps.
+
+Full run: ``python bench/attention_memory.py`` (CPU, about an hour: the 2048-px runs dominate), or on a GPU
+machine ``python bench/attention_memory.py --device cuda --bf16 --channels-last``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZES = [224, 512, 1024, 2048]
+MLDAM = [("vgg16", "goncalves2021"), ("densenet121", "goncalves2021"), ("densenet121", "mishra2019")]
+
+
+def _imports() -> None:
+    """medattn and its plugins from an installed copy, else from this checkout (a GPU machine with torch,
+    torchvision and pluggy but without medattn installed)."""
+    try:
+        importlib.import_module("medattn_plugins")
+    except ImportError:
+        sys.path.insert(0, str(ROOT))
+        sys.modules["medattn_plugins"] = importlib.import_module("plugins")
+
+
+def configurations(sizes: list[int]) -> list[dict]:
+    out = []
+    for size in sizes:
+        for arch in ("vgg16", "densenet121"):
+            out.append({"size": size, "arch": arch, "attention": "plain", "impl": "-"})
+        for arch, variant in MLDAM:
+            for impl in ("naive", "sdpa"):
+                out.append({"size": size, "arch": arch, "attention": f"mldam-{variant}", "impl": impl})
+        for impl in ("naive", "sdpa"):
+            out.append({"size": size, "arch": "vgg16", "attention": "dual-conv4_3", "impl": impl})
+    return out
+
+
+def _params(kind: str, name: str, **given) -> dict:
+    """A component's params with its schema defaults filled in."""
+    from medattn.registry import default_registry
+
+    schema = default_registry().get(kind, name).params_schema
+    return {**{k: v["default"] for k, v in schema["properties"].items()}, **given}
+
+
+def _factory(kind: str, name: str):
+    from medattn.registry import default_registry
+
+    module, _, func = default_registry().get(kind, name).factory.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def build(cfg: dict):
+    """The model of one configuration (random weights)."""
+    import torch
+
+    from medattn.hookspecs import AttentionContext, HeadContext, ModelContext
+    from medattn.model import MedAttnModel
+
+    size = (cfg["size"], cfg["size"])
+    bb = _factory("backbone", cfg["arch"])(_params("backbone", cfg["arch"]), ModelContext(size))
+    kind = cfg["attention"]
+    if kind == "plain":
+        att, head, hp = _factory("attention", "none")({}, AttentionContext(bb, size, 1)), "flatten_linear", {}
+    elif kind.startswith("mldam"):
+        p = _params("attention", "mldam", variant=kind.split("-")[1], attention_impl=cfg["impl"])
+        att, head, hp = _factory("attention", "mldam")(p, AttentionContext(bb, size, 1)), "mlp", {
+            "hidden": ["C", "C/2"], "pool": "avg"}
+    else:
+        p = _params("attention", "dual", level="conv4_3", attention_impl=cfg["impl"])
+        att, head, hp = _factory("attention", "dual")(p, AttentionContext(bb, size, 1)), "linear", {}
+    with torch.no_grad():  # the head's input shape: the final level's at the real size for the flatten head, else C
+        if head == "flatten_linear":
+            last = bb.feature_info[-1]
+            shape = (last.channels, size[0] // last.reduction, size[1] // last.reduction)
+        else:
+            shape = tuple(att.eval()(bb.eval()(torch.zeros(1, 3, 64, 64))).shape[1:])
+    h = _factory("head", head)(_params("head", head, **hp), HeadContext(shape, 1))
+    return MedAttnModel(bb, att, h, output="sigmoid", num_outputs=1, class_names=[])
+
+
+def train_step(model, x, opt, bf16: bool):
+    import torch
+
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x).reshape(-1).float(),
+                                                                    torch.ones(x.shape[0], device=x.device))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def measure_one(cfg: dict, device: str, bf16: bool, channels_last: bool) -> float:
+    """Peak bytes of one training step (after one warm-up step on CUDA: the allocator's steady state)."""
+    import torch
+
+    model = build(cfg).to(device).train()
+    x = torch.randn(1, 3, cfg["size"], cfg["size"], device=device)
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    if device == "cuda":
+        train_step(model, x, opt, bf16)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    train_step(model, x, opt, bf16)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        return float(torch.cuda.max_memory_allocated())
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
+
+
+def run_capped(cfg: dict, cap_gb: float) -> float | None:
+    """One CPU configuration in a child process with its address space capped; None when it cannot run."""
+    cmd = [sys.executable, __file__, "--one", json.dumps(cfg), "--cap-gb", str(cap_gb)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in proc.stdout.splitlines():
+        if line.startswith("PEAK "):
+            return float(line.split()[1])
+    return None
+
+
+def child(cfg: dict, cap_gb: float) -> None:
+    cap = int(cap_gb * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    _imports()
+    import torch
+
+    torch.manual_seed(0)
+    try:
+        peak = measure_one(cfg, "cpu", False, False)
+    except (MemoryError, RuntimeError) as exc:
+        print("OOM", str(exc).splitlines()[0][:200])
+        return
+    print("PEAK", peak)
+
+
+def parity() -> float:
+    """max |sdpa - naive| over outputs and input gradients, relative to the largest value (fp32)."""
+    import torch
+    from medattn_plugins.attention.position import attend
+
+    worst = 0.0
+    gen = torch.Generator().manual_seed(0)
+    for n in (49, 256, 1024, 4096):
+        for softmax, d, c in (("row", 64, 512), ("global", 128, 128)):
+            q, k = (torch.randn(1, d, n, generator=gen) * d ** -0.5 * 2 for _ in range(2))
+            v = torch.randn(1, c, n, generator=gen)
+            res = {}
+            for impl in ("naive", "sdpa"):
+                leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+                out = attend(*leaves, softmax, impl)
+                grads = torch.autograd.grad((out * torch.cos(out.detach())).sum(), leaves)
+                res[impl] = [out.detach(), *grads]
+            for a, b in zip(res["sdpa"], res["naive"]):
+                worst = max(worst, float((a - b).abs().max() / b.abs().max().clamp_min(1.0)))
+    return worst
+
+
+def speed_224(device: str, steps: int, bf16: bool) -> float:
+    import torch
+
+    torch.manual_seed(0)
+    models = {impl: build({"size": 224, "arch": "vgg16", "attention": "mldam-goncalves2021", "impl": impl})
+              .to(device).train() for impl in ("naive", "sdpa")}
+    models["sdpa"].load_state_dict(models["naive"].state_dict())
+    opts = {k: torch.optim.SGD(m.parameters(), lr=0.0) for k, m in models.items()}
+    x = torch.randn(1, 3, 224, 224, device=device)
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for step in range(steps + 1):
+        for impl, m in models.items():
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            train_step(m, x, opts[impl], bf16)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if step:
+                times[impl].append(time.perf_counter() - t)
+    return statistics.median(times["naive"]) / statistics.median(times["sdpa"])
+
+
+def fmt(v: float | None, digits: int = 2) -> str:
+    return "na" if v is None else f"{v:.{digits}f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=SIZES)
+    ap.add_argument("--quick", action="store_true", help="sizes 128 224, 2 speed steps")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--bf16", action="store_true", help="autocast bf16 (CUDA)")
+    ap.add_argument("--channels-last", action="store_true", help="channels_last model and input (CUDA)")
+    ap.add_argument("--cap-gb", type=float, default=20.0, help="address-space cap of each CPU child process")
+    ap.add_argument("--steps", type=int, default=5, help="timed steps of the 224-px speed comparison")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        child(json.loads(args.one), args.cap_gb)
+        return
+    _imports()
+    import torch
+
+    sizes, steps = ([128, 224], 2) if args.quick else (args.sizes, args.steps)
+    peaks: dict[tuple, float | None] = {}
+    print(f"{'size':>5} {'arch':<12} {'attention':<22} {'impl':<6} peak_GB   ({args.device}"
+          f"{' bf16' if args.bf16 else ''}{' channels_last' if args.channels_last else ''})")
+    for cfg in configurations(sizes):
+        if args.device == "cpu":
+            peak = run_capped(cfg, args.cap_gb)
+        else:
+            try:
+                torch.manual_seed(0)
+                peak = measure_one(cfg, "cuda", args.bf16, args.channels_last)
+            except torch.cuda.OutOfMemoryError:
+                peak = None
+            torch.cuda.empty_cache()
+        peaks[(cfg["size"], cfg["arch"], cfg["attention"], cfg["impl"])] = peak
+        print(f"{cfg['size']:>5} {cfg['arch']:<12} {cfg['attention']:<22} {cfg['impl']:<6} "
+              f"{'oom' if peak is None else f'{peak / 2**30:.2f}'}", flush=True)
+    summary(peaks, sizes, parity(), speed_224(args.device, steps, args.bf16))
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a / b
+
+
+def summary(peaks: dict, sizes: list[int], par: float, speed: float) -> None:
+    def r(size, arch, variant="goncalves2021"):
+        return ratio(peaks.get((size, arch, f"mldam-{variant}", "sdpa")), peaks.get((size, arch, "plain", "-")))
+
+    extra = []
+    for size in sizes:
+        extra += [f"vgg16_{size}_mem_ratio={fmt(r(size, 'vgg16'))}",
+                  f"densenet121_{size}_mem_ratio={fmt(r(size, 'densenet121'))}",
+                  f"densenet121_mishra_{size}_mem_ratio={fmt(r(size, 'densenet121', 'mishra2019'))}",
+                  f"mldam_vgg16_{size}_sdpa_vs_naive_mem="
+                  f"{fmt(ratio(peaks.get((size, 'vgg16', 'mldam-goncalves2021', 'sdpa')), peaks.get((size, 'vgg16', 'mldam-goncalves2021', 'naive'))))}",
+                  f"dual_stride8_{size}_sdpa_vs_naive_mem="
+                  f"{fmt(ratio(peaks.get((size, 'vgg16', 'dual-conv4_3', 'sdpa')), peaks.get((size, 'vgg16', 'dual-conv4_3', 'naive'))))}"]
+    print(" ".join(extra))
+    dual = ratio(peaks.get((1024, "vgg16", "dual-conv4_3", "sdpa")), peaks.get((1024, "vgg16", "dual-conv4_3", "naive")))
+    print(f"vgg16_1024_mem_ratio={fmt(r(1024, 'vgg16'))} densenet121_2048_mem_ratio={fmt(r(2048, 'densenet121'))} "
+          f"sdpa_vs_naive_mem_1024={fmt(dual)} sdpa_parity={par:.1e} sdpa_vs_naive_speed_224={speed:.2f}")
+
+
+if __name__ == "__main__":
+    main()
