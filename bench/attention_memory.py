@@ -41,6 +41,8 @@ import sys
 import time
 from pathlib import Path
 
+from torch import nn
+
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = [224, 512, 1024, 2048]
 MLDAM = [("vgg16", "goncalves2021"), ("densenet121", "goncalves2021"), ("densenet121", "mishra2019")]
@@ -69,18 +71,23 @@ def configurations(sizes: list[int]) -> list[dict]:
     return out
 
 
+def _component(kind: str, name: str):
+    """The built-in component record (read from the plugin packages: no installed entry points needed)."""
+    for package in ("backbones", "attention", "heads"):
+        for comp in importlib.import_module(f"medattn_plugins.{package}").medattn_components():
+            if comp.kind == kind and comp.name == name:
+                return comp
+    raise KeyError(f"{kind} {name}")
+
+
 def _params(kind: str, name: str, **given) -> dict:
     """A component's params with its schema defaults filled in."""
-    from medattn.registry import default_registry
-
-    schema = default_registry().get(kind, name).params_schema
+    schema = _component(kind, name).params_schema
     return {**{k: v["default"] for k, v in schema["properties"].items()}, **given}
 
 
 def _factory(kind: str, name: str):
-    from medattn.registry import default_registry
-
-    module, _, func = default_registry().get(kind, name).factory.partition(":")
+    module, _, func = _component(kind, name).factory.partition(":")
     return getattr(importlib.import_module(module), func)
 
 
@@ -89,10 +96,10 @@ def build(cfg: dict):
     import torch
 
     from medattn.hookspecs import AttentionContext, HeadContext, ModelContext
-    from medattn.model import MedAttnModel
 
     size = (cfg["size"], cfg["size"])
-    bb = _factory("backbone", cfg["arch"])(_params("backbone", cfg["arch"]), ModelContext(size))
+    bb = _factory("backbone", cfg["arch"])(
+        _params("backbone", cfg["arch"], checkpointing=cfg.get("checkpointing", False)), ModelContext(size))
     kind = cfg["attention"]
     if kind == "plain":
         att, head, hp = _factory("attention", "none")({}, AttentionContext(bb, size, 1)), "flatten_linear", {}
@@ -110,7 +117,18 @@ def build(cfg: dict):
         else:
             shape = tuple(att.eval()(bb.eval()(torch.zeros(1, 3, 64, 64))).shape[1:])
     h = _factory("head", head)(_params("head", head, **hp), HeadContext(shape, 1))
-    return MedAttnModel(bb, att, h, output="sigmoid", num_outputs=1, class_names=[])
+    return Chain(bb, att, h)
+
+
+class Chain(nn.Module):
+    """backbone -> attention -> head, as the core's model (without its config machinery)."""
+
+    def __init__(self, backbone: nn.Module, attention: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone, self.attention, self.head = backbone, attention, head
+
+    def forward(self, x):
+        return self.head(self.attention(self.backbone(x)))
 
 
 def train_step(model, x, opt, bf16: bool):

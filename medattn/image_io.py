@@ -124,15 +124,16 @@ def read_dicom(path: Path, dicom_voi: bool = True) -> np.ndarray:
     return img
 
 
-def to_tensor(arr: np.ndarray, size: tuple[int, int], channels: int) -> Any:
-    """(H, W) or (H, W, 3) float array -> float tensor (channels, *size) in [0, 1] (antialiased resize)."""
+def to_tensor(arr: np.ndarray, size: tuple[int, int], channels: int, resize: str = "stretch") -> Any:
+    """(H, W) or (H, W, 3) float array -> float tensor (channels, *size) in [0, 1] (antialiased resize;
+    ``resize: pad`` keeps the aspect ratio, see :func:`fit`)."""
     import torch
     from torchvision.transforms.v2 import functional as F
 
     t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
     t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
     if tuple(t.shape[-2:]) != tuple(size):
-        t = F.resize(t, list(size), interpolation=F.InterpolationMode.BILINEAR, antialias=True)
+        t = fit(t, size, resize)
     t = t.clamp_(0.0, 1.0)
     if channels == 3 and t.shape[0] == 1:
         t = t.expand(3, -1, -1).contiguous()
@@ -141,15 +142,28 @@ def to_tensor(arr: np.ndarray, size: tuple[int, int], channels: int) -> Any:
     return t
 
 
-def mask_to_tensor(arr: np.ndarray, size: tuple[int, int]) -> Any:
-    """(H, W) mask array (any scale) -> float tensor (1, *size) of 0/1 (nearest resize)."""
+def mask_to_tensor(arr: np.ndarray, size: tuple[int, int], resize: str = "stretch") -> Any:
+    """(H, W) mask array (any scale) -> float tensor (1, *size) of 0/1 (resized as its image, thresholded)."""
     import torch
-    from torchvision.transforms.v2 import functional as F
 
     if arr.ndim == 3:
         arr = arr.max(axis=-1)
     t = torch.from_numpy((np.asarray(arr) > 0).astype(np.float32))[None]
     if tuple(t.shape[-2:]) != tuple(size):
-        t = F.resize(t, list(size), interpolation=F.InterpolationMode.BILINEAR, antialias=True)
-        t = (t >= 0.5).float()
+        t = (fit(t, size, resize) >= 0.5).float()
     return t
+
+
+def fit(t: Any, size: tuple[int, int], resize: str = "stretch") -> Any:
+    """(C, H, W) tensor to (C, *size), antialiased bilinear: ``stretch`` resizes each side to its target;
+    ``pad`` keeps the aspect ratio, scaling so the image just fits, and pads the rest with zeros (black; the
+    image sits at the top left, so a mammogram's chest wall stays where the file had it)."""
+    from torchvision.transforms.v2 import functional as F
+
+    if resize == "stretch":
+        return F.resize(t, list(size), interpolation=F.InterpolationMode.BILINEAR, antialias=True)
+    h, w = t.shape[-2:]
+    scale = min(size[0] / h, size[1] / w)
+    inner = [max(1, min(size[0], round(h * scale))), max(1, min(size[1], round(w * scale)))]
+    t = F.resize(t, inner, interpolation=F.InterpolationMode.BILINEAR, antialias=True)
+    return F.pad(t, [0, 0, size[1] - inner[1], size[0] - inner[0]], fill=0.0)

@@ -26,6 +26,13 @@ def cbis_original(root: Path) -> Path:
     return root
 
 
+def cbis_tcia(root: Path) -> Path:
+    from tests.test_datasets_formats import _cbis_tree
+
+    _cbis_tree(root)
+    return root
+
+
 def mimic_original(root: Path) -> Path:
     import pickle
 
@@ -54,6 +61,7 @@ def iris(root: Path) -> Path:
 
 PRESETS = {
     "goncalves2021/cbis_ddsm.yaml": (cbis_original, [], "vgg16", "{name: mldam, params: {variant: goncalves2021}}"),
+    "goncalves2021/cbis_ddsm_fullres.yaml": (cbis_tcia, ["dataset.params.val_fraction=0.25"], None, None),
     "goncalves2021/mimic_cxr.yaml": (mimic_original, ["dataset.params.trust_pickle=true"], "vgg16", "{name: none}"),
     "mishra2019/oct.yaml": (noor, [], None, None),
     "chen2021/iris_pad.yaml": (iris, [], None, None),

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from medattn.errors import UserError
 from medattn_plugins.attention import position as P
 from medattn_plugins.attention.dual_attention import PositionAttention
 from medattn_plugins.attention.mldam import MLDAM, pam
+
+from medattn.errors import UserError
 
 TOL = 1e-5  # fp32, outputs and gradients
 

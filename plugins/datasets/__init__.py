@@ -31,6 +31,9 @@ def _common(split: bool = True, carve: tuple[float, float] = (0.15, 0.15)) -> di
                     "second epoch on", True),
         "dicom_voi": _p("boolean", "DICOM: apply the VOI LUT / window stored in the file (else min-max "
                         "of the modality values)", True),
+        "resize": _p("string", "stretch: each side to image_size (the papers); pad: keep the aspect ratio, "
+                     "fit inside image_size and pad with black at the bottom / right (full-resolution "
+                     "mammograms)", "stretch", enum=["stretch", "pad"]),
         "val_fraction": _p("number", "Fraction carved from train (by patient) for validation when the "
                            "release has no validation split", carve[0], minimum=0, maximum=0.9),
         "test_fraction": _p("number", "Fraction carved from train (by patient) for test when the release "

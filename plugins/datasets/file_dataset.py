@@ -52,6 +52,7 @@ class LoadOptions:
     dicom_voi: bool
     on_bad_sample: str
     cache_dir: str | None = None
+    resize: str = "stretch"
 
 
 class SkipLog:
@@ -89,7 +90,7 @@ def options_from(params: dict[str, Any], ctx: DataContext) -> LoadOptions:
         cache_dir = str(ctx.cache_dir)
     return LoadOptions(size=(int(ctx.image_size[0]), int(ctx.image_size[1])), channels=int(ctx.channels),
                        dicom_voi=params["dicom_voi"], on_bad_sample=params["on_bad_sample"],
-                       cache_dir=cache_dir)
+                       cache_dir=cache_dir, resize=params.get("resize", "stretch"))
 
 
 def describe(sample: Sample) -> str:
@@ -156,6 +157,8 @@ class FileDataset(Dataset):
             from .cache import DiskCache
 
             settings = f"{dataset}|{opts.size}|{opts.channels}|voi={opts.dicom_voi}|masks={has_masks}|v1"
+            if opts.resize != "stretch":  # stretched images keep the keys of caches written before the option
+                settings += f"|resize={opts.resize}"
             self._cache = DiskCache(Path(opts.cache_dir) / "decoded", settings)
         self._bad: set[int] = set()
 
@@ -181,12 +184,14 @@ class FileDataset(Dataset):
             hit = self._cache.get(key)
             if hit is not None:
                 return hit
-        img = to_tensor(read_image(s.path, self.opts.dicom_voi), self.opts.size, self.opts.channels).numpy()
+        img = to_tensor(read_image(s.path, self.opts.dicom_voi), self.opts.size, self.opts.channels,
+                        self.opts.resize).numpy()
         if self.has_masks:
             if s.mask_paths:
                 mask = np.zeros(self.opts.size, dtype=np.float32)
                 for mp in s.mask_paths:
-                    mask = np.maximum(mask, mask_to_tensor(read_image(mp, False), self.opts.size).numpy()[0])
+                    mask = np.maximum(mask, mask_to_tensor(read_image(mp, False), self.opts.size,
+                                                                self.opts.resize).numpy()[0])
             else:
                 mask = np.zeros(self.opts.size, dtype=np.float32)
             img = np.concatenate([img, mask[None]], axis=0)
