@@ -15,11 +15,11 @@ def test_pad_keeps_the_aspect_ratio_and_pads_bottom_right():
     img = np.ones((40, 20), dtype=np.float32)  # portrait, like a mammogram
     t = to_tensor(img, (16, 16), 1, "pad")
     assert t.shape == (1, 16, 16)
-    assert torch.all(t[0, :, :8] == 1) and torch.all(t[0, :, 8:] == 0)  # 40x20 -> 16x8, then black
+    assert torch.allclose(t[0, :, :8], torch.ones(16, 8)) and torch.all(t[0, :, 8:] == 0)  # 16x8, then black
     wide = fit(torch.ones(1, 10, 30), (12, 12), "pad")
-    assert torch.all(wide[0, :4] == 1) and torch.all(wide[0, 4:] == 0)
+    assert torch.allclose(wide[0, :4], torch.ones(4, 12)) and torch.all(wide[0, 4:] == 0)
     stretched = to_tensor(img, (16, 16), 1)
-    assert torch.all(stretched == 1)  # the default is unchanged
+    assert torch.allclose(stretched, torch.ones(1, 16, 16))  # the default is unchanged
 
 
 def test_masks_are_padded_like_their_images():

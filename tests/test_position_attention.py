@@ -141,3 +141,4 @@ def test_mldam_maps_from_the_last_forward_and_static_pooling():
     maps = att.attention_maps()
     assert maps["pam"].shape == (2, 9, 9) and maps["cam"].shape == (2, 16, 16)
     torch.testing.assert_close(maps["pam"].sum(dim=(1, 2)), torch.ones(2))  # one softmax over all N*N entries
+

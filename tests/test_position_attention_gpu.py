@@ -52,3 +52,15 @@ def test_a_math_fallback_that_cannot_fit_is_an_error():
     q, k, v = (torch.randn(1, 8, n, device="cuda", dtype=torch.float64) for _ in range(3))
     with pytest.raises(UserError, match="no memory-efficient SDPA kernel accepts these inputs"):
         P.attend(q, k, v, "row", "sdpa")
+
+
+def test_global_softmax_under_bf16_autocast_scores_the_sink_as_the_kernel_does():
+    """CUDA autocast runs SDPA in bf16: the sink's score must be rounded as the kernel sees it, else with energies
+    in the hundreds (bf16 spacing 2) the output is off by up to a factor e."""
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    q, k = (torch.randn(2, 64, 256, device="cuda", generator=gen) * 2 for _ in range(2))
+    v = torch.randn(2, 64, 256, device="cuda", generator=gen)
+    want = P.attend(q, k, v, "global", "naive")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        got = P.attend(q, k, v, "global", "sdpa").float()
+    assert float((got - want).abs().max() / want.abs().max()) < 0.05

@@ -155,10 +155,10 @@ def build_agpad(params: dict[str, Any], ctx: AttentionContext) -> nn.Module:
             bn[key] = params[f"bn_{key}"]
     return AGPAD(level.name, level.channels, width=params["width"], reduction=params["reduction"],
                  dropout=params["dropout"], relu_input=params["relu_input"], bn=bn,
-                 impl=params["attention_impl"])
+                 impl=params.get("attention_impl", "auto"))
 
 
 def build_dual(params: dict[str, Any], ctx: AttentionContext) -> nn.Module:
     """DANet PAM + CAM on one level of any backbone."""
     level = feature_level(ctx.backbone, params["level"], "attention.params.level")
-    return DualAttention(level.name, level.channels, params["reduction"], params["fuse"], params["attention_impl"])
+    return DualAttention(level.name, level.channels, params["reduction"], params["fuse"], params.get("attention_impl", "auto"))

@@ -165,7 +165,7 @@ def build_mldam(params: dict[str, Any], ctx: AttentionContext) -> nn.Module:
     pam = params["pam"] or ("goncalves" if tiled else "mishra")
     norm = params["norm"] or ("batchnorm" if tiled else "layernorm")
     return MLDAM(variant, taps, channels, pam, norm, params["eps"], params["bn_momentum"],
-                 params["attention_impl"], static_pool(ctx, taps))
+                 params.get("attention_impl", "auto"), static_pool(ctx, taps))
 
 
 def static_pool(ctx: AttentionContext, taps: dict[str, str]) -> dict[str, int | None]:

@@ -111,9 +111,10 @@ def _global_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Ten
     c = v.shape[-1]
     with torch.no_grad():
         b = (k * _row_sdpa(k, q, q)).sum(-1, keepdim=True)  # (B, N, 1): E_P[s] <= log Z_j <= E_P[s] + log N
+        b = b.to(_compute_dtype(k)).to(k.dtype)  # the value SDPA will score with (autocast rounds its inputs)
     width = max(d + 2, c + 2)
     width += -width % 8  # the fused CUDA kernels want widths that are multiples of 8; zeros change no dot product
-    queries = _pad_to(torch.cat([k, b.to(k.dtype)], dim=-1), width)  # column d holds b_j
+    queries = _pad_to(torch.cat([k, b], dim=-1), width)  # column d holds b_j
     keys = _pad_to(torch.cat([q, q.new_zeros(bsz, q.shape[1], 1)], dim=-1), width)
     sink = q.new_zeros(bsz, 1, width)
     sink[..., d] = 1  # scores b_j with every query
@@ -126,6 +127,14 @@ def _global_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Ten
     log_d = b.float() - torch.log(mark)  # log D_j
     log_z = torch.logsumexp((torch.log(real) + log_d).flatten(1), dim=1).view(bsz, 1, 1)  # log sum_j Z_j
     return out[..., :c] * torch.exp(log_d - log_z).to(out.dtype)
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype SDPA computes ``x`` in: autocast's where it is on, else x's."""
+    kind = x.device.type
+    if torch.is_autocast_enabled(kind):
+        return torch.get_autocast_dtype(kind)
+    return x.dtype
 
 
 def _pad_to(x: torch.Tensor, width: int) -> torch.Tensor:

@@ -92,7 +92,7 @@ class TimmBackbone(FeatureBackbone):
         last = levels[-1]["name"]
         self.cam_layer = "body." + (self._keys[last] or ("model." + last))
         self.freeze(params["freeze"])
-        if params["checkpointing"]:
+        if params.get("checkpointing"):
             if not hasattr(body, "set_grad_checkpointing"):
                 raise UserError(f"backbone.params.checkpointing: timm {self.arch} offers no gradient checkpointing")
             body.set_grad_checkpointing(True)  # timm's own: each stage module under torch.utils.checkpoint

@@ -77,7 +77,7 @@ class TorchvisionBackbone(FeatureBackbone):
         self.cam_layer = "body." + self._level_table[cam]["node"]
         self.freeze(params["freeze"])
         # the same modules cut into checkpointed segments, unregistered (state_dict keys stay body.*)
-        self.__dict__["_segments"] = checkpointed(self.body) if params["checkpointing"] else None
+        self.__dict__["_segments"] = checkpointed(self.body) if params.get("checkpointing") else None
 
     def _load_weights(self, model: nn.Module, spec: dict[str, Any], params: dict[str, Any]) -> None:
         weights = params["weights"]
