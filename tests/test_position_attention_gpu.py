@@ -60,6 +60,7 @@ def test_global_softmax_under_bf16_autocast_scores_the_sink_as_the_kernel_does()
     gen = torch.Generator(device="cuda").manual_seed(0)
     q, k = (torch.randn(2, 64, 256, device="cuda", generator=gen) * 2 for _ in range(2))
     v = torch.randn(2, 64, 256, device="cuda", generator=gen)
+    q, k, v = (t.bfloat16().float() for t in (q, k, v))  # the reference sees the inputs the bf16 kernel sees
     want = P.attend(q, k, v, "global", "naive")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         got = P.attend(q, k, v, "global", "sdpa").float()
