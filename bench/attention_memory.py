@@ -245,8 +245,8 @@ def main() -> None:
     ap.add_argument("--channels-last", action="store_true", help="channels_last model and input (CUDA)")
     ap.add_argument("--cap-gb", type=float, default=20.0, help="address-space cap of each CPU child process")
     ap.add_argument("--steps", type=int, default=5, help="timed steps of the 224-px speed comparison")
-    ap.add_argument("--only", default="", help="run only configurations whose attention contains this text "
-                    "(e.g. dual, mldam, plain); the parity and speed are measured all the same")
+    ap.add_argument("--only", default="", help="run only configurations whose 'arch attention impl' contains this text "
+                    "(e.g. dual, 'vgg16 plain', 'mldam-goncalves2021 sdpa'); parity and speed are measured all the same")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -259,7 +259,7 @@ def main() -> None:
     peaks: dict[tuple, float | None] = {}
     print(f"{'size':>5} {'arch':<12} {'attention':<22} {'impl':<6} peak_GB   ({args.device}"
           f"{' bf16' if args.bf16 else ''}{' channels_last' if args.channels_last else ''})")
-    for cfg in (c for c in configurations(sizes) if args.only in c["attention"]):
+    for cfg in (c for c in configurations(sizes) if args.only in f"{c['arch']} {c['attention']} {c['impl']}"):
         if args.device == "cpu":
             peak = run_capped(cfg, args.cap_gb)
         else:
