@@ -15,9 +15,9 @@ an RDB (``--storage URL``). Any number of workers (processes here, Slurm array t
 """
 from __future__ import annotations
 
-import copy
 import math
 import os
+import socket
 import threading
 import time
 import warnings
@@ -104,7 +104,9 @@ class VariantStudy:
 
 def open_storage(url: str | None, journal: Path, heartbeat: dict) -> Any:
     """An RDB storage for ``url``, else the journal file; both with the heartbeat and one retry."""
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
     if url:
         try:
             return RDBStorage(url, heartbeat_interval=heartbeat["interval"], grace_period=heartbeat["grace"],
@@ -305,6 +307,7 @@ def run_trial(exp: Experiment, vs: VariantStudy, trial: Any, output_dir: str | N
               choices=dict(vs.variant.choices), epoch_hook=reporter(trial, vs.spec["objective"]["metric"]))
     shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
     log(f"== {exp.name}/{label} (trial {trial.number}): {shown}")
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     with Heartbeat(vs.study._storage, trial):
         try:
             check_run_dir(run)

@@ -54,16 +54,6 @@ def submit_array(exp: Experiment, flags: dict[str, Any], output_dir: str | None 
     folder = sweep_folder(exp, output_dir) / "slurm" / "%j"
     executor = make_executor(folder, slurm, exp.name)
     n = slurm["array"]
-    if storage is None and executor.cluster == "slurm":
-        _check_shared(sweep_folder(exp, output_dir))
     jobs = executor.map_array(worker_main, [str(exp.path.resolve())] * n, [list(exp.overrides)] * n,
                               [output_dir] * n, [device] * n, [storage] * n, [slurm["cpus"]] * n, list(range(n)))
     return executor, jobs
-
-
-def _check_shared(folder: Path) -> None:
-    """Array tasks on other nodes must see the journals and run directories: refuse a node-local folder."""
-    local = ("/tmp", "/var/tmp", "/dev/shm")
-    if str(folder.resolve()).startswith(local):
-        raise UserError(f"{folder}: a node-local folder; Slurm workers on other nodes cannot share it. Set "
-                        "output_dir (or --output-dir) to a shared file system, or use --storage URL")

@@ -183,7 +183,7 @@ def _candidates(space: dict) -> list[Any]:
     if space["type"] == "int":
         return [int(space["low"]), int(space["high"])]
     low, high = float(space["low"]), float(space["high"])
-    return [low, high, low + (high - low) / 3]  # an inner value: a float range on an integer key fails here
+    return [low, high, low + (high - low) * 0.371]  # an inner, non-whole value: fails on an integer key
 
 
 def _size(space: dict) -> float:
