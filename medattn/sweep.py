@@ -228,6 +228,8 @@ def trial_config(exp: Experiment, variant: Variant, params: dict) -> dict:
     again = load_experiment(exp.path, list(exp.overrides) + sets, registry=exp.registry)
     config = next(v.config.data for v in again.variants if v.name == variant.name)
     config.update(jobs=["train"], seeds=None, compare=None)
+    if not exp.variants[0].config.data["sweep"]["best_checkpoints"]:
+        config["train"]["checkpoints"] = []
     return config
 
 
@@ -337,7 +339,7 @@ def work(exp: Experiment, output_dir: str | None = None, device: str | None = No
     """One worker: claim and run trials, variant after variant, until every study has its finished trials
     (waiting, when only others' trials are left, for them to finish or go stale). Returns the trials run."""
     studies = open_studies(exp, output_dir, storage)
-    interval = studies[0].spec["heartbeat"]["interval"]
+    poll = min(1.0, studies[0].spec["heartbeat"]["interval"])  # seconds between looks at others' trials
     ran = 0
     while True:
         busy = False
@@ -352,7 +354,7 @@ def work(exp: Experiment, output_dir: str | None = None, device: str | None = No
         else:
             if not busy:
                 return ran
-            time.sleep(interval)
+            time.sleep(poll)
 
 
 def worker_main(file: str, overrides: list[str], output_dir: str | None, device: str | None, storage: str | None,

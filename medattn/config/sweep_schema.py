@@ -79,6 +79,9 @@ _SWEEP = {
                    "description": "dotted.key: {type: float|int|categorical, ...}, e.g. train.optimizer.lr: "
                                   "{type: float, low: 1.0e-4, high: 1.0e-2, log: true}"},
         "trials": _key({"type": "integer", "minimum": 1}, 20, "finished (complete or pruned) trials per variant"),
+        "best_checkpoints": _key({"type": "boolean"}, False,
+                                 "trials keep train.checkpoints (best_*.pt); false: last.pt only (resume), which "
+                                 "saves disk and time (--finalize trains the winners again over seeds)"),
         "objective": {
             "type": "object", "additionalProperties": False, "default": {},
             "description": "what a trial is worth: a per-epoch value of the train job's history",
