@@ -89,6 +89,8 @@ sweep:
     path.write_text(base + VARIANTS + "sweep:\n  params:\n"
                            "    model.attention.params.type: {type: categorical, choices: [se, cbam]}\n")
     assert "the matrix sets model.attention" in "\n".join(problems(path))
+    path.write_text(base + "sweep:\n  params:\n    train.optimizer.lr: {type: float, low: 0.1, high: 1, choices: [1]}\n")
+    assert "sweep.params.train.optimizer.lr: choices: not for float" in "\n".join(problems(path))
 
 
 def test_the_printed_schema_holds_the_sweep_section(cli):

@@ -34,9 +34,8 @@ SPACE = {
     },
     "allOf": [
         {"if": {"properties": {"type": {"enum": ["float", "int"]}}},
-         "then": {"required": ["low", "high"], "not": {"required": ["choices"]}}},
-        {"if": {"properties": {"type": {"const": "categorical"}}},
-         "then": {"required": ["choices"], "not": {"anyOf": [{"required": ["low"]}, {"required": ["high"]}]}}},
+         "then": {"required": ["low", "high"]}},
+        {"if": {"properties": {"type": {"const": "categorical"}}}, "then": {"required": ["choices"]}},
     ],
 }
 
@@ -166,7 +165,10 @@ def space_problems(marked: Marked, checker: Any, choices: dict | None = None) ->
 
 def _bounds_problems(space: dict) -> list[str]:
     if space.get("type") == "categorical":
-        return []
+        extra = [k for k in ("low", "high", "log", "step") if k in space]
+        return [f"{', '.join(extra)}: not for a categorical (it takes choices)"] if extra else []
+    if "choices" in space:
+        return [f"choices: not for {space['type']} (it takes low and high; or use type: categorical)"]
     low, high, log, step = space.get("low"), space.get("high"), space.get("log", False), space.get("step")
     out = []
     if low > high:
