@@ -18,6 +18,7 @@ from typing import Any
 from jsonschema import Draft202012Validator, ValidationError, validators
 
 from ..errors import UserError
+from ..metric_specs import CORRECTIONS, comparable_metrics
 from ..registry import Registry
 from .yaml_marks import Marked, dotted
 
@@ -33,10 +34,6 @@ def slot(kind: str, description: str = "", extra: dict | None = None) -> dict:
     return marker
 
 
-# medattn.stats checks the same lists (a test keeps them equal); the schema does not import it (scipy)
-COMPARE_METRICS = ["accuracy", "balanced_accuracy", "precision", "recall", "sensitivity", "specificity", "f1",
-                   "roc_auc"]
-CORRECTIONS = ["holm", "bonferroni", "holm-sidak", "sidak", "simes-hochberg", "hommel", "fdr_bh", "fdr_by", "none"]
 COMPARE = {
     "type": ["object", "null"], "additionalProperties": False, "default": None,
     "description": "paired comparisons of the variants on the same test images (comparisons.csv and .md)",
@@ -46,9 +43,9 @@ COMPARE = {
                       "default": None,
                       "description": "a variant name (every other variant against it); none (each variant against "
                                      "its variant without attention); {variant: reference}; null: the first variant"},
-        "metrics": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"enum": COMPARE_METRICS},
+        "metrics": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"enum": list(comparable_metrics())},
                     "default": ["roc_auc", "accuracy"], "description": "metrics to compare"},
-        "correction": {"enum": CORRECTIONS, "default": "holm",
+        "correction": {"enum": list(CORRECTIONS), "default": "holm",
                        "description": "multiple-comparison correction over the whole table"},
         "checkpoint": {"type": ["string", "null"], "default": None,
                        "description": "tested checkpoint compared (null: the first of test.checkpoints)"},
