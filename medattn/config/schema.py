@@ -335,8 +335,8 @@ def _with_load_note(problems: set[str], raw: dict, marked: Marked, reg: Registry
     heads: set[str] = set()
 
     def unknown(kind: str, marker: dict, value: Any, at: tuple) -> Any:
-        if isinstance(value, dict) and isinstance(value.get("name"), str) and (kind, value["name"]) not in \
-                reg.components:
+        name = value.get("name") if isinstance(value, dict) else None
+        if isinstance(name, str) and (kind, name) not in reg.components:
             heads.add(f"{marked.mark(at + ('name',))} {dotted(at + ('name',))}: ")
         return value
 
