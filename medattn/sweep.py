@@ -136,7 +136,7 @@ def open_studies(exp: Experiment, output_dir: str | None = None, storage: str | 
 
 def direction(spec: dict) -> str:
     """minimize or maximize; auto follows the metric (losses, brier and ece down, the rest up)."""
-    from .metrics import mode_of
+    from .metric_specs import mode_of
 
     chosen = spec["objective"]["direction"]
     if chosen != "auto":
@@ -186,7 +186,9 @@ def claim(vs: VariantStudy) -> Any:
     """Under the study's lock: fail dead trials (and queue their retry), then ask for a trial when fewer than
     ``trials`` are finished or running. Returns the trial, "done" or "busy" (the rest are running)."""
     with vs.lock:
-        optuna.storages.fail_stale_trials(vs.study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(vs.study)
         n = counts(vs.study)
         if n[TrialState.COMPLETE] + n[TrialState.PRUNED] >= vs.spec["trials"]:
             return "done"
