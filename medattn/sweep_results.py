@@ -96,6 +96,6 @@ def write_finalized(exp: Experiment, output: Path | None = None, output_dir: str
         raise UserError(f"--output {path}: that is the sweep's own file; choose another name")
     head = (f"# written by medattn sweep --finalize from {exp.path.name}: each variant's best params after "
             f"{spec['trials']} trials ({spec['objective']['metric']}),\n# run over seeds with paired comparisons. "
-            f"Runs go beside the sweep: {data.get('output_dir', 'runs')}/{exp.name}/VARIANT/seed-N/\n")
+            f"Runs go beside the sweep: OUTPUT_DIR/{exp.name}/VARIANT/seed-N/\n")
     atomic_write_text(path, head + yaml.safe_dump(data, sort_keys=False))
     return path
