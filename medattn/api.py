@@ -12,11 +12,14 @@ fails for built-in plugins and examples that import it.
   :func:`is_dicom`, :class:`BadImage`
 - read-only views: :class:`RunView`, :class:`ExperimentView`, with the paths of :class:`RunDir` and
   :class:`ExperimentDir`
+- versions: :data:`API_VERSION` (major.minor of this surface), :class:`MedattnDeprecationWarning` and
+  :func:`warn_renamed` (a renamed or removed name keeps a warning shim for one minor release)
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .deprecation import API_VERSION, MedattnDeprecationWarning, warn_renamed
 from .errors import NotApplicable, UserError, failure_reason
 from .files import atomic_write_bytes, atomic_write_text, format_table, write_csv, write_rows
 from .hookspecs import (
@@ -52,7 +55,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "KINDS", "AttentionContext", "Backbone", "BadImage", "Component", "DataBundle", "DataContext",
+    "API_VERSION", "KINDS", "MedattnDeprecationWarning", "warn_renamed", "AttentionContext", "Backbone", "BadImage", "Component", "DataBundle", "DataContext",
     "ExperimentDir", "ExperimentView", "ExplainContext", "FeatureInfo", "HeadContext", "ModelContext",
     "NotApplicable", "RunDir", "RunView", "TransformContext", "UserError", "atomic_write_bytes",
     "atomic_write_text", "failure_reason", "format_table", "hookimpl", "is_dicom", "mask_to_tensor",
