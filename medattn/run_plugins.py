@@ -75,9 +75,11 @@ def registry_for(model_path: Path, meta: dict[str, Any]) -> Registry:
                    for s in config.get("plugins") or []]
     for rec in records:
         if "file" in rec:
-            reg.load_plugin(str(plugin_file(model_path, rec)))
+            failed = reg.load_plugin(str(plugin_file(model_path, rec)))
         else:
-            load_module(reg, model_path, rec)
+            failed = load_module(reg, model_path, rec)
+        if failed:
+            raise UserError(f"{model_path}: " + "; ".join(e.message for e in failed))
     missing = missing_components(reg, meta)
     if missing:
         raise UserError(f"{model_path}: this model needs {'; '.join(missing)}")
@@ -98,14 +100,14 @@ def plugin_file(model_path: Path, rec: dict[str, Any]) -> Path:
                     f"trained ({rec['source']}); copy the file to {copy}")
 
 
-def load_module(reg: Registry, model_path: Path, rec: dict[str, Any]) -> None:
+def load_module(reg: Registry, model_path: Path, rec: dict[str, Any]) -> list:
     """Import a plugin module of a model file; a missing one says which distribution to install."""
     import importlib.util
 
     if importlib.util.find_spec(rec["module"].split(".")[0]) is None:
         raise UserError(f"{model_path}: this model needs the plugin module {rec['module']!r}, which is not "
                         f"installed here; {install_hint(rec.get('distribution'), rec.get('version'))}")
-    reg.load_plugin(rec["module"])
+    return reg.load_plugin(rec["module"])
 
 
 def install_hint(dist: str | None, version: str | None) -> str:
