@@ -37,7 +37,8 @@ def parser() -> argparse.ArgumentParser:
     _add_config_args(run)
     run.add_argument("--print-config", action="store_true",
                      help="print each run's resolved config (defaults filled in) and exit")
-    run.add_argument("--jobs", help="comma-separated subset of jobs to run on existing runs, e.g. explain,figure")
+    run.add_argument("--jobs", help="comma-separated subset of jobs to run on existing runs, e.g. explain,figure (those "
+                          "already done for this config are skipped; see --force)")
     run.add_argument("--force", metavar="JOB[,JOB]",
                      help="run these jobs again although they are done for this config (all: every job); "
                           "the jobs after them run again too")

@@ -205,5 +205,5 @@ def test_the_figure_job_draws_every_kind(tmp_path, monkeypatch):
         raise AssertionError("the figure job built the data set")
 
     monkeypatch.setattr(Run, "data", no_data)
-    assert main(["run", str(file), "--jobs", "figure"]) == 0
+    assert main(["run", str(file), "--jobs", "figure", "--force", "figure"]) == 0  # figure was done: forced
     _not_blank(exp.run("none").figure("curves"))

@@ -121,3 +121,12 @@ def test_an_agreed_grid_over_devices_runs_in_phases(write, tmp_path, cli):
     assert "second phase (explain.select: agreed" in out
     runs = [p for p in (tmp_path / "runs" / "fast").iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert len(runs) == 2 and all(set(jobs_done(RunDir(r))) == {"train", "test", "explain"} for r in runs)
+
+
+def test_the_slurm_recipe_in_the_docs_runs_the_two_phases():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    recipe = text[text.index("### Slurm"):text.index("### Several GPUs")]
+    assert "--jobs train,test --shard ${SLURM_ARRAY_TASK_ID}/${SLURM_ARRAY_TASK_COUNT}" in recipe
+    assert "--jobs explain,figure" in recipe and "--dependency=afterok:$array" in recipe
