@@ -95,6 +95,8 @@ METRICS: tuple[MetricSpec, ...] = (
 )
 
 # the multiple-comparison corrections compare offers (statsmodels multipletests names)
+# McNemar's test for one seed per variant: exact binomial (then chi-square from 25 discordant pairs), or mid-p
+MCNEMAR_TESTS = ("exact", "mid_p")
 CORRECTIONS = ("holm", "bonferroni", "holm-sidak", "sidak", "simes-hochberg", "hommel", "fdr_bh", "fdr_by", "none")
 
 _BY_NAME = {m.name: m for m in METRICS if m.pattern is None}

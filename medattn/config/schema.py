@@ -18,7 +18,7 @@ from typing import Any
 from jsonschema import Draft202012Validator, ValidationError, validators
 
 from ..errors import UserError
-from ..metric_specs import CORRECTIONS, comparable_metrics
+from ..metric_specs import CORRECTIONS, MCNEMAR_TESTS, comparable_metrics
 from ..registry import Registry
 from .yaml_marks import Marked, dotted
 
@@ -47,6 +47,10 @@ COMPARE = {
                     "default": ["roc_auc", "accuracy"], "description": "metrics to compare"},
         "correction": {"enum": list(CORRECTIONS), "default": "holm",
                        "description": "multiple-comparison correction over the whole table"},
+        "mcnemar": {"enum": list(MCNEMAR_TESTS), "default": "exact",
+                    "description": "accuracy with one seed: exact (the exact binomial test below 25 discordant pairs, "
+                                   "the uncorrected chi-square from 25) or mid_p (the mid-p binomial test, less "
+                                   "conservative)"},
         "checkpoint": {"type": ["string", "null"], "default": None,
                        "description": "tested checkpoint compared (null: the first of test.checkpoints)"},
         "resamples": {"type": "integer", "minimum": 1, "default": 2000,
