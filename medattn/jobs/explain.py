@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..config.schema import slot
 from ..metric_specs import METRICS
+from ..params import slot
 from ..rundir import RunDir
 from ..views import RunView
 from .base import Job
