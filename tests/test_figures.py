@@ -7,6 +7,7 @@ import importlib
 import json
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import yaml
@@ -131,6 +132,32 @@ def test_experiment_outputs(hand_made):
     report = root.file("report.md").read_text()
     assert "figures/variants.png" in report and "deletion_auc" in report and "saliency" in report
     assert "| cbam    | saliency" in report
+
+
+def test_variants_figure_has_a_panel_per_score_and_no_text_under_a_legend(hand_made):
+    from medattn_plugins.figures.experiment import variants_figure
+
+    from medattn.metric_specs import metric_names
+
+    two = [dict(r, checkpoint=c) for r in hand_made.tables["summary"] for c in ("best_val_loss", "last")]
+    view = dataclasses.replace(hand_made, tables={**hand_made.tables, "summary": two})
+    fig = variants_figure(view)
+    fig.canvas.draw()
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    scores = ["deletion_auc\n(lower is better)", "insertion_auc\n(higher is better)"]  # what quality.json holds
+    assert titles == [f"{m}\n(higher is better)" for m in metric_names(shown=True)] + scores
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [r.variant for r in view.runs]
+    legends = {lg.get_title().get_text(): lg for lg in fig.legends}
+    assert set(legends) == {"checkpoint (test metrics)", "method (quality)"}
+    renderer = fig.canvas.get_renderer()
+    texts = [t for ax in fig.axes if ax.get_visible() for t in (ax.title, ax.xaxis.label, *ax.get_xticklabels(),
+                                                                 *ax.get_yticklabels()) if t.get_text()]
+    boxes = [t.get_window_extent(renderer) for t in texts] + [ax.get_window_extent(renderer) for ax in fig.axes
+                                                              if ax.get_visible()]
+    for title, legend in legends.items():
+        box = legend.get_window_extent(renderer)
+        assert not any(box.overlaps(b) for b in boxes), f"the {title} legend covers a label or a panel"
+    plt.close(fig)
 
 
 def test_original_style_and_formats(hand_made):
