@@ -300,6 +300,7 @@ def run_trial(exp: Experiment, vs: VariantStudy, trial: Any, output_dir: str | N
               log: Callable[[str], None]) -> str:
     """Train the trial's run and tell the study; returns the trial's final state name."""
     from .identity import check_run_dir
+    from .run_lock import locked_runs
     from .run_state import Run
     from .runner import execute_run
 
@@ -317,7 +318,8 @@ def run_trial(exp: Experiment, vs: VariantStudy, trial: Any, output_dir: str | N
             check_run_dir(run)
             for row in run.dir.read_history():  # a retry resumes: report the epochs it already has
                 run.epoch_hook(int(row["epoch"]), row)
-            execute_run(exp, run, ["train"], log)
+            with locked_runs([run.dir]):  # one process per run directory, as medattn run holds it
+                execute_run(exp, run, ["train"], log)
             value = objective(run.dir.read_history(), vs.spec)
         except optuna.TrialPruned as exc:
             vs.study.tell(trial, state=TrialState.PRUNED)
