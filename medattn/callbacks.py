@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from . import checkpoints
 from .errors import UserError
 from .files import write_csv
-from .metrics import mode_of, operating_point
+from .metric_specs import mode_of
+from .metrics import operating_point
 
 if TYPE_CHECKING:
     from .trainer import EpochResult, Trainer
@@ -209,3 +210,14 @@ class Progress(Callback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class EpochHook(Callback):
+    """Hands each finished epoch's number and history row to a function, after the epoch is saved (medattn sweep
+    reports it to its Optuna trial, whose pruner may stop training by raising)."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def on_epoch_end(self, trainer: Trainer, result: EpochResult) -> None:
+        self.fn(result.epoch, dict(result.row))

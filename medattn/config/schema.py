@@ -15,28 +15,18 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from jsonschema import Draft202012Validator, ValidationError, validators
-
-from ..errors import UserError
+from ..metric_specs import CORRECTIONS, MCNEMAR_TESTS, comparable_metrics
+from ..params import SLOT, checker_class, fill_defaults, slot
+from ..params import short_repr as _short
 from ..registry import Registry
+from .sweep_schema import sweep_schema, sweep_section
 from .yaml_marks import Marked, dotted
 
-SLOT = "$medattn_slot"
+__all__ = ["SLOT", "slot", "fill_defaults", "compose", "composed_schema", "core_schema", "validate", "validator"]
+
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 
-def slot(kind: str, description: str = "", extra: dict | None = None) -> dict:
-    """Marker for a place that selects a component of ``kind`` (resolved by :func:`compose`)."""
-    marker: dict[str, Any] = {SLOT: kind, "description": description}
-    if extra:
-        marker["extra"] = extra
-    return marker
-
-
-# medattn.stats checks the same lists (a test keeps them equal); the schema does not import it (scipy)
-COMPARE_METRICS = ["accuracy", "balanced_accuracy", "precision", "recall", "sensitivity", "specificity", "f1",
-                   "roc_auc"]
-CORRECTIONS = ["holm", "bonferroni", "holm-sidak", "sidak", "simes-hochberg", "hommel", "fdr_bh", "fdr_by", "none"]
 COMPARE = {
     "type": ["object", "null"], "additionalProperties": False, "default": None,
     "description": "paired comparisons of the variants on the same test images (comparisons.csv and .md)",
@@ -46,10 +36,14 @@ COMPARE = {
                       "default": None,
                       "description": "a variant name (every other variant against it); none (each variant against "
                                      "its variant without attention); {variant: reference}; null: the first variant"},
-        "metrics": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"enum": COMPARE_METRICS},
+        "metrics": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"enum": list(comparable_metrics())},
                     "default": ["roc_auc", "accuracy"], "description": "metrics to compare"},
-        "correction": {"enum": CORRECTIONS, "default": "holm",
+        "correction": {"enum": list(CORRECTIONS), "default": "holm",
                        "description": "multiple-comparison correction over the whole table"},
+        "mcnemar": {"enum": list(MCNEMAR_TESTS), "default": "exact",
+                    "description": "accuracy with one seed: exact (the exact binomial test below 25 discordant pairs, "
+                                   "the uncorrected chi-square from 25) or mid_p (the mid-p binomial test, less "
+                                   "conservative)"},
         "checkpoint": {"type": ["string", "null"], "default": None,
                        "description": "tested checkpoint compared (null: the first of test.checkpoints)"},
         "resamples": {"type": "integer", "minimum": 1, "default": 2000,
@@ -103,6 +97,7 @@ def core_schema(reg: Registry) -> dict:
                       "description": "repeats, in place of seed: every variant runs once per seed, in "
                                      "VARIANT/seed-N/ (null: one run with seed)"},
             "compare": COMPARE,
+            "sweep": sweep_section(),
             "device": {"type": "string", "pattern": "^(auto|cpu|mps|cuda(:[0-9]+)?)$", "default": "auto",
                        "description": "auto | cpu | cuda | cuda:N | mps"},
             "output_dir": {"type": "string", "default": "runs",
@@ -200,6 +195,7 @@ def composed_schema(reg: Registry) -> dict:
         "patternProperties": {p: dim(r) for p, r in prefs.items()},
         "additionalProperties": bundle,
     }
+    full["properties"]["sweep"] = sweep_schema(list(exact), list(patterns))
     partial = _without_required({k: v for k, v in full.items() if k != "properties"})
     partial["properties"] = {k: _without_required(v) for k, v in full["properties"].items() if k != "matrix"}
     partial["properties"]["matrix"] = {"$ref": ROOT + "/properties/matrix"}
@@ -234,7 +230,7 @@ def _dotted_paths(full: dict) -> tuple[dict[str, list[str]], dict[str, list[str]
         for i, branch in enumerate(node.get("anyOf", [])):
             walk(branch, f"{pointer}/anyOf/{i}", path, pattern)
         for key, sub in node.get("properties", {}).items():
-            if not path and key in ("matrix", "extends"):
+            if not path and key in ("matrix", "extends", "sweep"):
                 continue
             seg = re.escape(key) if pattern else key
             here = f"{pointer}/properties/{_escape(key)}"
@@ -315,59 +311,7 @@ def expand_shorthand(schema: dict, data: dict) -> dict:
     return walk_slots(schema, data, expand)
 
 
-def fill_defaults(schema: Any, data: Any, reg: Registry | None = None) -> Any:
-    """Fill schema ``default`` values into data, including the params of selected components.
-
-    After :func:`medattn.config.load_experiment` every key that has a default is present (``seed``,
-    ``train.epochs``, a component's params, ...): read ``config["seed"]``, never ``config.get("seed", 42)``.
-    """
-    if not isinstance(schema, dict):
-        return data
-    if SLOT in schema:
-        if isinstance(data, dict) and reg is not None and isinstance(data.get("name"), str):
-            data.setdefault("params", {})
-            if (schema[SLOT], data["name"]) in reg.components:
-                frag = reg.get(schema[SLOT], data["name"]).params_schema
-                data["params"] = fill_defaults(frag, data["params"], reg)
-            fill_defaults({"properties": schema.get("extra", {})}, data, reg)
-        return data
-    if isinstance(data, dict):
-        for key, sub in schema.get("properties", {}).items():
-            if not isinstance(sub, dict):
-                continue
-            if key not in data and "default" in sub:
-                data[key] = copy.deepcopy(sub["default"])
-            if key in data:
-                data[key] = fill_defaults(sub, data[key], reg)
-    elif isinstance(data, list) and isinstance(schema.get("items"), dict):
-        return [fill_defaults(schema["items"], d, reg) for d in data]
-    return data
-
-
-def _unique_items(validator: Any, unique: Any, instance: Any, schema: dict) -> Any:
-    """``uniqueItems`` in linear time (jsonschema compares every pair of mappings: minutes on a hostile list)."""
-    if unique and validator.is_type(instance, "array"):
-        seen = set()
-        for item in instance:
-            key = _canonical(item)
-            if key in seen:
-                yield ValidationError(f"{_short(item)} is listed twice")
-                return
-            seen.add(key)
-
-
-def _canonical(value: Any) -> Any:
-    """A hashable stand-in equal for JSON-equal values (1 == 1.0, but true is not 1)."""
-    if isinstance(value, bool) or value is None:
-        return ("b", value)
-    if isinstance(value, dict):
-        return ("d", frozenset((k, _canonical(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return ("l", tuple(_canonical(v) for v in value))
-    return ("v", value)
-
-
-Checker = validators.extend(Draft202012Validator, {"uniqueItems": _unique_items})
+Checker = checker_class()
 
 
 def validator(reg: Registry) -> Any:
@@ -383,7 +327,25 @@ def validate(marked: Marked, reg: Registry, checker: Any = None, raw: dict | Non
     for err in (checker or validator(reg)).iter_errors(marked.data):
         problems.extend(render(err, marked))
     problems.extend(_clash_problems(raw, marked, reg))
-    return sorted(set(problems), key=_sort_key)
+    return sorted(_with_load_note(set(problems), raw, marked, reg), key=_sort_key)
+
+
+def _with_load_note(problems: set[str], raw: dict, marked: Marked, reg: Registry) -> list[str]:
+    """The problems, those about a component name that no plugin provides ending with which plugins failed to
+    load (the name may be missing because of one of them)."""
+    note = reg.load_note()
+    if not note:
+        return list(problems)
+    heads: set[str] = set()
+
+    def unknown(kind: str, marker: dict, value: Any, at: tuple) -> Any:
+        name = value.get("name") if isinstance(value, dict) else None
+        if isinstance(name, str) and (kind, name) not in reg.components:
+            heads.add(f"{marked.mark(at + ('name',))} {dotted(at + ('name',))}: ")
+        return value
+
+    walk_slots(raw, marked.data, unknown)
+    return [p + note if any(p.startswith(h) for h in heads) else p for p in problems]
 
 
 def _clash_problems(raw: dict, marked: Marked, reg: Registry) -> list[str]:
@@ -411,8 +373,9 @@ def render(err: Any, marked: Marked) -> list[str]:
     if err.validator == "additionalProperties" and isinstance(err.instance, dict):
         known = list(err.schema.get("properties", {}))
         out = []
+        patterns = list(err.schema.get("patternProperties", {}))
         for key in err.instance:
-            if key in known:
+            if key in known or any(re.search(p, str(key)) for p in patterns):
                 continue
             hint = _did_you_mean(str(key), known)
             out.append(f"{marked.mark(path + (key,), key=True)} {dotted(path + (key,))}: unknown key{hint}")
@@ -487,11 +450,6 @@ def _did_you_mean(word: str, options: list[str]) -> str:
     return ""
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _sort_key(line: str) -> tuple:
     head = line.split(" ", 1)[0]
     parts = head.rsplit(":", 2)
@@ -499,13 +457,3 @@ def _sort_key(line: str) -> tuple:
         return (parts[0], int(parts[1]), int(parts[2]) if parts[2].isdigit() else 0, line)
     return (head, 0, 0, line)
 
-
-def component_params(reg: Registry, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Params of a component with its schema defaults filled in (validated when not from a file)."""
-    comp = reg.get(kind, spec["name"])
-    params = dict(spec.get("params") or {})
-    errors = list(Checker(dict(comp.params_schema)).iter_errors(params))
-    if errors:
-        where = "".join(f".{p}" for p in errors[0].absolute_path)
-        raise UserError(f"{kind} {spec['name']!r} params{where}: {errors[0].message}")
-    return fill_defaults(comp.params_schema, params, reg)

@@ -10,13 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..config.schema import slot
+from ..metric_specs import METRICS
+from ..params import slot
 from ..rundir import RunDir
 from ..views import RunView
 from .base import Job
 from .checkpoint_names import CHECKPOINT
 
-QUALITY_SCORES = ["deletion", "insertion", "infidelity", "sensitivity", "localisation", "randomisation"]
+# each computes one or more declared quality metrics (medattn.metric_specs: source quality, score <entry>)
+QUALITY_SCORES = list(dict.fromkeys(m.score for m in METRICS if m.score))
 
 QUALITY = {
     "type": "object", "additionalProperties": False, "default": {},
@@ -102,6 +104,12 @@ class ExplainJob(Job):
         cfg = config["explain"]
         ctx = ExplainContext(model=model, num_outputs=model.num_outputs, batch_size=int(cfg["batch_size"]))
         return layer_problems(build_explainers(self.registry, cfg, ctx), model)
+
+    def reads_other_runs(self, config: dict[str, Any]) -> str | None:
+        """``select: agreed`` reads the other compared variants' test predictions."""
+        if config["explain"]["select"] == "agreed":
+            return "explain.select: agreed reads the test predictions of every compared variant"
+        return None
 
     def needs(self, run: RunDir, config: dict[str, Any]) -> dict[str, list[Path]]:
         """The checkpoint explained and, for ``select: agreed``, the other compared variants' test predictions."""

@@ -121,7 +121,7 @@ def comparisons(exp: ExperimentView, spec: dict[str, Any]) -> list[dict]:
     test_sets = {key: (m.get("data") or {}).get("fingerprint") for key, m in manifests.items()}
     rows = stats.compare(preds, spec["reference"], spec["metrics"], spec["correction"], attention=attention,
                          choices=choices, test_sets=test_sets, resamples=int(spec["resamples"]),
-                         seed=int(exp.config["seed"]))
+                         seed=int(exp.config["seed"]), mcnemar=spec.get("mcnemar", "exact"))  # older configs lack it
     return [{"checkpoint": checkpoint, **row} for row in rows]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config.schema import slot
+from ..params import slot
 from .base import Job
 from .checkpoint_names import CHECKPOINT_NAMES, METRIC_NAMES
 
@@ -186,7 +186,7 @@ def _loaders(run: Any, dist: Any, splits: dict) -> tuple[Any, Any, Any]:
 
 def _callbacks(run: Any, model: Any, bundle: Any) -> list:
     """Progress, early stopping, best and last checkpoints, history, TensorBoard; in this order (last.pt saves
-    the state of those before it)."""
+    the state of those before it); then the run's epoch hook, if it has one (it sees the epoch saved)."""
     from .. import callbacks as C
     from ..checkpoints import model_meta
     from ..manifest import data_fingerprint
@@ -196,12 +196,13 @@ def _callbacks(run: Any, model: Any, bundle: Any) -> list:
     meta = model_meta(run.config, bundle.class_names, model.backbone, run.registry, fingerprint)
     model_file = C.ModelFile(meta, run.config["test"])
     stop = cfg["early_stopping"]
+    hook = [C.EpochHook(run.epoch_hook)] if run.epoch_hook is not None else []
     return [C.Progress(cfg["progress"], run.label),
             C.EarlyStopping(stop["patience"], stop["monitor"], stop["min_delta"]),
             C.BestCheckpoints(cfg["checkpoints"], rd.checkpoints, model_file),
             C.LastCheckpoint(rd.last, model_file),
             C.History(rd.history),
-            C.TensorBoard(rd.tensorboard, cfg["tensorboard"])]
+            C.TensorBoard(rd.tensorboard, cfg["tensorboard"])] + hook
 
 
 def _forward(model: Any, dist: Any, compile_model: bool) -> Any:
