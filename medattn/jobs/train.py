@@ -74,6 +74,14 @@ PARAMS = {
                               "loss weights per class: none, balanced (n / (k * count)) or a list; for a "
                               "sigmoid model [w0, w1] becomes pos_weight w1 / w0"),
         "augment": slot("transform", "train-time augmentation preset (a transform component)"),
+        "loss": _key({"type": "array", "minItems": 1,
+                      "items": slot("loss", "a loss term", {
+                          "weight": {"type": "number", "minimum": 0, "default": 1.0,
+                                     "description": "the term's weight in the training loss"}})},
+                     [{"name": "classification"}],
+                     "the training loss: a weighted sum of loss terms, e.g. [{name: classification}, {name: "
+                     "attention_mask, weight: 1.0}]; each is logged per epoch as loss_<term> (validation loss: "
+                     "the classification loss)"),
         "checkpoints": _key({"type": "array", "uniqueItems": True,
                              "items": {"type": "string", "pattern": BEST}},
                             CHECKPOINT_NAMES[:2],
@@ -143,6 +151,7 @@ def _trainer(run: Any, dist: Any) -> Any:
     import torch
 
     from .. import engine as E
+    from ..losses import build_losses
     from ..trainer import Trainer
 
     cfg = run.config["train"]
@@ -155,13 +164,14 @@ def _trainer(run: Any, dist: Any) -> Any:
     weights = E.class_weights_for(cfg["class_weights"], E.split_labels(splits["train"])
                                   if cfg["class_weights"] == "balanced" else [], len(bundle.class_names))
     train_loader, val_loader, val_sampler = _loaders(run, dist, splits)
+    terms = build_losses(run.registry, run.config, model, bundle.has_masks, weights).to(dist.device)
     return Trainer(model=model, optimizer=optimizer,
                    scheduler=E.make_scheduler(optimizer, cfg["scheduler"], cfg["epochs"]),
                    schedule=cfg["scheduler"], precision=precision, loss_fn=E.loss_function(model, weights),
                    train_loader=train_loader, val_loader=val_loader, val_sampler=val_sampler, dist=dist,
                    epochs=cfg["epochs"], accumulate=cfg["accumulate"], clip_grad_norm=cfg["clip_grad_norm"],
                    last=run.dir.last, callbacks=_callbacks(run, model, bundle), log=run.log,
-                   progress=cfg["progress"] and dist.main)
+                   progress=cfg["progress"] and dist.main, terms=terms)
 
 
 def _loaders(run: Any, dist: Any, splits: dict) -> tuple[Any, Any, Any]:

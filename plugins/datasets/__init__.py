@@ -82,6 +82,10 @@ SYNTHETIC = _schema({
                       maximum=0.25),
     "decoys": _p("number", "Expected number of fainter lesions of the other class's shape per image (where to "
                  "look then matters: the most conspicuous lesion decides the label)", 0, minimum=0, maximum=6),
+    "shortcut": _p("number", "Share of the train / val / test images in which a bright corner marker agrees "
+                   "with the label (0: no marker). With a marker the data set has a `shifted` test split "
+                   "(n_test images) in which the marker is independent of the label (test.splits)", 0,
+                   minimum=0, maximum=1),
     "seed_offset": _p("integer", "Added to the image seed to draw a different data set", 0),
 })
 
