@@ -334,13 +334,14 @@ def train_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
 def _terms_loss(model: nn.Module, net: nn.Module, terms: Any, batch: dict, x: torch.Tensor, y: torch.Tensor,
                 loss_fn: nn.Module) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """(logits, weighted loss, {term: value}) of one batch through the terms of ``train.loss``: the forward
-    with what the terms asked for (input gradients, the backbone's levels), then each term on a LossBatch."""
+    with what the terms asked for (input gradients, the backbone's levels and the attention's output), then each
+    term on a LossBatch."""
     from .hookspecs import LossBatch
 
     if terms.needs_input_gradients:
         x = x.detach().requires_grad_(True)
     seen: dict[str, Any] = {}
-    hook = (model.backbone.register_forward_hook(lambda mod, args, out: seen.update(features=out))
+    hook = (model.attention.register_forward_hook(lambda mod, args, out: seen.update(features=args[0], attended=out))
             if terms.needs_features else None)
     try:
         logits = net(x)
@@ -353,7 +354,7 @@ def _terms_loss(model: nn.Module, net: nn.Module, terms: Any, batch: dict, x: to
                    masks=masks.to(x.device, non_blocking=True).float() if masks is not None else None,
                    groups=[str(g) for g in groups] if groups is not None else None,
                    attention=model.attention_maps() if hasattr(model, "attention_maps") else {},
-                   features=seen.get("features"),
+                   features=seen.get("features"), attended=seen.get("attended"),
                    classification=lambda z: compute_loss(model, loss_fn, z, y))
     loss, parts = terms(lb)
     return logits, loss, parts

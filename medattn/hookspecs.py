@@ -44,7 +44,8 @@ loss       ``factory(params, ctx: LossContext) -> callable(batch: LossBatch) -> 
            (a weighted list), returning a scalar to minimise (``torch.nn.Module`` or any callable). Optional
            attributes on the term: ``needs_input_gradients = True`` (the core makes ``batch.images`` require
            gradients before the forward, for :meth:`LossBatch.input_gradients`) and ``needs_features = True``
-           (the core keeps the backbone's levels of the forward in ``batch.features``). A term that needs lesion
+           (the core keeps the backbone's levels of the forward in ``batch.features`` and the attention module's
+           output in ``batch.attended``). A term that needs lesion
            masks says so in its record: ``defaults={"needs": ["masks"]}``; ``validate`` refuses it on a data set
            without masks.
 figure     ``factory(params, view: RunView) -> list[pathlib.Path]`` (scope run) or
@@ -201,7 +202,8 @@ class LossBatch:
 
     ``images`` are the normalised inputs (B, C, H, W); ``masks`` (B, 1, H, W) in [0, 1] and ``groups`` are there
     when the data set gives them (else None). ``attention`` holds the attention module's ``attention_maps()``
-    right after the forward (with their graph); ``features`` the backbone's levels when a term asked for them.
+    right after the forward (with their graph); ``features`` the backbone's levels and ``attended`` the attention
+    module's output when a term asked for them.
     """
 
     images: torch.Tensor
@@ -213,6 +215,7 @@ class LossBatch:
     groups: list[str] | None = None
     attention: dict[str, torch.Tensor] = field(default_factory=dict)
     features: dict[str, torch.Tensor] | None = None
+    attended: torch.Tensor | None = None  # the attention module's output (what the head gets), with ``features``
     mask_weight: torch.Tensor | None = None  # (B,) 0/1: which images may use their mask (mask_fraction)
     classification: Callable[[torch.Tensor], torch.Tensor] | None = None  # logits -> the model's BCE/CE loss
 

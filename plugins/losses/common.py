@@ -54,14 +54,17 @@ def label_probability(batch: LossBatch, logits: torch.Tensor) -> torch.Tensor:
 
 @contextlib.contextmanager
 def running_stats_kept(model: nn.Module) -> Iterator[None]:
-    """An extra forward (of erased images, say) that does not move BatchNorm's running mean and variance."""
+    """An extra forward (of erased images, say) that does not move BatchNorm's running mean and variance: it
+    updates copies, and the originals (which the first forward's graph may hold) are put back untouched."""
+    names = ("running_mean", "running_var", "num_batches_tracked")
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
+    saved = [{n: getattr(m, n) for n in names} for m in norms]
+    for m, kept in zip(norms, saved):
+        for n, t in kept.items():
+            setattr(m, n, t.clone())
     try:
         yield
     finally:
-        with torch.no_grad():
-            for m, (mean, var, count) in zip(norms, saved):
-                m.running_mean.copy_(mean)
-                m.running_var.copy_(var)
-                m.num_batches_tracked.copy_(count)
+        for m, kept in zip(norms, saved):
+            for n, t in kept.items():
+                setattr(m, n, t)

@@ -100,9 +100,9 @@ class RightReasons(nn.Module):
 
 
 class AttentionMining(nn.Module):
-    """GAIN: a Grad-CAM of each image's own class on the deepest backbone level; the region it points at is
-    erased softly and the class probability left in the erased image is penalised (mining), and the Grad-CAM
-    outside the lesion is penalised (the mask term)."""
+    """GAIN: a Grad-CAM of each image's own class on the attention module's output (the map the head reads);
+    the region it points at is erased softly and the class probability left in the erased image is penalised
+    (mining), and the Grad-CAM outside the lesion is penalised (the mask term)."""
 
     needs_features = True
 
@@ -111,10 +111,10 @@ class AttentionMining(nn.Module):
         self.p = params
 
     def forward(self, batch: LossBatch) -> torch.Tensor:
-        feats = [f for f in (batch.features or {}).values() if f.ndim == 4 and f.shape[-1] > 1]
-        if not feats:
-            raise UserError("loss gain: the backbone gives no spatial feature map for a Grad-CAM")
-        a = feats[-1]
+        a = batch.attended
+        if a is None or a.ndim != 4:
+            raise UserError("loss gain: the attention module gives no feature map (B, C, H, W) for a Grad-CAM "
+                            f"(its output: {None if a is None else tuple(a.shape)})")
         grads = torch.autograd.grad(batch.class_logit().sum(), a, create_graph=True)[0]
         cam = F.relu((grads.mean(dim=(2, 3), keepdim=True) * a).sum(1, keepdim=True))
         cam = F.interpolate(cam, size=tuple(batch.images.shape[-2:]), mode="bilinear", align_corners=False)
