@@ -81,5 +81,6 @@ def build_data(reg: Registry, config: dict, backbone: Any, run_dir: Path | None,
     if aug_spec:
         tctx = TransformContext(image_size=image_size(config), channels=channels)
         augment = reg.factory("transform", aug_spec["name"])(component_params(reg, "transform", aug_spec), tctx)
-    prepared = {s: Prepared(bundle.splits[s], mean, std, augment if s == "train" else None) for s in SPLITS}
+    prepared = {s: Prepared(bundle.splits[s], mean, std, augment if s == "train" else None)
+                for s in [*SPLITS, *(x for x in bundle.splits if x not in SPLITS)]}  # extra splits: test.splits
     return bundle, prepared

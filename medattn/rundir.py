@@ -70,8 +70,10 @@ class RunDir:
     def test_metrics(self, checkpoint: str) -> Path:
         return self.metrics / f"test_{checkpoint}.json"
 
-    def predictions(self, checkpoint: str) -> Path:
-        return self.metrics / f"predictions_{checkpoint}.csv"
+    def predictions(self, checkpoint: str, split: str = "test") -> Path:
+        """One row per image of ``split`` (test.splits) as predicted by ``checkpoint``."""
+        return self.metrics / (f"predictions_{checkpoint}.csv" if split == "test" else
+                               f"predictions_{checkpoint}.{split}.csv")
 
     def roc(self, checkpoint: str) -> Path:
         return self.metrics / f"roc_{checkpoint}.csv"
@@ -134,8 +136,8 @@ class RunDir:
     def read_history(self) -> list[dict[str, str]]:
         return _csv_rows(self.history)
 
-    def read_predictions(self, checkpoint: str) -> list[dict[str, str]]:
-        return _csv_rows(self.predictions(checkpoint))
+    def read_predictions(self, checkpoint: str, split: str = "test") -> list[dict[str, str]]:
+        return _csv_rows(self.predictions(checkpoint, split))
 
     def read_npz(self, path: Path) -> dict[str, Any] | None:
         """An .npz file of this run as a dict of arrays (no pickles), or None when it is missing."""

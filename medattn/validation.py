@@ -69,11 +69,9 @@ def _check_run(run, jobs: list[str], exp: Experiment, at) -> str | list[str]:
         return problems
     counts, class_problems = _class_counts(bundle, splits)
     problems.extend(at(("dataset",), p) for p in class_problems)
-    if "train" in jobs:
-        from .losses import mask_problems
-
-        problems.extend(at(path, message) for path, message in mask_problems(exp.registry, run.config,
-                                                                                 bool(bundle.has_masks)))
+    for name in jobs:
+        problems.extend(at(path, message) for path, message in job(exp.registry, name).check_data(run.config, bundle,
+                                                                                                   splits))
     try:
         model = run.new_model()
     except UserError as exc:

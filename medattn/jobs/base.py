@@ -35,6 +35,11 @@ class Job:
         ``medattn validate`` reports them with the file and line of that path."""
         return []
 
+    def check_data(self, config: dict[str, Any], bundle: Any, splits: dict[str, Any]) -> list[tuple[tuple, str]]:
+        """Problems only the built data set shows (a split that is not there, masks a loss needs), each (config
+        path, message); ``medattn validate`` reports them with the file and line of that path."""
+        return []
+
     def needs(self, run: RunDir, config: dict[str, Any]) -> dict[str, list[Path]]:
         """{artifact: files that must exist} for this run and config (only artifacts of ``reads``)."""
         return {}

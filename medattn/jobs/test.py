@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..errors import UserError
 from ..files import atomic_write_text, write_rows
 from ..rundir import RunDir
 from ..views import ExperimentView, RunView
@@ -26,6 +27,11 @@ PARAMS = {
                         "default": ["best_val_loss"],
                         "description": f"checkpoints to evaluate: {', '.join(CHECKPOINT_NAMES)} or any "
                                        "best_<train|val>_<metric> kept by train.checkpoints"},
+        "splits": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "string"},
+                   "default": ["test"],
+                   "description": "splits to test on: test, and any extra split the data set gives (e.g. shifted "
+                                  "of synthetic_lesions with a shortcut); the metrics of split S appear in the "
+                                  "summary and in compare as S.metric (shifted.roc_auc)"},
         "threshold": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5,
                       "description": "decision threshold on P(class 1) for binary tasks (threshold_method fixed)"},
         "threshold_method": {"enum": ["fixed", "youden", "sensitivity", "specificity"], "default": "fixed",
@@ -75,15 +81,22 @@ class TestJob(Job):
     def needs(self, run: RunDir, config: dict[str, Any]) -> dict[str, list]:
         return {"checkpoint": [run.checkpoint(c) for c in config["test"]["checkpoints"]]}
 
+    def check_data(self, config: dict[str, Any], bundle: Any, splits: dict[str, Any]) -> list[tuple[tuple, str]]:
+        """Every split of test.splits is one the data set gives."""
+        return [(("test", "splits", i), f"the data set has no split {s!r}; it has {', '.join(splits)}")
+                for i, s in enumerate(config["test"]["splits"]) if s not in splits]
+
     def run(self, run) -> None:
         from .. import distributed
 
         cfg = run.config["test"]
         dist = distributed.setup(run.device)
         for name in cfg["checkpoints"]:
-            te, classes, threshold, source = _evaluate(run, dist, name)
+            te, classes, threshold, source, extra = _evaluate(run, dist, name)
             if dist.main:
                 metrics = _write(run, name, te, classes, threshold, source)
+                if extra:
+                    metrics = _write_splits(run, name, metrics, extra, classes, threshold)
                 _log(run, name, metrics, threshold, source)
 
     def rows(self, run: RunView) -> dict[str, list[dict]]:
@@ -142,12 +155,36 @@ def _evaluate(run, dist, name: str):
 
     model = run.load_model(name).to(dist.device)
     te = outputs(model, "test", f"test {name}")
+    extra = {}
+    for split in cfg["splits"]:
+        if split == "test":
+            continue
+        if split not in splits:
+            raise UserError(f"test.splits: the data set has no split {split!r}; it has {', '.join(splits)}")
+        extra[split] = outputs(model, split, f"{split} {name}")
     classes = list(model.class_names)
     if cfg["threshold_method"] == "fixed":
-        return te, classes, float(cfg["threshold"]), "fixed"
+        return te, classes, float(cfg["threshold"]), "fixed", extra
     va = outputs(model, "val", f"val {name}")
     point = M.operating_point(va.labels, va.scores, cfg)  # the rule the model file froze, on the same split
-    return te, classes, point["value"], point["source"]
+    return te, classes, point["value"], point["source"], extra
+
+
+def _write_splits(run, name: str, metrics: dict, extra: dict, classes: list[str], threshold: float) -> dict:
+    """The metrics of every extra split of test.splits: ``S.metric`` keys (and their intervals under
+    ``splits``) added to test_<name>.json, one predictions file per split."""
+    from .. import metrics as M
+
+    metrics = dict(metrics)
+    metrics.setdefault("splits", {})
+    for split, out in extra.items():
+        values = {"n_positive": int((out.labels == 1).sum()),
+                  **M.classification_metrics(out.labels, out.scores, threshold)}
+        metrics.update({f"{split}.{k}": v for k, v in values.items()})
+        metrics["splits"][split] = {"loss": out.loss, **values, **_intervals(run, out, threshold)}
+        _predictions(run, name, out, classes, threshold, split)
+    atomic_write_text(run.dir.test_metrics(name), json.dumps(metrics, indent=2, allow_nan=True))
+    return metrics
 
 
 def _write(run, name: str, te, classes: list[str], threshold: float, source: str) -> dict:
@@ -203,7 +240,7 @@ def _intervals(run, te, threshold: float) -> dict:
                                     confidence)}}
 
 
-def _predictions(run, name: str, te, classes: list[str], threshold: float) -> None:
+def _predictions(run, name: str, te, classes: list[str], threshold: float, split: str = "test") -> None:
     """predictions_<name>.csv: id, (group), label, prediction and the scores of every image."""
     from .. import metrics as M
 
@@ -217,7 +254,7 @@ def _predictions(run, name: str, te, classes: list[str], threshold: float) -> No
     for i, (sid, y, p, s) in enumerate(zip(te.ids, te.labels, preds, scores)):
         vals = [f"{s:.6f}"] if scores.ndim == 1 else [f"{v:.6f}" for v in s]
         rows.append([sid, *([te.groups[i]] if te.groups is not None else []), int(y), int(p), *vals])
-    write_rows(run.dir.predictions(name), columns, rows)
+    write_rows(run.dir.predictions(name, split), columns, rows)
 
 
 def _roc(run, name: str, labels, scores) -> None:
@@ -241,3 +278,6 @@ def _log(run, name: str, metrics: dict, threshold: float, source: str) -> None:
     shown = " ".join(f"{k}={metrics[k]:.4f}" + (f" [{ci[k][0]:.3f}, {ci[k][1]:.3f}]" if k in ci else "")
                      for k in ("accuracy", "precision", "recall", "f1", "roc_auc") if k in metrics)
     run.log(f"   test {name} (threshold {threshold:.4g}, {source}): {shown}")
+    for split, values in (metrics.get("splits") or {}).items():
+        shown = " ".join(f"{k}={values[k]:.4f}" for k in ("accuracy", "roc_auc") if k in values)
+        run.log(f"   {split} {name}: {shown}")

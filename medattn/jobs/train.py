@@ -128,6 +128,12 @@ class TrainJob(Job):
     writes = ("checkpoint", "history")
     distributed = True
 
+    def check_data(self, config: dict[str, Any], bundle: Any, splits: dict[str, Any]) -> list[tuple[tuple, str]]:
+        """A loss term that needs masks on a data set without them."""
+        from ..losses import mask_problems
+
+        return mask_problems(self.registry, config, bool(bundle.has_masks))
+
     def run(self, run: Any) -> None:
         from .. import distributed
         from .. import engine as E
