@@ -27,8 +27,8 @@ from medattn_plugins.heads.linear import build_flatten_linear
 from medattn_plugins.heads.mlp import build_mlp
 from torch import nn
 
-from medattn.config.schema import component_params
 from medattn.hookspecs import AttentionContext, HeadContext, ModelContext
+from medattn.params import component_params
 from medattn.registry import default_registry
 
 SIZE, BATCH = 224, 8

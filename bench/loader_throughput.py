@@ -20,8 +20,8 @@ from medattn_plugins.datasets import csv_list
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from medattn.config.schema import component_params
 from medattn.hookspecs import DataContext
+from medattn.params import component_params
 from medattn.registry import default_registry
 
 

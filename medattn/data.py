@@ -8,7 +8,6 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from .config.schema import component_params
 from .errors import UserError
 from .hookspecs import DataBundle, DataContext, TransformContext
 from .model import image_size
@@ -71,7 +70,7 @@ def build_data(reg: Registry, config: dict, backbone: Any, run_dir: Path | None,
     data_seed = spec["seed"] if spec.get("seed") is not None else config["seed"]
     ctx = DataContext(seed=int(data_seed), image_size=image_size(config), channels=channels,
                       cache_dir=cache_dir, run_dir=run_dir, log=log)
-    bundle = reg.factory("dataset", spec["name"])(component_params(reg, "dataset", spec), ctx)
+    bundle = reg.build("dataset", spec, ctx)
     missing = [s for s in SPLITS if s not in bundle.splits]
     if missing:
         raise UserError(f"dataset {spec['name']!r} gave no {', '.join(missing)} split")
@@ -80,7 +79,7 @@ def build_data(reg: Registry, config: dict, backbone: Any, run_dir: Path | None,
     aug_spec = (config.get("train") or {}).get("augment")
     if aug_spec:
         tctx = TransformContext(image_size=image_size(config), channels=channels)
-        augment = reg.factory("transform", aug_spec["name"])(component_params(reg, "transform", aug_spec), tctx)
+        augment = reg.build("transform", aug_spec, tctx)
     prepared = {s: Prepared(bundle.splits[s], mean, std, augment if s == "train" else None)
                 for s in [*SPLITS, *(x for x in bundle.splits if x not in SPLITS)]}  # extra splits: test.splits
     return bundle, prepared

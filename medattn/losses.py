@@ -75,7 +75,6 @@ class LossTerms:
 def build_losses(reg: Registry, config: dict, model: Any, has_masks: bool,
                  class_weights: list[float] | None) -> LossTerms:
     """The terms of ``train.loss`` for ``model``; a term that cannot be built is one UserError naming it."""
-    from .config.schema import component_params
     from .hookspecs import LossContext
     from .model import image_size
 
@@ -87,13 +86,7 @@ def build_losses(reg: Registry, config: dict, model: Any, has_masks: bool,
                       has_masks=has_masks, class_weights=class_weights)
     built = []
     for i, (label, spec) in enumerate(zip(term_labels(specs), specs)):
-        factory = reg.factory("loss", spec["name"])
-        try:
-            term = factory(component_params(reg, "loss", spec), ctx)
-        except UserError as exc:
-            raise UserError(f"train.loss.{i}: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - a plugin's failure is still one line naming the term
-            raise UserError(f"train.loss.{i}: {spec['name']} cannot be built: {type(exc).__name__}: {exc}") from None
+        term = reg.build("loss", spec, ctx, field=f"train.loss.{i}")
         built.append((label, float(spec["weight"]), term))
     return LossTerms(built)
 

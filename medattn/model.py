@@ -11,7 +11,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config.schema import component_params
 from .errors import UserError, failure_reason
 from .hookspecs import AttentionContext, Backbone, FeatureInfo, HeadContext, ModelContext
 from .registry import Registry
@@ -101,10 +100,9 @@ def build_model(reg: Registry, config: dict, class_names: list[str], backbone: n
 
 
 def build_component(reg: Registry, slot: str, spec: dict, ctx: Any, where: str) -> Any:
-    """Call the factory of ``model.<slot>``; whatever it raises becomes one UserError with the field path."""
-    factory = reg.factory(slot, spec["name"])
-    params = component_params(reg, slot, spec)
-    return guarded(lambda: factory(params, ctx), slot, spec["name"], f"cannot be built {where}")
+    """Build ``model.<slot>``; whatever its factory raises becomes one UserError with the field path."""
+    return guarded(lambda: reg.build(slot, spec, ctx, field=f"model.{slot}", where=where), slot, spec["name"],
+                   f"cannot be built {where}")
 
 
 def guarded(call: Callable[[], Any], slot: str, name: str, failed: str) -> Any:

@@ -356,14 +356,12 @@ class Predictor:
     def explainer(self, method: str = "saliency", batch_size: int = 8, **params: Any) -> Callable:
         """The explainer plugin ``method`` built for this model (params checked against its schema, the layer of
         a layer method checked to exist)."""
-        from .config.schema import component_params
         from .hookspecs import ExplainContext
         from .jobs.explain_methods import check_layers
 
         reg = self.registry
-        values = component_params(reg, "explainer", {"name": method, "params": params})
         ctx = ExplainContext(model=self.model, num_outputs=self.model.num_outputs, batch_size=int(batch_size))
-        explainer = reg.factory("explainer", method)(values, ctx)
+        explainer = reg.build("explainer", {"name": method, "params": params}, ctx)
         check_layers([(method, {"name": method, "params": params}, explainer)], self.model)
         return explainer
 

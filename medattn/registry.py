@@ -26,8 +26,9 @@ from typing import Any
 
 import pluggy
 
-from .errors import UserError
+from .errors import NotApplicable, UserError, failure_reason
 from .hookspecs import KINDS, PROJECT, Component, MedattnSpec
+from .params import component_params
 
 DISABLE_ENV = "MEDATTN_DISABLE_PLUGINS"
 FACTORY_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -185,6 +186,28 @@ class Registry:
         except Exception as exc:
             raise UserError(f"{kind} {name!r} from plugin {comp.plugin}: cannot load factory "
                             f"{comp.factory!r}: {type(exc).__name__}: {exc}") from None
+
+    def build(self, kind: str, spec: str | dict[str, Any], ctx: Any, *, field: str | None = None,
+              where: str = "") -> Any:
+        """The component a config slot selects (``{name: ..., params: {...}}``, or its name alone), built.
+
+        Checks that the component exists (and is not a clash), checks its params against its schema and fills
+        the defaults, then calls ``factory(params, ctx)``. A UserError or NotApplicable from the factory passes
+        as it is; any other exception becomes one UserError, ``FIELD: NAME cannot be built WHERE: REASON``
+        (``field``: the config field, e.g. ``model.attention``; default ``KIND 'NAME' (plugin P)``).
+        """
+        spec = {"name": spec} if isinstance(spec, str) else spec
+        name = spec["name"]
+        comp = self.get(kind, name)
+        factory = self.factory(kind, name)
+        params = component_params(self, kind, spec)
+        try:
+            return factory(params, ctx)
+        except (UserError, NotApplicable):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a library's RuntimeError is still one clear line
+            who = f"{field}: {name}" if field else f"{kind} {name!r} (plugin {comp.plugin})"
+            raise UserError(f"{who} cannot be built{' ' + where if where else ''}: {failure_reason(exc)}") from None
 
     def check_factories(self) -> list[str]:
         """Check every component (clashing ones too): its params schema and its factory, imported and callable as

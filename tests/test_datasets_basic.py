@@ -21,9 +21,9 @@ from medattn_plugins.datasets import (
 from medattn_plugins.datasets.splits import grouped_split
 from PIL import Image
 
-from medattn.config.schema import component_params
 from medattn.errors import UserError
 from medattn.hookspecs import DataContext
+from medattn.params import component_params
 from medattn.registry import Registry, default_registry
 from medattn.rundir import RunDir
 

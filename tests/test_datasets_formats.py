@@ -15,9 +15,9 @@ import torch
 from medattn_plugins.datasets import cbis_ddsm, chexpert, csv_list, iris_pad, medmnist, mimic_cxr, oct
 from PIL import Image
 
-from medattn.config.schema import component_params
 from medattn.errors import UserError
 from medattn.hookspecs import DataContext
+from medattn.params import component_params
 from medattn.registry import Registry, default_registry
 from medattn.rundir import RunDir
 

@@ -232,3 +232,70 @@ def test_check_factories_finds_unimportable_and_uncallable_factories(tmp_path):
 def test_every_builtin_component_passes_check_factories():
     reg = default_registry()
     assert reg.errors == [] and reg.check_factories() == []
+
+
+# -- Registry.build: the one way a component is built -----------------------------------------------------------
+BUILDABLE = """
+from medattn.api import Component, NotApplicable, UserError, hookimpl
+
+SCHEMA = {"type": "object", "additionalProperties": False,
+          "properties": {"width": {"type": "integer", "minimum": 1, "default": 4}}}
+
+
+def echo(params, ctx):
+    return params, ctx
+
+
+def explodes(params, ctx):
+    raise RuntimeError("kernel image not available\\nsecond line")
+
+
+def refuses(params, ctx):
+    raise UserError("head.params.width: too wide")
+
+
+def not_here(params, ctx):
+    raise NotApplicable("nothing to say")
+
+
+@hookimpl
+def medattn_components():
+    return [Component("head", "echo", echo, "returns what it was given", SCHEMA),
+            Component("head", "explodes", explodes, "raises in its factory", SCHEMA),
+            Component("head", "refuses", refuses, "bad params", SCHEMA),
+            Component("head", "not_here", not_here, "does not apply", SCHEMA)]
+"""
+
+
+def test_build_fills_defaults_and_calls_the_factory_with_the_context(tmp_path):
+    reg = _load_file(tmp_path, BUILDABLE)
+    assert reg.errors == []
+    assert reg.build("head", {"name": "echo", "params": {}}, "ctx") == ({"width": 4}, "ctx")
+    assert reg.build("head", {"name": "echo", "params": {"width": 2}}, None) == ({"width": 2}, None)
+    assert reg.build("head", "echo", 1) == ({"width": 4}, 1)  # the shorthand: a name alone
+
+
+def test_build_turns_a_factory_failure_into_one_clear_error(tmp_path):
+    reg = _load_file(tmp_path, BUILDABLE)
+    plugin = str(tmp_path / "my_plugin.py")
+    with pytest.raises(UserError) as err:
+        reg.build("head", {"name": "explodes", "params": {}}, None)
+    assert str(err.value) == (f"head 'explodes' (plugin {plugin}) cannot be built: RuntimeError: kernel image not "
+                              f"available")
+    assert type(err.value) is UserError
+    with pytest.raises(UserError, match=r"^model\.head: explodes cannot be built on x at 8 px: RuntimeError: "):
+        reg.build("head", {"name": "explodes"}, None, field="model.head", where="on x at 8 px")
+
+
+def test_build_passes_user_errors_and_not_applicable_and_checks_name_and_params(tmp_path):
+    from medattn.api import NotApplicable
+
+    reg = _load_file(tmp_path, BUILDABLE)
+    with pytest.raises(UserError, match=r"^head\.params\.width: too wide$"):
+        reg.build("head", {"name": "refuses"}, None)
+    with pytest.raises(NotApplicable, match="nothing to say"):
+        reg.build("head", {"name": "not_here"}, None)
+    with pytest.raises(UserError, match=r"^no head named 'echoo'; known: echo, explodes, not_here, refuses$"):
+        reg.build("head", {"name": "echoo"}, None)
+    with pytest.raises(UserError, match=r"^head 'echo' params\.width: 0 is less than the minimum of 1$"):
+        reg.build("head", {"name": "echo", "params": {"width": 0}}, None)

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..params import fill_defaults
 from ..registry import Registry, default_registry
 from .compose import Variant, apply_overrides, expand_matrix, load_with_extends
-from .schema import composed_schema, core_schema, expand_shorthand, fill_defaults, validate, validator
+from .schema import composed_schema, core_schema, expand_shorthand, validate, validator
 from .yaml_marks import Marked
 
 __all__ = ["Experiment", "load_experiment", "composed_schema", "schema_for_file", "load_plugins_of",

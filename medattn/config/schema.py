@@ -15,22 +15,14 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from jsonschema import Draft202012Validator, ValidationError, validators
-
-from ..errors import UserError
+from ..params import SLOT, checker_class, fill_defaults, slot
+from ..params import short_repr as _short
 from ..registry import Registry
 from .yaml_marks import Marked, dotted
 
-SLOT = "$medattn_slot"
+__all__ = ["SLOT", "slot", "fill_defaults", "compose", "composed_schema", "core_schema", "validate", "validator"]
+
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
-
-
-def slot(kind: str, description: str = "", extra: dict | None = None) -> dict:
-    """Marker for a place that selects a component of ``kind`` (resolved by :func:`compose`)."""
-    marker: dict[str, Any] = {SLOT: kind, "description": description}
-    if extra:
-        marker["extra"] = extra
-    return marker
 
 
 # medattn.stats checks the same lists (a test keeps them equal); the schema does not import it (scipy)
@@ -315,59 +307,7 @@ def expand_shorthand(schema: dict, data: dict) -> dict:
     return walk_slots(schema, data, expand)
 
 
-def fill_defaults(schema: Any, data: Any, reg: Registry | None = None) -> Any:
-    """Fill schema ``default`` values into data, including the params of selected components.
-
-    After :func:`medattn.config.load_experiment` every key that has a default is present (``seed``,
-    ``train.epochs``, a component's params, ...): read ``config["seed"]``, never ``config.get("seed", 42)``.
-    """
-    if not isinstance(schema, dict):
-        return data
-    if SLOT in schema:
-        if isinstance(data, dict) and reg is not None and isinstance(data.get("name"), str):
-            data.setdefault("params", {})
-            if (schema[SLOT], data["name"]) in reg.components:
-                frag = reg.get(schema[SLOT], data["name"]).params_schema
-                data["params"] = fill_defaults(frag, data["params"], reg)
-            fill_defaults({"properties": schema.get("extra", {})}, data, reg)
-        return data
-    if isinstance(data, dict):
-        for key, sub in schema.get("properties", {}).items():
-            if not isinstance(sub, dict):
-                continue
-            if key not in data and "default" in sub:
-                data[key] = copy.deepcopy(sub["default"])
-            if key in data:
-                data[key] = fill_defaults(sub, data[key], reg)
-    elif isinstance(data, list) and isinstance(schema.get("items"), dict):
-        return [fill_defaults(schema["items"], d, reg) for d in data]
-    return data
-
-
-def _unique_items(validator: Any, unique: Any, instance: Any, schema: dict) -> Any:
-    """``uniqueItems`` in linear time (jsonschema compares every pair of mappings: minutes on a hostile list)."""
-    if unique and validator.is_type(instance, "array"):
-        seen = set()
-        for item in instance:
-            key = _canonical(item)
-            if key in seen:
-                yield ValidationError(f"{_short(item)} is listed twice")
-                return
-            seen.add(key)
-
-
-def _canonical(value: Any) -> Any:
-    """A hashable stand-in equal for JSON-equal values (1 == 1.0, but true is not 1)."""
-    if isinstance(value, bool) or value is None:
-        return ("b", value)
-    if isinstance(value, dict):
-        return ("d", frozenset((k, _canonical(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return ("l", tuple(_canonical(v) for v in value))
-    return ("v", value)
-
-
-Checker = validators.extend(Draft202012Validator, {"uniqueItems": _unique_items})
+Checker = checker_class()
 
 
 def validator(reg: Registry) -> Any:
@@ -487,11 +427,6 @@ def _did_you_mean(word: str, options: list[str]) -> str:
     return ""
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _sort_key(line: str) -> tuple:
     head = line.split(" ", 1)[0]
     parts = head.rsplit(":", 2)
@@ -499,13 +434,3 @@ def _sort_key(line: str) -> tuple:
         return (parts[0], int(parts[1]), int(parts[2]) if parts[2].isdigit() else 0, line)
     return (head, 0, 0, line)
 
-
-def component_params(reg: Registry, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Params of a component with its schema defaults filled in (validated when not from a file)."""
-    comp = reg.get(kind, spec["name"])
-    params = dict(spec.get("params") or {})
-    errors = list(Checker(dict(comp.params_schema)).iter_errors(params))
-    if errors:
-        where = "".join(f".{p}" for p in errors[0].absolute_path)
-        raise UserError(f"{kind} {spec['name']!r} params{where}: {errors[0].message}")
-    return fill_defaults(comp.params_schema, params, reg)

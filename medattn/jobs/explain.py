@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..config.schema import slot
+from ..params import slot
 from ..rundir import RunDir
 from ..views import RunView
 from .base import Job

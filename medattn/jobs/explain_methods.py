@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from ..attribution import frozen, prepare_for_attribution
-from ..config.schema import component_params
 from ..errors import UserError
 from ..hookspecs import ExplainContext
 from .explain_select import method_labels
@@ -24,7 +23,7 @@ def build_explainers(registry: Any, cfg: dict, ctx: ExplainContext) -> list[tupl
     """(label, spec, explainer) per configured method; built once per run."""
     out = []
     for spec, label in zip(cfg["methods"], method_labels(cfg["methods"])):
-        explainer = registry.factory("explainer", spec["name"])(component_params(registry, "explainer", spec), ctx)
+        explainer = registry.build("explainer", spec, ctx)
         out.append((label, spec, explainer))
     return out
 

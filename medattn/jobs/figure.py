@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config.schema import component_params, slot
+from ..params import slot
 from ..registry import Registry
 from ..views import ExperimentView
 from .base import Job
@@ -46,7 +46,7 @@ def draw(registry: Registry, config: dict, scope: str, view) -> list[Path]:
     """Every selected figure kind of ``scope``, drawn from ``view``; the files written."""
     written: list[Path] = []
     for spec in selected_kinds(registry, config, scope):
-        paths = registry.factory("figure", spec["name"])(component_params(registry, "figure", spec), view)
+        paths = registry.build("figure", spec, view)
         written.extend(paths or [])
     return written
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config.schema import slot
+from ..params import slot
 from .base import Job
 from .checkpoint_names import CHECKPOINT_NAMES, METRIC_NAMES
 
