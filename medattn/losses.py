@@ -38,7 +38,7 @@ def mask_problems(reg: Registry, config: dict, has_masks: bool) -> list[tuple[tu
     dataset = config["dataset"]["name"]
     return [(("train", "loss", i, "name"),
              f"loss {s['name']!r} needs lesion masks, but dataset {dataset!r} gives none (use a data set with "
-             f"masks, e.g. image_folder with masks: or csv with mask_column, or drop the term)")
+             f"masks (see its params in `medattn plugins`), or drop the term)")
             for i, s in enumerate(config["train"]["loss"]) if "masks" in needs(reg, s)]
 
 

@@ -29,8 +29,8 @@ PARAMS = {
                                        "best_<train|val>_<metric> kept by train.checkpoints"},
         "splits": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "string"},
                    "default": ["test"],
-                   "description": "splits to test on: test, and any extra split the data set gives (e.g. shifted "
-                                  "of synthetic_lesions with a shortcut); the metrics of split S appear in the "
+                   "description": "splits to test on: test, and any extra split the data set gives (e.g. shifted, "
+                                  "where a shortcut no longer holds); the metrics of split S appear in the "
                                   "summary and in compare as S.metric (shifted.roc_auc)"},
         "threshold": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5,
                       "description": "decision threshold on P(class 1) for binary tasks (threshold_method fixed)"},
