@@ -66,9 +66,35 @@ def builtin_only(markdown: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
 
 
+def metrics_table() -> str:
+    """The declared metrics (medattn.metric_specs), one row each."""
+    from medattn.metric_specs import METRICS
+
+    def bound(v: float | None) -> str:
+        return "∞" if v is None else f"{v:g}"
+
+    rows = ["## Metrics", "",
+            "Every metric medattn computes, from its one declaration (`medattn.metric_specs`; plugins read it "
+            "with `medattn.api.metric_spec(name)`, which also takes `val_<name>`, `<split or method>.<name>`). "
+            "Direction: max = higher is better. Threshold: moves with the decision threshold. CI: the test job "
+            "gives a bootstrap interval. Compare: a paired difference between variants is meaningful (the test "
+            "metrics among them are what `compare.metrics` accepts). History: a `train_`/`val_` column of "
+            "`history.csv` that checkpoints, early stopping and schedulers can follow.", "",
+            "| metric | source | direction | range | threshold | CI | compare | history | what it is |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    tick = lambda flag: "yes" if flag else ""  # noqa: E731
+    for m in METRICS:
+        name = f"`{m.name}`" + (f" (`{m.pattern}`)" if m.pattern else "")
+        what = m.description + (f" (= `{m.alias_of}`)" if m.alias_of else "")
+        rows.append(f"| {name} | {m.source}{f' ({m.score})' if m.score else ''} | {m.direction} | "
+                    f"[{bound(m.range[0])}, {bound(m.range[1])}] | {tick(m.needs_threshold)} | {tick(m.has_ci)} | "
+                    f"{tick(m.comparable)} | {tick(m.history)} | {what} |")
+    return "\n".join(rows) + "\n"
+
+
 def reference() -> str:
     """The whole page."""
-    return HEADER + builtin_only(cli_markdown())
+    return HEADER + builtin_only(cli_markdown()) + "\n" + metrics_table()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,8 @@ fails for built-in plugins and examples that import it.
   :func:`format_table`, :func:`save_figure`
 - images: :func:`read_image` (PNG, JPEG, TIFF, DICOM; 8/16-bit), :func:`to_tensor`, :func:`mask_to_tensor`,
   :func:`is_dicom`, :class:`BadImage`
+- metrics: :func:`metric_spec` (the declaration of a metric: direction, range, description, ...),
+  :func:`metric_names`, :class:`MetricSpec`, and :func:`bootstrap_chunks` (the one bootstrap resampler)
 - read-only views: :class:`RunView`, :class:`ExperimentView`, with the paths of :class:`RunDir` and
   :class:`ExperimentDir`
 """
@@ -36,26 +38,34 @@ from .hookspecs import (
     TransformContext,
     hookimpl,
 )
+from .metric_specs import MetricSpec, metric_names, metric_spec
 from .rundir import ExperimentDir, RunDir
 from .views import ExperimentView, RunView, save_figure
 
 if TYPE_CHECKING:  # imported on first use below
     from .image_io import BadImage, is_dicom, mask_to_tensor, read_image, to_tensor
+    from .metrics import bootstrap_chunks
 
 _IMAGES = ("BadImage", "is_dicom", "mask_to_tensor", "read_image", "to_tensor")
 
 
 def __getattr__(name: str):
-    """The image readers, imported on first use: listing plugins and printing the schema import no numpy."""
+    """The image readers and the resampler, imported on first use: listing plugins and printing the schema
+    import no numpy."""
     if name in _IMAGES:
         from . import image_io
 
         return getattr(image_io, name)
+    if name == "bootstrap_chunks":
+        from .metrics import bootstrap_chunks
+
+        return bootstrap_chunks
     raise AttributeError(f"module 'medattn.api' has no attribute {name!r}")
 
 
 __all__ = [
-    "KINDS", "AttentionContext", "Backbone", "BadImage", "Component", "DataBundle", "DataContext",
+    "KINDS", "AttentionContext", "Backbone", "BadImage", "Component", "MetricSpec", "bootstrap_chunks",
+    "metric_names", "metric_spec", "DataBundle", "DataContext",
     "ExperimentDir", "ExperimentView", "ExplainContext", "FeatureInfo", "HeadContext", "LossBatch", "LossContext",
     "ModelContext",
     "NotApplicable", "RunDir", "RunView", "TransformContext", "UserError", "atomic_write_bytes",

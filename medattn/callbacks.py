@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from . import checkpoints
 from .errors import UserError
 from .files import write_csv
-from .metrics import mode_of, operating_point
+from .metric_specs import mode_of
+from .metrics import operating_point
 
 if TYPE_CHECKING:
     from .trainer import EpochResult, Trainer

@@ -247,7 +247,7 @@ def _best(rd: RunDir, checkpoint: str) -> str:
             continue
     if not values:
         return checkpoint
-    from .metrics import mode_of
+    from .metric_specs import mode_of
 
     value, epoch = (min if mode_of(monitor) == "min" else max)(values, key=lambda v: v[0])
     return f"{checkpoint}: {monitor} {value:.4g} (epoch {epoch})"

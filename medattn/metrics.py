@@ -6,31 +6,21 @@ multi-class metrics are macro averages, with per-class values in :func:`per_clas
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import sklearn
+from scipy import sparse
 from sklearn import metrics as skm
 
 from .errors import UserError
+from .metric_specs import metric_names, metric_spec, mode_of  # noqa: F401  (mode_of: the engine's plateau scheduler asks here)
 
-# metrics where lower is better (everything else is higher-is-better)
-LOWER_IS_BETTER = frozenset({"loss", "brier", "ece", "apcer", "bpcer", "acer"})
-# metrics with a bootstrap confidence interval
-CI_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc")
-# metrics a checkpoint / early stopping / scheduler may monitor, prefixed by train_ or val_
-MONITORABLE = ("loss", "accuracy", "balanced_accuracy", "precision", "recall", "specificity", "f1", "roc_auc",
-               "pr_auc", "brier", "ece")
 # equal-width confidence bins of the ECE inside classification_metrics (the test job's reliability diagram
 # uses test.calibration_bins)
 ECE_BINS = 10
-
-
-def mode_of(metric: str) -> str:
-    """'min' for losses and calibration errors, 'max' for everything else (``val_f1`` -> max)."""
-    base = metric.split("_", 1)[1] if metric.startswith(("train_", "val_")) else metric
-    return "min" if base in LOWER_IS_BETTER else "max"
+NAN = float("nan")
 
 
 def positive_scores(scores: np.ndarray) -> np.ndarray | None:
@@ -219,100 +209,138 @@ def operating_point(labels: np.ndarray, scores: np.ndarray, test: Mapping[str, A
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# bootstrap
+# resampling and metrics under image weights
+
+
+def bootstrap_chunks(n: int, groups: Sequence[Any] | None = None, resamples: int = 2000, seed: int = 0,
+                     max_cells: int = 4_000_000) -> Iterator[np.ndarray]:
+    """The one bootstrap resampler: (rows, n) multiplicities of the images (how often each is drawn) of
+    ``resamples`` resamples, in chunks of at most ``max_cells`` numbers; whole groups (patients) when given.
+
+    Resample r draws as many units (groups, or images) as there are, with replacement, and every image of a
+    drawn unit counts as often as its unit was drawn. The draws are the same however they are chunked.
+    """
+    rng = np.random.default_rng(seed)
+    unit = np.arange(n) if groups is None else np.unique(np.asarray(groups, dtype=str), return_inverse=True)[1]
+    units = int(unit.max()) + 1 if n else 0
+    if units == 0:
+        return
+    rows = max(1, max_cells // max(units, n))
+    for start in range(0, int(resamples), rows):
+        draws = rng.integers(0, units, size=(min(rows, int(resamples) - start), units))
+        counts = np.bincount((draws + units * np.arange(len(draws))[:, None]).ravel(),
+                             minlength=len(draws) * units).reshape(len(draws), units)
+        yield counts[:, unit].astype(float)
+
+
+def bootstrap_weights(n: int, groups: Sequence[Any] | None = None, resamples: int = 2000,
+                      seed: int = 0) -> np.ndarray:
+    """(resamples, n) image multiplicities of every bootstrap resample at once (:func:`bootstrap_chunks`)."""
+    chunks = list(bootstrap_chunks(n, groups, resamples, seed))
+    return np.concatenate(chunks) if chunks else np.zeros((0, n))
 
 
 def bootstrap_ci(labels: np.ndarray, scores: np.ndarray, threshold: float, resamples: int, seed: int,
-                 groups: Sequence[str] | None, confidence: float, keys: Sequence[str] = CI_METRICS
-                 ) -> dict[str, list[float]]:
+                 groups: Sequence[str] | None, confidence: float,
+                 keys: Sequence[str] = metric_names(has_ci=True)) -> dict[str, list[float]]:
     """Percentile bootstrap intervals ``{metric: [low, high]}``; resamples whole groups (patients) when given.
 
-    Each resample is a vector of multiplicities (how often each image is drawn), so image and group
-    resampling share one code path. Resamples where a metric is undefined (one class absent) are left out
-    of that metric. Binary tasks are computed for all resamples at once (see :func:`_weighted_binary`);
-    multi-class tasks call :func:`classification_metrics` per resample.
+    Every resample is a row of image multiplicities (:func:`bootstrap_chunks`) and the metrics are computed
+    for many rows at once (:func:`weighted_metric`). Resamples where a metric is undefined (a class absent)
+    are left out of that metric; no interval below two units.
     """
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, dtype=float)
     n = len(labels)
-    rng = np.random.default_rng(seed)
-    if groups is not None:
-        _, unit = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
-    else:
-        unit = np.arange(n)
-    n_units = int(unit.max()) + 1 if n else 0
-    if n_units < 2 or resamples <= 0:
+    units = n if groups is None else len(set(map(str, groups)))
+    if units < 2 or resamples <= 0:
         return {}
-    draws = rng.integers(0, n_units, size=(int(resamples), n_units))
-    pos = positive_scores(scores)
+    predicted = predictions(scores, threshold)
     values: dict[str, list[np.ndarray]] = {k: [] for k in keys}
-    chunk = max(1, 4_000_000 // max(n, 1))
-    for start in range(0, int(resamples), chunk):
-        d = draws[start:start + chunk]
-        unit_counts = np.stack([np.bincount(row, minlength=n_units) for row in d]).astype(float)
-        weights = unit_counts[:, unit]  # (R, N): every image of a drawn group, as often as the group was drawn
-        if pos is not None:
-            got = _weighted_binary(labels, pos, threshold, weights)
-        else:
-            got = {k: [] for k in keys}
-            for w in weights:
-                idx = np.repeat(np.arange(n), w.astype(int))
-                m = classification_metrics(labels[idx], scores[idx], threshold)
-                for k in keys:
-                    got[k].append(m.get(k, np.nan))
-            got = {k: np.asarray(v, dtype=float) for k, v in got.items()}
+    for weights in bootstrap_chunks(n, groups, resamples, seed):
         for k in keys:
-            if k in got:
-                values[k].append(np.asarray(got[k], dtype=float))
+            values[k].append(weighted_metric(k, labels, predicted, scores, weights))
     alpha = (1 - confidence) / 2
     out = {}
     for k, parts in values.items():
-        v = np.concatenate(parts) if parts else np.zeros(0)
+        v = np.concatenate(parts)
         v = v[np.isfinite(v)]
         if len(v):
             out[k] = [float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha))]
     return out
 
 
-def _weighted_binary(labels: np.ndarray, pos: np.ndarray, threshold: float, weights: np.ndarray
-                     ) -> dict[str, np.ndarray]:
-    """Binary metrics of many weighted resamples at once (weights (R, N)); NaN where undefined.
+def _onehot(index: np.ndarray, width: int, values: np.ndarray | None = None) -> sparse.csr_matrix:
+    n = len(index)
+    data = np.ones(n) if values is None else values.astype(float)
+    return sparse.csr_matrix((data, (np.arange(n), index)), shape=(n, width))
 
-    Hand-written because sklearn scores one sample at a time (1000 resamples x 7 metrics is seconds);
-    tests check it against sklearn with ``sample_weight``. ROC-AUC is the weighted Mann-Whitney statistic
-    (ties count one half), from per-unique-score weight sums.
-    """
-    from scipy import sparse
 
-    y = labels == 1
-    pred = pos >= threshold
-    tp, fn = weights @ (y & pred), weights @ (y & ~pred)
-    fp, tn = weights @ (~y & pred), weights @ (~y & ~pred)
+def _ratio(num: np.ndarray, den: np.ndarray, empty: float) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
-        recall = np.where(tp + fn > 0, tp / (tp + fn), np.nan)
-        spec = np.where(tn + fp > 0, tn / (tn + fp), np.nan)
-        out = {
-            "accuracy": (tp + tn) / weights.sum(axis=1),
-            "recall": recall,
-            "specificity": spec,
-            "precision": np.where(tp + fp > 0, tp / (tp + fp), 0.0),  # sklearn's zero_division=0
-            "f1": np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0),
-            "balanced_accuracy": np.where(np.isnan(recall), spec, np.where(np.isnan(spec), recall,
-                                                                          (recall + spec) / 2)),
-        }
-        out["recall"][np.isnan(recall)] = np.nan
-        _, inv = np.unique(pos, return_inverse=True)
-        u = int(inv.max()) + 1
-        rows = np.arange(len(pos))
-        onehot_pos = sparse.csr_matrix((y.astype(float), (rows, inv)), shape=(len(pos), u))
-        onehot_neg = sparse.csr_matrix(((~y).astype(float), (rows, inv)), shape=(len(pos), u))
-        p = np.asarray((onehot_pos.T @ weights.T).T)  # (R, U) weight of positives per unique score
-        q = np.asarray((onehot_neg.T @ weights.T).T)
-        below = np.cumsum(q, axis=1) - q
-        denom = p.sum(axis=1) * q.sum(axis=1)
-        out["roc_auc"] = np.where(denom > 0, (p * (below + 0.5 * q)).sum(axis=1) / np.where(denom > 0, denom, 1),
-                                  np.nan)
-    return out
+        return np.where(den > 0, num / np.where(den > 0, den, 1), empty)
+
+
+def _weights_by_score(positive: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(R, U) weight of the positives and of the negatives at each distinct score, scores ascending."""
+    _, inv = np.unique(scores, return_inverse=True)
+    u = int(inv.max()) + 1
+    p = np.asarray((_onehot(inv, u, positive).T @ weights.T).T)
+    q = np.asarray((_onehot(inv, u, ~positive).T @ weights.T).T)
+    return p, q
+
+
+def _weighted_auc(positive: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted Mann-Whitney ROC-AUC (ties count one half) for each row of weights; NaN without both classes.
+    Hand-written because sklearn scores one sample at a time; tests check it against sklearn's sample_weight."""
+    p, q = _weights_by_score(positive, scores, weights)
+    below = np.cumsum(q, axis=1) - q
+    return _ratio((p * (below + 0.5 * q)).sum(axis=1), p.sum(axis=1) * q.sum(axis=1), NAN)
+
+
+def _weighted_average_precision(positive: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted average precision (sklearn's step-wise sum of precision times the recall gained at each distinct
+    score) for each row of weights; NaN without positives."""
+    p, q = (a[:, ::-1] for a in _weights_by_score(positive, scores, weights))  # highest score first
+    tp, called = np.cumsum(p, axis=1), np.cumsum(p + q, axis=1)
+    return _ratio((p * _ratio(tp, called, 0.0)).sum(axis=1), p.sum(axis=1), NAN)
+
+
+def weighted_metric(metric: str, labels: np.ndarray, predicted: np.ndarray, scores: np.ndarray,
+                    weights: np.ndarray) -> np.ndarray:
+    """A metric under each row of image weights (R, N) -> (R,), as :func:`classification_metrics` defines it.
+
+    Binary (scores (N,) or (N, 2)): class 1 positive; precision and F1 are 0 and recall and specificity NaN when
+    undefined. Multi-class: macro averages over all classes, 0 when undefined (scikit-learn's zero_division=0);
+    specificity the mean one-vs-rest specificity; ROC-AUC and PR-AUC the macro one-vs-rest areas, NaN unless
+    every class occurs. Balanced accuracy: the mean recall over the classes present.
+    """
+    labels, predicted = np.asarray(labels).astype(int), np.asarray(predicted).astype(int)
+    scores = np.asarray(scores, dtype=float)
+    metric = metric_spec(metric).alias_of or metric
+    k = n_classes_of(scores)
+    if metric in ("roc_auc", "pr_auc"):
+        area = _weighted_auc if metric == "roc_auc" else _weighted_average_precision
+        if k == 2:
+            return area(labels == 1, positive_scores(scores), weights)
+        return np.mean([area(labels == c, scores[:, c], weights) for c in range(k)], axis=0)
+    cm = np.asarray((_onehot(labels * k + predicted, k * k).T @ weights.T).T).reshape(len(weights), k, k)
+    tp = np.diagonal(cm, axis1=1, axis2=2)
+    support, called, total = cm.sum(axis=2), cm.sum(axis=1), cm.sum(axis=(1, 2))
+    if metric == "accuracy":
+        return _ratio(tp.sum(axis=1), total, NAN)
+    if metric == "balanced_accuracy":
+        present = support > 0
+        return _ratio((_ratio(tp, support, 0.0) * present).sum(axis=1), present.sum(axis=1), NAN)
+    tn = total[:, None] - support - called + tp
+    binary = k == 2
+    per_class = {"precision": _ratio(tp, called, 0.0), "recall": _ratio(tp, support, NAN if binary else 0.0),
+                 "f1": _ratio(2 * tp, support + called, 0.0),
+                 "specificity": _ratio(tn, tn + called - tp, NAN if binary else 0.0)}
+    if metric not in per_class:
+        raise UserError(f"{metric!r} has no resampled form (choose from {', '.join(metric_names(has_ci=True))})")
+    values = per_class[metric]
+    return values[:, 1] if binary else values.mean(axis=1)
 
 
 # ---------------------------------------------------------------------------------------------------------------

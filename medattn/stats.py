@@ -45,13 +45,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import sparse
 from scipy import stats as sps
 
 from .errors import UserError
+from .metric_specs import CORRECTIONS, comparable_metrics
+from .metrics import bootstrap_weights, positive_scores, weighted_metric
 
-CORRECTIONS = ("holm", "bonferroni", "holm-sidak", "sidak", "simes-hochberg", "hommel", "fdr_bh", "fdr_by", "none")
-METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "sensitivity", "specificity", "f1", "roc_auc")
 COLUMNS = ("variant", "reference", "metric", "delta", "ci_low", "ci_high", "p", "p_adjusted", "test", "n_seeds",
            "n_images")
 NOT_AGGREGATED = frozenset({"seed", "n", "n_positive"})  # counts and ids, not metrics
@@ -185,19 +184,6 @@ def mcnemar_test(correct_a: Sequence[bool], correct_b: Sequence[bool], confidenc
             "test": "McNemar exact" if exact else "McNemar chi-square"}
 
 
-def bootstrap_weights(n: int, groups: Sequence[Any] | None = None, resamples: int = 2000,
-                      seed: int = 0) -> np.ndarray:
-    """(resamples, n) multiplicities of the images in each bootstrap resample; whole groups are drawn when given."""
-    rng = np.random.default_rng(seed)
-    if groups is None:
-        unit = np.arange(n)
-    else:
-        _, unit = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
-    units = int(unit.max()) + 1 if n else 0
-    counts = rng.multinomial(units, np.full(units, 1.0 / units), size=int(resamples)) if units else np.zeros((0, 0))
-    return counts[:, unit].astype(float)
-
-
 def paired_bootstrap(statistic: Callable[[np.ndarray], np.ndarray], n: int, groups: Sequence[Any] | None = None,
                      resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict[str, float]:
     """Percentile bootstrap of a paired difference: ``statistic(weights (R, n)) -> (R,)`` is the difference
@@ -260,63 +246,6 @@ def adjust(pvalues: Sequence[float], method: str = "holm") -> np.ndarray:
     if method != "none" and ok.any():
         out[ok] = multipletests(p[ok], method=method)[1]
     return out
-
-
-# --- metrics under bootstrap weights -------------------------------------------------------------------------------
-def _onehot(index: np.ndarray, width: int, values: np.ndarray | None = None) -> sparse.csr_matrix:
-    n = len(index)
-    data = np.ones(n) if values is None else values.astype(float)
-    return sparse.csr_matrix((data, (np.arange(n), index)), shape=(n, width))
-
-
-def _weighted_auc(positive: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Weighted Mann-Whitney ROC-AUC (ties one half) for each row of weights; NaN without both classes."""
-    _, inv = np.unique(scores, return_inverse=True)
-    u = int(inv.max()) + 1
-    p = np.asarray((_onehot(inv, u, positive).T @ weights.T).T)  # (R, U) positive weight per distinct score
-    q = np.asarray((_onehot(inv, u, ~positive).T @ weights.T).T)
-    below = np.cumsum(q, axis=1) - q
-    den = p.sum(axis=1) * q.sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(den > 0, (p * (below + 0.5 * q)).sum(axis=1) / np.where(den > 0, den, 1), NAN)
-
-
-def _ratio(num: np.ndarray, den: np.ndarray, empty: float) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1), empty)
-
-
-def weighted_metric(metric: str, labels: np.ndarray, predicted: np.ndarray, scores: np.ndarray,
-                    weights: np.ndarray) -> np.ndarray:
-    """A metric under each row of image weights (R, N) -> (R,), defined as the test metrics define it.
-
-    Binary (scores (N,) or (N, 2)): class 1 positive; precision and F1 are 0 and recall and specificity NaN when
-    undefined. Multi-class: macro averages over all classes, 0 when undefined (scikit-learn's zero_division=0);
-    specificity the mean one-vs-rest specificity; ROC-AUC the macro one-vs-rest AUC. Balanced accuracy: the mean
-    recall over the classes present.
-    """
-    labels, predicted = np.asarray(labels).astype(int), np.asarray(predicted).astype(int)
-    scores = np.asarray(scores, dtype=float)
-    k = 2 if scores.ndim == 1 else scores.shape[1]
-    if metric == "roc_auc":
-        if k == 2:
-            return _weighted_auc(labels == 1, scores if scores.ndim == 1 else scores[:, 1], weights)
-        return np.mean([_weighted_auc(labels == c, scores[:, c], weights) for c in range(k)], axis=0)
-    cm = np.asarray((_onehot(labels * k + predicted, k * k).T @ weights.T).T).reshape(len(weights), k, k)
-    tp = np.diagonal(cm, axis1=1, axis2=2)
-    support, called, total = cm.sum(axis=2), cm.sum(axis=1), cm.sum(axis=(1, 2))
-    if metric == "accuracy":
-        return _ratio(tp.sum(axis=1), total, NAN)
-    if metric == "balanced_accuracy":
-        present = support > 0
-        return _ratio((_ratio(tp, support, 0.0) * present).sum(axis=1), present.sum(axis=1), NAN)
-    tn = total[:, None] - support - called + tp
-    binary = k == 2
-    per_class = {"precision": _ratio(tp, called, 0.0), "recall": _ratio(tp, support, NAN if binary else 0.0),
-                 "f1": _ratio(2 * tp, support + called, 0.0),
-                 "specificity": _ratio(tn, tn + called - tp, NAN if binary else 0.0)}
-    values = per_class["recall" if metric == "sensitivity" else metric]
-    return values[:, 1] if binary else values.mean(axis=1)
 
 
 # --- predictions and the comparison table --------------------------------------------------------------------------
@@ -405,10 +334,6 @@ def _aligned(runs: list[Predictions], where: str) -> list[Predictions]:
     return out
 
 
-def _positive(scores: np.ndarray) -> np.ndarray | None:
-    return scores if scores.ndim == 1 else scores[:, 1] if scores.shape[1] == 2 else None
-
-
 def compare_metric(metric: str, runs: Sequence[Predictions], resamples: int = 2000, seed: int = 0,
                    confidence: float = 0.95) -> dict[str, Any]:
     """delta, ci_low, ci_high, p and test of one metric: ``runs`` are aligned, the variant's r seeds then the
@@ -417,7 +342,7 @@ def compare_metric(metric: str, runs: Sequence[Predictions], resamples: int = 20
     labels = runs[0].labels
     groups = next((x.groups for x in runs if x.groups is not None), None)
     clustered = groups is not None and len(np.unique(groups)) < len(groups)
-    positives = [_positive(x.scores) for x in runs]
+    positives = [positive_scores(x.scores) for x in runs]
     if metric == "roc_auc" and not clustered and all(p is not None for p in positives):
         aucs, cov = delong((labels == 1).astype(int), positives)
         if r == 1:
@@ -512,9 +437,10 @@ def compare(pred_by_run: Mapping[tuple[str, int | None], Predictions | Mapping[s
     Seeds are paired by value (the seeds both variants ran); n_images counts the images of each comparison (the
     fewest of a seed when the seeds tested other images). See the module docstring for the tests.
     """
-    bad = [m for m in metrics if m not in METRICS]
+    bad = [m for m in metrics if m not in comparable_metrics()]
     if bad:
-        raise UserError(f"compare.metrics: {', '.join(map(repr, bad))} not supported (choose from {', '.join(METRICS)})")
+        raise UserError(f"compare.metrics: {', '.join(map(repr, bad))} not supported "
+                        f"(choose from {', '.join(comparable_metrics())})")
     if correction not in CORRECTIONS:
         raise UserError(f"compare.correction: {correction!r} is not one of {', '.join(CORRECTIONS)}")
     runs = {key: as_predictions(v, f"predictions of {key[0]}") for key, v in pred_by_run.items()}

@@ -7,14 +7,14 @@ import dataclasses
 from collections.abc import Callable
 
 from .files import atomic_write_text, format_table, write_csv
+from .metric_specs import metric_names
 from .plan import job
 from .registry import Registry
 from .rundir import ExperimentDir
 from .views import ExperimentView
 
 # columns shown when the summary is printed (every column is in the CSV)
-SHOWN = {"summary": ("variant", "seed", "checkpoint", "n", "accuracy", "balanced_accuracy", "precision", "recall",
-                     "specificity", "f1", "roc_auc")}
+SHOWN = {"summary": ("variant", "seed", "checkpoint", "n", *metric_names(shown=True))}
 
 
 # tables that also get a Markdown file of their own

@@ -20,11 +20,11 @@ from typing import Any
 from . import checkpoints, distributed
 from . import engine as E
 from .errors import UserError
+from .metric_specs import metric_names
 from .metrics import classification_metrics
 
 # the metrics of each history row, as train_<key> and val_<key>, after the losses
-ROW_METRICS = ("accuracy", "balanced_accuracy", "recall", "precision", "specificity", "f1", "roc_auc", "pr_auc",
-               "brier", "ece")
+ROW_METRICS = metric_names(history=True, source="test")
 
 
 class TrainingInterrupted(KeyboardInterrupt):

@@ -9,6 +9,7 @@ from sklearn.calibration import calibration_curve
 
 from medattn import metrics as M
 from medattn.errors import UserError
+from medattn.metric_specs import metric_names
 
 
 def test_hand_checked_binary_case():
@@ -110,17 +111,63 @@ def test_bootstrap_is_seeded_grouped_and_matches_sklearn_weights():
     assert M.bootstrap_ci(y, s, 0.5, 300, 7, [str(i % 3) for i in range(60)], 0.95) != a
     # the vectorised resample metrics equal sklearn's with sample weights
     w = rng.integers(0, 3, (4, 60)).astype(float)
-    got = M._weighted_binary(y, s, 0.5, w)
     p = (s >= 0.5).astype(int)
+    got = {k: M.weighted_metric(k, y, p, s, w) for k in ("roc_auc", "pr_auc", "f1", "balanced_accuracy", "precision")}
     for r in range(4):
         assert got["roc_auc"][r] == pytest.approx(skm.roc_auc_score(y, s, sample_weight=w[r]))
+        assert got["pr_auc"][r] == pytest.approx(skm.average_precision_score(y, s, sample_weight=w[r]))
         assert got["f1"][r] == pytest.approx(skm.f1_score(y, p, sample_weight=w[r]))
         assert got["balanced_accuracy"][r] == pytest.approx(skm.balanced_accuracy_score(y, p, sample_weight=w[r]))
         assert got["precision"][r] == pytest.approx(skm.precision_score(y, p, sample_weight=w[r]))
-    # multi-class goes through the per-resample path and is repeatable too
+    # every declared interval, binary and multi-class (PR-AUC included)
+    assert set(a) == set(metric_names(has_ci=True))
+    # multi-class is repeatable too, and resamples where a class is absent give no ROC / PR area
     probs = np.eye(3)[rng.integers(0, 3, 30)] * 0.5 + 0.5 / 3
     yy = rng.integers(0, 3, 30)
     assert M.bootstrap_ci(yy, probs, 0.5, 20, 1, None, 0.95) == M.bootstrap_ci(yy, probs, 0.5, 20, 1, None, 0.95)
+    assert set(M.bootstrap_ci(yy, probs, 0.5, 20, 1, None, 0.95)) == set(metric_names(has_ci=True))
+
+
+def test_the_resampler_is_the_same_however_it_is_chunked():
+    groups = [f"p{i // 3}" for i in range(30)]
+    whole = M.bootstrap_weights(30, groups, resamples=37, seed=5)
+    chunked = np.concatenate(list(M.bootstrap_chunks(30, groups, resamples=37, seed=5, max_cells=100)))
+    assert whole.shape == (37, 30) and np.array_equal(whole, chunked)
+    # one draw of a unit per unit, as numpy draws them: the figures' bands and the test CIs share these draws
+    draws = np.random.default_rng(5).integers(0, 10, size=(37, 10))
+    assert np.array_equal(whole[:, ::3], np.stack([np.bincount(d, minlength=10) for d in draws]))
+
+
+def test_weighted_pr_auc_multi_class_is_the_macro_average_precision():
+    rng = np.random.default_rng(6)
+    y = np.r_[0, 1, 2, rng.integers(0, 3, 57)]
+    s = rng.dirichlet(np.ones(3), 60) + np.eye(3)[y] * 0.2
+    w = rng.integers(0, 3, (3, 60)).astype(float)
+    got = M.weighted_metric("pr_auc", y, s.argmax(1), s, w)
+    for r in range(3):
+        want = np.mean([skm.average_precision_score(y == c, s[:, c], sample_weight=w[r]) for c in range(3)])
+        assert got[r] == pytest.approx(want)
+    w[0, y == 2] = 0  # a class absent from the resample: undefined
+    assert np.isnan(M.weighted_metric("pr_auc", y, s.argmax(1), s, w)[0])
+
+
+@pytest.mark.parametrize("classes", [1, 3])
+def test_weighted_metrics_are_the_test_metrics(classes):
+    rng = np.random.default_rng(4)
+    n = 90
+    if classes == 1:
+        y = rng.integers(0, 2, n)
+        scores = np.clip(0.5 + 0.3 * (y - 0.5) + rng.normal(0, 0.25, n), 0, 1)
+    else:
+        y = rng.integers(0, 3, n)
+        scores = rng.dirichlet(np.ones(3), n) + np.eye(3)[y] * 0.3
+        scores /= scores.sum(axis=1, keepdims=True)
+    want = M.classification_metrics(y, scores)
+    ones = np.ones((1, n))
+    for metric in metric_names(has_ci=True) + ("sensitivity",):
+        assert M.weighted_metric(metric, y, M.predictions(scores), scores, ones)[0] == pytest.approx(want[metric])
+    twice = np.vstack([ones, 2 * ones])  # doubling every image changes nothing
+    assert np.ptp(M.weighted_metric("f1", y, M.predictions(scores), scores, twice)) == pytest.approx(0)
 
 
 def test_pad_metrics_and_tdr_at_fdr():

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from medattn import explanation_quality as Q
+from medattn.metric_specs import metric_spec
 
 CFG = {"scores": ["deletion", "insertion", "infidelity", "sensitivity", "localisation", "randomisation"],
        "steps": 8, "rank": "abs", "deletion_baseline": "zero", "insertion_start": "zero", "n_perturb": 4,
@@ -116,6 +117,8 @@ def test_score_method_flags_a_model_independent_explainer():
     assert s_sal["randomisation_spearman"] < 0.5 and s_sal["randomisation_insensitive"] == 0.0
     assert s_sal["energy_in_mask"] > 0.99  # the gradient lives exactly on the region
     assert curves["deletion"].shape == (4, 9) and "deletion_auc" in s_sal
+    # every score is declared, by the scores entry that asked for it (direction etc. for the figures and compare)
+    assert {metric_spec(k).score for k in s_sal} == set(cfg["scores"])
     s_none, _ = Q.score_method(model, saliency, x, None, x.numpy(), None, cfg, "cpu", 4, None)
     assert "randomisation_spearman" not in s_none and "energy_in_mask" not in s_none  # nothing to compare with
 

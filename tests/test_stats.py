@@ -93,8 +93,8 @@ def test_delong_agrees_with_a_paired_bootstrap_on_a_simulated_case():
     b = 0.8 * y + shared + rng.normal(0, 0.6, n)
     dl = S.delong_test(y, a, b)
     pos = lambda s: s  # noqa: E731
-    bs = S.paired_bootstrap(lambda w: S.weighted_metric("roc_auc", y, y, pos(a), w)
-                            - S.weighted_metric("roc_auc", y, y, pos(b), w), n, resamples=2000, seed=0)
+    bs = S.paired_bootstrap(lambda w: M.weighted_metric("roc_auc", y, y, pos(a), w)
+                            - M.weighted_metric("roc_auc", y, y, pos(b), w), n, resamples=2000, seed=0)
     assert bs["delta"] == pytest.approx(dl["delta"])
     width_dl, width_bs = dl["ci_high"] - dl["ci_low"], bs["ci_high"] - bs["ci_low"]
     assert 0.85 < width_bs / width_dl < 1.15
@@ -165,7 +165,7 @@ def test_bootstrap_by_patient_group_keeps_its_coverage_where_the_image_bootstrap
 
 
 def test_bootstrap_weights_draw_whole_groups():
-    w = S.bootstrap_weights(6, ["p1", "p1", "p2", "p2", "p3", "p3"], resamples=50, seed=0)
+    w = M.bootstrap_weights(6, ["p1", "p1", "p2", "p2", "p3", "p3"], resamples=50, seed=0)
     assert w.shape == (50, 6) and np.all(w[:, 0] == w[:, 1]) and np.all(w[:, 4] == w[:, 5])
     assert np.all(w.sum(axis=1) == 6)
     p = S.paired_bootstrap(lambda w: np.zeros(len(w)), 6)
@@ -236,25 +236,6 @@ def test_seeds_as_a_random_factor_hold_the_error_rate():
 
 
 # --- weighted metrics and the comparison table ---------------------------------------------------------------------
-@pytest.mark.parametrize("classes", [1, 3])
-def test_weighted_metrics_are_the_test_metrics(classes):
-    rng = np.random.default_rng(4)
-    n = 90
-    if classes == 1:
-        y = rng.integers(0, 2, n)
-        scores = np.clip(0.5 + 0.3 * (y - 0.5) + rng.normal(0, 0.25, n), 0, 1)
-    else:
-        y = rng.integers(0, 3, n)
-        scores = rng.dirichlet(np.ones(3), n) + np.eye(3)[y] * 0.3
-        scores /= scores.sum(axis=1, keepdims=True)
-    want = M.classification_metrics(y, scores)
-    ones = np.ones((1, n))
-    for metric in S.METRICS:
-        assert S.weighted_metric(metric, y, M.predictions(scores), scores, ones)[0] == pytest.approx(want[metric])
-    twice = np.vstack([ones, 2 * ones])  # doubling every image changes nothing
-    assert np.ptp(S.weighted_metric("f1", y, M.predictions(scores), scores, twice)) == pytest.approx(0)
-
-
 def test_compare_one_seed_uses_delong_mcnemar_and_the_bootstrap():
     rng = np.random.default_rng(5)
     runs = _simulated_runs(rng, [None], effect=1.0, seed_sd=0.0)

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from ..metric_specs import CORRECTIONS, comparable_metrics
 from ..params import SLOT, checker_class, fill_defaults, slot
 from ..params import short_repr as _short
 from ..registry import Registry
@@ -25,10 +26,6 @@ __all__ = ["SLOT", "slot", "fill_defaults", "compose", "composed_schema", "core_
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 
-# medattn.stats checks the same lists (a test keeps them equal); the schema does not import it (scipy)
-COMPARE_METRICS = ["accuracy", "balanced_accuracy", "precision", "recall", "sensitivity", "specificity", "f1",
-                   "roc_auc"]
-CORRECTIONS = ["holm", "bonferroni", "holm-sidak", "sidak", "simes-hochberg", "hommel", "fdr_bh", "fdr_by", "none"]
 COMPARE = {
     "type": ["object", "null"], "additionalProperties": False, "default": None,
     "description": "paired comparisons of the variants on the same test images (comparisons.csv and .md)",
@@ -38,9 +35,9 @@ COMPARE = {
                       "default": None,
                       "description": "a variant name (every other variant against it); none (each variant against "
                                      "its variant without attention); {variant: reference}; null: the first variant"},
-        "metrics": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"enum": COMPARE_METRICS},
+        "metrics": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"enum": list(comparable_metrics())},
                     "default": ["roc_auc", "accuracy"], "description": "metrics to compare"},
-        "correction": {"enum": CORRECTIONS, "default": "holm",
+        "correction": {"enum": list(CORRECTIONS), "default": "holm",
                        "description": "multiple-comparison correction over the whole table"},
         "checkpoint": {"type": ["string", "null"], "default": None,
                        "description": "tested checkpoint compared (null: the first of test.checkpoints)"},

@@ -10,13 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..metric_specs import METRICS
 from ..params import slot
 from ..rundir import RunDir
 from ..views import RunView
 from .base import Job
 from .checkpoint_names import CHECKPOINT
 
-QUALITY_SCORES = ["deletion", "insertion", "infidelity", "sensitivity", "localisation", "randomisation"]
+# each computes one or more declared quality metrics (medattn.metric_specs: source quality, score <entry>)
+QUALITY_SCORES = list(dict.fromkeys(m.score for m in METRICS if m.score))
 
 QUALITY = {
     "type": "object", "additionalProperties": False, "default": {},

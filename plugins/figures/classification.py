@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn import metrics as skm
 
-from medattn.api import RunView, save_figure
+from medattn.api import RunView, bootstrap_chunks, save_figure
 
 from .common import positive_scores, predictions, title
 
@@ -28,26 +28,25 @@ def _each(view: RunView, kind: str, draw_one, binary_only: bool = True) -> list:
 
 
 def _bootstrap(labels: np.ndarray, scores: np.ndarray, grid: np.ndarray, curve, n_boot: int, seed: int):
-    """(low, high) 95% band of curve(labels, scores) interpolated on ``grid``, by resampling images."""
-    rng = np.random.default_rng(seed)
+    """(low, high) 95% band of curve(labels, scores, weights) interpolated on ``grid``, over bootstrap resamples
+    of the images (medattn's one resampler); resamples without both classes are skipped."""
     values = []
-    for _ in range(n_boot):
-        i = rng.integers(0, len(labels), len(labels))
-        if len(np.unique(labels[i])) < 2:
-            continue
-        values.append(curve(labels[i], scores[i], grid))
+    for weights in bootstrap_chunks(len(labels), None, n_boot, seed):
+        for w in weights:
+            if w[labels == 1].sum() > 0 and w[labels != 1].sum() > 0:
+                values.append(curve(labels, scores, grid, w))
     if not values:
         return None
     return np.percentile(values, 2.5, axis=0), np.percentile(values, 97.5, axis=0)
 
 
-def _roc_on(labels: np.ndarray, scores: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    fpr, tpr, _ = skm.roc_curve(labels, scores)
+def _roc_on(labels: np.ndarray, scores: np.ndarray, grid: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    fpr, tpr, _ = skm.roc_curve(labels, scores, sample_weight=weights)
     return np.interp(grid, fpr, tpr)
 
 
-def _pr_on(labels: np.ndarray, scores: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    precision, recall, _ = skm.precision_recall_curve(labels, scores)
+def _pr_on(labels: np.ndarray, scores: np.ndarray, grid: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    precision, recall, _ = skm.precision_recall_curve(labels, scores, sample_weight=weights)
     return np.interp(grid, recall[::-1], precision[::-1])
 
 
