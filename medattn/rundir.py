@@ -8,7 +8,8 @@ Layout of a run, ``OUTPUT_DIR/EXPERIMENT/VARIANT/`` (or ``.../VARIANT/seed-N/`` 
     jobs_done.json       jobs finished for this config
     checkpoints/         last.pt (resume) and best_*.pt (self-contained model files)
     metrics/             history.csv, test_<ckpt>.json, predictions_<ckpt>.csv, roc_<ckpt>.csv, ...
-    explanations/        samples.npz, <method>.npz, quality.json, quality_curves.npz, attention_raw.npz
+    explanations/        samples.npz, <method>.npz, quality.json, quality_curves.npz, quality_images.csv,
+                         attention_raw.npz
     figures/             <kind>.<png|svg|pdf>
     tensorboard/         event files
 
@@ -98,6 +99,7 @@ class RunDir:
 
     quality = _at("explanations", "quality.json")
     quality_curves = _at("explanations", "quality_curves.npz")
+    quality_images = _at("explanations", "quality_images.csv")  # id, method, one column per per-image score
     attention_raw = _at("explanations", "attention_raw.npz")
 
     def attribution_labels(self) -> list[str]:
@@ -132,6 +134,9 @@ class RunDir:
 
     def read_quality(self) -> dict | None:
         return _json(self.quality) if self.quality.is_file() else None
+
+    def read_quality_images(self) -> list[dict[str, str]]:
+        return _csv_rows(self.quality_images) if self.quality_images.is_file() else []
 
     def read_history(self) -> list[dict[str, str]]:
         return _csv_rows(self.history)

@@ -120,22 +120,59 @@ class TestJob(Job):
 
 
 def comparisons(exp: ExperimentView, spec: dict[str, Any]) -> list[dict]:
-    """Each variant against its reference on the test images they share, per metric (see medattn.stats)."""
+    """Each variant against its reference on the test images they share, per metric (see medattn.stats): test
+    metrics on the predictions of their split (``shifted.roc_auc``: test.splits), explanation-quality scores on
+    the scores of each image (``saliency.energy_in_mask``); one correction over the whole table."""
     from .. import stats
+    from ..metric_specs import metric_spec
 
     checkpoint = spec["checkpoint"] or exp.config["test"]["checkpoints"][0]
-    preds = {(v.variant, v.seed): stats.predictions_from_rows(v.dir.read_predictions(checkpoint), str(v.dir.root))
-             for v in exp.runs if v.dir.predictions(checkpoint).is_file()}
-    if len({variant for variant, _ in preds}) < 2:
-        return []
+    groups: dict[tuple[bool, str], list[str]] = {}  # (quality?, split or method) -> metric names
+    for name in spec["metrics"]:
+        prefix, _, base = name.rpartition(".")
+        groups.setdefault((metric_spec(base).source == "quality", prefix or "test"), []).append(name)
     attention = {v.variant: v.config["model"]["attention"]["name"] for v in exp.runs}
     manifests = {(v.variant, v.seed): v.dir.read_manifest() for v in exp.runs if v.dir.manifest.is_file()}
-    choices = {variant: m.get("choices") or {} for (variant, _), m in manifests.items()}
+    context = {"attention": attention, "choices": {variant: m.get("choices") or {}
+                                                   for (variant, _), m in manifests.items()}}
     test_sets = {key: (m.get("data") or {}).get("fingerprint") for key, m in manifests.items()}
-    rows = stats.compare(preds, spec["reference"], spec["metrics"], spec["correction"], attention=attention,
-                         choices=choices, test_sets=test_sets, resamples=int(spec["resamples"]),
-                         seed=int(exp.config["seed"]))
+    rows: list[dict] = []
+    for (quality, prefix), names in groups.items():
+        bases = [n.rpartition(".")[2] for n in names]
+        if quality:
+            found = _quality_scores(exp, prefix, bases)
+            part = stats.compare_scores(found, spec["reference"], bases, **context) if len(
+                {v for v, _ in found}) > 1 else []
+        else:
+            preds = {(v.variant, v.seed): stats.predictions_from_rows(v.dir.read_predictions(checkpoint, prefix),
+                                                                      str(v.dir.root))
+                     for v in exp.runs if v.dir.predictions(checkpoint, prefix).is_file()}
+            if len({variant for variant, _ in preds}) < 2:
+                continue
+            part = stats.compare(preds, spec["reference"], bases, "none", test_sets=test_sets,
+                                 resamples=int(spec["resamples"]), seed=int(exp.config["seed"]), **context)
+        rename = dict(zip(bases, names))
+        rows.extend({**row, "metric": rename[row["metric"]]} for row in part)
+    order = {name: i for i, name in enumerate(spec["metrics"])}
+    rows.sort(key=lambda r: order[r["metric"]])  # stable: variants keep their order within a metric
+    for row, p in zip(rows, stats.adjust([row["p"] for row in rows], spec["correction"])):
+        row["p_adjusted"] = float(p)
     return [{"checkpoint": checkpoint, **row} for row in rows]
+
+
+def _quality_scores(exp: ExperimentView, method: str, metrics: list[str]) -> dict[tuple, dict[str, dict]]:
+    """{(variant, seed): {metric: {image id: value}}} from each run's per-image explanation scores of ``method``."""
+    out = {}
+    for v in exp.runs:
+        rows = [r for r in v.dir.read_quality_images() if r["method"] == method]
+        if not rows:
+            continue
+        missing = [m for m in metrics if m not in rows[0]]
+        if missing:
+            raise UserError(f"compare.metrics: {method}.{missing[0]} has no per-image scores in {v.dir.quality_images}"
+                            f" (per-image: {', '.join(k for k in rows[0] if k not in ('id', 'method'))})")
+        out[(v.variant, v.seed)] = {m: {r["id"]: float(r[m]) for r in rows} for m in metrics}
+    return out
 
 
 def _evaluate(run, dist, name: str):
