@@ -11,7 +11,6 @@ from medattn_plugins.losses import terms as T
 from torch import nn
 
 from medattn import engine as E
-from medattn.hookspecs import LossBatch
 from medattn.losses import LossTerms
 from medattn.model import MedAttnModel
 

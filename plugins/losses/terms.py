@@ -12,7 +12,15 @@ from torch import nn
 
 from medattn.api import LossBatch, LossContext, UserError
 
-from .common import EPS, label_probability, mask_at, mask_weights, outside_fraction, running_stats_kept, weighted_mean
+from .common import (
+    EPS,
+    label_probability,
+    mask_at,
+    mask_weights,
+    outside_fraction,
+    running_stats_kept,
+    weighted_mean,
+)
 
 
 class Classification(nn.Module):
