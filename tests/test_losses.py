@@ -184,3 +184,21 @@ def test_a_mask_term_on_a_data_set_without_masks_is_refused_at_validate(write, c
     assert code != 0
     assert "train.loss.1.name" in err and "'rrr'" in err and "'cxr16'" in err and "masks" in err
     assert "Traceback" not in err
+
+
+def test_mask_fraction_checks_the_params_of_the_term_it_wraps():
+    from medattn.errors import UserError
+    from medattn.params import component_params
+    from medattn.registry import default_registry
+
+    reg = default_registry()
+    ok = component_params(reg, "loss", {"name": "mask_fraction", "params": {"term": "rrr", "fraction": 0.3,
+                                                                            "params": {"penalty": "fraction"}}})
+    assert ok["fraction"] == 0.3 and ok["params"] == {"penalty": "fraction"}
+    with pytest.raises(UserError, match="penalty"):
+        component_params(reg, "loss", {"name": "mask_fraction", "params": {"term": "rrr",
+                                                                           "params": {"penalty": "energy"}}})
+    with pytest.raises(UserError, match="penalty"):  # the default term, attention_mask
+        component_params(reg, "loss", {"name": "mask_fraction", "params": {"params": {"penalty": "l2"}}})
+    term = T.build_mask_fraction(ok, None)
+    assert isinstance(term.inner, T.RightReasons) and term.needs_input_gradients and term.fraction == 0.3

@@ -52,8 +52,9 @@ SCHEMAS["mask_fraction"] = {
                  "description": "the mask term applied to that share"},
         "params": {"type": "object", "default": {}, "description": "params of that term"},
     }),
-    "allOf": [{"if": {"properties": {"term": {"const": name}}},
-               "then": {"properties": {"params": schema}}} for name, schema in SCHEMAS.items()],
+    "allOf": [{"if": {"properties": {"term": {"const": name}}, "required": ["term"]},
+               "then": {"properties": {"params": schema}}} for name, schema in SCHEMAS.items()]
+    + [{"if": {"not": {"required": ["term"]}}, "then": {"properties": {"params": SCHEMAS["attention_mask"]}}}],
 }
 
 
