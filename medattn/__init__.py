@@ -21,6 +21,6 @@ def load_run(run_dir: Any, checkpoint: str = "best_val_loss", device: Any = "cpu
 def run(source: Any, **overrides: Any) -> Any:
     """Run an experiment file (or a config dict) with dotted overrides, e.g. ``run("x.yaml", **{"train.epochs": 2})``
     or ``run("x.yaml", train__epochs=2)``; returns what was run and the summary rows."""
-    from .predict import run_experiment_file
+    from .notebook import run_experiment_file
 
     return run_experiment_file(source, **overrides)

@@ -55,7 +55,9 @@ figure     ``factory(params, view: RunView) -> list[pathlib.Path]`` (scope run) 
 A factory raises :class:`UserError` for bad params, with the field path from the component's place, e.g.
 ``backbone.params.weights: ...`` (the core puts ``model.`` in front). Any other exception a factory or the
 first forward raises (an AssertionError inside a library) reaches the user as one
-``model.<slot>: <name> cannot be built on <arch> at <size> px: <reason>`` line.
+``model.<slot>: <name> cannot be built on <arch> at <size> px: <reason>`` line (other kinds:
+``<kind> '<name>' (plugin <plugin>) cannot be built: <reason>``); every component is built by
+``Registry.build(kind, spec, ctx)``, which checks the params and fills their defaults first.
 """
 from __future__ import annotations
 
@@ -81,7 +83,7 @@ class Component:
 
     kind: str
     name: str
-    factory: str | Callable[..., Any]
+    factory: str | Callable[..., Any]  # "package.module:function", or the function itself (a one-file plugin)
     description: str
     params_schema: Mapping[str, Any] = field(default_factory=lambda: {"type": "object"})
     defaults: Mapping[str, Any] = field(default_factory=dict)

@@ -1,4 +1,5 @@
-"""Reading images from disk into float arrays in [0, 1], and sizing them into tensors.
+"""Reading images into float arrays in [0, 1], and sizing them into tensors: files, PIL images, numpy arrays and
+tensors (:func:`decode`, what ``predict`` accepts).
 
 PNG (8 and 16 bit), JPEG, TIFF and anything else Pillow opens; DICOM through pydicom with the modality
 LUT (rescale slope / intercept), the VOI LUT or window (when present and ``dicom_voi`` is on) and
@@ -7,6 +8,7 @@ that into a UserError naming the file (or skip it, with ``on_bad_sample: skip``)
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +124,50 @@ def read_dicom(path: Path, dicom_voi: bool = True) -> np.ndarray:
     if photometric == "MONOCHROME1":
         img = 1.0 - img
     return img
+
+
+def array_image(image: Any) -> np.ndarray:
+    """A numpy array or tensor as float32 (H, W) or (H, W, 3) in [0, 1]. Arrays are (H, W), (H, W, C) or
+    (C, H, W); tensors (C, H, W) or (H, W). uint8 is scaled by 255, uint16 by 65535, floats are taken as [0, 1]."""
+    chw = _is_tensor(image)
+    a = image.detach().cpu().numpy() if chw else np.asarray(image)
+    if a.ndim == 3 and (chw or (a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3, 4))):
+        a = np.moveaxis(a, 0, -1)
+    if a.ndim == 3 and a.shape[-1] in (1, 4):
+        a = a[..., 0] if a.shape[-1] == 1 else a[..., :3]  # one channel; RGBA without its alpha
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] != 3):
+        raise BadImage(f"an image array must be (H, W), (H, W, 1|3|4) or (1|3, H, W); got shape {tuple(image.shape)}")
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / 255.0
+    if a.dtype == np.uint16:
+        return a.astype(np.float32) / 65535.0
+    if a.dtype == np.bool_ or np.issubdtype(a.dtype, np.integer):
+        return np.clip(a.astype(np.float32) / (65535.0 if a.max(initial=0) > 255 else 255.0), 0, 1)
+    if not np.issubdtype(a.dtype, np.floating):
+        raise BadImage(f"an image array must hold numbers; got dtype {a.dtype}")
+    return a.astype(np.float32)
+
+
+def decode(image: Any, dicom_voi: bool = True) -> np.ndarray:
+    """Any accepted image (path, PIL image, numpy array, tensor) as float32 (H, W) or (H, W, 3) in [0, 1]."""
+    if isinstance(image, (str, Path)):
+        return read_image(image, dicom_voi)
+    if isinstance(image, np.ndarray) or _is_tensor(image):
+        return array_image(image)
+    if hasattr(image, "mode") and hasattr(image, "convert"):  # a PIL image
+        try:
+            return pil_to_array(image)
+        except (OSError, ValueError) as exc:
+            raise BadImage(f"cannot convert the PIL image: {exc}") from None
+    raise BadImage(f"not an image: {type(image).__name__} (give a path, a PIL image, a numpy array or a tensor)")
+
+
+
+
+def _is_tensor(value: Any) -> bool:
+    """A torch tensor (without importing torch: if it is not imported, no tensor exists)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
 
 
 def to_tensor(arr: np.ndarray, size: tuple[int, int], channels: int) -> Any:

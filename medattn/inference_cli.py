@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .export import EXPORTERS
 from .rundir import ExperimentDir, RunDir
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom", ".dic")
@@ -45,15 +46,17 @@ def add_parsers(sub: Any) -> None:
     pre.add_argument("--batch-size", type=_batch_size, default=32, help="images per forward pass (default: 32)")
     pre.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
     pre.add_argument("--path-column", default="path", help="the path column of CSV inputs (default: path)")
-    exp = sub.add_parser("export", help="export a trained run's model as TorchScript or ONNX",
+    formats = "; ".join(f"{e.name}: {e.description}" for e in EXPORTERS.values())
+    exp = sub.add_parser("export", help=f"export a trained run's model ({', '.join(EXPORTERS)})",
                          description="Write the model and, beside it, <name>.json: input size, channels, mean/std, "
                                      "class names, threshold. The export is checked against PyTorch before it is "
-                                     "written (logits within 1e-4).")
+                                     f"written (logits within 1e-4). Formats: {formats}.")
     exp.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory (or a model file *.pt)")
-    exp.add_argument("--format", required=True, choices=["torchscript", "onnx"], help="torchscript or onnx")
+    exp.add_argument("--format", required=True, choices=list(EXPORTERS), help=" or ".join(EXPORTERS))
     exp.add_argument("--checkpoint", default="best_val_loss", help="which checkpoint (default: best_val_loss)")
+    suffixes = "|".join(e.suffix for e in EXPORTERS.values())
     exp.add_argument("--output", "-o", type=Path,
-                     help="the model file to write (default: <variant>_<checkpoint>.onnx|.pt in this folder)")
+                     help=f"the model file to write (default: <variant>_<checkpoint>{suffixes} in this folder)")
     runs = sub.add_parser("runs", help="list the runs under a folder",
                           description="One line per run: experiment, variant, jobs done, best checkpoint with its "
                                       "monitored value, test score, date.")

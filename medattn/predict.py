@@ -1,5 +1,4 @@
-"""Using a trained model: a run's model file as a :class:`Predictor` (predict and explain images), and
-experiments run from a notebook::
+"""Using a trained model: a run's model file as a :class:`Predictor` (predict and explain images)::
 
     import medattn
     p = medattn.load_run("runs/demo/default")          # checkpoints/best_val_loss.pt, on the CPU
@@ -15,7 +14,6 @@ input size (bilinear, antialiased), match the channels, then ``(x - mean) / std`
 """
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,49 +25,13 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .image_io import BadImage, pil_to_array, read_image, to_tensor
+from .image_io import BadImage, decode, to_tensor
 from .rundir import ExperimentDir, RunDir
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# reading images: files through medattn.image_io (what the file datasets use); PIL images, arrays, tensors
+# the inputs: files, PIL images, arrays and tensors (decoded by medattn.image_io)
 # ---------------------------------------------------------------------------------------------------------------
-def array_image(image: Any) -> np.ndarray:
-    """A numpy array or tensor as float32 (H, W) or (H, W, 3) in [0, 1]. Arrays are (H, W), (H, W, C) or
-    (C, H, W); tensors (C, H, W) or (H, W). uint8 is scaled by 255, uint16 by 65535, floats are taken as [0, 1]."""
-    chw = isinstance(image, torch.Tensor)
-    a = image.detach().cpu().numpy() if chw else np.asarray(image)
-    if a.ndim == 3 and (chw or (a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3, 4))):
-        a = np.moveaxis(a, 0, -1)
-    if a.ndim == 3 and a.shape[-1] in (1, 4):
-        a = a[..., 0] if a.shape[-1] == 1 else a[..., :3]  # one channel; RGBA without its alpha
-    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] != 3):
-        raise BadImage(f"an image array must be (H, W), (H, W, 1|3|4) or (1|3, H, W); got shape {tuple(image.shape)}")
-    if a.dtype == np.uint8:
-        return a.astype(np.float32) / 255.0
-    if a.dtype == np.uint16:
-        return a.astype(np.float32) / 65535.0
-    if a.dtype == np.bool_ or np.issubdtype(a.dtype, np.integer):
-        return np.clip(a.astype(np.float32) / (65535.0 if a.max(initial=0) > 255 else 255.0), 0, 1)
-    if not np.issubdtype(a.dtype, np.floating):
-        raise BadImage(f"an image array must hold numbers; got dtype {a.dtype}")
-    return a.astype(np.float32)
-
-
-def decode(image: Any, dicom_voi: bool = True) -> np.ndarray:
-    """Any accepted image (path, PIL image, numpy array, tensor) as float32 (H, W) or (H, W, 3) in [0, 1]."""
-    if isinstance(image, (str, Path)):
-        return read_image(image, dicom_voi)
-    if isinstance(image, (np.ndarray, torch.Tensor)):
-        return array_image(image)
-    if hasattr(image, "mode") and hasattr(image, "convert"):  # a PIL image
-        try:
-            return pil_to_array(image)
-        except (OSError, ValueError) as exc:
-            raise BadImage(f"cannot convert the PIL image: {exc}") from None
-    raise BadImage(f"not an image: {type(image).__name__} (give a path, a PIL image, a numpy array or a tensor)")
-
-
 def describe(image: Any) -> str:
     """How an input is named in messages and tables: its path, else its type and shape."""
     if isinstance(image, (str, Path)):
@@ -425,7 +387,7 @@ def model_file(run: str | Path, checkpoint: str = "best_val_loss") -> Path:
     rd = RunDir(path)
     names = rd.checkpoint_names()
     if not names:
-        inside = [_label(r) for r in ExperimentDir(path).runs()]
+        inside = [run_label(r) for r in ExperimentDir(path).runs()]
         why = ("it has no checkpoints: run the train job first" if rd.config.is_file() else
                f"an experiment folder: give one of its runs ({', '.join(inside)})" if inside else
                "not a medattn run directory (medattn runs lists the runs of a folder)")
@@ -447,60 +409,6 @@ def load_run(run: str | Path, checkpoint: str = "best_val_loss", device: str | t
     return Predictor(model, dict(model.meta), file, dev)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# running an experiment from Python
-# ---------------------------------------------------------------------------------------------------------------
-@dataclass
-class Finished:
-    """What :func:`run_experiment_file` returns: the summary rows (one per run and tested checkpoint) and the
-    run directories (absolute paths); ``load(variant)`` gives a run's :class:`Predictor`."""
-
-    summary: list[dict[str, Any]]
-    runs: list[RunDir]
-
-    def load(self, variant: str | None = None, checkpoint: str = "best_val_loss", device: str = "cpu") -> Predictor:
-        """The predictor of a run (``variant``, or ``variant/seed-N``; None when there is one run)."""
-        labels = {_label(r): r for r in self.runs}
-        if variant is None and len(labels) == 1:
-            return load_run(next(iter(labels.values())).root, checkpoint, device)
-        if variant not in labels:
-            raise UserError(f"variant {variant!r}: expected one of {', '.join(labels) or '(no runs)'}")
-        return load_run(labels[variant].root, checkpoint, device)
-
-
-def _label(rd: RunDir) -> str:
+def run_label(rd: RunDir) -> str:
+    """How a run is named in messages: ``variant``, or ``variant/seed-N``."""
     return f"{rd.root.parent.name}/{rd.root.name}" if rd.root.name.startswith("seed-") else rd.root.name
-
-
-def run_experiment_file(source: str | Path | dict, *, output_dir: str | None = None, jobs: list[str] | None = None,
-                        device: str | None = None, log: Callable[[str], None] = print, **overrides: Any) -> Finished:
-    """``medattn.run``: run an experiment file, or a dict holding one, from Python (a notebook).
-
-    Keyword arguments override config values, nested keys joined by ``__``:
-    ``medattn.run("exp.yaml", train__epochs=3)`` does what ``medattn run exp.yaml --set train.epochs=3`` does.
-    A dict's relative paths are taken from the current folder.
-    """
-    import os
-    import tempfile
-
-    import yaml
-
-    from .config import load_experiment
-    from .runner import run_experiment
-
-    sets = [f"{key.replace('__', '.')}={json.dumps(value, default=str)}" for key, value in overrides.items()]
-    temp = None
-    if isinstance(source, dict):
-        fd, temp = tempfile.mkstemp(prefix=".medattn-", suffix=".yaml", dir=".")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            yaml.safe_dump(source, fh, sort_keys=False)
-    try:
-        exp = load_experiment(temp or source, sets)
-    finally:
-        if temp:
-            os.unlink(temp)
-    rows = run_experiment(exp, output_dir=output_dir, jobs=jobs, device=device, log=log)
-    base = Path(output_dir or exp.variants[0].config.data.get("output_dir", "runs")).absolute()
-    names = {v.name for v in exp.variants}
-    runs = [r for r in ExperimentDir(base / exp.name).runs() if _label(r).split("/")[0] in names]
-    return Finished(rows, runs)

@@ -38,8 +38,15 @@ _TWO_ARG_KINDS = ("dataset", "transform", "backbone", "attention", "head", "loss
 
 @dataclass
 class LoadError:
+    """A plugin that did not load: its label (entry point, module or file), why, and, for a plugin an experiment
+    lists under ``plugins:``, the whole sentence (``plugin 'x.py' failed to load: ...``)."""
+
     plugin: str
     error: str
+    message: str = ""
+
+    def __post_init__(self) -> None:
+        self.message = self.message or f"installed plugin {self.plugin} failed to load: {self.error}"
 
 
 def _norm(name: str) -> str:
@@ -90,11 +97,14 @@ class Registry:
             self.errors.append(LoadError(DISABLE_ENV, f"{blocked[key]!r} is no installed plugin's entry-point or "
                                                       f"distribution name"))
 
-    def load_plugin(self, spec: str, base_dir: Path | None = None) -> None:
-        """Load a module name or a ``.py`` file named in an experiment's ``plugins:`` list.
+    def load_plugin(self, spec: str, base_dir: Path | None = None) -> list[LoadError]:
+        """Load a module name or a ``.py`` file named in an experiment's ``plugins:`` list, with the checks an
+        installed plugin gets. Every failure (no such file, an import error, a failed check) is recorded in
+        ``errors`` and returned; none is raised.
 
         This executes the plugin's code: only list plugins you trust.
         """
+        before = len(self.errors)
         try:
             if spec.endswith(".py") or "/" in spec or "\\" in spec:
                 module, label = _import_file(spec, base_dir)
@@ -102,13 +112,19 @@ class Registry:
             else:
                 module = importlib.import_module(spec)
                 label, version = spec, getattr(module, "__version__", "")
-        except UserError:
-            raise
-        except Exception as exc:
-            raise UserError(f"plugin {spec!r} failed to import: {type(exc).__name__}: {exc}") from None
+        except UserError as exc:
+            self.errors.append(LoadError(spec, str(exc), str(exc)))
+            return self.errors[before:]
+        except Exception as exc:  # the plugin's own code failed: recorded, like a broken entry point
+            error = f"{type(exc).__name__}: {exc}"
+            self.errors.append(LoadError(spec, error, f"plugin {spec!r} failed to import: {error}"))
+            return self.errors[before:]
         if module is None or self.pm.is_registered(module):
-            return
+            return []
         self._register(module, label, version)
+        for err in self.errors[before:]:
+            err.message = f"plugin {spec!r} failed to load: {err.error}"
+        return self.errors[before:]
 
     def _register(self, module: Any, label: str, version: str) -> None:
         """Register one plugin module and add its components; any failed check is a LoadError naming it."""
@@ -176,7 +192,14 @@ class Registry:
         try:
             return self.components[key]
         except KeyError:
-            raise UserError(f"no {kind} named {name!r}; known: {', '.join(self.names(kind)) or 'none'}") from None
+            raise UserError(f"no {kind} named {name!r}; known: {', '.join(self.names(kind)) or 'none'}"
+                            f"{self.load_note()}") from None
+
+    def load_note(self) -> str:
+        """``; note: <plugin> failed to load: ...`` for each plugin that did not load (what an unknown name may
+        be missing from), or ``""``."""
+        failed = [e.message for e in self.errors if e.plugin != DISABLE_ENV]
+        return "".join(f"; note: {m}" for m in failed)
 
     def factory(self, kind: str, name: str) -> Callable[..., Any]:
         """Import and return the factory of a component (the only place heavy modules get imported)."""
@@ -247,7 +270,11 @@ def _import_file(spec: str, base_dir: Path | None) -> tuple[Any, str]:
     assert loader_spec is not None and loader_spec.loader is not None
     module = importlib.util.module_from_spec(loader_spec)
     sys.modules[mod_name] = module
-    loader_spec.loader.exec_module(module)
+    try:
+        loader_spec.loader.exec_module(module)
+    except BaseException:  # a half-run module must not be found by the next registry
+        del sys.modules[mod_name]
+        raise
     return module, str(path)
 
 
@@ -311,9 +338,11 @@ def clash_message(comps: list[Component]) -> str:
 
 
 def default_registry(extra_plugins: list[str] | None = None, base_dir: Path | None = None) -> Registry:
-    """The registry of installed plugins (less the disabled ones) plus the given extra ones."""
+    """The registry of installed plugins (less the disabled ones) plus the given extra ones; a UserError when one
+    of the extra ones does not load."""
     reg = Registry()
     reg.load_entry_points()
-    for spec in extra_plugins or []:
-        reg.load_plugin(spec, base_dir)
+    failed = [e for spec in extra_plugins or [] for e in reg.load_plugin(spec, base_dir)]
+    if failed:
+        raise UserError("; ".join(e.message for e in failed))
     return reg

@@ -13,7 +13,7 @@ import torch
 from medattn import checkpoints
 from medattn.config import load_experiment
 from medattn.errors import UserError
-from medattn.export import export_run
+from medattn.export import EXPORTERS, OnnxExporter, TorchScriptExporter, export_run, exporter
 from medattn.model import build_model
 from medattn.predict import load_run
 from medattn.rundir import RunDir
@@ -183,3 +183,31 @@ def test_attention_modules_export_to_onnx_with_parity(tmp_path, attention):
         want = load_run(file).model(x).numpy()
     got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(["logits"], {"image": x.numpy()})[0]
     assert np.max(np.abs(got - want)) <= 1e-4
+
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.load is deprecated, still the TorchScript loader
+def test_the_cli_lists_and_takes_the_formats_of_the_one_table(tmp_path, cli, capsys, monkeypatch):
+    assert isinstance(EXPORTERS["onnx"], OnnxExporter) and isinstance(EXPORTERS["torchscript"], TorchScriptExporter)
+    with pytest.raises(UserError, match=r"^--format 'tflite': expected torchscript or onnx$"):
+        exporter("tflite")
+
+    class Traced(TorchScriptExporter):  # a new format is one class in the table
+        name, suffix, description = "traced", ".traced", "a format added by this test"
+
+        def contract_fields(self):
+            return {"flavour": "test"}
+
+    monkeypatch.setitem(EXPORTERS, "traced", Traced())
+    with pytest.raises(SystemExit):
+        cli("export", "--help")
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "{torchscript,onnx,traced}" in shown and "traced: a format added by this test" in shown
+    file = model_file(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("export", file.parent.parent, "--format", "traced")
+    assert code == 0, err
+    contract = json.loads((tmp_path / "default_best_val_loss.json").read_text())
+    assert (tmp_path / "default_best_val_loss.traced").is_file()
+    assert contract["format"] == "traced" and contract["flavour"] == "test"
+    assert contract["parity"]["runtime"].startswith("torch.jit ")

@@ -16,7 +16,8 @@ from PIL import Image
 from medattn.errors import UserError
 from medattn.image_io import read_image, to_tensor
 from medattn.inference_cli import collect_inputs
-from medattn.predict import Finished, load_run, run_experiment_file
+from medattn.notebook import Finished, run_experiment_file
+from medattn.predict import load_run
 from medattn.rundir import RunDir
 
 from .test_export import model_file

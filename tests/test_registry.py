@@ -82,8 +82,10 @@ def test_plugin_file_and_module_are_loaded(tmp_path):
     reg.load_plugin("my_plugin.py", tmp_path)  # loading twice is harmless
     assert reg.names("attention") == ["from_file"]
     assert reg.get("attention", "from_file").plugin == str(tmp_path / "my_plugin.py")
-    with pytest.raises(UserError, match="plugin file not found"):
-        reg.load_plugin("missing.py", tmp_path)
+    (err,) = reg.load_plugin("missing.py", tmp_path)  # recorded and returned, not raised
+    assert err.message == f"plugin file not found: {tmp_path / 'missing.py'}" and reg.errors == [err]
+    with pytest.raises(UserError, match="^plugin file not found: .*missing.py$"):
+        default_registry(["missing.py"], tmp_path)
 
 
 def test_cli_plugins_json(cli):

@@ -140,8 +140,7 @@ def test_bad_inputs_refused_before_any_work(tiny, cli, write, tmp_path):
 def test_pil_float_images_read_as_files_are(tmp_path):
     from PIL import Image
 
-    from medattn.image_io import read_image
-    from medattn.predict import decode
+    from medattn.image_io import decode, read_image
 
     im = Image.fromarray(np.linspace(0.5, 1.0, 64, dtype=np.float32).reshape(8, 8), mode="F")
     im.save(tmp_path / "f.tif")

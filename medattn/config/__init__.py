@@ -40,10 +40,9 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None,
     marked = load_with_extends(path, str(path))
     apply_overrides(marked, list(overrides or []))
     reg = registry or default_registry()
-    load_plugins(marked, reg, path.parent)
+    problems = load_plugins(marked, reg, path.parent)
     variants = expand_matrix(marked)
     checker, schema = validator(reg), core_schema(reg)
-    problems: list[str] = []
     for variant in variants:
         problems.extend(validate(variant.config, reg, checker, schema))
     if problems:
@@ -55,27 +54,27 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None,
     return Experiment(path, variants[0].config.data["name"], variants, reg, list(overrides or []))
 
 
-def load_plugins(marked: Marked, reg: Registry, base_dir: Path) -> None:
-    """Load the modules and files a config lists under ``plugins:`` into ``reg`` (this runs their code)."""
+def load_plugins(marked: Marked, reg: Registry, base_dir: Path) -> list[str]:
+    """Load the modules and files a config lists under ``plugins:`` into ``reg`` (this runs their code), with
+    the checks an installed plugin gets; one ``FILE:LINE:COL plugins.N: ...`` line per plugin that failed."""
     plugins = marked.data.get("plugins") or []
     problems: list[str] = []
     if isinstance(plugins, list):
         for i, spec in enumerate(plugins):
             if not isinstance(spec, str):
                 continue  # the schema reports it
-            try:
-                reg.load_plugin(spec, base_dir)
-            except Exception as exc:  # UserError from the registry: keep collecting problems
-                problems.append(f"{marked.mark(('plugins', i))} plugins.{i}: {exc}")
-    if problems:
-        raise ConfigError(problems)
+            problems.extend(f"{marked.mark(('plugins', i))} plugins.{i}: {err.message}"
+                            for err in reg.load_plugin(spec, base_dir))
+    return problems
 
 
 def load_plugins_of(path: str | Path, registry: Registry) -> Registry:
     """Load into ``registry`` the plugins an experiment file lists under ``plugins:`` (after ``extends``);
     raises ConfigError (FILE:LINE:COL) for a file that does not load or a plugin that does not import."""
     path = Path(path)
-    load_plugins(load_with_extends(path, str(path)), registry, path.parent)
+    problems = load_plugins(load_with_extends(path, str(path)), registry, path.parent)
+    if problems:
+        raise ConfigError(problems)
     return registry
 
 

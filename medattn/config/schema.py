@@ -327,7 +327,25 @@ def validate(marked: Marked, reg: Registry, checker: Any = None, raw: dict | Non
     for err in (checker or validator(reg)).iter_errors(marked.data):
         problems.extend(render(err, marked))
     problems.extend(_clash_problems(raw, marked, reg))
-    return sorted(set(problems), key=_sort_key)
+    return sorted(_with_load_note(set(problems), raw, marked, reg), key=_sort_key)
+
+
+def _with_load_note(problems: set[str], raw: dict, marked: Marked, reg: Registry) -> list[str]:
+    """The problems, those about a component name that no plugin provides ending with which plugins failed to
+    load (the name may be missing because of one of them)."""
+    note = reg.load_note()
+    if not note:
+        return list(problems)
+    heads: set[str] = set()
+
+    def unknown(kind: str, marker: dict, value: Any, at: tuple) -> Any:
+        name = value.get("name") if isinstance(value, dict) else None
+        if isinstance(name, str) and (kind, name) not in reg.components:
+            heads.add(f"{marked.mark(at + ('name',))} {dotted(at + ('name',))}: ")
+        return value
+
+    walk_slots(raw, marked.data, unknown)
+    return [p + note if any(p.startswith(h) for h in heads) else p for p in problems]
 
 
 def _clash_problems(raw: dict, marked: Marked, reg: Registry) -> list[str]:
