@@ -14,7 +14,8 @@ from ..params import slot
 from .base import Job
 from .checkpoint_names import CHECKPOINT_NAMES, EXPLANATION, METRIC_NAMES
 
-MONITOR = "^((train|val)_(" + "|".join(METRIC_NAMES) + ")|" + EXPLANATION + ")$"
+MONITOR = "^(train|val)_(" + "|".join(METRIC_NAMES) + ")$"  # the scheduler steps before the callbacks run
+STOP_MONITOR = "^((train|val)_(" + "|".join(METRIC_NAMES) + ")|" + EXPLANATION + ")$"
 BEST = "^best_((train|val)_(" + "|".join(METRIC_NAMES) + ")|" + EXPLANATION + ")$"
 
 
@@ -107,7 +108,7 @@ PARAMS = {
             "description": "stop when the monitored value has not improved for `patience` epochs",
             "properties": {
                 "patience": _key({"type": "integer", "minimum": 0}, 0, "epochs without improvement (0: off)"),
-                "monitor": _key({"type": "string", "pattern": MONITOR}, "val_loss", "history value watched"),
+                "monitor": _key({"type": "string", "pattern": STOP_MONITOR}, "val_loss", "history value watched"),
                 "min_delta": _key({"type": "number", "minimum": 0}, 0.0, "change that counts as an improvement"),
             },
         },
