@@ -6,13 +6,11 @@ history.csv as ``loss_<term>`` (unweighted mean per image); the training loss is
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import UserError
 from .registry import Registry
-
-DEFAULT = [{"name": "classification", "params": {}, "weight": 1.0}]
 
 
 def term_labels(specs: list[dict]) -> list[str]:
@@ -49,7 +47,6 @@ class LossTerms:
     terms: list[tuple[str, float, Any]]
     needs_input_gradients: bool = False
     needs_features: bool = False
-    sums: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.needs_input_gradients = any(getattr(t, "needs_input_gradients", False) for _, _, t in self.terms)
