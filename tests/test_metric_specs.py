@@ -59,7 +59,8 @@ def test_the_schema_enums_history_summary_intervals_and_compare_derive_from_the_
     from medattn.config.schema import COMPARE
     from medattn.jobs.train import MONITOR
 
-    plain, prefixed = COMPARE["properties"]["metrics"]["items"]["anyOf"]
+    items = COMPARE["properties"]["metrics"]["items"]
+    plain, prefixed = items["else"], items["then"]
     assert plain["enum"] == list(comparable_metrics())
     assert re.fullmatch(prefixed["pattern"], "shifted.roc_auc") and re.fullmatch(prefixed["pattern"],
                                                                                  "saliency.energy_in_mask")

@@ -36,10 +36,10 @@ COMPARE = {
                       "description": "a variant name (every other variant against it); none (each variant against "
                                      "its variant without attention); {variant: reference}; null: the first variant"},
         "metrics": {"type": "array", "minItems": 1, "uniqueItems": True,
-                    "items": {"anyOf": [{"enum": list(comparable_metrics())},
-                                        {"type": "string", "pattern": "^[A-Za-z0-9_-]+\\.(" + "|".join(
-                                            [*comparable_metrics(), *metric_names(comparable=True, source="quality")])
-                                            + ")$"}]},
+                    "items": {"type": "string", "if": {"pattern": "\\."},
+                              "then": {"pattern": "^[A-Za-z0-9_-]+\\.(" + "|".join(
+                                  [*comparable_metrics(), *metric_names(comparable=True, source="quality")]) + ")$"},
+                              "else": {"enum": list(comparable_metrics())}},
                     "default": ["roc_auc", "accuracy"],
                     "description": "metrics to compare: a test metric (roc_auc), the same on another split of "
                                    "test.splits (shifted.roc_auc), or an explanation-quality score of a method, "
