@@ -15,11 +15,14 @@ fails for built-in plugins and examples that import it.
   :func:`metric_names`, :class:`MetricSpec`, and :func:`bootstrap_chunks` (the one bootstrap resampler)
 - read-only views: :class:`RunView`, :class:`ExperimentView`, with the paths of :class:`RunDir` and
   :class:`ExperimentDir`
+- versions: :data:`API_VERSION` (major.minor of this surface), :class:`MedattnDeprecationWarning` and
+  :func:`warn_renamed` (a renamed or removed name keeps a warning shim for one minor release)
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .deprecation import API_VERSION, MedattnDeprecationWarning, warn_renamed
 from .errors import NotApplicable, UserError, failure_reason
 from .files import atomic_write_bytes, atomic_write_text, format_table, write_csv, write_rows
 from .hookspecs import (
@@ -64,11 +67,11 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "KINDS", "AttentionContext", "Backbone", "BadImage", "Component", "MetricSpec", "bootstrap_chunks",
-    "metric_names", "metric_spec", "DataBundle", "DataContext",
+    "API_VERSION", "KINDS", "AttentionContext", "Backbone", "BadImage", "Component", "MedattnDeprecationWarning",
+    "MetricSpec", "bootstrap_chunks", "metric_names", "metric_spec", "DataBundle", "DataContext",
     "ExperimentDir", "ExperimentView", "ExplainContext", "FeatureInfo", "HeadContext", "LossBatch", "LossContext",
     "ModelContext",
     "NotApplicable", "RunDir", "RunView", "TransformContext", "UserError", "atomic_write_bytes",
     "atomic_write_text", "failure_reason", "format_table", "hookimpl", "is_dicom", "mask_to_tensor",
-    "read_image", "save_figure", "to_tensor", "write_csv", "write_rows",
+    "read_image", "save_figure", "to_tensor", "warn_renamed", "write_csv", "write_rows",
 ]

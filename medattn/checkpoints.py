@@ -4,7 +4,8 @@ A checkpoint holds only tensors, dicts, lists, tuples, str, int, float, bool and
 (``best_*.pt`` and ``last.pt``) are self-contained model files::
 
     {"format": 3, "model": state_dict, "epoch": int, "monitor": str | None, "value": float | None,
-     "meta": {"config": the resolved config, "class_names": [...], "image_size": [h, w], "channels": int,
+     "meta": {"config": the resolved config, "plugins": [{file, sha256, source} | {module, distribution, version}],
+              "components": {kind: {name, plugin, version}}, "class_names": [...], "image_size": [h, w], "channels": int,
               "mean": [...] | None, "std": [...] | None,
               "threshold": {"value": float, "rule": "fixed" | "youden" | ..., "source": str},
               "versions": {"medattn": ..., "torch": ..., "<plugin>": ...}, "data_fingerprint": str | None}}
@@ -121,8 +122,9 @@ def load_model(path: Path | str, device: Any = "cpu", registry: Any = None) -> A
     """The model of a model file, in eval mode on ``device``, built from its meta: no data set needed.
 
     The model has ``class_names`` and ``meta`` (the file's meta); a missing file names the checkpoints beside
-    it. ``registry``: where the components come from (default: the
-    installed plugins plus the ``plugins:`` of the file's config, whose code runs: load only files you trust).
+    it. ``registry``: where the components come from (default: the installed plugins plus the file's plugins,
+    plugin files from the run's copies, :func:`medattn.run_plugins.registry_for`; their code runs: load only
+    files you trust).
     The global RNG states are left as they were.
     """
     path = Path(path)
@@ -134,9 +136,9 @@ def load_model(path: Path | str, device: Any = "cpu", registry: Any = None) -> A
     meta = data["meta"]
     config = buildable(meta["config"])
     if registry is None:
-        from .registry import default_registry
+        from .run_plugins import registry_for
 
-        registry = default_registry(config["plugins"])
+        registry = registry_for(path, meta)
     from .model import build_model
 
     with torch.random.fork_rng(devices=[]):  # building initialises weights: keep the caller's random stream
@@ -168,9 +170,12 @@ def model_meta(config: dict[str, Any], class_names: list[str], backbone: Any, re
     """The meta of the run's model files, all but ``threshold`` (chosen per epoch on validation)."""
     from .data import normalisation
     from .model import image_size
+    from .run_plugins import component_records, plugin_records
 
     mean, std = normalisation(config, backbone)
-    return plain({"config": portable_config(config, registry), "class_names": list(class_names),
+    portable = portable_config(config, registry)
+    return plain({"config": portable, "plugins": plugin_records(portable),
+                  "components": component_records(config, registry), "class_names": list(class_names),
                   "image_size": list(image_size(config)), "channels": int(getattr(backbone, "in_chans", 3)),
                   "mean": None if mean is None else mean.flatten().tolist(),
                   "std": None if std is None else std.flatten().tolist(),

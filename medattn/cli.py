@@ -32,11 +32,16 @@ def parser() -> argparse.ArgumentParser:
     sub.required = True
     run = sub.add_parser("run", help="run an experiment's jobs (train, test, explain, figure)",
                          description="Run every matrix variant of an experiment; each gets its run directory "
-                                     "OUTPUT_DIR/NAME/VARIANT. An interrupted run resumes from its last checkpoint.")
+                                     "OUTPUT_DIR/NAME/VARIANT. An interrupted run resumes from its last checkpoint; "
+                                     "jobs already done for the same config are skipped.")
     _add_config_args(run)
     run.add_argument("--print-config", action="store_true",
                      help="print each run's resolved config (defaults filled in) and exit")
-    run.add_argument("--jobs", help="comma-separated subset of jobs to run on existing runs, e.g. explain,figure")
+    run.add_argument("--jobs", help="comma-separated subset of jobs to run on existing runs, e.g. explain,figure (those "
+                          "already done for this config are skipped; see --force)")
+    run.add_argument("--force", metavar="JOB[,JOB]",
+                     help="run these jobs again although they are done for this config (all: every job); "
+                          "the jobs after them run again too")
     run.add_argument("--devices", help="run matrix variants in parallel, one per device slot, e.g. cuda:0,cuda:1 "
                                        "(repeat a device to run several variants on it); complete variants are skipped")
     run.add_argument("--shard", metavar="I/N", help="run only the I-th (0-based) of N slices of the matrix, e.g. "
@@ -89,7 +94,7 @@ def hydra_overrides(argv: list[str]) -> list[str]:
     return out
 
 
-VALUE_OPTIONS = ("--set", "--device", "--output-dir", "--jobs", "--devices", "--shard", "--output", "-o")
+VALUE_OPTIONS = ("--set", "--device", "--output-dir", "--jobs", "--force", "--devices", "--shard", "--output", "-o")
 
 
 def interrupt_hint(exc: BaseException) -> str:
@@ -120,8 +125,9 @@ def cmd_run(args) -> int:
     jobs = [j.strip() for j in args.jobs.split(",") if j.strip()] if args.jobs is not None else None
     if jobs == []:
         raise UserError(f"--jobs {args.jobs!r}: name at least one job, e.g. --jobs test,figure")
+    force = [j.strip() for j in args.force.split(",") if j.strip()] if args.force else None
     run_experiment(exp, output_dir=args.output_dir, jobs=jobs, device=args.device, devices=args.devices,
-                   shard=args.shard)
+                   shard=args.shard, force=force)
     return 0
 
 

@@ -1,5 +1,5 @@
 """Grids: matrix variants in parallel over devices (``--devices cuda:0,cuda:1``) and slices of the matrix for
-cluster job arrays (``--shard I/N``). Variants whose jobs are all done (same config) are skipped.
+cluster job arrays (``--shard I/N``). Jobs done for the same config are skipped (:func:`pending_jobs`).
 
 Each parallel variant runs in its own process (multiprocessing, spawn): one per device slot at a time;
 a device may be named several times (``--devices cuda:0,cuda:0,cuda:1``) to run two variants on it.
@@ -53,26 +53,30 @@ def mark_done(run: Any, job: str) -> None:
     """Record that ``job`` finished for this run's current config (``jobs_done.json`` in the run directory)."""
     try:
         done = run.dir.read_jobs_done()
-    except UserError:  # unreadable: is_complete treats it as nothing done, so start the record afresh
+    except UserError:  # unreadable: pending_jobs treats it as nothing done, so start the record afresh
         done = {}
     done[job] = {"config_sha256": config_sha(run.config), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     atomic_write_text(run.dir.jobs_done, json.dumps(done, indent=2))
 
 
-def is_complete(run: Any, jobs: list[str]) -> bool:
-    """True when every job in ``jobs`` finished for exactly this config."""
+def pending_jobs(run: Any, jobs: list[str], force: list[str] = ()) -> list[str]:
+    """The jobs of ``jobs`` to run: from the first one that is forced (``all``: every one) or not done for
+    exactly this config, to the end (a job after one that runs again reads its new outputs)."""
     try:
         done = run.dir.read_jobs_done()
     except UserError:
-        return False
+        done = {}
     sha = config_sha(run.config)
-    return all(done.get(j, {}).get("config_sha256") == sha for j in jobs)
+    for i, name in enumerate(jobs):
+        if name in force or "all" in force or done.get(name, {}).get("config_sha256") != sha:
+            return list(jobs[i:])
+    return []
 
 
-def run_parallel(units: list[tuple[str, int | None]], slots: list[str], worker: Callable[..., None],
+def run_parallel(units: list[tuple], slots: list[str], worker: Callable[..., None],
                  args: tuple, log: Callable[[str], None]) -> list[tuple[str, int]]:
-    """One thread per device slot; each starts one process per unit (variant, seed) it takes from the queue,
-    running ``worker(*args, device, variant, seed)`` (a module-level function, so spawn can import it)."""
+    """One thread per device slot; each starts one process per unit (variant, seed, ...) it takes from the
+    queue, running ``worker(*args, device, *unit)`` (a module-level function, so spawn can import it)."""
     ctx = mp.get_context("spawn")
     work: queue.Queue = queue.Queue()
     for unit in units:
@@ -83,12 +87,13 @@ def run_parallel(units: list[tuple[str, int | None]], slots: list[str], worker: 
     def slot_worker(device: str) -> None:
         while True:
             try:
-                variant, seed = work.get_nowait()
+                unit = work.get_nowait()
             except queue.Empty:
                 return
+            variant, seed = unit[:2]
             tag = variant if seed is None else f"{variant}/seed-{seed}"
             log(f"== {tag} -> {device}")
-            proc = ctx.Process(target=worker, args=(*args, device, variant, seed), name=f"medattn-{tag}")
+            proc = ctx.Process(target=worker, args=(*args, device, *unit), name=f"medattn-{tag}")
             proc.start()
             proc.join()
             if proc.exitcode != 0:

@@ -105,6 +105,15 @@ class FeatureInfo:
         """True for a feature map whose size follows the input (not a global pool)."""
         return self.reduction is not None
 
+    def __getitem__(self, key: str) -> Any:
+        """``info["channels"]``: the 0.1 API's dict levels, kept until 0.3 (warns); use ``info.channels``."""
+        from .deprecation import warn_renamed
+
+        if key not in ("name", "channels", "reduction"):
+            raise KeyError(key)
+        warn_renamed(f'feature_info[i][{key!r}]', f"feature_info[i].{key}")
+        return getattr(self, key)
+
 
 @runtime_checkable
 class Backbone(Protocol):

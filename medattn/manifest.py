@@ -33,11 +33,22 @@ def write_run_files(run) -> None:
     run.dir.root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.dir.config, yaml.safe_dump(run.config, sort_keys=False))
     data = manifest(run)
+    data["plugins"] = plugin_records(run)
     if run.dir.manifest.is_file():  # unreadable: one clear error (its data record is what figures read)
         old = run.dir.read_manifest()
         if "data" in old:
             data["data"] = old["data"]
     atomic_write_text(run.dir.manifest, json.dumps(data, indent=2))
+
+
+def plugin_records(run) -> list[dict]:
+    """Copy the run's plugin files into it and return the record of every ``plugins:`` entry."""
+    from .checkpoints import portable_config
+    from .run_plugins import copy_plugin_files, plugin_records
+
+    records = plugin_records(portable_config(run.config, run.registry))
+    copy_plugin_files(run.dir, records)
+    return records
 
 
 @functools.cache  # constant within a process; looked up once, not per run

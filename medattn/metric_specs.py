@@ -36,6 +36,7 @@ class MetricSpec:
     source: str = "test"  # test: the classification metrics; loss; pad: presentation-attack; quality: explanations
     score: str | None = None  # quality: the explain.quality.scores entry that computes it
     alias_of: str | None = None  # the same number under another name
+    chance: str | None = None  # the metric (of the same rows) that holds its chance level
     pattern: str | None = None  # a family of names (regular expression) instead of one
 
     @property
@@ -82,7 +83,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("pointing_game", "fraction of images whose most relevant pixel lies in the mask", comparable=True,
                source="quality", score="localisation"),
     MetricSpec("energy_in_mask", "fraction of the relevance inside the mask (chance: mask_area)", comparable=True,
-               source="quality", score="localisation"),
+               source="quality", score="localisation", chance="mask_area"),
     MetricSpec("iou_top", "IoU with the mask of the most relevant pixels (explain.quality.top_percent)",
                comparable=True, source="quality", score="localisation"),
     MetricSpec("mask_area", "fraction of the image the mask covers: the chance level of energy_in_mask", "none",
@@ -95,6 +96,8 @@ METRICS: tuple[MetricSpec, ...] = (
 )
 
 # the multiple-comparison corrections compare offers (statsmodels multipletests names)
+# McNemar's test for one seed per variant: exact binomial (then chi-square from 25 discordant pairs), or mid-p
+MCNEMAR_TESTS = ("exact", "mid_p")
 CORRECTIONS = ("holm", "bonferroni", "holm-sidak", "sidak", "simes-hochberg", "hommel", "fdr_bh", "fdr_by", "none")
 
 _BY_NAME = {m.name: m for m in METRICS if m.pattern is None}

@@ -3,6 +3,11 @@
 Conventions: ``labels`` (N,) ints; ``scores`` (N,) P(class 1) from a sigmoid model or (N, K) class
 probabilities from a softmax model. Binary tasks treat class 1 as positive (the disease, the attack);
 multi-class metrics are macro averages, with per-class values in :func:`per_class`.
+
+What each metric is (direction, range, ...) is declared once in :mod:`medattn.metric_specs`. Here: the
+point values (:func:`classification_metrics`), the same metrics under many rows of image weights at once
+(:func:`weighted_metric`, for the bootstrap), the one resampler (:func:`bootstrap_chunks`) and the test
+job's bootstrap intervals (:func:`bootstrap_ci`).
 """
 from __future__ import annotations
 
@@ -15,7 +20,11 @@ from scipy import sparse
 from sklearn import metrics as skm
 
 from .errors import UserError
-from .metric_specs import metric_names, metric_spec, mode_of  # noqa: F401  (mode_of: the engine's plateau scheduler asks here)
+from .metric_specs import (
+    metric_names,
+    metric_spec,
+    mode_of,  # noqa: F401  (re-exported: the engine's plateau scheduler imports it from here)
+)
 
 # equal-width confidence bins of the ECE inside classification_metrics (the test job's reliability diagram
 # uses test.calibration_bins)

@@ -310,9 +310,9 @@ class Predictor:
     def registry(self) -> Any:
         """The components (explainers) available to this model: installed plugins plus the config's."""
         if self._registry is None:
-            from .registry import default_registry
+            from .run_plugins import registry_for
 
-            self._registry = default_registry(list((self.meta.get("config") or {}).get("plugins") or []))
+            self._registry = registry_for(self.file, self.meta)
         return self._registry
 
     def explainer(self, method: str = "saliency", batch_size: int = 8, **params: Any) -> Callable:

@@ -6,6 +6,8 @@ Layout of a run, ``OUTPUT_DIR/EXPERIMENT/VARIANT/`` (or ``.../VARIANT/seed-N/`` 
     config.yaml          the resolved config           manifest.json   versions, data, components
     splits.json          the data split lists          skipped.csv     files a dataset skipped
     jobs_done.json       jobs finished for this config
+    run.lock             held by the one medattn process working in the run; run.lock.json names it
+    plugins/             copies of the plugin files the run was made with (loaded when the run is reopened)
     checkpoints/         last.pt (resume) and best_*.pt (self-contained model files)
     metrics/             history.csv, test_<ckpt>.json, predictions_<ckpt>.csv, roc_<ckpt>.csv, ...
     explanations/        samples.npz, <method>.npz, quality.json, quality_curves.npz, quality_images.csv,
@@ -50,6 +52,9 @@ class RunDir:
     splits = _at("splits.json")
     skipped = _at("skipped.csv")
     jobs_done = _at("jobs_done.json")
+    lock = _at("run.lock")
+    lock_holder = _at("run.lock.json")
+    plugin_files = _at("plugins")
     tensorboard = _at("tensorboard")
 
     # -- checkpoints -------------------------------------------------------------------------------------

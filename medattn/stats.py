@@ -12,10 +12,12 @@ How the seeds are combined. Seeds are treated as a random factor (training rando
 the cases. With one seed per variant the classic paired tests apply: DeLong for ROC-AUC, McNemar for accuracy,
 a paired bootstrap for any other metric. With several seeds the Obuchowski-Rockette test with Hillis's
 denominator degrees of freedom (:func:`or_hillis`) is used: its variance of delta adds how much the per-seed
-delta varies across seeds (seed s of the variant is paired with seed s of the reference) to how much it would
-vary over other test images (the covariance of all runs' estimates on the shared images: DeLong's for ROC-AUC,
-the binomial one for accuracy, a paired bootstrap's for anything else). With identical runs per variant it
-reduces to the single-seed test. We do not average each image's score across seeds first: that tests the seed
+delta varies across seeds (seed s of the variant is paired with seed s of the reference) to the part of the
+image-sampling variance that the seeds share (from the covariance of all runs' estimates on the shared images:
+DeLong's for ROC-AUC, the binomial one for accuracy, a paired bootstrap's for anything else); the rest of the
+image noise already shows in the seed-to-seed spread. With identical runs per variant it reduces to DeLong's
+test for ROC-AUC, but for accuracy to a paired Wald z test (not McNemar) and for other metrics to a z test with
+the bootstrap variance (not the percentile bootstrap). We do not average each image's score across seeds first: that tests the seed
 ensemble, a different model from any one run, whose metric differs from the aggregate table's means and which
 favours variants that vary more between seeds. We do not combine per-seed p-values either (Fisher, Stouffer):
 the seeds share the test images, so their p-values are dependent and those methods would be anti-conservative.
@@ -53,11 +55,11 @@ import numpy as np
 from scipy import stats as sps
 
 from .errors import UserError
-from .metric_specs import CORRECTIONS, comparable_metrics
+from .metric_specs import CORRECTIONS, MCNEMAR_TESTS, comparable_metrics
 from .metrics import bootstrap_weights, positive_scores, weighted_metric
 
-COLUMNS = ("variant", "reference", "metric", "delta", "ci_low", "ci_high", "p", "p_adjusted", "test", "n_seeds",
-           "n_images")
+COLUMNS = ("variant", "reference", "metric", "delta", "ci_low", "ci_high", "p", "p_adjusted", "test", "ddf",
+           "n_seeds", "n_images")
 NOT_AGGREGATED = frozenset({"seed", "n", "n_positive"})  # counts and ids, not metrics
 MCNEMAR_EXACT_BELOW = 25  # discordant pairs under which McNemar uses the exact binomial test
 NAN = float("nan")
@@ -167,11 +169,15 @@ def delong_test(labels: Sequence[int], scores_a: Sequence[float], scores_b: Sequ
     return _z_result(float(aucs[0] - aucs[1]), float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]), confidence)
 
 
-def mcnemar_test(correct_a: Sequence[bool], correct_b: Sequence[bool], confidence: float = 0.95) -> dict[str, Any]:
-    """McNemar's test of paired accuracies (statsmodels): delta = acc(a) - acc(b), its CI, p and the test used.
+def mcnemar_test(correct_a: Sequence[bool], correct_b: Sequence[bool], confidence: float = 0.95,
+                 method: str = "exact") -> dict[str, Any]:
+    """McNemar's test of paired accuracies: delta = acc(a) - acc(b), its CI, p and the test used.
 
-    Exact binomial below ``MCNEMAR_EXACT_BELOW`` discordant pairs, else the chi-square statistic without the
-    continuity correction (which only makes the test conservative; Fagerland et al. 2013).
+    ``exact`` (statsmodels): the exact binomial test below ``MCNEMAR_EXACT_BELOW`` discordant pairs, else the
+    chi-square statistic without the continuity correction (which only makes the test conservative; Fagerland
+    et al. 2013). ``mid_p``: the mid-p binomial test at every count, the exact two-sided p less the probability
+    of the observed split, 2 P(X <= k) - P(X = k) with X ~ Binomial(discordant, 1/2) and k the smaller
+    discordant count (hand-written: statsmodels and scipy have no mid-p); less conservative than the exact test.
     The CI is Bonett and Price's (2012) adjusted Wald interval for a paired difference of proportions
     (hand-written: statsmodels has none for matched pairs), one count added to each discordant cell.
     """
@@ -180,13 +186,17 @@ def mcnemar_test(correct_a: Sequence[bool], correct_b: Sequence[bool], confidenc
     a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
     n = len(a)
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
-    exact = only_a + only_b < MCNEMAR_EXACT_BELOW
-    result = mcnemar([[int((a & b).sum()), only_a], [only_b, int((~a & ~b).sum())]], exact=exact, correction=False)
     p12, p21 = (only_a + 1) / (n + 2), (only_b + 1) / (n + 2)
     half = float(sps.norm.ppf((1 + confidence) / 2)) * math.sqrt((p12 + p21 - (p12 - p21) ** 2) / (n + 2))
-    return {"delta": (only_a - only_b) / n if n else NAN, "ci_low": max(-1.0, p12 - p21 - half),
-            "ci_high": min(1.0, p12 - p21 + half), "p": float(result.pvalue),
-            "test": "McNemar exact" if exact else "McNemar chi-square"}
+    out = {"delta": (only_a - only_b) / n if n else NAN, "ci_low": max(-1.0, p12 - p21 - half),
+           "ci_high": min(1.0, p12 - p21 + half)}
+    if method == "mid_p":
+        k, discordant = min(only_a, only_b), only_a + only_b
+        mid = 2 * sps.binom.cdf(k, discordant, 0.5) - sps.binom.pmf(k, discordant, 0.5)
+        return {**out, "p": float(min(1.0, mid)), "test": "McNemar mid-p"}
+    exact = only_a + only_b < MCNEMAR_EXACT_BELOW
+    result = mcnemar([[int((a & b).sum()), only_a], [only_b, int((~a & ~b).sum())]], exact=exact, correction=False)
+    return {**out, "p": float(result.pvalue), "test": "McNemar exact" if exact else "McNemar chi-square"}
 
 
 def paired_bootstrap(statistic: Callable[[np.ndarray], np.ndarray], n: int, groups: Sequence[Any] | None = None,
@@ -216,7 +226,8 @@ def or_hillis(theta_variant: Sequence[float], theta_reference: Sequence[float], 
     variant's seeds first). With d_s the per-seed deltas, MS(TxR) = var(d) / 2, and the image term is
     r max(Cov2 - Cov3, 0) (Cov2: same variant, other seed; Cov3: other variant, other seed). Then
     se^2 = (2 / r) (MS(TxR) + image term), ddf = (MS(TxR) + image term)^2 / (MS(TxR)^2 / (r - 1)), and
-    t = delta / se. Hand-written: no Python library has the OR-Hillis method.
+    t = delta / se on ddf degrees of freedom (infinite, a z test, when every seed gives the same delta); the
+    result carries ddf. Hand-written: no Python library has the OR-Hillis method.
     """
     tv, tr = np.asarray(theta_variant, dtype=float), np.asarray(theta_reference, dtype=float)
     r = len(tv)
@@ -224,19 +235,19 @@ def or_hillis(theta_variant: Sequence[float], theta_reference: Sequence[float], 
     delta = float(d.mean())
     cov = np.asarray(cov, dtype=float)
     if r < 2 or not np.all(np.isfinite(d)) or not np.all(np.isfinite(cov)):
-        return {"delta": delta, "ci_low": NAN, "ci_high": NAN, "p": NAN}
+        return {"delta": delta, "ci_low": NAN, "ci_high": NAN, "p": NAN, "ddf": NAN}
     off = ~np.eye(r, dtype=bool)
     cov2 = float(np.mean([cov[:r, :r][off], cov[r:, r:][off]]))
     cov3 = float(np.mean([cov[:r, r:][off], cov[r:, :r][off]]))
     ms_tr = float(d.var(ddof=1)) / 2
     denominator = ms_tr + r * max(cov2 - cov3, 0.0)
     if denominator <= 0:
-        return {"delta": delta, "ci_low": delta, "ci_high": delta, "p": 1.0 if delta == 0 else NAN}
+        return {"delta": delta, "ci_low": delta, "ci_high": delta, "p": 1.0 if delta == 0 else NAN, "ddf": NAN}
     se = math.sqrt(2 / r * denominator)
     ddf = denominator ** 2 / (ms_tr ** 2 / (r - 1)) if ms_tr > 0 else math.inf
     q = float(sps.t.ppf((1 + confidence) / 2, ddf))
     return {"delta": delta, "ci_low": delta - q * se, "ci_high": delta + q * se,
-            "p": float(2 * sps.t.sf(abs(delta) / se, ddf))}
+            "p": float(2 * sps.t.sf(abs(delta) / se, ddf)), "ddf": float(ddf)}
 
 
 def adjust(pvalues: Sequence[float], method: str = "holm") -> np.ndarray:
@@ -340,9 +351,10 @@ def _aligned(runs: list[Predictions], where: str) -> list[Predictions]:
 
 
 def compare_metric(metric: str, runs: Sequence[Predictions], resamples: int = 2000, seed: int = 0,
-                   confidence: float = 0.95) -> dict[str, Any]:
-    """delta, ci_low, ci_high, p and test of one metric: ``runs`` are aligned, the variant's r seeds then the
-    reference's r seeds, seed s of one paired with seed s of the other."""
+                   confidence: float = 0.95, mcnemar: str = "exact") -> dict[str, Any]:
+    """delta, ci_low, ci_high, p, test (and ddf for OR-Hillis) of one metric: ``runs`` are aligned, the variant's r
+    seeds then the reference's r seeds, seed s of one paired with seed s of the other; ``mcnemar``: exact or
+    mid_p (see :func:`mcnemar_test`)."""
     r = len(runs) // 2
     labels = runs[0].labels
     groups = next((x.groups for x in runs if x.groups is not None), None)
@@ -357,7 +369,7 @@ def compare_metric(metric: str, runs: Sequence[Predictions], resamples: int = 20
     if metric == "accuracy" and not clustered:
         correct = np.stack([x.predicted == labels for x in runs])
         if r == 1:
-            return mcnemar_test(correct[0], correct[1], confidence)
+            return mcnemar_test(correct[0], correct[1], confidence, mcnemar)
         return {**or_hillis(correct[:r].mean(axis=1), correct[r:].mean(axis=1),
                             np.atleast_2d(np.cov(correct.astype(float))) / len(labels), confidence),
                 "test": "OR-Hillis (binomial covariance)"}
@@ -399,7 +411,7 @@ def _labels_agree(runs: Sequence[Predictions]) -> bool:
 
 def _pair_rows(variant: str, ref: str, runs: Mapping[tuple[str, Any], Predictions], metrics: Sequence[str],
                test_sets: Mapping[tuple[str, Any], str | None], resamples: int, seed: int,
-               confidence: float) -> list[dict[str, Any]]:
+               confidence: float, mcnemar: str) -> list[dict[str, Any]]:
     """The rows of one variant against its reference: every metric, seeds paired by value."""
     seeds = sorted({s for v, s in runs if v == variant} & {s for v, s in runs if v == ref}, key=lambda s: (s is None, s))
     if not seeds:
@@ -414,7 +426,7 @@ def _pair_rows(variant: str, ref: str, runs: Mapping[tuple[str, Any], Prediction
     out = []
     if shared:
         aligned = _aligned([runs[k] for k in keys], f"compare {variant} with {ref}")
-        results = [compare_metric(m, aligned, resamples, seed, confidence) for m in metrics]
+        results = [compare_metric(m, aligned, resamples, seed, confidence, mcnemar) for m in metrics]
         n_images = len(aligned[0].ids)
     else:
         per_seed = [_aligned([runs[(variant, s)], runs[(ref, s)]], f"compare {variant} with {ref} (seed {s})")
@@ -432,7 +444,7 @@ def compare(pred_by_run: Mapping[tuple[str, int | None], Predictions | Mapping[s
             correction: str = "holm", *, attention: Mapping[str, str] | None = None,
             choices: Mapping[str, Mapping[str, Any]] | None = None,
             test_sets: Mapping[tuple[str, int | None], str | None] | None = None, resamples: int = 2000,
-            seed: int = 0, confidence: float = 0.95) -> list[dict[str, Any]]:
+            seed: int = 0, confidence: float = 0.95, mcnemar: str = "exact") -> list[dict[str, Any]]:
     """Rows (``COLUMNS``) comparing each variant with its reference on every metric, on the shared test images.
 
     ``pred_by_run``: {(variant, seed or None): predictions} (:class:`Predictions` or a mapping, see
@@ -440,7 +452,9 @@ def compare(pred_by_run: Mapping[tuple[str, int | None], Predictions | Mapping[s
     ``attention`` and ``choices``: see :func:`reference_pairs`; ``test_sets``: {(variant, seed): a fingerprint of
     the test data} (e.g. the manifest's data fingerprint), which tells whether the seeds tested the same images.
     Seeds are paired by value (the seeds both variants ran); n_images counts the images of each comparison (the
-    fewest of a seed when the seeds tested other images). See the module docstring for the tests.
+    fewest of a seed when the seeds tested other images); ddf is the denominator degrees of freedom of the
+    OR-Hillis and paired-t rows, empty for the others. ``mcnemar``: exact or mid_p (see :func:`mcnemar_test`).
+    See the module docstring for the tests.
     """
     bad = [m for m in metrics if m not in comparable_metrics()]
     if bad:
@@ -448,6 +462,8 @@ def compare(pred_by_run: Mapping[tuple[str, int | None], Predictions | Mapping[s
                         f"(choose from {', '.join(comparable_metrics())})")
     if correction not in CORRECTIONS:
         raise UserError(f"compare.correction: {correction!r} is not one of {', '.join(CORRECTIONS)}")
+    if mcnemar not in MCNEMAR_TESTS:
+        raise UserError(f"compare.mcnemar: {mcnemar!r} is not one of {', '.join(MCNEMAR_TESTS)}")
     runs = {key: as_predictions(v, f"predictions of {key[0]}") for key, v in pred_by_run.items()}
     variants = list(dict.fromkeys(v for v, _ in runs))
     pairs = dict(reference) if isinstance(reference, Mapping) else reference_pairs(reference, variants, attention,
@@ -456,10 +472,10 @@ def compare(pred_by_run: Mapping[tuple[str, int | None], Predictions | Mapping[s
     for variant, ref in pairs.items():
         if variant not in variants or ref not in variants:
             raise UserError(f"compare.reference: no predictions for {variant if variant not in variants else ref!r}")
-        rows += _pair_rows(variant, ref, runs, metrics, test_sets or {}, resamples, seed, confidence)
+        rows += _pair_rows(variant, ref, runs, metrics, test_sets or {}, resamples, seed, confidence, mcnemar)
     for row, p in zip(rows, adjust([row["p"] for row in rows], correction)):
         row["p_adjusted"] = float(p)
-    return [{c: row[c] for c in COLUMNS} for row in rows]
+    return [{c: row.get(c, "") for c in COLUMNS} for row in rows]
 
 
 # --- per-image scores (explanation quality) ------------------------------------------------------------------------
@@ -480,7 +496,7 @@ def compare_means(values: np.ndarray, confidence: float = 0.95) -> dict[str, Any
                     "test": "paired t (images)"}
         q = float(sps.t.ppf((1 + confidence) / 2, n - 1))
         return {"delta": delta, "ci_low": delta - q * se, "ci_high": delta + q * se,
-                "p": float(2 * sps.t.sf(abs(delta) / se, n - 1)), "test": "paired t (images)"}
+                "p": float(2 * sps.t.sf(abs(delta) / se, n - 1)), "test": "paired t (images)", "ddf": n - 1}
     theta = values.mean(axis=1)
     return {**or_hillis(theta[:r], theta[r:], np.cov(values) / n, confidence), "test": "OR-Hillis (image covariance)"}
 
@@ -509,4 +525,4 @@ def compare_scores(by_run: Mapping[tuple[str, Any], Mapping[str, Mapping[str, fl
                                    confidence)
             rows.append({"variant": variant, "reference": ref, "metric": metric, **result, "p_adjusted": result["p"],
                          "n_seeds": len(seeds), "n_images": len(ids)})
-    return [{c: row[c] for c in COLUMNS} for row in rows]
+    return [{c: row.get(c, "") for c in COLUMNS} for row in rows]

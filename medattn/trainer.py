@@ -7,7 +7,8 @@ TensorBoard, progress), the way MONAI's handlers attach to an engine.
 Exact resume: ``last.pt`` holds the model, optimiser, scheduler, GradScaler, epoch, history, every RNG state
 and the callbacks' state, and the shuffling of each epoch comes from (seed, epoch), so a resumed CPU run ends
 with exactly the weights and metrics of an uninterrupted one. A finished run given more epochs continues from
-``last.pt``; fewer epochs than it has done is refused.
+``last.pt`` (an early-stopped one does not: early stopping judged it done); fewer epochs than it has done is
+refused.
 """
 from __future__ import annotations
 
@@ -104,6 +105,11 @@ class Trainer:
             raise UserError(f"train.epochs: {self.epochs} is fewer than the {done} epochs this run has already "
                             f"trained ({self.last}); set train.epochs to {done} or more to keep training, or "
                             f"use another output_dir to train a new run")
+        if saved["stopped"] and self.epochs > planned:  # early stopping ended it; more epochs do not undo that
+            self.say(f"   train: stopped early after epoch {done} ({self.last}): train.epochs={self.epochs} does "
+                     f"not continue it, since early stopping judged it done; its checkpoints are final. To train "
+                     f"longer, use another --output-dir (with train.early_stopping.patience raised or 0)")
+            return False
         if saved["stopped"] or done == self.epochs:
             stopped = " (stopped early)" if saved["stopped"] else ""
             self.say(f"   train: already trained for {done} epochs{stopped} ({self.last}); skipping")

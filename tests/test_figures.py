@@ -7,6 +7,7 @@ import importlib
 import json
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import yaml
@@ -133,6 +134,32 @@ def test_experiment_outputs(hand_made):
     assert "| cbam    | saliency" in report
 
 
+def test_variants_figure_has_a_panel_per_score_and_no_text_under_a_legend(hand_made):
+    from medattn_plugins.figures.experiment import variants_figure
+
+    from medattn.metric_specs import metric_names
+
+    two = [dict(r, checkpoint=c) for r in hand_made.tables["summary"] for c in ("best_val_loss", "last")]
+    view = dataclasses.replace(hand_made, tables={**hand_made.tables, "summary": two})
+    fig = variants_figure(view)
+    fig.canvas.draw()
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    scores = ["deletion_auc\n(lower is better)", "insertion_auc\n(higher is better)"]  # what quality.json holds
+    assert titles == [f"{m}\n(higher is better)" for m in metric_names(shown=True)] + scores
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [r.variant for r in view.runs]
+    legends = {lg.get_title().get_text(): lg for lg in fig.legends}
+    assert set(legends) == {"checkpoint (test metrics)", "method (quality)"}
+    renderer = fig.canvas.get_renderer()
+    texts = [t for ax in fig.axes if ax.get_visible() for t in (ax.title, ax.xaxis.label, *ax.get_xticklabels(),
+                                                                 *ax.get_yticklabels()) if t.get_text()]
+    boxes = [t.get_window_extent(renderer) for t in texts] + [ax.get_window_extent(renderer) for ax in fig.axes
+                                                              if ax.get_visible()]
+    for title, legend in legends.items():
+        box = legend.get_window_extent(renderer)
+        assert not any(box.overlaps(b) for b in boxes), f"the {title} legend covers a label or a panel"
+    plt.close(fig)
+
+
 def test_original_style_and_formats(hand_made):
     base = next(v for v in hand_made.runs if v.variant == "cbam")
     view = dataclasses.replace(base, config={**base.config, "figure": {"format": "svg", "dpi": 40}})
@@ -205,5 +232,5 @@ def test_the_figure_job_draws_every_kind(tmp_path, monkeypatch):
         raise AssertionError("the figure job built the data set")
 
     monkeypatch.setattr(Run, "data", no_data)
-    assert main(["run", str(file), "--jobs", "figure"]) == 0
+    assert main(["run", str(file), "--jobs", "figure", "--force", "figure"]) == 0  # figure was done: forced
     _not_blank(exp.run("none").figure("curves"))

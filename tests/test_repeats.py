@@ -46,6 +46,8 @@ def test_seeds_run_each_pair_aggregate_and_compare(write, cli, tmp_path):
     assert {(r["variant"], r["reference"], r["metric"]) for r in comp} == {("se", "none", "roc_auc"),
                                                                           ("se", "none", "accuracy")}
     assert all(0 <= float(r["p"]) <= 1 and float(r["p_adjusted"]) >= float(r["p"]) for r in comp)
+    # two seeds on the same images: OR-Hillis, whose denominator degrees of freedom are at least r - 1 = 1
+    assert all(r["test"].startswith("OR-Hillis") and float(r["ddf"]) >= 1 for r in comp)
     assert exp.table("comparisons", "md").is_file() and exp.table("aggregate", "md").is_file()
     # a grid slice skips the (variant, seed) pairs that are done
     code, out, err = cli("run", exp_file, "--set", "seeds=[0,1]", "--shard", "0/1")

@@ -32,9 +32,11 @@ def test_end_to_end_then_explain_and_figure_reuse_checkpoints(tiny, tmp_path, cl
     ckpt = run / "checkpoints" / "best_val_loss.pt"
     before = ckpt.stat().st_mtime_ns
     (run / "figures" / "curves.png").unlink()
-    code, _, err = cli("run", tiny, "--jobs", "explain,figure")
+    samples = (run / "explanations" / "samples.npz").stat().st_mtime_ns
+    code, _, err = cli("run", tiny, "--jobs", "explain,figure", "--force", "figure")
     assert code == 0, err
     assert ckpt.stat().st_mtime_ns == before  # no retraining
+    assert (run / "explanations" / "samples.npz").stat().st_mtime_ns == samples  # explain was done: skipped
     assert (run / "figures" / "curves.png").is_file()
 
 
@@ -43,6 +45,9 @@ def test_finished_training_is_not_repeated(tiny):
     run_experiment(exp, **QUIET)
     lines = []
     run_experiment(load_experiment(tiny, ["jobs=[train]"]), log=lines.append)
+    assert any("complete (train done for this config); skipped" in line for line in lines)
+    lines = []
+    run_experiment(load_experiment(tiny, ["jobs=[train]"]), log=lines.append, force=["train"])
     assert any("already trained" in line for line in lines)
 
 

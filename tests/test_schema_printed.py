@@ -176,6 +176,9 @@ def test_seeds_and_compare(write, printed):
     assert printed_errors(printed, path) == []
     cfg = load_experiment(path).variants[0].config.data
     assert cfg["seeds"] == [0, 1, 2] and cfg["compare"]["correction"] == "holm" and cfg["compare"]["resamples"] == 2000
+    assert cfg["compare"]["mcnemar"] == "exact"
+    midp = write("midp.yaml", BASE + "compare: {metrics: [accuracy], mcnemar: mid_p}\n")
+    assert load_experiment(midp).variants[0].config.data["compare"]["mcnemar"] == "mid_p"
     assert load_experiment(write("one.yaml", BASE)).variants[0].config.data["compare"] is None
     bad = write("badrep.yaml", BASE + "seeds: [0, 0]\ncompare: {metrics: [auc], correction: holms}\n")
     assert len(printed_errors(printed, bad)) == 3

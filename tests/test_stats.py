@@ -134,6 +134,25 @@ def test_mcnemar_chi_square_on_a_textbook_table():
 def test_mcnemar_without_discordant_pairs():
     got = S.mcnemar_test(*table_to_pairs(5, 0, 0, 5))
     assert got["p"] == 1.0 and got["delta"] == 0 and got["ci_low"] < 0 < got["ci_high"]
+    assert S.mcnemar_test(*table_to_pairs(5, 0, 0, 5), method="mid_p")["p"] == 1.0
+
+
+def test_mcnemar_mid_p_by_hand():
+    # 7 images only a gets right, 1 only b: X ~ Binomial(8, 1/2), P(X <= 1) = 9/256, P(X = 1) = 8/256
+    exact = S.mcnemar_test(*table_to_pairs(10, 7, 1, 5))
+    mid = S.mcnemar_test(*table_to_pairs(10, 7, 1, 5), method="mid_p")
+    assert exact["test"] == "McNemar exact" and exact["p"] == pytest.approx(float(2 * Fr(9, 256)), rel=1e-12)
+    assert mid["test"] == "McNemar mid-p" and mid["p"] == pytest.approx(float(2 * Fr(9, 256) - Fr(8, 256)),
+                                                                          rel=1e-12)
+    assert {k: mid[k] for k in ("delta", "ci_low", "ci_high")} == {k: exact[k] for k in ("delta", "ci_low",
+                                                                                          "ci_high")}
+    # an even split: the exact test caps 2 P(X <= 4) = 1 + P(X = 4) at 1, mid-p is 1 by itself
+    assert S.mcnemar_test(*table_to_pairs(3, 4, 4, 3), method="mid_p")["p"] == pytest.approx(1.0)
+    # mid-p at every count: 30 discordant pairs would be the chi-square under the default
+    big = S.mcnemar_test(*table_to_pairs(10, 20, 10, 5), method="mid_p")
+    k = np.arange(11)
+    want = 2 * sum(Fr(math.comb(30, int(i)), 2 ** 30) for i in k) - Fr(math.comb(30, 10), 2 ** 30)
+    assert big["test"] == "McNemar mid-p" and big["p"] == pytest.approx(float(want), rel=1e-12)
 
 
 # --- the paired bootstrap ------------------------------------------------------------------------------------------
@@ -208,6 +227,7 @@ def test_or_hillis_by_hand():
     from scipy import stats as sps
 
     got = S.or_hillis(theta_v, theta_r, cov)
+    assert got["ddf"] == pytest.approx(ddf, rel=1e-12)
     assert got["delta"] == pytest.approx(d.mean())
     assert got["p"] == pytest.approx(2 * sps.t.sf(d.mean() / se, ddf))
     assert got["ci_high"] - got["delta"] == pytest.approx(sps.t.ppf(0.975, ddf) * se)
@@ -246,6 +266,12 @@ def test_compare_one_seed_uses_delong_mcnemar_and_the_bootstrap():
                for r in rows)
     assert all(r["delta"] < 0 and r["ci_low"] <= r["delta"] <= r["ci_high"] for r in rows)
     assert all(r["p_adjusted"] >= r["p"] for r in rows)
+    assert [r["ddf"] for r in rows] == ["", "", ""]  # degrees of freedom belong to the OR-Hillis rows only
+    mid = S.compare(runs, None, ("roc_auc", "accuracy", "f1"), "holm", resamples=300, mcnemar="mid_p")
+    assert mid[1]["test"] == "McNemar mid-p" and mid[1]["p"] != rows[1]["p"]
+    assert [r["p"] for i, r in enumerate(mid) if i != 1] == [r["p"] for i, r in enumerate(rows) if i != 1]
+    with pytest.raises(UserError, match="compare.mcnemar: 'midp' is not one of exact, mid_p"):
+        S.compare(runs, None, ("accuracy",), mcnemar="midp")
     a = runs[("a", None)]
     assert rows[0]["delta"] == pytest.approx(M.classification_metrics(a["labels"], runs[("b", None)]["scores"])
                                              ["roc_auc"] - M.classification_metrics(a["labels"], a["scores"])["roc_auc"])
@@ -263,6 +289,7 @@ def test_compare_several_seeds_pairs_them_and_matches_the_aggregate_means():
     assert [r["test"] for r in rows] == ["OR-Hillis (DeLong covariance)", "OR-Hillis (binomial covariance)",
                                          "OR-Hillis (bootstrap covariance by image)"]
     assert all(r["variant"] == "a" and r["n_seeds"] == 3 for r in rows)
+    assert all(2 <= r["ddf"] for r in rows)  # Hillis: at least r - 1 = 2
     per_seed = {key: M.classification_metrics(v["labels"], v["scores"]) for key, v in runs.items()}
     for row in rows:
         means = {v: np.mean([per_seed[(v, s)][row["metric"]] for s in (0, 1, 2)]) for v in "ab"}

@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from ..metric_specs import CORRECTIONS, comparable_metrics, metric_names
+from ..metric_specs import CORRECTIONS, MCNEMAR_TESTS, comparable_metrics, metric_names
 from ..params import SLOT, checker_class, fill_defaults, slot
 from ..params import short_repr as _short
 from ..registry import Registry
@@ -46,6 +46,10 @@ COMPARE = {
                                    "paired image by image (saliency.energy_in_mask)"},
         "correction": {"enum": list(CORRECTIONS), "default": "holm",
                        "description": "multiple-comparison correction over the whole table"},
+        "mcnemar": {"enum": list(MCNEMAR_TESTS), "default": "exact",
+                    "description": "accuracy with one seed: exact (the exact binomial test below 25 discordant pairs, "
+                                   "the uncorrected chi-square from 25) or mid_p (the mid-p binomial test, less "
+                                   "conservative)"},
         "checkpoint": {"type": ["string", "null"], "default": None,
                        "description": "tested checkpoint compared (null: the first of test.checkpoints)"},
         "resamples": {"type": "integer", "minimum": 1, "default": 2000,

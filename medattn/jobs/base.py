@@ -40,6 +40,12 @@ class Job:
         path, message); ``medattn validate`` reports them with the file and line of that path."""
         return []
 
+    def reads_other_runs(self, config: dict[str, Any]) -> str | None:
+        """Why, with this config, the job reads what other runs of the experiment wrote (e.g. every variant's
+        test predictions), else None. The jobs before it must then have finished for every run first, so a
+        grid runs it in a second phase (``--devices``) or refuses to mix it with them (``--shard``)."""
+        return None
+
     def needs(self, run: RunDir, config: dict[str, Any]) -> dict[str, list[Path]]:
         """{artifact: files that must exist} for this run and config (only artifacts of ``reads``)."""
         return {}

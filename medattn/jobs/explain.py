@@ -105,6 +105,12 @@ class ExplainJob(Job):
         ctx = ExplainContext(model=model, num_outputs=model.num_outputs, batch_size=int(cfg["batch_size"]))
         return layer_problems(build_explainers(self.registry, cfg, ctx), model)
 
+    def reads_other_runs(self, config: dict[str, Any]) -> str | None:
+        """``select: agreed`` reads the other compared variants' test predictions."""
+        if config["explain"]["select"] == "agreed":
+            return "explain.select: agreed reads the test predictions of every compared variant"
+        return None
+
     def needs(self, run: RunDir, config: dict[str, Any]) -> dict[str, list[Path]]:
         """The checkpoint explained and, for ``select: agreed``, the other compared variants' test predictions."""
         from .explain_select import compared_runs

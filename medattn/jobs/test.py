@@ -150,7 +150,8 @@ def comparisons(exp: ExperimentView, spec: dict[str, Any]) -> list[dict]:
             if len({variant for variant, _ in preds}) < 2:
                 continue
             part = stats.compare(preds, spec["reference"], bases, "none", test_sets=test_sets,
-                                 resamples=int(spec["resamples"]), seed=int(exp.config["seed"]), **context)
+                                 resamples=int(spec["resamples"]), seed=int(exp.config["seed"]),
+                                 mcnemar=spec.get("mcnemar", "exact"), **context)  # older configs lack it
         rename = dict(zip(bases, names))
         rows.extend({**row, "metric": rename[row["metric"]]} for row in part)
     order = {name: i for i, name in enumerate(spec["metrics"])}

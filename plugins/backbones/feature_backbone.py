@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medattn.api import FeatureInfo, UserError
+from medattn.api import FeatureInfo, UserError, warn_renamed
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,6 +47,49 @@ class FeatureBackbone(nn.Module):
                                   for n, lv in self._level_table.items())
         self._frozen_norms: list[nn.Module] = []
         self.cam_layer = ""
+
+    # -- the 0.1 level API: warning shims, kept until 0.3 (every level now comes from one pass) --------------
+    __jit_unused_properties__ = ["available_levels", "levels_out", "final_level", "spatial_level"]
+
+    @property
+    def available_levels(self) -> list[str]:
+        """0.1: the level names; use ``[info.name for info in feature_info]``."""
+        warn_renamed("available_levels", "feature_info")
+        return [info.name for info in self.feature_info]
+
+    @property
+    def levels_out(self) -> list[str]:
+        """0.1: the levels forward returns (now every level of ``feature_info``)."""
+        warn_renamed("levels_out", "feature_info")
+        return [info.name for info in self.feature_info]
+
+    @property
+    def final_level(self) -> str:
+        """0.1: the deepest level; use ``feature_info[-1].name``."""
+        warn_renamed("final_level", "feature_info[-1].name")
+        return self.feature_info[-1].name
+
+    @property
+    def spatial_level(self) -> str:
+        """0.1: the deepest feature-map level; use the last ``info`` of ``feature_info`` with ``info.spatial``."""
+        warn_renamed("spatial_level", "feature_info (the last level whose .spatial is True)")
+        return deepest_spatial(self.feature_info)
+
+    def level_channels(self, name: str) -> int:
+        """0.1: channels of a level; use ``info.channels`` of ``feature_info``."""
+        warn_renamed("level_channels", "feature_info (info.channels)")
+        return int(self._level(name)["channels"])
+
+    def request_levels(self, names: Iterable[str]) -> None:
+        """0.1: ask forward for more levels; now a no-op, since forward returns every level of ``feature_info``."""
+        warn_renamed("request_levels", "feature_info (every level is returned: nothing to request)")
+        for name in names:
+            self._level(str(name))
+
+    def _level(self, name: str) -> dict[str, Any]:
+        if name not in self._level_table:
+            raise UserError(f"backbone {self.arch}: unknown level {name!r}; levels: {', '.join(self._level_table)}")
+        return self._level_table[name]
 
     # -- freezing ---------------------------------------------------------------------------------------------
     def _units(self) -> list[tuple[nn.Module, str]]:  # pragma: no cover - abstract

@@ -66,7 +66,7 @@ def medattn_components() -> list[Component]:
                   "experiment: test metrics and explanation quality per variant as LaTeX (booktabs) tables",
                   _obj(), defaults=_EXP),
         Component("figure", "variants", f"{_P}.experiment:variants",
-                  "experiment: grouped bars comparing the variants' test metrics and explanation quality",
+                  "experiment: dot plots comparing the variants, one panel per test metric and per quality score",
                   _obj(), defaults=_EXP),
         Component("figure", "comparisons", f"{_P}.comparisons:draw",
                   "experiment: forest plot of each variant's paired difference from its reference, one panel per "

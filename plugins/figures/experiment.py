@@ -8,10 +8,14 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from medattn.api import ExperimentView, atomic_write_text, format_table, save_figure
-
-METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
-QUALITY_SHOWN = ("deletion_auc", "insertion_auc", "pointing_game", "energy_in_mask", "randomisation_spearman")
+from medattn.api import (
+    ExperimentView,
+    atomic_write_text,
+    format_table,
+    metric_names,
+    metric_spec,
+    save_figure,
+)
 
 
 def _columns(rows: list[dict]) -> list[str]:
@@ -23,11 +27,15 @@ def _fmt(v) -> str:
 
 
 def latex(rows: list[dict], columns: list[str]) -> str:
-    """A booktabs tabular of the rows (numbers to 4 decimals, best of each numeric column in bold)."""
+    """A booktabs tabular of the rows (numbers to 4 decimals; in bold the best of each column of a metric with a
+    direction: the lowest where lower is better, the highest otherwise)."""
     esc = lambda s: str(s).replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%").replace(  # noqa: E731
         "&", r"\&")
-    best = {c: max(r[c] for r in rows if isinstance(r.get(c), float)) for c in columns
-            if any(isinstance(r.get(c), float) for r in rows)}
+    best = {}
+    for c in columns:
+        spec = metric_spec(c, None)
+        if spec is not None and spec.direction != "none" and any(isinstance(r.get(c), float) for r in rows):
+            best[c] = (min if spec.direction == "min" else max)(r[c] for r in rows if isinstance(r.get(c), float))
     lines = [r"\begin{tabular}{" + "l" * 2 + "r" * (len(columns) - 2) + "}", r"\toprule",
              " & ".join(esc(c) for c in columns) + r" \\", r"\midrule"]
     for r in rows:
@@ -56,7 +64,7 @@ def results_table(params: dict, view: ExperimentView) -> list:
 
 
 def _spread(view: ExperimentView, table: str, match: dict, metric: str, rows: list[dict]) -> tuple:
-    """(mean, (low, high) or None, per-seed values) of one bar: with repeated seeds the mean across seeds,
+    """(mean, (low, high) or None, per-seed values) of one dot: with repeated seeds the mean across seeds,
     its 95% CI from the aggregate table, and the seeds' own values."""
     values = [float(r[metric]) for r in rows if r.get(metric) not in (None, "")]
     mean = float(np.nanmean(values)) if values else np.nan
@@ -67,67 +75,113 @@ def _spread(view: ExperimentView, table: str, match: dict, metric: str, rows: li
     return mean, None, values
 
 
-def _bars(ax, view: ExperimentView, table: str, x: np.ndarray, keys: list[str], rows: list[dict], match: dict,
-          width: float, **style) -> None:
-    """Bars of ``keys`` at ``x``; with repeated seeds, a 95% CI error bar and a dot per seed."""
-    stats = [_spread(view, table, match, k, rows) for k in keys]
-    ax.bar(x, [m for m, _, _ in stats], width, **style)
-    for xi, (mean, ci, values) in zip(x, stats):
-        if len(values) > 1:
-            if ci is not None:
-                ax.errorbar(xi, mean, yerr=[[mean - ci[0]], [ci[1] - mean]], color="k", capsize=2, lw=0.8)
-            ax.scatter(np.full(len(values), xi), values, s=7, color="k", zorder=3, alpha=0.7)
+def _present(rows: list[dict], names: tuple[str, ...]) -> list[str]:
+    return [m for m in names if any(r.get(m) not in (None, "") for r in rows)]
 
 
 def variants(params: dict, view: ExperimentView) -> list:
-    """Grouped bars: test metrics per variant (one panel per checkpoint) and the main quality scores; with
-    repeated seeds each bar is the mean across seeds, with its 95% CI and a dot per seed."""
+    """Dot plots of the variants: one panel per test metric and per explanation-quality score (see
+    :func:`variants_figure`)."""
+    fig = variants_figure(view)
+    return [] if fig is None else [save_figure(fig, view, "variants")]
+
+
+def variants_figure(view: ExperimentView):
+    """The ``variants`` figure, or None with nothing to draw: a row per variant in every panel, a dot per
+    checkpoint (test metrics) or per method (quality scores); with repeated seeds the dot is the mean across
+    seeds, the line its 95% CI and the small circles the seeds. Each panel says which way is better, from the
+    metric's declaration; a dashed line marks a score's chance level. The legends sit outside the panels."""
     rows = [r for r in view.tables.get("summary") or [] if r]
     q = view.tables.get("quality") or []
-    if not rows and not q:
-        return []
-    ckpts = list(dict.fromkeys(r["checkpoint"] for r in rows))
-    qkeys = [k for k in QUALITY_SHOWN if any(k in r for r in q)]
-    npanel = len(ckpts) + (1 if qkeys else 0)
-    fig, axes = plt.subplots(1, npanel, figsize=(5.2 * npanel, 4.2), squeeze=False)
+    panels = [("summary", m, "checkpoint") for m in _present(rows, metric_names(shown=True))]
+    panels += [("quality", m, "method") for m in _present(q, metric_names(source="quality", comparable=True))]
+    if not panels:
+        return None
     names = list(dict.fromkeys(r.variant for r in view.runs))
-    colours = plt.get_cmap("tab10")
-    for ax, ckpt in zip(axes[0], ckpts):
-        metrics = [m for m in METRICS if any(m in r for r in rows)]
-        width = 0.8 / max(1, len(names))
-        for j, name in enumerate(names):
-            mine = [r for r in rows if r["variant"] == name and r["checkpoint"] == ckpt]
-            _bars(ax, view, "summary", np.arange(len(metrics)) + j * width - 0.4 + width / 2, metrics, mine,
-                  {"variant": name, "checkpoint": ckpt}, width, label=name, color=colours(j % 10))
-        ax.set_xticks(np.arange(len(metrics)), metrics)
-        ax.set(ylim=(0, 1.05), ylabel="score", title=f"test metrics ({ckpt})")
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8, title="variant", title_fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12),
-                  ncol=min(4, len(names)))
-    if qkeys:
-        _quality_panel(axes[0, -1], view, q, qkeys, names, colours)
-    fig.suptitle(f"{view.name}: variants compared", fontsize=11)
-    fig.tight_layout()
-    return [save_figure(fig, view, "variants")]
+    series = {"checkpoint": list(dict.fromkeys(r["checkpoint"] for r in rows)),
+              "method": list(dict.fromkeys(r["method"] for r in q))}
+    ncols = min(4, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols + 1.6, (0.28 * len(names) + 1.1) * nrows + 0.5),
+                             sharey=True, squeeze=False, layout="constrained")
+    for ax, (table, metric, key) in zip(axes.flat, panels):
+        _dot_panel(ax, view, table, metric, key, series[key], names, rows if table == "summary" else q)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    axes[0, 0].set_yticks(range(len(names)), names)
+    axes[0, 0].set_ylim(len(names) - 0.5, -0.5)  # the first variant on top
+    for key, title in (("checkpoint", "checkpoint (test metrics)"), ("method", "method (quality)")):
+        if any(k == key for _, _, k in panels) and len(series[key]) > (1 if key == "checkpoint" else 0):
+            where = "outside right upper" if key == "checkpoint" else "outside right lower"
+            fig.legend(handles=[_handle(key, j, s) for j, s in enumerate(series[key])], title=title, loc=where,
+                       fontsize=8, title_fontsize=8, frameon=False)
+    seeded = any(r.seed is not None for r in view.runs)
+    notes = ([f"checkpoint {series['checkpoint'][0]}"] if len(series["checkpoint"]) == 1 else []) + (
+        ["mean across seeds, 95% CI, o = a seed"] if seeded else [])
+    fig.suptitle(f"{view.name}: variants compared" + (f" ({'; '.join(notes)})" if notes else ""), fontsize=11)
+    return fig
 
 
-def _quality_panel(ax, view: ExperimentView, q: list[dict], qkeys: list[str], names: list[str], colours) -> None:
-    pairs = list(dict.fromkeys((r["method"], r["variant"]) for r in q))
-    methods = list(dict.fromkeys(m for m, _ in pairs))
-    width = 0.8 / max(1, len(pairs))
-    hatches = [None, "//", "..", "xx", "\\\\", "oo"]
-    for j, (method, name) in enumerate(pairs):  # colour: method; hatch: variant
-        mine = [r for r in q if r["method"] == method and r["variant"] == name]
-        _bars(ax, view, "quality", np.arange(len(qkeys)) + j * width - 0.4 + width / 2, qkeys, mine,
-              {"variant": name, "method": method}, width, label=f"{method} / {name}",
-              color=colours(methods.index(method) % 10), edgecolor="k", linewidth=0.3,
-              hatch=hatches[names.index(name) % len(hatches)] if name in names else None)
-    ax.set_xticks(np.arange(len(qkeys)), [k.replace("_", "\n") for k in qkeys], fontsize=8)
-    low = np.nanmin([float(r.get(k, 0) or 0) for r in q for k in qkeys])
-    ax.set(ylim=(min(0, low), 1.05), ylabel="score", title="explanation quality (deletion: lower is better)")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, title="method / variant", title_fontsize=7, ncol=min(3, len(pairs)),
-              loc="upper center", bbox_to_anchor=(0.5, -0.25))
+def _style(key: str, j: int) -> dict:
+    """Colour and marker of series j: checkpoints in greys (then browns), methods in tab10 colours."""
+    if key == "checkpoint":
+        return {"color": ("#222222", "#8c8c8c", "#8c564b", "#c49c94")[j % 4], "marker": "osDv"[j % 4]}
+    return {"color": plt.get_cmap("tab10")(j % 10), "marker": "os^Dv"[j % 5]}
+
+
+def _handle(key: str, j: int, label: str):
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], linestyle="", markersize=6, label=label, **_style(key, j))
+
+
+def _zoom(ax, drawn: list[float], bounds: tuple) -> None:
+    """x limits around what is drawn (dots need no zero baseline), never past the metric's declared range."""
+    finite = [v for v in drawn if np.isfinite(v)]
+    if not finite:
+        return
+    low, high = min(finite), max(finite)
+    pad = max(0.08 * (high - low), 0.02 * max(abs(high), abs(low), 1e-3))
+    low, high = low - pad, high + pad
+    if bounds[0] is not None:
+        low = max(low, bounds[0] - pad / 4)
+    if bounds[1] is not None:
+        high = min(high, bounds[1] + pad / 4)
+    ax.set_xlim(low, high)
+
+
+def _dot_panel(ax, view: ExperimentView, table: str, metric: str, key: str, series: list[str], names: list[str],
+               rows: list[dict]) -> None:
+    """One metric: for each variant (a row) and series (a checkpoint or method), the mean, CI and seeds."""
+    spec = metric_spec(metric)
+    step = min(0.7 / max(1, len(series)), 0.22)
+    drawn: list[float] = []
+    for i, name in enumerate(names):
+        for j, s in enumerate(series):
+            mine = [r for r in rows if r.get("variant") == name and r.get(key) == s]
+            mean, ci, values = _spread(view, table, {"variant": name, key: s}, metric, mine)
+            if not values:
+                continue
+            y = i + (j - (len(series) - 1) / 2) * step
+            style = _style(key, j)
+            drawn += values + (list(ci) if ci is not None else [])
+            if ci is not None:
+                ax.plot(ci, [y, y], color=style["color"], lw=1.2)
+            if len(values) > 1:
+                ax.plot(values, [y] * len(values), linestyle="", marker="o", markersize=3, mfc="none",
+                        color="0.35", mew=0.6)
+            ax.plot([mean], [y], linestyle="", markersize=6, **style)
+    if spec.chance:
+        chance = [float(r[spec.chance]) for r in rows if r.get(spec.chance) not in (None, "")]
+        if chance:
+            drawn.append(float(np.mean(chance)))
+            ax.axvline(drawn[-1], color="0.4", linestyle="--", lw=0.9)
+    _zoom(ax, drawn, spec.range)
+    better = {"max": "higher is better", "min": "lower is better"}.get(spec.direction, "")
+    note = "; dashed: chance" if spec.chance else ""
+    ax.set_title(f"{metric}\n({better}{note})" if better else metric, fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.grid(axis="x", alpha=0.3)
 
 
 def _images(folder: Path) -> list[Path]:
@@ -168,7 +222,7 @@ def _sections(view: ExperimentView) -> list[tuple[str, str, list[Path]]]:
     if rows:
         sections.append(("Test results", format_table(rows, tuple(c for c in _columns(rows) if "." not in c)), []))
     if quality:
-        sections.append(("Explanation quality", format_table(quality) + QUALITY_HELP, []))
+        sections.append(("Explanation quality", format_table(quality) + _quality_help(), []))
     sections.append(("Across variants", "", _images(view.dir.figures)))
     for run in view.runs:
         figs = _images(run.dir.figures)
@@ -177,10 +231,15 @@ def _sections(view: ExperimentView) -> list[tuple[str, str, list[Path]]]:
     return sections
 
 
-QUALITY_HELP = ("\nDeletion AUC: lower is better; insertion AUC: higher is better; infidelity and sensitivity_max: "
-                "lower is better; pointing_game, energy_in_mask, iou_top: higher is better (mask_area is chance); "
-                "randomisation_spearman: lower is better (a value above the threshold flags a method that barely "
-                "depends on the model's weights).\n")
+def _quality_help() -> str:
+    """Which way each quality score is better, from the metrics' declarations."""
+    parts = []
+    for name in metric_names(source="quality"):
+        spec = metric_spec(name)
+        way = {"max": "higher is better", "min": "lower is better"}.get(spec.direction, "")
+        parts.append(f"{name}: {way or spec.description}")
+    return "\nWhich way is better: " + "; ".join(parts) + ".\n"
+
 
 HTML = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:auto}}table{{border-collapse:collapse;font-size:13px}}
