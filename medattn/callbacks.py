@@ -243,3 +243,14 @@ class Progress(Callback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class EpochHook(Callback):
+    """Hands each finished epoch's number and history row to a function, after the epoch is saved (medattn sweep
+    reports it to its Optuna trial, whose pruner may stop training by raising)."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def on_epoch_end(self, trainer: Trainer, result: EpochResult) -> None:
+        self.fn(result.epoch, dict(result.row))

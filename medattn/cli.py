@@ -1,4 +1,4 @@
-"""``medattn run | validate | plugins | schema | predict | export | runs``.
+"""``medattn run | validate | plugins | schema | predict | export | runs | sweep``.
 
 Bad input ends as one clear message on stderr and exit status 2; ``plugins`` and ``schema`` never import
 torch, so they answer fast.
@@ -14,6 +14,8 @@ from . import __version__
 from .errors import EXIT_BAD_INPUT, UserError, render_error
 from .inference_cli import COMMANDS as INFERENCE_COMMANDS
 from .inference_cli import add_parsers
+from .sweep_cli import add_parser as add_sweep_parser
+from .sweep_cli import cmd_sweep
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -64,6 +66,7 @@ def parser() -> argparse.ArgumentParser:
                      help="an experiment file: also include the components of its plugins: list")
     sch.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
     add_parsers(sub)
+    add_sweep_parser(sub, _add_config_args)
     return ap
 
 
@@ -239,7 +242,7 @@ def cmd_schema(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins, "schema": cmd_schema,
-            **INFERENCE_COMMANDS}
+            "sweep": cmd_sweep, **INFERENCE_COMMANDS}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -28,6 +28,7 @@ class Run:
     writes: bool = True
     cache_dir: Path | None = None  # decoded-image cache shared by the runs of an output folder
     choices: dict[str, Any] = field(default_factory=dict)  # the matrix choices that made this variant
+    epoch_hook: Callable[[int, dict], None] | None = None  # called after each trained epoch (medattn sweep)
     _cache: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -12,6 +12,7 @@ from ..params import fill_defaults
 from ..registry import Registry, default_registry
 from .compose import Variant, apply_overrides, expand_matrix, load_with_extends
 from .schema import composed_schema, core_schema, expand_shorthand, validate, validator
+from .sweep_schema import space_problems
 from .yaml_marks import Marked
 
 __all__ = ["Experiment", "load_experiment", "composed_schema", "schema_for_file", "load_plugins_of",
@@ -44,7 +45,8 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None,
     variants = expand_matrix(marked)
     checker, schema = validator(reg), core_schema(reg)
     for variant in variants:
-        problems.extend(validate(variant.config, reg, checker, schema))
+        found = validate(variant.config, reg, checker, schema)
+        problems.extend(found or space_problems(variant.config, checker, variant.choices))
     if problems:
         problems = list(dict.fromkeys(problems))
         more = len(problems) - MAX_REPORTED

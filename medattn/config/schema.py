@@ -19,6 +19,7 @@ from ..metric_specs import CORRECTIONS, MCNEMAR_TESTS, comparable_metrics, metri
 from ..params import SLOT, checker_class, fill_defaults, slot
 from ..params import short_repr as _short
 from ..registry import Registry
+from .sweep_schema import sweep_schema, sweep_section
 from .yaml_marks import Marked, dotted
 
 __all__ = ["SLOT", "slot", "fill_defaults", "compose", "composed_schema", "core_schema", "validate", "validator"]
@@ -103,6 +104,7 @@ def core_schema(reg: Registry) -> dict:
                       "description": "repeats, in place of seed: every variant runs once per seed, in "
                                      "VARIANT/seed-N/ (null: one run with seed)"},
             "compare": COMPARE,
+            "sweep": sweep_section(),
             "device": {"type": "string", "pattern": "^(auto|cpu|mps|cuda(:[0-9]+)?)$", "default": "auto",
                        "description": "auto | cpu | cuda | cuda:N | mps"},
             "output_dir": {"type": "string", "default": "runs",
@@ -200,6 +202,7 @@ def composed_schema(reg: Registry) -> dict:
         "patternProperties": {p: dim(r) for p, r in prefs.items()},
         "additionalProperties": bundle,
     }
+    full["properties"]["sweep"] = sweep_schema(list(exact), list(patterns))
     partial = _without_required({k: v for k, v in full.items() if k != "properties"})
     partial["properties"] = {k: _without_required(v) for k, v in full["properties"].items() if k != "matrix"}
     partial["properties"]["matrix"] = {"$ref": ROOT + "/properties/matrix"}
@@ -234,7 +237,7 @@ def _dotted_paths(full: dict) -> tuple[dict[str, list[str]], dict[str, list[str]
         for i, branch in enumerate(node.get("anyOf", [])):
             walk(branch, f"{pointer}/anyOf/{i}", path, pattern)
         for key, sub in node.get("properties", {}).items():
-            if not path and key in ("matrix", "extends"):
+            if not path and key in ("matrix", "extends", "sweep"):
                 continue
             seg = re.escape(key) if pattern else key
             here = f"{pointer}/properties/{_escape(key)}"
@@ -377,8 +380,9 @@ def render(err: Any, marked: Marked) -> list[str]:
     if err.validator == "additionalProperties" and isinstance(err.instance, dict):
         known = list(err.schema.get("properties", {}))
         out = []
+        patterns = list(err.schema.get("patternProperties", {}))
         for key in err.instance:
-            if key in known:
+            if key in known or any(re.search(p, str(key)) for p in patterns):
                 continue
             hint = _did_you_mean(str(key), known)
             out.append(f"{marked.mark(path + (key,), key=True)} {dotted(path + (key,))}: unknown key{hint}")

@@ -222,7 +222,8 @@ def _loaders(run: Any, dist: Any, splits: dict) -> tuple[Any, Any, Any]:
 
 def _callbacks(run: Any, model: Any, bundle: Any, splits: dict) -> list:
     """The explanation score, progress, early stopping, best and last checkpoints, history, TensorBoard; in this
-    order (last.pt saves the state of those before it)."""
+    order (last.pt saves the state of those before it); then the run's epoch hook, if it has one (it sees the
+    epoch saved)."""
     from .. import callbacks as C
     from ..checkpoints import model_meta
     from ..manifest import data_fingerprint
@@ -233,12 +234,13 @@ def _callbacks(run: Any, model: Any, bundle: Any, splits: dict) -> list:
     model_file = C.ModelFile(meta, run.config["test"])
     stop = cfg["early_stopping"]
     scored = [_explanation_score(run, model, bundle, splits)] if cfg["explanation_score"] else []
+    hook = [C.EpochHook(run.epoch_hook)] if run.epoch_hook is not None else []
     return [*scored, C.Progress(cfg["progress"], run.label),
             C.EarlyStopping(stop["patience"], stop["monitor"], stop["min_delta"]),
             C.BestCheckpoints(cfg["checkpoints"], rd.checkpoints, model_file),
             C.LastCheckpoint(rd.last, model_file),
             C.History(rd.history),
-            C.TensorBoard(rd.tensorboard, cfg["tensorboard"])]
+            C.TensorBoard(rd.tensorboard, cfg["tensorboard"])] + hook
 
 
 def _explanation_score(run: Any, model: Any, bundle: Any, splits: dict) -> Any:

@@ -71,6 +71,12 @@ def medattn_components() -> list[Component]:
         Component("figure", "comparisons", f"{_P}.comparisons:draw",
                   "experiment: forest plot of each variant's paired difference from its reference, one panel per "
                   "metric (the comparisons table)", comparisons.PARAMS, defaults=_EXP),
+        Component("figure", "sweep", f"{_P}.sweep:draw",
+                  "experiment: each medattn sweep study's optimisation history and parameter importances "
+                  "(Optuna's matplotlib plots); nothing without a sweep",
+                  _obj(storage={"type": ["string", "null"], "default": None,
+                                "description": "the RDB URL the sweep used with --storage (null: the journals in "
+                                               "OUTPUT_DIR/NAME/sweep/)"}), defaults=_EXP),
         Component("figure", "report", f"{_P}.experiment:report",
                   "experiment: report.md and report.html gathering the tables and every figure (drawn last)",
                   _obj(), defaults={"scope": "experiment", "order": 100}),
