@@ -3,7 +3,8 @@
 Everything else under ``medattn.*`` is internal and may change between releases; lint (ruff banned-api)
 fails for built-in plugins and examples that import it.
 
-- hooks and records: :data:`hookimpl`, :class:`Component`, the factory contexts and :class:`DataBundle`
+- hooks and records: :data:`hookimpl`, :class:`Component`, the factory contexts, :class:`DataBundle` and
+  :class:`LossBatch` (what a loss term is called with)
 - errors: :class:`UserError` (bad input, one clear message, exit 2), :class:`NotApplicable`, and
   :func:`failure_reason` (a library's exception in one line, for a message that names the field)
 - files: :func:`atomic_write_text`, :func:`atomic_write_bytes`, :func:`write_csv`, :func:`write_rows`,
@@ -34,6 +35,8 @@ from .hookspecs import (
     ExplainContext,
     FeatureInfo,
     HeadContext,
+    LossBatch,
+    LossContext,
     ModelContext,
     TransformContext,
     hookimpl,
@@ -66,7 +69,8 @@ def __getattr__(name: str):
 __all__ = [
     "API_VERSION", "KINDS", "AttentionContext", "Backbone", "BadImage", "Component", "MedattnDeprecationWarning",
     "MetricSpec", "bootstrap_chunks", "metric_names", "metric_spec", "DataBundle", "DataContext",
-    "ExperimentDir", "ExperimentView", "ExplainContext", "FeatureInfo", "HeadContext", "ModelContext",
+    "ExperimentDir", "ExperimentView", "ExplainContext", "FeatureInfo", "HeadContext", "LossBatch", "LossContext",
+    "ModelContext",
     "NotApplicable", "RunDir", "RunView", "TransformContext", "UserError", "atomic_write_bytes",
     "atomic_write_text", "failure_reason", "format_table", "hookimpl", "is_dicom", "mask_to_tensor",
     "read_image", "save_figure", "to_tensor", "warn_renamed", "write_csv", "write_rows",

@@ -1,5 +1,5 @@
 """What happens around the training loop, one small class each: best and last checkpoints, early stopping,
-the history file, TensorBoard and progress.
+the history file, TensorBoard, progress and a validation explanation score.
 
 The :class:`medattn.trainer.Trainer` calls every callback in list order at the start, after each epoch and at
 the end (also when training fails). A callback whose state must survive a resume returns it from
@@ -40,6 +40,39 @@ class Callback:
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
         """Take back this callback's keys of a saved ``last.pt``."""
+
+
+class ExplanationScore(Callback):
+    """A localisation score (energy in mask, pointing game, IoU) of an explainer's maps on fixed validation images
+    with masks, after each epoch, as the history column ``column``: a checkpoint can follow where the model looks.
+    It comes first, so that the checkpoints and early stopping see the column."""
+
+    def __init__(self, explainer: Any, inputs: Any, masks: Any, score: str, batch_size: int, column: str) -> None:
+        self.explainer, self.inputs, self.masks = explainer, inputs, masks
+        self.score, self.batch_size, self.column = score, batch_size, column
+
+    def on_epoch_end(self, trainer: Trainer, result: EpochResult) -> None:
+        import numpy as np
+        import torch
+
+        from .explanation_quality import localisation, pixel_map
+
+        model, device = trainer.model, trainer.dist.device
+        was = model.training
+        model.eval()
+        maps = []
+        try:
+            for start in range(0, len(self.inputs), self.batch_size):
+                x = self.inputs[start:start + self.batch_size].to(device)
+                target = None
+                if model.output != "sigmoid":
+                    with torch.no_grad():
+                        target = model(x).argmax(dim=1)
+                maps.append(self.explainer(model, x, target).detach().float().cpu().numpy())
+        finally:
+            model.train(was)
+        scores = localisation(pixel_map(np.concatenate(maps), "abs"), self.masks)
+        result.row[self.column] = float(scores.get(self.score, math.nan))
 
 
 class ModelFile:

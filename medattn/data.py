@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 
 from .errors import UserError
 from .hookspecs import DataBundle, DataContext, TransformContext
+from .losses import needs_masks
 from .model import image_size
 from .registry import Registry
 
@@ -21,8 +22,9 @@ class Prepared(Dataset):
     """A split with the train-time transform (if any) and the normalisation applied to ``image``."""
 
     def __init__(self, base: Dataset, mean: torch.Tensor | None, std: torch.Tensor | None,
-                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None, augment_masks: bool = False):
         self.base, self.mean, self.std, self.augment = base, mean, std, augment
+        self.augment_masks = augment_masks  # a loss term uses the masks: they must move with the image
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
@@ -30,13 +32,27 @@ class Prepared(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = dict(self.base[i])
         image = item["image"]
-        if self.augment is not None:
+        if self.augment is not None and self.augment_masks and "mask" in item:
+            image, item["mask"] = self._augment_pair(image, item["mask"])
+        elif self.augment is not None:
             image = self.augment(image)
         item["raw"] = image  # the un-normalised image, for figures
         if self.mean is not None:
             image = (image - self.mean) / self.std
         item["image"] = image
         return item
+
+
+    def _augment_pair(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image augmented, and its mask by the same random draws (the generator replayed), binarised; the
+        generator ends where the image's augmentation alone leaves it."""
+        state = torch.get_rng_state()
+        image = self.augment(image)
+        after = torch.get_rng_state()
+        torch.set_rng_state(state)
+        moved = self.augment(mask.expand(image.shape[0], -1, -1).clone())[:1]
+        torch.set_rng_state(after)
+        return image, (moved > 0.5).to(mask.dtype)
 
 
 def normalisation(config: dict, backbone: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -80,5 +96,7 @@ def build_data(reg: Registry, config: dict, backbone: Any, run_dir: Path | None,
     if aug_spec:
         tctx = TransformContext(image_size=image_size(config), channels=channels)
         augment = reg.build("transform", aug_spec, tctx)
-    prepared = {s: Prepared(bundle.splits[s], mean, std, augment if s == "train" else None) for s in SPLITS}
+    moved = augment is not None and needs_masks(reg, config)
+    prepared = {s: Prepared(bundle.splits[s], mean, std, augment if s == "train" else None, moved and s == "train")
+                for s in [*SPLITS, *(x for x in bundle.splits if x not in SPLITS)]}  # extra splits: test.splits
     return bundle, prepared

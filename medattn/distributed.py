@@ -118,7 +118,9 @@ def gather_train(out: Any, dist: Dist) -> Any:
     images = sum(p.images for p in parts)
     return type(out)(sum(p.loss * p.images for p in parts) / max(images, 1),
                      np.concatenate([p.labels for p in parts]), np.concatenate([p.scores for p in parts]),
-                     images=images, seconds=max(p.seconds for p in parts))
+                     images=images, seconds=max(p.seconds for p in parts),
+                     terms={k: sum(p.terms.get(k, 0.0) * p.images for p in parts) / max(images, 1)
+                            for k in out.terms})
 
 
 def broadcast_flag(flag: bool, dist: Dist) -> bool:

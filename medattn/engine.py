@@ -248,6 +248,7 @@ class Outputs:
     images: int = 0
     seconds: float = 0.0
     index: np.ndarray | None = None  # dataset indices, in loader order (for de-duplicating DDP shards)
+    terms: dict[str, float] = field(default_factory=dict)  # mean of each train.loss term (training passes)
 
     @property
     def images_per_second(self) -> float:
@@ -271,16 +272,18 @@ def _to(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Ten
 def train_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer, device: torch.device,
                 desc: str = "train", loss_fn: nn.Module | None = None, precision: Precision | None = None,
                 accumulate: int = 1, clip_norm: float = 0.0, forward: nn.Module | None = None,
-                progress: bool = True) -> Outputs:
+                progress: bool = True, terms: Any = None) -> Outputs:
     """One pass over the loader with gradient accumulation and clipping; returns the mean (unscaled) loss,
     the labels and the class scores as predicted while training. ``forward`` is the wrapped module (DDP /
-    compiled) when there is one; ``model`` carries ``output`` / ``probabilities``."""
+    compiled) when there is one; ``model`` carries ``output`` / ``probabilities``. ``terms``: the
+    :class:`medattn.losses.LossTerms` of ``train.loss`` (None: the classification loss alone); the mean of each
+    term goes to ``Outputs.terms``."""
     net = forward if forward is not None else model
     net.train()
     prec = precision or Precision()
     loss_fn = (loss_fn or loss_function(model)).to(device)
     scaler = prec.scaler
-    total, count, labels, scores = 0.0, 0, [], []
+    total, count, labels, scores, term_sums = 0.0, 0, [], [], {}
     n_batches = len(loader)
     t0 = time.perf_counter()
     batches = bar(loader, desc, progress, leave=False, unit="batch")
@@ -292,8 +295,13 @@ def train_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
         sync = contextlib.nullcontext() if boundary or not hasattr(net, "no_sync") else net.no_sync()
         with sync:
             with prec.autocast(device):
-                logits = net(x)
-                loss = compute_loss(model, loss_fn, logits, y)
+                if terms is None:
+                    logits = net(x)
+                    loss = compute_loss(model, loss_fn, logits, y)
+                else:
+                    logits, loss, parts = _terms_loss(model, net, terms, batch, x, y, loss_fn)
+                    for key, part in parts.items():
+                        term_sums[key] = term_sums.get(key, 0.0) + part.float() * len(y)
             value = loss.item()
             if not math.isfinite(value):
                 raise NonFiniteLoss(f"{desc}: the loss became {value} at batch {step + 1}/{n_batches}")
@@ -319,7 +327,37 @@ def train_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
             batches.set_postfix(loss=f"{total / count:.4f}", img_s=f"{count / (time.perf_counter() - t0):.0f}")
     seconds = time.perf_counter() - t0
     return Outputs(total / max(count, 1), torch.cat(labels).cpu().numpy() if labels else np.zeros(0, int),
-                   torch.cat(scores).cpu().numpy() if scores else np.zeros(0), images=count, seconds=seconds)
+                   torch.cat(scores).cpu().numpy() if scores else np.zeros(0), images=count, seconds=seconds,
+                   terms={k: float(v) / max(count, 1) for k, v in term_sums.items()})
+
+
+def _terms_loss(model: nn.Module, net: nn.Module, terms: Any, batch: dict, x: torch.Tensor, y: torch.Tensor,
+                loss_fn: nn.Module) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """(logits, weighted loss, {term: value}) of one batch through the terms of ``train.loss``: the forward
+    with what the terms asked for (input gradients, the backbone's levels and the attention's output), then each
+    term on a LossBatch."""
+    from .hookspecs import LossBatch
+
+    if terms.needs_input_gradients:
+        x = x.detach().requires_grad_(True)
+    seen: dict[str, Any] = {}
+    hook = (model.attention.register_forward_hook(lambda mod, args, out: seen.update(features=args[0], attended=out))
+            if terms.needs_features else None)
+    try:
+        logits = net(x)
+    finally:
+        if hook is not None:
+            hook.remove()
+    masks = batch.get("mask")
+    groups = batch.get("group")
+    lb = LossBatch(images=x, labels=y, logits=logits, model=model, ids=[str(i) for i in batch["id"]],
+                   masks=masks.to(x.device, non_blocking=True).float() if masks is not None else None,
+                   groups=[str(g) for g in groups] if groups is not None else None,
+                   attention=model.attention_maps() if hasattr(model, "attention_maps") else {},
+                   features=seen.get("features"), attended=seen.get("attended"),
+                   classification=lambda z: compute_loss(model, loss_fn, z, y))
+    loss, parts = terms(lb)
+    return logits, loss, parts
 
 
 @torch.no_grad()

@@ -125,9 +125,24 @@ def localisation(relevance: np.ndarray, masks: np.ndarray, top_percent: Any = "m
     Pointing game (Zhang et al. 2016; hand-written, no library has it): 1 when the most relevant pixel lies in
     the mask. ``mask_area`` is the chance level of energy_in_mask (and about that of the pointing game).
     """
+    per_image = localisation_per_image(relevance, masks, top_percent)
+    valid = ~np.isnan(per_image["mask_area"])
+    if not valid.any():
+        return {}
+    arr = np.stack([per_image[k] for k in LOCALISATION], axis=1)[valid]
+    return dict(zip(LOCALISATION, map(float, arr.mean(axis=0))))
+
+
+LOCALISATION = ("pointing_game", "energy_in_mask", "iou_top", "mask_area")
+
+
+def localisation_per_image(relevance: np.ndarray, masks: np.ndarray, top_percent: Any = "mask") -> dict[str, np.ndarray]:
+    """The localisation scores of each image (NaN for an image without a mask): what :func:`localisation`
+    averages, and what ``compare`` pairs image by image."""
     rows = []
     for r, m in zip(relevance, masks.reshape(len(masks), *relevance.shape[1:]) > 0.5):
         if not m.any():
+            rows.append((np.nan,) * len(LOCALISATION))
             continue
         r = np.abs(r)
         area = float(m.mean())
@@ -139,33 +154,39 @@ def localisation(relevance: np.ndarray, masks: np.ndarray, top_percent: Any = "m
         total = r.sum()
         rows.append((float(m.ravel()[np.argmax(r.ravel())]), float((r * m).sum() / total) if total > 0 else area,
                      float(inter / union), area))
-    if not rows:
-        return {}
-    arr = np.array(rows)
-    return dict(zip(("pointing_game", "energy_in_mask", "iou_top", "mask_area"), map(float, arr.mean(axis=0))))
+    arr = np.array(rows, dtype=float).reshape(len(rows), len(LOCALISATION))
+    return {k: arr[:, i] for i, k in enumerate(LOCALISATION)}
 
 
 # --- sanity ------------------------------------------------------------------------------------------------------
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     """Mean over images of the Spearman rank correlation of two sets of pixel maps (N, H, W)."""
+    return float(np.mean(rank_correlations(a, b)))
+
+
+def rank_correlations(a: np.ndarray, b: np.ndarray) -> list[float]:
+    """The Spearman rank correlation of each image's two pixel maps (N, H, W)."""
     rhos = []
     for x, y in zip(a.reshape(len(a), -1), b.reshape(len(b), -1)):
         if np.ptp(x) == 0 or np.ptp(y) == 0:
             rhos.append(1.0 if np.ptp(x) == np.ptp(y) else 0.0)
             continue
         rhos.append(float(spearmanr(x, y).statistic))
-    return float(np.mean(rhos))
+    return rhos
 
 
 # --- all of them ---------------------------------------------------------------------------------------------------
 def score_method(model: nn.Module, explainer: Any, inputs: torch.Tensor, target: np.ndarray | None,
                  attributions: np.ndarray, masks: np.ndarray | None, cfg: dict, device: Any, batch_size: int,
-                 randomised: np.ndarray | None = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+                 randomised: np.ndarray | None = None, per_image: dict[str, np.ndarray] | None = None
+                 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """The configured scores of one method's attributions, and its deletion / insertion curves.
 
     ``randomised``: the same method's attributions on the randomised model (the sanity check's input), when the
-    randomisation score is wanted.
+    randomisation score is wanted. ``per_image``: a dict that receives the scores of each image (localisation,
+    randomisation), for comparisons paired image by image.
     """
+    per_image = {} if per_image is None else per_image
     wanted = set(cfg["scores"])
     classes, sign = explained_classes(model, inputs, target, device)
     scores: dict[str, float] = {}
@@ -187,8 +208,11 @@ def score_method(model: nn.Module, explainer: Any, inputs: torch.Tensor, target:
                                                       float(cfg["noise"]), device, batch_size)
     if "localisation" in wanted and masks is not None:
         scores.update(localisation(pixel_map(attributions, "abs"), masks, cfg["top_percent"]))
+        per_image.update(localisation_per_image(pixel_map(attributions, "abs"), masks, cfg["top_percent"]))
     if "randomisation" in wanted and randomised is not None:
-        rho = rank_correlation(pixel_map(attributions, "abs"), pixel_map(randomised, "abs"))
+        rhos = rank_correlations(pixel_map(attributions, "abs"), pixel_map(randomised, "abs"))
+        per_image["randomisation_spearman"] = np.asarray(rhos, dtype=float)
+        rho = float(np.mean(rhos))
         scores["randomisation_spearman"] = rho
         scores["randomisation_insensitive"] = float(rho > float(cfg["randomisation_threshold"]))
     return scores, curves

@@ -30,7 +30,9 @@ attention  ``factory(params, ctx: AttentionContext) -> torch.nn.Module`` whose `
            takes the backbone's dict and returns a tensor (B, C, H, W) or (B, D). ``none`` is the
            identity on the last level. Optional: attribute ``default_head`` (``{"name", "params"}``,
            the head its paper uses; overrides the record's ``defaults["head"]``) and method
-           ``attention_maps() -> dict[str, Tensor]`` with the maps of the last forward.
+           ``attention_maps() -> dict[str, Tensor]`` with the maps of the last forward; while the module
+           trains with gradients on, the maps should keep their graph (not ``detach()``) so that a loss term
+           can supervise them.
 head       ``factory(params, ctx: HeadContext) -> torch.nn.Module`` mapping the attention output of
            shape ctx.in_shape (without batch) to (B, ctx.num_outputs) logits.
 explainer  ``factory(params, ctx: ExplainContext) -> callable(model, inputs, target) -> Tensor``:
@@ -38,6 +40,14 @@ explainer  ``factory(params, ctx: ExplainContext) -> callable(model, inputs, tar
            ``target`` is a LongTensor (B,) or None for a single-output (sigmoid) model.
 job        built in (medattn.jobs): ``factory()`` returns the job object; the job's ``params_schema`` is the
            schema of the top-level config section named after the job.
+loss       ``factory(params, ctx: LossContext) -> callable(batch: LossBatch) -> Tensor``: one term of ``train.loss``
+           (a weighted list), returning a scalar to minimise (``torch.nn.Module`` or any callable). Optional
+           attributes on the term: ``needs_input_gradients = True`` (the core makes ``batch.images`` require
+           gradients before the forward, for :meth:`LossBatch.input_gradients`) and ``needs_features = True``
+           (the core keeps the backbone's levels of the forward in ``batch.features`` and the attention module's
+           output in ``batch.attended``). A term that needs lesion
+           masks says so in its record: ``defaults={"needs": ["masks"]}``; ``validate`` refuses it on a data set
+           without masks.
 figure     ``factory(params, view: RunView) -> list[pathlib.Path]`` (scope run) or
            ``factory(params, view: ExperimentView) -> list[pathlib.Path]`` (scope experiment): writes figures
            from the files of a run or an experiment (never builds the data set).
@@ -64,7 +74,7 @@ PROJECT = "medattn"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-KINDS = ("dataset", "transform", "backbone", "attention", "head", "explainer", "job", "figure")
+KINDS = ("dataset", "transform", "backbone", "attention", "head", "loss", "explainer", "job", "figure")
 
 
 @dataclass(frozen=True)
@@ -184,6 +194,59 @@ class ExplainContext:
     model: Any  # the prepared medattn model (for layer methods: model.backbone, model.cam_layer())
     num_outputs: int
     batch_size: int = 8
+
+
+@dataclass
+class LossContext:
+    """What a loss factory is told by the core."""
+
+    output: str  # "sigmoid" (one logit, BCE) or "softmax" (one logit per class, cross-entropy)
+    num_outputs: int  # logits of the model
+    image_size: tuple[int, int]  # (height, width) of the input images
+    has_masks: bool  # the data set gives a lesion mask per image
+    class_weights: list[float] | None = None  # train.class_weights resolved, or None
+
+
+@dataclass
+class LossBatch:
+    """What a loss term is called with: one training batch and what the model produced for it.
+
+    ``images`` are the normalised inputs (B, C, H, W); ``masks`` (B, 1, H, W) in [0, 1] and ``groups`` are there
+    when the data set gives them (else None). ``attention`` holds the attention module's ``attention_maps()``
+    right after the forward (with their graph); ``features`` the backbone's levels and ``attended`` the attention
+    module's output when a term asked for them.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    logits: torch.Tensor
+    model: Any  # the medattn model (forward, ``output``, ``probabilities``); a second forward is allowed
+    ids: list[str]
+    masks: torch.Tensor | None = None
+    groups: list[str] | None = None
+    attention: dict[str, torch.Tensor] = field(default_factory=dict)
+    features: dict[str, torch.Tensor] | None = None
+    attended: torch.Tensor | None = None  # the attention module's output (what the head gets), with ``features``
+    mask_weight: torch.Tensor | None = None  # (B,) 0/1: which images may use their mask (mask_fraction)
+    classification: Callable[[torch.Tensor], torch.Tensor] | None = None  # logits -> the model's BCE/CE loss
+
+    def input_gradients(self, outputs: torch.Tensor) -> torch.Tensor:
+        """d sum(outputs) / d images with ``create_graph=True`` (double backprop): the term's loss can depend on
+        them. Needs ``needs_input_gradients = True`` on the term."""
+        import torch
+
+        if not self.images.requires_grad:
+            raise RuntimeError("input gradients need needs_input_gradients = True on the loss term")
+        return torch.autograd.grad(outputs.sum(), self.images, create_graph=True)[0]
+
+    def class_logit(self, logits: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,) the logit of each image's own label: the one logit of a sigmoid model, signed (-z for label 0),
+        or the label's column of a softmax model."""
+        z = self.logits if logits is None else logits
+        if self.model.output == "sigmoid":
+            z = z.reshape(-1)
+            return z * (2 * self.labels.to(z.dtype) - 1)
+        return z.gather(1, self.labels.long().view(-1, 1)).reshape(-1)
 
 
 class MedattnSpec:

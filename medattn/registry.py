@@ -33,7 +33,7 @@ from .params import component_params
 DISABLE_ENV = "MEDATTN_DISABLE_PLUGINS"
 FACTORY_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 # kinds whose factory is called as factory(params, context); jobs are built in and called differently
-_TWO_ARG_KINDS = ("dataset", "transform", "backbone", "attention", "head", "explainer", "figure")
+_TWO_ARG_KINDS = ("dataset", "transform", "backbone", "attention", "head", "loss", "explainer", "figure")
 
 
 @dataclass

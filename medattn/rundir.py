@@ -10,7 +10,8 @@ Layout of a run, ``OUTPUT_DIR/EXPERIMENT/VARIANT/`` (or ``.../VARIANT/seed-N/`` 
     plugins/             copies of the plugin files the run was made with (loaded when the run is reopened)
     checkpoints/         last.pt (resume) and best_*.pt (self-contained model files)
     metrics/             history.csv, test_<ckpt>.json, predictions_<ckpt>.csv, roc_<ckpt>.csv, ...
-    explanations/        samples.npz, <method>.npz, quality.json, quality_curves.npz, attention_raw.npz
+    explanations/        samples.npz, <method>.npz, quality.json, quality_curves.npz, quality_images.csv,
+                         attention_raw.npz
     figures/             <kind>.<png|svg|pdf>
     tensorboard/         event files
 
@@ -75,8 +76,10 @@ class RunDir:
     def test_metrics(self, checkpoint: str) -> Path:
         return self.metrics / f"test_{checkpoint}.json"
 
-    def predictions(self, checkpoint: str) -> Path:
-        return self.metrics / f"predictions_{checkpoint}.csv"
+    def predictions(self, checkpoint: str, split: str = "test") -> Path:
+        """One row per image of ``split`` (test.splits) as predicted by ``checkpoint``."""
+        return self.metrics / (f"predictions_{checkpoint}.csv" if split == "test" else
+                               f"predictions_{checkpoint}.{split}.csv")
 
     def roc(self, checkpoint: str) -> Path:
         return self.metrics / f"roc_{checkpoint}.csv"
@@ -101,6 +104,7 @@ class RunDir:
 
     quality = _at("explanations", "quality.json")
     quality_curves = _at("explanations", "quality_curves.npz")
+    quality_images = _at("explanations", "quality_images.csv")  # id, method, one column per per-image score
     attention_raw = _at("explanations", "attention_raw.npz")
 
     def attribution_labels(self) -> list[str]:
@@ -136,11 +140,14 @@ class RunDir:
     def read_quality(self) -> dict | None:
         return _json(self.quality) if self.quality.is_file() else None
 
+    def read_quality_images(self) -> list[dict[str, str]]:
+        return _csv_rows(self.quality_images) if self.quality_images.is_file() else []
+
     def read_history(self) -> list[dict[str, str]]:
         return _csv_rows(self.history)
 
-    def read_predictions(self, checkpoint: str) -> list[dict[str, str]]:
-        return _csv_rows(self.predictions(checkpoint))
+    def read_predictions(self, checkpoint: str, split: str = "test") -> list[dict[str, str]]:
+        return _csv_rows(self.predictions(checkpoint, split))
 
     def read_npz(self, path: Path) -> dict[str, Any] | None:
         """An .npz file of this run as a dict of arrays (no pickles), or None when it is missing."""

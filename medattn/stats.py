@@ -33,6 +33,11 @@ When the items carry a patient group and some group holds several images, the im
 every metric then uses the paired bootstrap resampling whole groups (DeLong and McNemar assume independent
 images).
 
+Explanation-quality scores (``saliency.energy_in_mask``: a method's score, averaged over the images) are compared
+image by image too (:func:`compare_scores`): one seed, the paired t-test over the images; several, OR-Hillis with
+the image covariance of the runs' means. A split's metrics (``shifted.roc_auc``) are compared like the test split's,
+on that split's predictions.
+
 The reference (:func:`reference_pairs`): a variant name (everyone against it), ``none`` (each variant against
 the variant without attention, ``model.attention.name: none``, that shares the most matrix choices with it, so
 in a backbone x attention grid each backbone is compared with its own baseline; the first variant when no variant
@@ -470,4 +475,54 @@ def compare(pred_by_run: Mapping[tuple[str, int | None], Predictions | Mapping[s
         rows += _pair_rows(variant, ref, runs, metrics, test_sets or {}, resamples, seed, confidence, mcnemar)
     for row, p in zip(rows, adjust([row["p"] for row in rows], correction)):
         row["p_adjusted"] = float(p)
+    return [{c: row.get(c, "") for c in COLUMNS} for row in rows]
+
+
+# --- per-image scores (explanation quality) ------------------------------------------------------------------------
+def compare_means(values: np.ndarray, confidence: float = 0.95) -> dict[str, Any]:
+    """delta, CI, p and test of a per-image score whose metric is its mean over the images: ``values`` (2r, n),
+    the variant's r seeds then the reference's, aligned image by image. One seed: the paired t-test over the
+    images; several: OR-Hillis with the image covariance of the runs' means (the sample covariance / n)."""
+    values = np.asarray(values, dtype=float)
+    r, n = len(values) // 2, values.shape[1]
+    if n < 2:
+        return {"delta": float(values[:r].mean() - values[r:].mean()) if n else NAN, "ci_low": NAN, "ci_high": NAN,
+                "p": NAN, "test": "too few images"}
+    if r == 1:
+        d = values[0] - values[1]
+        delta, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(n))
+        if se == 0:
+            return {"delta": delta, "ci_low": delta, "ci_high": delta, "p": 1.0 if delta == 0 else 0.0,
+                    "test": "paired t (images)"}
+        q = float(sps.t.ppf((1 + confidence) / 2, n - 1))
+        return {"delta": delta, "ci_low": delta - q * se, "ci_high": delta + q * se,
+                "p": float(2 * sps.t.sf(abs(delta) / se, n - 1)), "test": "paired t (images)", "ddf": n - 1}
+    theta = values.mean(axis=1)
+    return {**or_hillis(theta[:r], theta[r:], np.cov(values) / n, confidence), "test": "OR-Hillis (image covariance)"}
+
+
+def compare_scores(by_run: Mapping[tuple[str, Any], Mapping[str, Mapping[str, float]]],
+                   reference: str | Mapping[str, str] | None, metrics: Sequence[str], *,
+                   attention: Mapping[str, str] | None = None, choices: Mapping[str, Mapping[str, Any]] | None = None,
+                   confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Rows (``COLUMNS``, ``p_adjusted`` = ``p``: the caller corrects over its whole table) comparing per-image
+    scores: ``by_run`` {(variant, seed): {metric: {image id: value}}}; each metric on the images every run of the
+    pair scored (finite values), seeds paired by value."""
+    variants = list(dict.fromkeys(v for v, _ in by_run))
+    pairs = dict(reference) if isinstance(reference, Mapping) else reference_pairs(reference, variants, attention,
+                                                                                   choices)
+    rows = []
+    for variant, ref in pairs.items():
+        seeds = sorted({s for v, s in by_run if v == variant} & {s for v, s in by_run if v == ref},
+                       key=lambda s: (s is None, s))
+        if not seeds:
+            raise UserError(f"compare: no per-image scores shared by {variant} and {ref}")
+        keys = [(variant, s) for s in seeds] + [(ref, s) for s in seeds]
+        for metric in metrics:
+            maps = [by_run[k].get(metric, {}) for k in keys]
+            ids = [i for i in maps[0] if all(np.isfinite(m.get(i, NAN)) for m in maps)]
+            result = compare_means(np.array([[m[i] for i in ids] for m in maps]).reshape(len(keys), len(ids)),
+                                   confidence)
+            rows.append({"variant": variant, "reference": ref, "metric": metric, **result, "p_adjusted": result["p"],
+                         "n_seeds": len(seeds), "n_images": len(ids)})
     return [{c: row.get(c, "") for c in COLUMNS} for row in rows]

@@ -85,6 +85,7 @@ class Trainer:
     log: Callable[[str], None] = print
     progress: bool = False  # per-batch bars (shown on a terminal only)
     net: Any = None  # the module that runs forward (DDP / compiled) when it is not the model itself
+    terms: Any = None  # medattn.losses.LossTerms of train.loss (None: the classification loss alone)
     state: TrainState = field(default_factory=TrainState)
     saved_epoch: int | None = None  # the epoch last.pt holds
 
@@ -167,7 +168,8 @@ class Trainer:
         device = self.dist.device
         try:
             tr = E.train_epoch(self.model, self.train_loader(epoch), self.optimizer, device, f"epoch {epoch + 1}",
-                               self.loss_fn, self.precision, self.accumulate, self.clip_grad_norm, net, self.progress)
+                               self.loss_fn, self.precision, self.accumulate, self.clip_grad_norm, net, self.progress,
+                               self.terms)
         except E.NonFiniteLoss as exc:
             kept = (f"{self.last} (epoch {self.saved_epoch})" if self.saved_epoch is not None
                     else "none (it failed in the first epoch)")
@@ -189,8 +191,9 @@ class Trainer:
 
 
 def history_row(epoch: int, tr: E.Outputs, va: E.Outputs, lr: float) -> dict[str, Any]:
-    """One row of metrics/history.csv: losses, train_/val_ metrics at threshold 0.5, lr, speed, seconds."""
+    """One row of metrics/history.csv: losses (and each train.loss term as loss_<term>), train_/val_ metrics at threshold 0.5, lr, speed, seconds."""
     row: dict[str, Any] = {"epoch": epoch, "train_loss": tr.loss, "val_loss": va.loss}
+    row.update({f"loss_{name}": value for name, value in tr.terms.items()})
     tr_m, va_m = classification_metrics(tr.labels, tr.scores), classification_metrics(va.labels, va.scores)
     for key in ROW_METRICS:
         row[f"train_{key}"] = tr_m.get(key, math.nan)

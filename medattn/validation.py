@@ -1,7 +1,7 @@
 """``medattn validate``: everything short of training, every problem at once, nothing written.
 
 Per run: the device, the run directory (identity), the data set (root, files, classes and per-class counts; a
-split with one class is an error), the model (weights, components that fail to build), the explainer layers,
+split with one class is an error; a loss term that needs masks on a data set without them), the model (weights, components that fail to build), the explainer layers,
 and the files the chosen jobs need. Each problem is ``FILE:LINE:COL dotted.path: message``.
 """
 from __future__ import annotations
@@ -69,6 +69,9 @@ def _check_run(run, jobs: list[str], exp: Experiment, at) -> str | list[str]:
         return problems
     counts, class_problems = _class_counts(bundle, splits)
     problems.extend(at(("dataset",), p) for p in class_problems)
+    for name in jobs:
+        problems.extend(at(path, message) for path, message in job(exp.registry, name).check_data(run.config, bundle,
+                                                                                                   splits))
     try:
         model = run.new_model()
     except UserError as exc:

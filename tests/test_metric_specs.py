@@ -59,7 +59,13 @@ def test_the_schema_enums_history_summary_intervals_and_compare_derive_from_the_
     from medattn.config.schema import COMPARE
     from medattn.jobs.train import MONITOR
 
-    assert COMPARE["properties"]["metrics"]["items"]["enum"] == list(comparable_metrics())
+    items = COMPARE["properties"]["metrics"]["items"]
+    plain, prefixed = items["else"], items["then"]
+    assert plain["enum"] == list(comparable_metrics())
+    assert re.fullmatch(prefixed["pattern"], "shifted.roc_auc") and re.fullmatch(prefixed["pattern"],
+                                                                                 "saliency.energy_in_mask")
+    assert not re.fullmatch(prefixed["pattern"], "shifted.brier") and not re.fullmatch(prefixed["pattern"],
+                                                                                       "saliency.mask_area")
     assert "pr_auc" in comparable_metrics() and "brier" not in comparable_metrics()
     monitorable = [m.name for m in METRICS if m.history]
     assert all(re.fullmatch(MONITOR, f"{split}_{m}") for m in monitorable for split in ("train", "val"))

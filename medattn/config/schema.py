@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from ..metric_specs import CORRECTIONS, MCNEMAR_TESTS, comparable_metrics
+from ..metric_specs import CORRECTIONS, MCNEMAR_TESTS, comparable_metrics, metric_names
 from ..params import SLOT, checker_class, fill_defaults, slot
 from ..params import short_repr as _short
 from ..registry import Registry
@@ -36,8 +36,15 @@ COMPARE = {
                       "default": None,
                       "description": "a variant name (every other variant against it); none (each variant against "
                                      "its variant without attention); {variant: reference}; null: the first variant"},
-        "metrics": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"enum": list(comparable_metrics())},
-                    "default": ["roc_auc", "accuracy"], "description": "metrics to compare"},
+        "metrics": {"type": "array", "minItems": 1, "uniqueItems": True,
+                    "items": {"type": "string", "if": {"pattern": "\\."},
+                              "then": {"pattern": "^[A-Za-z0-9_-]+\\.(" + "|".join(
+                                  [*comparable_metrics(), *metric_names(comparable=True, source="quality")]) + ")$"},
+                              "else": {"enum": list(comparable_metrics())}},
+                    "default": ["roc_auc", "accuracy"],
+                    "description": "metrics to compare: a test metric (roc_auc), the same on another split of "
+                                   "test.splits (shifted.roc_auc), or an explanation-quality score of a method, "
+                                   "paired image by image (saliency.energy_in_mask)"},
         "correction": {"enum": list(CORRECTIONS), "default": "holm",
                        "description": "multiple-comparison correction over the whole table"},
         "mcnemar": {"enum": list(MCNEMAR_TESTS), "default": "exact",

@@ -35,6 +35,11 @@ class Job:
         ``medattn validate`` reports them with the file and line of that path."""
         return []
 
+    def check_data(self, config: dict[str, Any], bundle: Any, splits: dict[str, Any]) -> list[tuple[tuple, str]]:
+        """Problems only the built data set shows (a split that is not there, masks a loss needs), each (config
+        path, message); ``medattn validate`` reports them with the file and line of that path."""
+        return []
+
     def reads_other_runs(self, config: dict[str, Any]) -> str | None:
         """Why, with this config, the job reads what other runs of the experiment wrote (e.g. every variant's
         test predictions), else None. The jobs before it must then have finished for every run first, so a

@@ -3,4 +3,6 @@ from ..metric_specs import metric_names
 
 METRIC_NAMES = metric_names(history=True)  # the history's columns, as train_<name> and val_<name>
 CHECKPOINT_NAMES = ["best_val_loss", "best_train_loss", "last"]
-CHECKPOINT = "^(last|best_(train|val)_(" + "|".join(METRIC_NAMES) + "))$"  # any checkpoint the train job can keep
+EXPLANATION = "val_explanation"  # the history column of train.explanation_score
+# any checkpoint the train job can keep
+CHECKPOINT = "^(last|best_(train|val)_(" + "|".join(METRIC_NAMES) + ")|best_" + EXPLANATION + ")$"

@@ -2,7 +2,8 @@
 
 ``samples``: index, ids, labels, scores, preds, targets, the un-normalised images and the masks when the data set
 has them; one attributions file per method label with ``attributions`` (N, C|1, H, W) aligned with the samples,
-``method`` and ``params``; ``quality`` (JSON) and ``quality_curves`` (deletion / insertion curves);
+``method`` and ``params``; ``quality`` (JSON), ``quality_curves`` (deletion / insertion curves) and
+``quality_images`` (the scores of each image, CSV);
 ``attention_raw``: the maps the attention module exposes, when it does.
 """
 from __future__ import annotations
@@ -12,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_write_bytes, atomic_write_text
+from ..files import atomic_write_bytes, atomic_write_text, write_rows
 from ..rundir import RunDir
 
 
 def clear(rd: RunDir) -> None:
     """Remove an earlier explain's maps and scores (the figures would draw them), also when nothing qualifies."""
-    stale = [rd.samples, rd.quality, rd.quality_curves, rd.attention_raw,
+    stale = [rd.samples, rd.quality, rd.quality_curves, rd.quality_images, rd.attention_raw,
              *(rd.attributions(label) for label in rd.attribution_labels())]
     for path in stale:
         path.unlink(missing_ok=True)
@@ -54,3 +55,16 @@ def write_quality(rd: RunDir, scores: dict[str, dict[str, float]], curves: dict[
         atomic_write_text(rd.quality, json.dumps(scores, indent=2))
     if curves:
         write_npz(rd.quality_curves, **curves)
+
+
+def write_quality_images(rd: RunDir, ids: list[str], per_image: dict[str, dict[str, np.ndarray]]) -> None:
+    """The scores of each image (one row per method and image), for comparisons paired image by image."""
+    if not per_image:
+        return
+    names = list(dict.fromkeys(k for scores in per_image.values() for k in scores))
+    rows = []
+    for method, scores in per_image.items():
+        for i, image in enumerate(ids):
+            values = [scores[k][i] if k in scores else float("nan") for k in names]
+            rows.append([image, method, *(repr(float(v)) for v in values)])
+    write_rows(rd.quality_images, ["id", "method", *names], rows)

@@ -21,6 +21,7 @@ class Scorer:
         self.cfg, self.model, self.inputs, self.target, self.masks = cfg, model, inputs, target, masks
         self.device, self.batch_size, self.seed = device, batch_size, seed
         self.scores: dict[str, dict[str, float]] = {}
+        self.per_image: dict[str, dict[str, np.ndarray]] = {}  # method label -> score -> (N,) values
         self.curves: dict[str, np.ndarray] = {}
         self._randomised: nn.Module | None = None
 
@@ -39,8 +40,11 @@ class Scorer:
         rand = None
         if "randomisation" in self.cfg["scores"]:
             rand = attribute(explainer, self.randomised(), self.inputs, self.target, self.batch_size, self.device)
+        each: dict[str, np.ndarray] = {}
         s, c = quality.score_method(self.model, explainer, self.inputs, self.target, attributions, self.masks,
-                                    self.cfg, self.device, self.batch_size, rand)
+                                    self.cfg, self.device, self.batch_size, rand, each)
+        if each:
+            self.per_image[label] = each
         self.scores[label] = s
         self.curves.update({f"{label}/{k}": v for k, v in c.items()})
         return s

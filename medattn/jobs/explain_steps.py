@@ -54,3 +54,4 @@ def attribute_all(run: Any, rd: RunDir, model: Any, chosen: dict, inputs: Any, t
             scores = scorer.score(label, explainer, attributions)
             run.log(f"   quality {label}: " + " ".join(f"{k}={v:.4g}" for k, v in scores.items()))
     files.write_quality(rd, scorer.scores, scorer.curves)
+    files.write_quality_images(rd, [str(i) for i in chosen["ids"]], scorer.per_image)

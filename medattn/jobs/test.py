@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..errors import UserError
 from ..files import atomic_write_text, write_rows
 from ..rundir import RunDir
 from ..views import ExperimentView, RunView
@@ -26,6 +27,11 @@ PARAMS = {
                         "default": ["best_val_loss"],
                         "description": f"checkpoints to evaluate: {', '.join(CHECKPOINT_NAMES)} or any "
                                        "best_<train|val>_<metric> kept by train.checkpoints"},
+        "splits": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "string"},
+                   "default": ["test"],
+                   "description": "splits to test on: test, and any extra split the data set gives (e.g. shifted, "
+                                  "where a shortcut no longer holds); the metrics of split S appear in the "
+                                  "summary and in compare as S.metric (shifted.roc_auc)"},
         "threshold": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5,
                       "description": "decision threshold on P(class 1) for binary tasks (threshold_method fixed)"},
         "threshold_method": {"enum": ["fixed", "youden", "sensitivity", "specificity"], "default": "fixed",
@@ -75,15 +81,22 @@ class TestJob(Job):
     def needs(self, run: RunDir, config: dict[str, Any]) -> dict[str, list]:
         return {"checkpoint": [run.checkpoint(c) for c in config["test"]["checkpoints"]]}
 
+    def check_data(self, config: dict[str, Any], bundle: Any, splits: dict[str, Any]) -> list[tuple[tuple, str]]:
+        """Every split of test.splits is one the data set gives."""
+        return [(("test", "splits", i), f"the data set has no split {s!r}; it has {', '.join(splits)}")
+                for i, s in enumerate(config["test"]["splits"]) if s not in splits]
+
     def run(self, run) -> None:
         from .. import distributed
 
         cfg = run.config["test"]
         dist = distributed.setup(run.device)
         for name in cfg["checkpoints"]:
-            te, classes, threshold, source = _evaluate(run, dist, name)
+            te, classes, threshold, source, extra = _evaluate(run, dist, name)
             if dist.main:
                 metrics = _write(run, name, te, classes, threshold, source)
+                if extra:
+                    metrics = _write_splits(run, name, metrics, extra, classes, threshold)
                 _log(run, name, metrics, threshold, source)
 
     def rows(self, run: RunView) -> dict[str, list[dict]]:
@@ -107,22 +120,60 @@ class TestJob(Job):
 
 
 def comparisons(exp: ExperimentView, spec: dict[str, Any]) -> list[dict]:
-    """Each variant against its reference on the test images they share, per metric (see medattn.stats)."""
+    """Each variant against its reference on the test images they share, per metric (see medattn.stats): test
+    metrics on the predictions of their split (``shifted.roc_auc``: test.splits), explanation-quality scores on
+    the scores of each image (``saliency.energy_in_mask``); one correction over the whole table."""
     from .. import stats
+    from ..metric_specs import metric_spec
 
     checkpoint = spec["checkpoint"] or exp.config["test"]["checkpoints"][0]
-    preds = {(v.variant, v.seed): stats.predictions_from_rows(v.dir.read_predictions(checkpoint), str(v.dir.root))
-             for v in exp.runs if v.dir.predictions(checkpoint).is_file()}
-    if len({variant for variant, _ in preds}) < 2:
-        return []
+    groups: dict[tuple[bool, str], list[str]] = {}  # (quality?, split or method) -> metric names
+    for name in spec["metrics"]:
+        prefix, _, base = name.rpartition(".")
+        groups.setdefault((metric_spec(base).source == "quality", prefix or "test"), []).append(name)
     attention = {v.variant: v.config["model"]["attention"]["name"] for v in exp.runs}
     manifests = {(v.variant, v.seed): v.dir.read_manifest() for v in exp.runs if v.dir.manifest.is_file()}
-    choices = {variant: m.get("choices") or {} for (variant, _), m in manifests.items()}
+    context = {"attention": attention, "choices": {variant: m.get("choices") or {}
+                                                   for (variant, _), m in manifests.items()}}
     test_sets = {key: (m.get("data") or {}).get("fingerprint") for key, m in manifests.items()}
-    rows = stats.compare(preds, spec["reference"], spec["metrics"], spec["correction"], attention=attention,
-                         choices=choices, test_sets=test_sets, resamples=int(spec["resamples"]),
-                         seed=int(exp.config["seed"]), mcnemar=spec.get("mcnemar", "exact"))  # older configs lack it
+    rows: list[dict] = []
+    for (quality, prefix), names in groups.items():
+        bases = [n.rpartition(".")[2] for n in names]
+        if quality:
+            found = _quality_scores(exp, prefix, bases)
+            part = stats.compare_scores(found, spec["reference"], bases, **context) if len(
+                {v for v, _ in found}) > 1 else []
+        else:
+            preds = {(v.variant, v.seed): stats.predictions_from_rows(v.dir.read_predictions(checkpoint, prefix),
+                                                                      str(v.dir.root))
+                     for v in exp.runs if v.dir.predictions(checkpoint, prefix).is_file()}
+            if len({variant for variant, _ in preds}) < 2:
+                continue
+            part = stats.compare(preds, spec["reference"], bases, "none", test_sets=test_sets,
+                                 resamples=int(spec["resamples"]), seed=int(exp.config["seed"]),
+                                 mcnemar=spec.get("mcnemar", "exact"), **context)  # older configs lack it
+        rename = dict(zip(bases, names))
+        rows.extend({**row, "metric": rename[row["metric"]]} for row in part)
+    order = {name: i for i, name in enumerate(spec["metrics"])}
+    rows.sort(key=lambda r: order[r["metric"]])  # stable: variants keep their order within a metric
+    for row, p in zip(rows, stats.adjust([row["p"] for row in rows], spec["correction"])):
+        row["p_adjusted"] = float(p)
     return [{"checkpoint": checkpoint, **row} for row in rows]
+
+
+def _quality_scores(exp: ExperimentView, method: str, metrics: list[str]) -> dict[tuple, dict[str, dict]]:
+    """{(variant, seed): {metric: {image id: value}}} from each run's per-image explanation scores of ``method``."""
+    out = {}
+    for v in exp.runs:
+        rows = [r for r in v.dir.read_quality_images() if r["method"] == method]
+        if not rows:
+            continue
+        missing = [m for m in metrics if m not in rows[0]]
+        if missing:
+            raise UserError(f"compare.metrics: {method}.{missing[0]} has no per-image scores in {v.dir.quality_images}"
+                            f" (per-image: {', '.join(k for k in rows[0] if k not in ('id', 'method'))})")
+        out[(v.variant, v.seed)] = {m: {r["id"]: float(r[m]) for r in rows} for m in metrics}
+    return out
 
 
 def _evaluate(run, dist, name: str):
@@ -142,12 +193,36 @@ def _evaluate(run, dist, name: str):
 
     model = run.load_model(name).to(dist.device)
     te = outputs(model, "test", f"test {name}")
+    extra = {}
+    for split in cfg["splits"]:
+        if split == "test":
+            continue
+        if split not in splits:
+            raise UserError(f"test.splits: the data set has no split {split!r}; it has {', '.join(splits)}")
+        extra[split] = outputs(model, split, f"{split} {name}")
     classes = list(model.class_names)
     if cfg["threshold_method"] == "fixed":
-        return te, classes, float(cfg["threshold"]), "fixed"
+        return te, classes, float(cfg["threshold"]), "fixed", extra
     va = outputs(model, "val", f"val {name}")
     point = M.operating_point(va.labels, va.scores, cfg)  # the rule the model file froze, on the same split
-    return te, classes, point["value"], point["source"]
+    return te, classes, point["value"], point["source"], extra
+
+
+def _write_splits(run, name: str, metrics: dict, extra: dict, classes: list[str], threshold: float) -> dict:
+    """The metrics of every extra split of test.splits: ``S.metric`` keys (and their intervals under
+    ``splits``) added to test_<name>.json, one predictions file per split."""
+    from .. import metrics as M
+
+    metrics = dict(metrics)
+    metrics.setdefault("splits", {})
+    for split, out in extra.items():
+        values = {"n_positive": int((out.labels == 1).sum()),
+                  **M.classification_metrics(out.labels, out.scores, threshold)}
+        metrics.update({f"{split}.{k}": v for k, v in values.items()})
+        metrics["splits"][split] = {"loss": out.loss, **values, **_intervals(run, out, threshold)}
+        _predictions(run, name, out, classes, threshold, split)
+    atomic_write_text(run.dir.test_metrics(name), json.dumps(metrics, indent=2, allow_nan=True))
+    return metrics
 
 
 def _write(run, name: str, te, classes: list[str], threshold: float, source: str) -> dict:
@@ -203,7 +278,7 @@ def _intervals(run, te, threshold: float) -> dict:
                                     confidence)}}
 
 
-def _predictions(run, name: str, te, classes: list[str], threshold: float) -> None:
+def _predictions(run, name: str, te, classes: list[str], threshold: float, split: str = "test") -> None:
     """predictions_<name>.csv: id, (group), label, prediction and the scores of every image."""
     from .. import metrics as M
 
@@ -217,7 +292,7 @@ def _predictions(run, name: str, te, classes: list[str], threshold: float) -> No
     for i, (sid, y, p, s) in enumerate(zip(te.ids, te.labels, preds, scores)):
         vals = [f"{s:.6f}"] if scores.ndim == 1 else [f"{v:.6f}" for v in s]
         rows.append([sid, *([te.groups[i]] if te.groups is not None else []), int(y), int(p), *vals])
-    write_rows(run.dir.predictions(name), columns, rows)
+    write_rows(run.dir.predictions(name, split), columns, rows)
 
 
 def _roc(run, name: str, labels, scores) -> None:
@@ -241,3 +316,6 @@ def _log(run, name: str, metrics: dict, threshold: float, source: str) -> None:
     shown = " ".join(f"{k}={metrics[k]:.4f}" + (f" [{ci[k][0]:.3f}, {ci[k][1]:.3f}]" if k in ci else "")
                      for k in ("accuracy", "precision", "recall", "f1", "roc_auc") if k in metrics)
     run.log(f"   test {name} (threshold {threshold:.4g}, {source}): {shown}")
+    for split, values in (metrics.get("splits") or {}).items():
+        shown = " ".join(f"{k}={values[k]:.4f}" for k in ("accuracy", "roc_auc") if k in values)
+        run.log(f"   {split} {name}: {shown}")

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import UserError
 from ..params import slot
 from .base import Job
-from .checkpoint_names import CHECKPOINT_NAMES, METRIC_NAMES
+from .checkpoint_names import CHECKPOINT_NAMES, EXPLANATION, METRIC_NAMES
 
-MONITOR = "^(train|val)_(" + "|".join(METRIC_NAMES) + ")$"
-BEST = "^best_(train|val)_(" + "|".join(METRIC_NAMES) + ")$"
+MONITOR = "^(train|val)_(" + "|".join(METRIC_NAMES) + ")$"  # the scheduler steps before the callbacks run
+STOP_MONITOR = "^((train|val)_(" + "|".join(METRIC_NAMES) + ")|" + EXPLANATION + ")$"
+BEST = "^best_((train|val)_(" + "|".join(METRIC_NAMES) + ")|" + EXPLANATION + ")$"
 
 
 def _key(schema: dict, default: Any, description: str) -> dict:
@@ -74,17 +76,39 @@ PARAMS = {
                               "loss weights per class: none, balanced (n / (k * count)) or a list; for a "
                               "sigmoid model [w0, w1] becomes pos_weight w1 / w0"),
         "augment": slot("transform", "train-time augmentation preset (a transform component)"),
+        "loss": _key({"type": "array", "minItems": 1,
+                      "items": slot("loss", "a loss term", {
+                          "weight": {"type": "number", "minimum": 0, "default": 1.0,
+                                     "description": "the term's weight in the training loss"}})},
+                     [{"name": "classification"}],
+                     "the training loss: a weighted sum of loss terms, e.g. [{name: classification}, {name: "
+                     "attention_mask, weight: 1.0}]; each is logged per epoch as loss_<term> (validation loss: "
+                     "the classification loss)"),
+        "explanation_score": {
+            "type": ["object", "null"], "additionalProperties": False, "required": ["explainer"], "default": None,
+            "description": "a localisation score of an explainer's maps on the first validation images, measured "
+                           "every epoch as the history column val_explanation: keep the checkpoint that looks "
+                           "most at the lesion with train.checkpoints: [..., best_val_explanation] (needs masks)",
+            "properties": {
+                "explainer": slot("explainer", "the attribution method scored"),
+                "score": _key({"enum": ["energy_in_mask", "pointing_game", "iou_top"]}, "energy_in_mask",
+                              "the localisation score (higher is better)"),
+                "samples": _key({"type": "integer", "minimum": 1}, 64, "validation images scored"),
+                "batch_size": _key({"type": "integer", "minimum": 1}, 16, "images per attribution call"),
+            },
+        },
         "checkpoints": _key({"type": "array", "uniqueItems": True,
                              "items": {"type": "string", "pattern": BEST}},
                             CHECKPOINT_NAMES[:2],
                             "best checkpoints kept besides last.pt: best_<train|val>_<loss|metric>, min for "
-                            "loss/brier/ece and max otherwise (the original's pair: lowest val and train loss)"),
+                            "loss/brier/ece and max otherwise (the original's pair: lowest val and train loss), "
+                            "or best_val_explanation (train.explanation_score)"),
         "early_stopping": {
             "type": "object", "additionalProperties": False, "default": {},
             "description": "stop when the monitored value has not improved for `patience` epochs",
             "properties": {
                 "patience": _key({"type": "integer", "minimum": 0}, 0, "epochs without improvement (0: off)"),
-                "monitor": _key({"type": "string", "pattern": MONITOR}, "val_loss", "history value watched"),
+                "monitor": _key({"type": "string", "pattern": STOP_MONITOR}, "val_loss", "history value watched"),
                 "min_delta": _key({"type": "number", "minimum": 0}, 0.0, "change that counts as an improvement"),
             },
         },
@@ -120,6 +144,16 @@ class TrainJob(Job):
     writes = ("checkpoint", "history")
     distributed = True
 
+    def check_data(self, config: dict[str, Any], bundle: Any, splits: dict[str, Any]) -> list[tuple[tuple, str]]:
+        """A loss term that needs masks on a data set without them."""
+        from ..losses import mask_problems
+
+        found = mask_problems(self.registry, config, bool(bundle.has_masks))
+        if config["train"]["explanation_score"] and not bundle.has_masks:
+            found.append((("train", "explanation_score"), f"needs lesion masks, but dataset "
+                                                          f"{config['dataset']['name']!r} gives none"))
+        return found
+
     def run(self, run: Any) -> None:
         from .. import distributed
         from .. import engine as E
@@ -143,6 +177,7 @@ def _trainer(run: Any, dist: Any) -> Any:
     import torch
 
     from .. import engine as E
+    from ..losses import build_losses
     from ..trainer import Trainer
 
     cfg = run.config["train"]
@@ -155,13 +190,14 @@ def _trainer(run: Any, dist: Any) -> Any:
     weights = E.class_weights_for(cfg["class_weights"], E.split_labels(splits["train"])
                                   if cfg["class_weights"] == "balanced" else [], len(bundle.class_names))
     train_loader, val_loader, val_sampler = _loaders(run, dist, splits)
+    terms = build_losses(run.registry, run.config, model, bundle.has_masks, weights).to(dist.device)
     return Trainer(model=model, optimizer=optimizer,
                    scheduler=E.make_scheduler(optimizer, cfg["scheduler"], cfg["epochs"]),
                    schedule=cfg["scheduler"], precision=precision, loss_fn=E.loss_function(model, weights),
                    train_loader=train_loader, val_loader=val_loader, val_sampler=val_sampler, dist=dist,
                    epochs=cfg["epochs"], accumulate=cfg["accumulate"], clip_grad_norm=cfg["clip_grad_norm"],
-                   last=run.dir.last, callbacks=_callbacks(run, model, bundle), log=run.log,
-                   progress=cfg["progress"] and dist.main)
+                   last=run.dir.last, callbacks=_callbacks(run, model, bundle, splits), log=run.log,
+                   progress=cfg["progress"] and dist.main, terms=terms)
 
 
 def _loaders(run: Any, dist: Any, splits: dict) -> tuple[Any, Any, Any]:
@@ -184,9 +220,10 @@ def _loaders(run: Any, dist: Any, splits: dict) -> tuple[Any, Any, Any]:
     return train_loader, val_loader, val_sampler
 
 
-def _callbacks(run: Any, model: Any, bundle: Any) -> list:
-    """Progress, early stopping, best and last checkpoints, history, TensorBoard; in this order (last.pt saves
-    the state of those before it); then the run's epoch hook, if it has one (it sees the epoch saved)."""
+def _callbacks(run: Any, model: Any, bundle: Any, splits: dict) -> list:
+    """The explanation score, progress, early stopping, best and last checkpoints, history, TensorBoard; in this
+    order (last.pt saves the state of those before it); then the run's epoch hook, if it has one (it sees the
+    epoch saved)."""
     from .. import callbacks as C
     from ..checkpoints import model_meta
     from ..manifest import data_fingerprint
@@ -196,13 +233,33 @@ def _callbacks(run: Any, model: Any, bundle: Any) -> list:
     meta = model_meta(run.config, bundle.class_names, model.backbone, run.registry, fingerprint)
     model_file = C.ModelFile(meta, run.config["test"])
     stop = cfg["early_stopping"]
+    scored = [_explanation_score(run, model, bundle, splits)] if cfg["explanation_score"] else []
     hook = [C.EpochHook(run.epoch_hook)] if run.epoch_hook is not None else []
-    return [C.Progress(cfg["progress"], run.label),
+    return [*scored, C.Progress(cfg["progress"], run.label),
             C.EarlyStopping(stop["patience"], stop["monitor"], stop["min_delta"]),
             C.BestCheckpoints(cfg["checkpoints"], rd.checkpoints, model_file),
             C.LastCheckpoint(rd.last, model_file),
             C.History(rd.history),
             C.TensorBoard(rd.tensorboard, cfg["tensorboard"])] + hook
+
+
+def _explanation_score(run: Any, model: Any, bundle: Any, splits: dict) -> Any:
+    """The callback of train.explanation_score: its explainer, on the first validation images and their masks."""
+    import torch
+
+    from ..callbacks import ExplanationScore
+    from ..hookspecs import ExplainContext
+
+    spec = run.config["train"]["explanation_score"]
+    if not bundle.has_masks:
+        raise UserError(f"train.explanation_score: needs lesion masks, but dataset "
+                        f"{run.config['dataset']['name']!r} gives none")
+    ctx = ExplainContext(model=model, num_outputs=model.num_outputs, batch_size=int(spec["batch_size"]))
+    explainer = run.registry.build("explainer", spec["explainer"], ctx, field="train.explanation_score.explainer")
+    items = [splits["val"][i] for i in range(min(int(spec["samples"]), len(splits["val"])))]
+    return ExplanationScore(explainer, torch.stack([it["image"] for it in items]),
+                            torch.stack([it["mask"] for it in items]).numpy(), spec["score"], int(spec["batch_size"]),
+                            EXPLANATION)
 
 
 def _forward(model: Any, dist: Any, compile_model: bool) -> Any:

@@ -12,8 +12,10 @@ from .taps import feature_level, pool_to
 
 
 def _record_gate(module: nn.Module, args: Any, output: torch.Tensor) -> None:
-    """Forward hook: keep the gate's output on the gate module (survives deepcopy, no reference to the parent)."""
-    module.__dict__.setdefault("_medattn_maps", []).append(output.detach())
+    """Forward hook: keep the gate's output on the gate module (survives deepcopy, no reference to the parent);
+    with its graph while training, so that a loss term can supervise it."""
+    keep = output if module.training and torch.is_grad_enabled() else output.detach()
+    module.__dict__.setdefault("_medattn_maps", []).append(keep)
 
 
 def _level_key(level: str) -> str:

@@ -85,6 +85,10 @@ SYNTHETIC = _schema({
                       maximum=0.25),
     "decoys": _p("number", "Expected number of fainter lesions of the other class's shape per image (where to "
                  "look then matters: the most conspicuous lesion decides the label)", 0, minimum=0, maximum=6),
+    "shortcut": _p("number", "Share of the train / val / test images in which a bright corner marker agrees "
+                   "with the label (0: no marker). With a marker the data set has a `shifted` test split "
+                   "(n_test images) in which the marker is independent of the label (test.splits)", 0,
+                   minimum=0, maximum=1),
     "seed_offset": _p("integer", "Added to the image seed to draw a different data set", 0),
 })
 
@@ -100,6 +104,9 @@ IMAGE_FOLDER = _schema({
     "nested": _p("boolean", "Images may sit in sub-folders of a class folder (e.g. one folder per patient); "
                  "off: a class folder holding only folders is an error (usually a root one level too high)",
                  False),
+    "masks": _p("string", "Optional folder of lesion masks (relative to root, or absolute) laid out like the "
+                "images: the mask of ROOT/train/benign/a.png is MASKS/train/benign/a.<any image extension>; an "
+                "image without one gets an empty mask (it trains without mask terms)", format="path"),
     **_common(),
 }, ("root",))
 
@@ -166,6 +173,8 @@ CSV = _schema({
     "label_column": _p("string", "Column with the label", "label"),
     "split_column": _p("string", "Optional column with train/val/test (else carved with the experiment's seed)"),
     "group_column": _p("string", "Optional column with the patient / group id"),
+    "mask_column": _p("string", "Optional column with the path of each image's lesion mask (relative to "
+                      "image_root); a blank cell is an empty mask (the image trains without mask terms)"),
     "image_root": _p("string", "Folder the paths are relative to (default: the CSV's folder)", format="path"),
     "classes": _p("array", "Label values in class order (default: sorted distinct labels)",
                   items={"type": ["string", "integer"]}, minItems=2),

@@ -25,7 +25,8 @@ def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
     lcol = params["label_column"]
     scol = params.get("split_column") or None  # split_column, group_column, image_root, classes: optional
     gcol = params.get("group_column") or None
-    table = Table(csv_path, [c for c in (pcol, lcol, scol, gcol) if c])
+    mcol = params.get("mask_column") or None
+    table = Table(csv_path, [c for c in (pcol, lcol, scol, gcol, mcol) if c])
     image_root = Path(str(params["image_root"])) if params.get("image_root") else csv_path.parent
     if not image_root.is_absolute():
         image_root = root / image_root
@@ -55,7 +56,11 @@ def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
             raise UserError(f"{where}: empty {pcol}")
         path = Path(rel) if Path(rel).is_absolute() else image_root / rel
         group = r[gcol].strip() if gcol else rel
-        parts.setdefault(split, []).append(Sample(str(path), index[label], rel, group or rel, where))
+        sample = Sample(str(path), index[label], rel, group or rel, where)
+        mask = r[mcol].strip() if mcol else ""
+        if mask:
+            sample.mask_paths = [str(Path(mask) if Path(mask).is_absolute() else image_root / mask)]
+        parts.setdefault(split, []).append(sample)
     if "train" not in parts:
         raise UserError(f"{csv_path}: no row has {scol} = train")
     for k in parts:
@@ -63,5 +68,5 @@ def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
     for c, name in enumerate(classes):
         if not any(s.label == c for v in parts.values() for s in v):
             raise UserError(f"{csv_path}: class '{name}' has no samples")
-    return build_bundle("csv", parts, classes, params, ctx, opts, skips, info={"csv": str(csv_path)},
-                        source=str(csv_path))
+    return build_bundle("csv", parts, classes, params, ctx, opts, skips, has_masks=mcol is not None,
+                        info={"csv": str(csv_path)}, source=str(csv_path))

@@ -7,8 +7,9 @@ Class 0: a round / oval lesion with a smooth edge. Class 1: a spiculated lesion 
 radial spikes) of about the same integrated brightness. Both sit on smoothed noise with fibrous streaks;
 ``difficulty`` lowers the lesion contrast, raises the noise and adds round distractor blobs (in both
 classes) and more streaks, so the spikes are the only cue; ``decoys`` adds fainter lesions of the other class's
-shape, so that the most conspicuous lesion decides the label and where to look matters. The mask is the
-lesion's footprint.
+shape, so that the most conspicuous lesion decides the label and where to look matters; ``shortcut`` adds a
+corner marker that agrees with the label in that share of the images, and a ``shifted`` test split where it does
+not (a shortcut a model can learn instead of the lesion). The mask is the lesion's footprint.
 
 No library generates such images, so the generator is hand-written (numpy only).
 """
@@ -27,6 +28,7 @@ from .splits import finalize_bundle
 
 CLASS_NAMES = ["round", "spiculated"]
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
+SHIFTED = "shifted"  # the extra test split of the shortcut: the marker independent of the label
 
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
@@ -98,14 +100,27 @@ def _tissue(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, difficulty
     return img
 
 
+def _marker(seed: int, code: int, index: int, label: int, split: str, shortcut: float, img: np.ndarray) -> None:
+    """The shortcut: a bright square in the top-left corner, present in class-1 images and absent in class-0 ones
+    for a share ``shortcut`` of the images (the other way round for the rest); in the ``shifted`` split it is
+    present in half the images whatever their label. Drawn from a generator of its own, so the rest of the
+    image is the same with and without it."""
+    agree = 0.5 if split == SHIFTED else shortcut
+    draw = np.random.default_rng([int(seed) & 0xFFFFFFFF, code, int(index), 1]).random()
+    if (label == 1) == (draw < agree):
+        side = max(2, int(round(0.07 * min(img.shape))))
+        img[2:2 + side, 2:2 + side] += 0.35
+
+
 def generate(seed: int, split: str, index: int, size: tuple[int, int], difficulty: float, lesion_size: float,
-             decoys: float) -> tuple[np.ndarray, np.ndarray, int]:
+             decoys: float, shortcut: float = 0.0) -> tuple[np.ndarray, np.ndarray, int]:
     """One (image HxW float32 in [0,1], mask HxW float32, label) for (seed, split, index).
 
     ``decoys``: expected number of fainter lesions of the *other* class's shape elsewhere in the image, so that
-    the label is only told by the most conspicuous lesion: where to look matters (the mask is the true lesion)."""
-    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, _SPLIT_CODE.get(split, zlib.crc32(split.encode())),
-                                 int(index)])
+    the label is only told by the most conspicuous lesion: where to look matters (the mask is the true lesion).
+    ``shortcut``: the share of images whose corner marker agrees with the label (0: no marker; see _marker)."""
+    code = _SPLIT_CODE.get(split, zlib.crc32(split.encode()))
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, code, int(index)])
     h, w = size
     s = float(min(h, w))
     label = int(index) % 2  # balanced classes; everything else is drawn from the seed
@@ -133,6 +148,8 @@ def generate(seed: int, split: str, index: int, size: tuple[int, int], difficult
             dr = r * rng.uniform(0.7, 0.9)
             dy, dx = rng.uniform(dr, h - dr), rng.uniform(dr, w - dr)
             img += 0.5 * contrast * _lesion(rng, yy, xx, dy, dx, dr, edge, 1 - label) * (1.0 - mask)
+    if shortcut > 0:  # only when asked, so that shortcut: 0 leaves every image as it was
+        _marker(seed, code, index, label, split, shortcut, img)
     img += rng.normal(0.0, 0.02 + 0.05 * difficulty, size=(h, w)).astype(np.float32)
     return np.clip(img, 0.0, 1.0).astype(np.float32), mask, label
 
@@ -141,9 +158,9 @@ class SyntheticLesions(Dataset):
     """A split of ``synthetic_lesions``: items generated on demand, deterministic by (seed, split, index)."""
 
     def __init__(self, split: str, n: int, seed: int, size: tuple[int, int], channels: int,
-                 difficulty: float, lesion_size: float, decoys: float) -> None:
+                 difficulty: float, lesion_size: float, decoys: float, shortcut: float = 0.0) -> None:
         self.split, self.n, self.seed, self.size, self.channels = split, n, seed, size, channels
-        self.difficulty, self.lesion_size, self.decoys = difficulty, lesion_size, decoys
+        self.difficulty, self.lesion_size, self.decoys, self.shortcut = difficulty, lesion_size, decoys, shortcut
 
     def __len__(self) -> int:
         return self.n
@@ -152,7 +169,7 @@ class SyntheticLesions(Dataset):
         if not 0 <= index < self.n:
             raise IndexError(index)
         img, mask, label = generate(self.seed, self.split, index, self.size, self.difficulty, self.lesion_size,
-                                     self.decoys)
+                                     self.decoys, self.shortcut)
         t = torch.from_numpy(img)[None]
         if self.channels == 3:
             t = t.expand(3, -1, -1).clone()
@@ -180,10 +197,13 @@ def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
     """Factory of ``synthetic_lesions`` (params validated, defaults filled in)."""
     seed = int(ctx.seed) + int(params["seed_offset"])  # ctx.seed: dataset.seed, else the experiment's seed
     size = (int(ctx.image_size[0]), int(ctx.image_size[1]))
-    look = {k: float(params[k]) for k in ("difficulty", "lesion_size", "decoys")}
+    look = {k: float(params[k]) for k in ("difficulty", "lesion_size", "decoys", "shortcut")}
     counts = {"train": int(params["n_train"]), "val": int(params["n_val"]), "test": int(params["n_test"])}
+    if look["shortcut"] > 0:  # the test split of the marker that no longer agrees with the label
+        counts[SHIFTED] = int(params["n_test"])
     splits = {name: SyntheticLesions(name, n, seed, size, ctx.channels, **look) for name, n in counts.items()}
     shown = f"{look['difficulty']}:{look['lesion_size']}" + (f":{look['decoys']}" if look["decoys"] else "")
+    shown += f":shortcut={look['shortcut']}" if look["shortcut"] else ""
     info = {"counts": counts, **look, "seed": seed,
             "fingerprint": f"synthetic_lesions:{seed}:{shown}:{size}:{counts}"}
     return finalize_bundle(splits, CLASS_NAMES, ctx, has_masks=True, info=info, dataset="synthetic_lesions")
