@@ -13,7 +13,7 @@ from torch import nn
 
 from medattn.api import AttentionContext
 
-from .position import attend, attention_map
+from .position import attend, attention_map, keep_for_maps
 from .taps import feature_level
 
 BN_PRESETS = {"torch": {"momentum": 0.1, "eps": 1e-5}, "keras": {"momentum": 0.01, "eps": 1e-3}}
@@ -46,12 +46,13 @@ class PositionAttention(nn.Module):
         k = self.key(x).flatten(2)
         v = self.value(x).flatten(2)  # (B, C, N)
         out = attend(q, k, v, "row", self.impl)  # out[:, c, i] = sum_j softmax_j(q_i . k_j) v[c, j]
-        self._last = (q.detach(), k.detach(), (h, w))
+        self._last = (keep_for_maps(self, q), keep_for_maps(self, k), (h, w))
         return self.gamma * out.view(b, c, h, w) + x
 
     @property
     def last_map(self) -> torch.Tensor | None:
-        """The position weights of the last forward ((B, N, N), or a (B, 1, h, w) summary for large N)."""
+        """The position weights of the last forward ((B, N, N), or a (B, 1, h, w) summary for large N), with the
+        graph when that forward trained (see ``position.keep_for_maps``)."""
         return None if self._last is None else attention_map(*self._last[:2], "row", self._last[2])
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from medattn.api import AttentionContext, UserError
 
-from .position import attend, attention_map, naive
+from .position import attend, attention_map, keep_for_maps, naive
 from .taps import level_info, pool_to, tile_channels
 
 # Default taps per backbone arch and variant: q, k (pooled to v's size), v (PAM values), x (CAM input).
@@ -115,12 +115,13 @@ class MLDAM(nn.Module):
             q, k = tile_channels(q, v.shape[1]), tile_channels(k, v.shape[1])
         p = pam(v, q, k, self.pam_kind, self.impl)
         cm, gram = cam_gram(x)
-        self._last = {"q": q.detach(), "k": k.detach(), "cam": gram.detach()}
+        self._last = {"q": keep_for_maps(self, q), "k": keep_for_maps(self, k), "cam": gram.detach()}
         return (self.pam_norm(F.relu(p)) + self.cam_norm(F.relu(cm))) / 2
 
     def attention_maps(self) -> dict[str, torch.Tensor]:
         """PAM weights (B, N, N; a (B, 1, h, w) summary above position.MAP_FULL_LIMIT positions), built now from
-        the last forward's queries and keys, and the CAM Gram matrix (B, C, C) of the last forward."""
+        the last forward's queries and keys (with their graph when it trained: a loss term can supervise them),
+        and the CAM Gram matrix (B, C, C) of the last forward."""
         if not self._last:
             return {}
         q, k = self._last["q"], self._last["k"]

@@ -173,11 +173,26 @@ def _no_kernel_message(q: torch.Tensor, k: torch.Tensor) -> str:
 
 
 # -- maps for explanations, built only when asked for ---------------------------------------------------------------
+def keep_for_maps(module: torch.nn.Module, t: torch.Tensor) -> torch.Tensor:
+    """What a module keeps of a forward's queries or keys for its maps: with their graph while it trains with
+    gradients on (so that a loss term can supervise the maps, as the forward's own graph holds them anyway),
+    detached otherwise."""
+    return t if module.training and torch.is_grad_enabled() else t.detach()
+
+
 def attention_map(q: torch.Tensor, k: torch.Tensor, softmax: str, hw: tuple[int, int]) -> torch.Tensor:
-    """The position map of the images in q and k (B, d, N) for explanations, without gradient: the full
-    (B, N, N) matrix up to MAP_FULL_LIMIT positions, above that its column mean as a (B, 1, h, w) image (how much
-    each position is attended to: what the attention_maps explainer draws from the full matrix), built
-    _MAP_CHUNK rows at a time."""
+    """The position map of the images in q and k (B, d, N): the full (B, N, N) matrix up to MAP_FULL_LIMIT
+    positions, above that its column mean as a (B, 1, h, w) image (how much each position is attended to: what
+    the attention_maps explainer draws from the full matrix), built _MAP_CHUNK rows at a time.
+
+    Without gradient when q and k carry none (explanations); with it when they do (a training forward, for a
+    loss term): the full matrix then costs what the naive forward's does, and the summary recomputes each chunk
+    in the backward (checkpointed) so that no N x N tensor is kept."""
+    if q.requires_grad or k.requires_grad:
+        q, k = q.float(), k.float()
+        if q.shape[-1] <= MAP_FULL_LIMIT:
+            return weights(q, k, softmax)
+        return _summary_with_graph(q, k, softmax).view(q.shape[0], 1, *hw)
     with torch.no_grad():
         q, k = q.float(), k.float()
         if q.shape[-1] <= MAP_FULL_LIMIT:
@@ -192,3 +207,29 @@ def attention_map(q: torch.Tensor, k: torch.Tensor, softmax: str, hw: tuple[int,
             e = energy(q[..., i:i + _MAP_CHUNK], k)
             total += (torch.softmax(e, dim=-1) if log_z is None else torch.exp(e - log_z[:, None, None])).sum(1)
         return (total / q.shape[-1]).view(q.shape[0], 1, *hw)
+
+
+def _chunk_log_z(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    return torch.logsumexp(energy(q, k).flatten(1), 1)
+
+
+def _chunk_row_sum(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(energy(q, k), dim=-1).sum(1)
+
+
+def _chunk_global_sum(q: torch.Tensor, k: torch.Tensor, log_z: torch.Tensor) -> torch.Tensor:
+    return torch.exp(energy(q, k) - log_z[:, None, None]).sum(1)
+
+
+def _summary_with_graph(q: torch.Tensor, k: torch.Tensor, softmax: str) -> torch.Tensor:
+    """(B, N) column mean of the position weights, differentiable, one checkpointed chunk of rows at a time."""
+    from torch.utils.checkpoint import checkpoint
+
+    chunks = [q[..., i:i + _MAP_CHUNK] for i in range(0, q.shape[-1], _MAP_CHUNK)]
+    if softmax == "row":
+        total = sum(checkpoint(_chunk_row_sum, c, k, use_reentrant=False) for c in chunks)
+    else:
+        log_z = torch.logsumexp(torch.stack([checkpoint(_chunk_log_z, c, k, use_reentrant=False)
+                                             for c in chunks], 1), 1)
+        total = sum(checkpoint(_chunk_global_sum, c, k, log_z, use_reentrant=False) for c in chunks)
+    return total / q.shape[-1]
