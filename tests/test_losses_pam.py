@@ -2,6 +2,8 @@
 carries the graph, so the mask term trains what makes the map; explanations still get detached maps."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from medattn_plugins.attention import position as P
@@ -71,7 +73,7 @@ def test_an_all_ones_mask_gives_zero_penalty_on_position_attention(name):
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_explanations_still_get_detached_maps(name):
+def test_explanations_and_copies_get_detached_maps(name):
     model = model_of(name)
     x = batch_data()["image"][:2]
     model.eval()
@@ -81,6 +83,8 @@ def test_explanations_still_get_detached_maps(name):
     model.train()
     model(x)
     assert model.attention.attention_maps()["pam"].requires_grad
+    copied = copy.deepcopy(model)  # a copy after a training forward (explainers take one) keeps no graph
+    assert not copied.attention.attention_maps()["pam"].requires_grad
 
 
 @pytest.mark.parametrize("softmax", ["row", "global"])

@@ -13,7 +13,7 @@ from torch import nn
 
 from medattn.api import AttentionContext
 
-from .position import attend, attention_map, keep_for_maps
+from .position import attend, attention_map, keep_for_maps, state_without_graph
 from .taps import feature_level
 
 BN_PRESETS = {"torch": {"momentum": 0.1, "eps": 1e-5}, "keras": {"momentum": 0.01, "eps": 1e-3}}
@@ -48,6 +48,9 @@ class PositionAttention(nn.Module):
         out = attend(q, k, v, "row", self.impl)  # out[:, c, i] = sum_j softmax_j(q_i . k_j) v[c, j]
         self._last = (keep_for_maps(self, q), keep_for_maps(self, k), (h, w))
         return self.gamma * out.view(b, c, h, w) + x
+
+    def __getstate__(self) -> dict:
+        return state_without_graph(super().__getstate__())
 
     @property
     def last_map(self) -> torch.Tensor | None:

@@ -13,7 +13,7 @@ from torch import nn
 
 from medattn.api import AttentionContext, UserError
 
-from .position import attend, attention_map, keep_for_maps, naive
+from .position import attend, attention_map, keep_for_maps, naive, state_without_graph
 from .taps import level_info, pool_to, tile_channels
 
 # Default taps per backbone arch and variant: q, k (pooled to v's size), v (PAM values), x (CAM input).
@@ -117,6 +117,9 @@ class MLDAM(nn.Module):
         cm, gram = cam_gram(x)
         self._last = {"q": keep_for_maps(self, q), "k": keep_for_maps(self, k), "cam": gram.detach()}
         return (self.pam_norm(F.relu(p)) + self.cam_norm(F.relu(cm))) / 2
+
+    def __getstate__(self) -> dict:
+        return state_without_graph(super().__getstate__())
 
     def attention_maps(self) -> dict[str, torch.Tensor]:
         """PAM weights (B, N, N; a (B, 1, h, w) summary above position.MAP_FULL_LIMIT positions), built now from

@@ -180,6 +180,17 @@ def keep_for_maps(module: torch.nn.Module, t: torch.Tensor) -> torch.Tensor:
     return t if module.training and torch.is_grad_enabled() else t.detach()
 
 
+def state_without_graph(state: dict) -> dict:
+    """A module's ``__getstate__`` with its kept ``_last`` tensors detached: a copy (deepcopy, pickle) taken after
+    a training forward would otherwise fail on tensors that carry a graph."""
+    last = state.get("_last")
+    if isinstance(last, dict):
+        state["_last"] = {k: v.detach() for k, v in last.items()}
+    elif isinstance(last, tuple):
+        state["_last"] = tuple(t.detach() if isinstance(t, torch.Tensor) else t for t in last)
+    return state
+
+
 def attention_map(q: torch.Tensor, k: torch.Tensor, softmax: str, hw: tuple[int, int]) -> torch.Tensor:
     """The position map of the images in q and k (B, d, N): the full (B, N, N) matrix up to MAP_FULL_LIMIT
     positions, above that its column mean as a (B, 1, h, w) image (how much each position is attended to: what

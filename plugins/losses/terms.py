@@ -61,7 +61,7 @@ class AttentionMask(nn.Module):
             shown = ", ".join(f"{k} {tuple(v.shape)}" for k, v in batch.attention.items()) or "none"
             raise UserError(f"loss attention_mask: the attention module exposes no spatial map to supervise "
                             f"(attention_maps(): {shown}); choose one with spatial attention (e.g. timm_attn "
-                            f"type cbam, mldam, dual_attention) or drop the term")
+                            f"type cbam, mldam, dual, agpad) or drop the term")
         if torch.is_grad_enabled() and not any(m.requires_grad for m in maps.values()):
             raise UserError("loss attention_mask: the attention maps carry no gradient: the attention module "
                             "detaches what attention_maps() returns while training, so they cannot be supervised")
