@@ -170,8 +170,14 @@ def test_export_bad_input(tmp_path, cli):
         export_run(file, "onnx", output=tmp_path / "model.json")
 
 
-@pytest.mark.parametrize("attention", ["dual",
-                                       "{name: timm_attn, params: {type: cbam}}"])
+# MLDAM exports because its q/k pooling kernels are constants from the levels' reductions; test_resnet's layer2
+# (stride 8, 48 ch) and layer4 (stride 32, 96 ch): goncalves2021's q is pooled 4x and tiled 2x
+MLDAM_GONCALVES = "{name: mldam, params: {variant: goncalves2021, taps: {q: layer2, k: layer4, v: layer4, x: layer4}}}"
+MLDAM_MISHRA = "{name: mldam, params: {variant: mishra2019, taps: {q: layer3, k: layer3, v: layer4, x: layer4}}}"
+
+
+@pytest.mark.parametrize("attention", ["dual", "{name: timm_attn, params: {type: cbam}}",
+                                       MLDAM_GONCALVES, MLDAM_MISHRA])
 def test_attention_modules_export_to_onnx_with_parity(tmp_path, attention):
     file = model_file(tmp_path, attention=attention)
     out = tmp_path / "m.onnx"

@@ -26,16 +26,20 @@ def test_api_version_agrees_with_the_package_version_and_the_changelog():
     assert "## 0.1.0" in changelog and f"`API_VERSION` is `\"{API_VERSION}\"`" in changelog
 
 
-def test_a_plugin_written_against_the_0_1_api_warns_and_works(write):
-    file = write("old.yaml", f"""\
+def old_api_experiment(write, attention: str):
+    """An experiment whose attention comes from the plugin written against the 0.1 API."""
+    return load_experiment(write("old.yaml", f"""\
         name: old
         plugins: [{OLD_PLUGIN}]
         dataset: {{name: synthetic_lesions, image_size: 32}}
         model:
           backbone: {{name: resnet18, params: {{pretrained: false}}}}
-          attention: {{name: old_gate, params: {{level: layer3}}}}
-        """)
-    exp = load_experiment(file)
+          attention: {attention}
+        """))
+
+
+def test_a_plugin_written_against_the_0_1_api_warns_and_works(write):
+    exp = old_api_experiment(write, "{name: old_gate, params: {level: layer3}}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model = build_model(exp.registry, exp.variants[0].config.data, ["a", "b"])
@@ -52,15 +56,7 @@ def test_a_plugin_written_against_the_0_1_api_warns_and_works(write):
 def test_an_unknown_level_is_still_a_clear_error_through_the_old_api(write):
     from medattn.errors import UserError
 
-    file = write("old.yaml", f"""\
-        name: old
-        plugins: [{OLD_PLUGIN}]
-        dataset: {{name: synthetic_lesions, image_size: 32}}
-        model:
-          backbone: {{name: resnet18, params: {{pretrained: false}}}}
-          attention: {{name: old_gate}}
-        """)
-    exp = load_experiment(file)
+    exp = old_api_experiment(write, "{name: old_gate}")
     backbone = build_model(exp.registry, exp.variants[0].config.data, ["a", "b"]).backbone
     with pytest.warns(MedattnDeprecationWarning), pytest.raises(UserError, match="unknown level 'layer9'"):
         backbone.request_levels(["layer9"])
