@@ -102,3 +102,18 @@ def test_the_large_map_summary_carries_the_gradient_of_the_column_mean(monkeypat
     got = torch.autograd.grad((summary.view(2, 30) * target).sum(), (q, k))
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w)
+
+
+def test_a_copy_of_cbam_after_a_training_forward_keeps_no_graph_and_the_original_keeps_its_own():
+    torch.manual_seed(0)
+    model = build("resnet18", "timm_attn", size=SIZE, att_params={"type": "cbam"}).train()
+    model(batch_data()["image"][:2])
+    assert any(m.requires_grad for m in model.attention.attention_maps().values())
+    copied = copy.deepcopy(model)
+    assert copied.attention.attention_maps() and not any(
+        m.requires_grad for m in copied.attention.attention_maps().values())
+    assert any(m.requires_grad for m in model.attention.attention_maps().values())
+    x = batch_data()["image"][:2]
+    model.eval(), copied.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), copied(x))

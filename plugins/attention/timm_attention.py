@@ -1,6 +1,7 @@
 """``timm_attn``: any shape-preserving ``timm.layers.create_attn`` module (SE, ECA, CBAM, GC, ...) on chosen levels."""
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -70,6 +71,21 @@ class TimmAttention(nn.Module):
             size = tuple(outs[-1].shape[-2:])
             return torch.cat([pool_to(o, size) for o in outs], dim=1)
         return outs[-1]
+
+    def __deepcopy__(self, memo: dict) -> TimmAttention:
+        """A copy (explainers take one) whose kept gate maps carry no graph: after a training forward they do, and
+        a tensor with a graph cannot be deep-copied. The original keeps its maps as they were."""
+        kept = {path: self.attn.get_submodule(path).__dict__.get("_medattn_maps", []) for _, path in self._gates}
+        for path, maps in kept.items():
+            self.attn.get_submodule(path).__dict__["_medattn_maps"] = [m.detach() for m in maps]
+        try:
+            new = self.__class__.__new__(self.__class__)
+            memo[id(self)] = new
+            new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        finally:
+            for path, maps in kept.items():
+                self.attn.get_submodule(path).__dict__["_medattn_maps"] = maps
+        return new
 
     def attention_maps(self) -> dict[str, torch.Tensor]:
         """Gate outputs of the last forward: ``level/gate`` -> (B, C, 1, 1) channel or (B, 1, H, W) spatial weights."""
