@@ -64,7 +64,7 @@ def run_experiment(exp: Experiment, output_dir: str | None = None, jobs: list[st
 
 def check_force(force: list[str], runs: Todo) -> None:
     """Every ``--force`` name is a job of this command (or ``all``)."""
-    named = list(dict.fromkeys(j for _, run_jobs in runs for j in run_jobs))
+    named = jobs_of(runs)
     bad = [f for f in force if f != "all" and f not in named]
     if bad:
         raise UserError(f"--force {','.join(bad)}: not a job of this command (jobs: {', '.join(named)}; "

@@ -189,12 +189,13 @@ def claim(vs: VariantStudy) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(vs.study)
-        n = counts(vs.study)
+        trials = vs.study.get_trials(deepcopy=False)
+        n = Counter(t.state for t in trials)
         if n[TrialState.COMPLETE] + n[TrialState.PRUNED] >= vs.spec["trials"]:
             return "done"
         if n[TrialState.COMPLETE] + n[TrialState.PRUNED] + n[TrialState.RUNNING] >= vs.spec["trials"]:
             return "busy"
-        failed = n[TrialState.FAIL] - sum(1 for t in vs.study.get_trials(deepcopy=False) if t.user_attrs.get("redraw"))
+        failed = n[TrialState.FAIL] - sum(1 for t in trials if t.user_attrs.get("redraw"))
         if failed >= max(3, vs.spec["trials"]):
             raise UserError(f"sweep {vs.name}: {failed} trials failed; see the logs and the trial run directories "
                             f"under {vs.folder} (medattn sweep FILE --status)")
