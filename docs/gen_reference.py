@@ -67,14 +67,14 @@ def builtin_only(markdown: str) -> str:
 
 
 def metrics_table() -> str:
-    """The declared metrics (medattn.metric_specs), one row each."""
-    from medattn.metric_specs import METRICS
+    """The declared metrics (medattn.evidence.metric_specs), one row each."""
+    from medattn.evidence.metric_specs import METRICS
 
     def bound(v: float | None) -> str:
         return "∞" if v is None else f"{v:g}"
 
     rows = ["## Metrics", "",
-            "Every metric medattn computes, from its one declaration (`medattn.metric_specs`; plugins read it "
+            "Every metric medattn computes, from its one declaration (`medattn.evidence.metric_specs`; plugins read it "
             "with `medattn.api.metric_spec(name)`, which also takes `val_<name>`, `<split or method>.<name>`). "
             "Direction: max = higher is better. Threshold: moves with the decision threshold. CI: the test job "
             "gives a bootstrap interval. Compare: a paired difference between variants is meaningful (the test "

@@ -1,7 +1,7 @@
 """medattn: attention mechanisms and explanations for medical image classifiers.
 
 For notebooks: ``medattn.run(path_or_dict, **overrides)`` runs an experiment; ``medattn.load_run(RUN_DIR)``
-returns a :class:`medattn.predict.Predictor` of a trained run. Plugin authors import :mod:`medattn.api`.
+returns a :class:`medattn.inference.predictor.Predictor` of a trained run. Plugin authors import :mod:`medattn.api`.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ __all__ = ["__version__", "load_run", "run"]
 
 def load_run(run_dir: Any, checkpoint: str = "best_val_loss", device: Any = "cpu") -> Any:
     """The Predictor of a trained run: ``.predict(images)``, ``.explain(images)``, ``.model``, ``.class_names``."""
-    from .predict import load_run as _load_run
+    from .inference.predictor import load_run as _load_run
 
     return _load_run(run_dir, checkpoint=checkpoint, device=device)
 
@@ -21,6 +21,6 @@ def load_run(run_dir: Any, checkpoint: str = "best_val_loss", device: Any = "cpu
 def run(source: Any, **overrides: Any) -> Any:
     """Run an experiment file (or a config dict) with dotted overrides, e.g. ``run("x.yaml", **{"train.epochs": 2})``
     or ``run("x.yaml", train__epochs=2)``; returns what was run and the summary rows."""
-    from .notebook import run_experiment_file
+    from .inference.notebook import run_experiment_file
 
     return run_experiment_file(source, **overrides)

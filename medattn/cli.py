@@ -12,10 +12,10 @@ from pathlib import Path
 
 from . import __version__
 from .errors import EXIT_BAD_INPUT, UserError, render_error
-from .inference_cli import COMMANDS as INFERENCE_COMMANDS
-from .inference_cli import add_parsers
-from .sweep_cli import add_parser as add_sweep_parser
-from .sweep_cli import cmd_sweep
+from .inference.cli import COMMANDS as INFERENCE_COMMANDS
+from .inference.cli import add_parsers
+from .sweep.cli import add_parser as add_sweep_parser
+from .sweep.cli import cmd_sweep
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -117,13 +117,13 @@ def cmd_run(args) -> int:
     if args.print_config:
         import yaml
 
-        from .plan import plan
+        from .runs.plan import plan
 
         for run, jobs in plan(exp, output_dir=args.output_dir, device=args.device, writes=False):
             print(f"# {exp.name}/{run.label} (jobs: {', '.join(jobs)})")
             print(yaml.safe_dump(run.config, sort_keys=False))
         return 0
-    from .runner import run_experiment
+    from .runs.runner import run_experiment
 
     jobs = [j.strip() for j in args.jobs.split(",") if j.strip()] if args.jobs is not None else None
     if jobs == []:
@@ -137,7 +137,7 @@ def cmd_run(args) -> int:
 def cmd_validate(args) -> int:
     """Everything short of training, every problem reported together; writes nothing."""
     from .errors import ConfigError
-    from .validation import validate_runs
+    from .runs.validation import validate_runs
 
     exp = _load(args)
     lines, problems = validate_runs(exp, output_dir=args.output_dir, device=args.device)

@@ -9,7 +9,7 @@ import pytest
 
 import medattn
 from medattn.errors import UserError
-from medattn.run_plugins import registry_for
+from medattn.store.plugin_copies import registry_for
 from tests.test_engine import FAST
 
 GATE = '''\

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medattn.rundir import ExperimentDir, RunDir
+from medattn.store.rundir import ExperimentDir, RunDir
 
 
 def test_rundir_paths_and_readers(tmp_path):
