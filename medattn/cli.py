@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, reproducible
 from .errors import EXIT_BAD_INPUT, UserError, render_error
 from .inference.cli import COMMANDS as INFERENCE_COMMANDS
 from .inference.cli import add_parsers
@@ -30,6 +30,9 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="medattn", description="Attention mechanisms and explanations for medical "
                                  "image classifiers, run from YAML experiment files.")
     ap.add_argument("--version", action="version", version=f"medattn {__version__}")
+    ap.add_argument("--reproducible", action="store_true",
+                    help="the same digits on any x86-64 CPU with AVX2 and any core count (slower; "
+                         "the same as MEDATTN_REPRODUCIBLE=1; see docs/reproducibility.md)")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     run = sub.add_parser("run", help="run an experiment's jobs (train, test, explain, figure)",
@@ -73,6 +76,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(hydra_overrides(sys.argv[1:] if argv is None else list(argv)))
     try:
+        if args.reproducible or reproducible.requested():  # before any command loads torch
+            reproducible.apply()
         return COMMANDS[args.command](args)
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()
@@ -87,16 +92,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def hydra_overrides(argv: list[str]) -> list[str]:
     """Bare ``a.b=c`` arguments after ``run`` / ``validate`` become ``--set a.b=c`` (the Hydra/OmegaConf habit)."""
-    if not argv or argv[0] not in ("run", "validate"):
+    lead = 0
+    while lead < len(argv) and argv[lead] in GLOBAL_FLAGS:
+        lead += 1
+    if len(argv) <= lead or argv[lead] not in ("run", "validate"):
         return argv
-    out = argv[:1]
-    for prev, arg in zip(argv, argv[1:]):
+    out = argv[:lead + 1]
+    for prev, arg in zip(argv[lead:], argv[lead + 1:]):
         key = arg.split("=", 1)[0]
         bare = "=" in arg and not arg.startswith("-") and key.replace(".", "").replace("_", "").isalnum()
         out += ["--set", arg] if bare and prev not in VALUE_OPTIONS else [arg]
     return out
 
 
+GLOBAL_FLAGS = ("--reproducible",)
 VALUE_OPTIONS = ("--set", "--device", "--output-dir", "--jobs", "--force", "--devices", "--shard", "--output", "-o")
 
 

@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import torch
 
+from . import reproducible
 from .errors import UserError
 
 
 def resolve_device(spec: str) -> torch.device:
-    """The torch device for a spec, or a UserError saying what this machine has."""
+    """The torch device for a spec, or a UserError saying what this machine has. In the reproducible mode, torch
+    is configured here (before any work) and ``auto`` is the CPU: the documented digits are the CPU's."""
+    reproducible.configure_torch()
     spec = (spec or "auto").strip()
+    if spec == "auto" and reproducible.active():
+        return torch.device("cpu")
     mps = getattr(torch.backends, "mps", None)
     has_mps = bool(mps and mps.is_available())
     if spec == "auto":

@@ -404,7 +404,7 @@ def load_run(run: str | Path, checkpoint: str = "best_val_loss", device: str | t
     from ..store import checkpoints
 
     file = model_file(run, checkpoint)
-    dev = device if isinstance(device, torch.device) else resolve_device(str(device))
+    dev = resolve_device(str(device))  # (a torch.device too: resolving is where the reproducible mode acts)
     model = checkpoints.load_model(file, device=str(dev))
     return Predictor(model, dict(model.meta), file, dev)
 

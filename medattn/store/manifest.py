@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from .. import reproducible
 from ..files import atomic_write_text
 
 PACKAGES = ("medattn", "torch", "torchvision", "timm", "captum", "numpy", "scikit-learn")
@@ -76,7 +77,7 @@ def manifest(run) -> dict:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "python": sys.version.split()[0], "platform": platform.platform(), "versions": versions(),
         "components": selected, "seed": run.config["seed"], "device": str(run.device),
-        "git_sha": git_sha(), "config_sha256": config_sha(run.config),
+        "git_sha": git_sha(), "config_sha256": config_sha(run.config), "kernels": reproducible.describe(),
     }
 
 

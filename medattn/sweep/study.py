@@ -36,6 +36,7 @@ from optuna.trial import TrialState
 
 from ..config import Experiment
 from ..config.compose import Variant
+from .. import reproducible
 from ..errors import UserError
 from ..store.rundir import ExperimentDir, RunDir
 
@@ -371,7 +372,7 @@ def worker_main(file: str, overrides: list[str], output_dir: str | None, device:
     from ..config import load_experiment
     from ..errors import EXIT_BAD_INPUT, render_error
 
-    if threads:
+    if threads and not reproducible.active():  # the mode's thread count stands: it decides the digits
         os.environ["OMP_NUM_THREADS"] = str(threads)
         import torch
 

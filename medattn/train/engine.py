@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import reproducible
 from ..errors import UserError
 
 
@@ -171,7 +172,7 @@ def configure_determinism(deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-    elif torch.are_deterministic_algorithms_enabled():  # (calling it at all imports torch._inductor: 2 s)
+    elif not reproducible.active() and torch.are_deterministic_algorithms_enabled():  # (imports torch._inductor: 2 s)
         torch.use_deterministic_algorithms(False)
 
 
