@@ -34,9 +34,9 @@ from optuna.storages._heartbeat import BaseHeartbeat  # the interface Optuna's f
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from .. import reproducible
 from ..config import Experiment
 from ..config.compose import Variant
-from .. import reproducible
 from ..errors import UserError
 from ..store.rundir import ExperimentDir, RunDir
 
