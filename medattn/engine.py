@@ -299,11 +299,15 @@ def train_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
                     logits = net(x)
                     loss = compute_loss(model, loss_fn, logits, y)
                 else:
-                    logits, loss, parts = _terms_loss(model, net, terms, batch, x, y, loss_fn)
+                    scale = scaler.get_scale() if scaler is not None and scaler.is_enabled() else 1.0
+                    logits, loss, parts = _terms_loss(model, net, terms, batch, x, y, loss_fn, scale)
                     for key, part in parts.items():
                         term_sums[key] = term_sums.get(key, 0.0) + part.float() * len(y)
             value = loss.item()
             if not math.isfinite(value):
+                if _scaled_gradients_overflowed(scaler, terms):
+                    optimizer.zero_grad(set_to_none=True)  # the window is lost, as a GradScaler's skipped step
+                    continue
                 raise NonFiniteLoss(f"{desc}: the loss became {value} at batch {step + 1}/{n_batches}")
             scaled = loss / accumulate
             (scaler.scale(scaled) if scaler is not None and scaler.is_enabled() else scaled).backward()
@@ -331,11 +335,24 @@ def train_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
                    terms={k: float(v) / max(count, 1) for k, v in term_sums.items()})
 
 
+def _scaled_gradients_overflowed(scaler: Any, terms: Any) -> bool:
+    """Whether a non-finite loss can be the fp16 overflow of a term's scaled gradients (input gradients, a
+    Grad-CAM): then the scale is lowered (the GradScaler's backoff, as after an overflowing backward) and the
+    step skipped. Below a scale of 1 scaling is not the cause any more: the loss itself diverged."""
+    if scaler is None or not scaler.is_enabled() or terms is None or scaler.get_scale() <= 1.0:
+        return False
+    if not (terms.needs_input_gradients or terms.needs_features):
+        return False
+    scaler.update(scaler.get_scale() * scaler.get_backoff_factor())
+    return True
+
+
 def _terms_loss(model: nn.Module, net: nn.Module, terms: Any, batch: dict, x: torch.Tensor, y: torch.Tensor,
-                loss_fn: nn.Module) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+                loss_fn: nn.Module, grad_scale: float = 1.0
+                ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """(logits, weighted loss, {term: value}) of one batch through the terms of ``train.loss``: the forward
     with what the terms asked for (input gradients, the backbone's levels and the attention's output), then each
-    term on a LossBatch."""
+    term on a LossBatch (``grad_scale``: the fp16 GradScaler's scale, for the terms' own gradients)."""
     from .hookspecs import LossBatch
 
     if terms.needs_input_gradients:
@@ -355,7 +372,7 @@ def _terms_loss(model: nn.Module, net: nn.Module, terms: Any, batch: dict, x: to
                    groups=[str(g) for g in groups] if groups is not None else None,
                    attention=model.attention_maps() if hasattr(model, "attention_maps") else {},
                    features=seen.get("features"), attended=seen.get("attended"),
-                   classification=lambda z: compute_loss(model, loss_fn, z, y))
+                   classification=lambda z: compute_loss(model, loss_fn, z, y), grad_scale=grad_scale)
     loss, parts = terms(lb)
     return logits, loss, parts
 

@@ -40,6 +40,27 @@ def mask_problems(reg: Registry, config: dict, has_masks: bool) -> list[tuple[tu
             for i, s in enumerate(config["train"]["loss"]) if "masks" in needs(reg, s)]
 
 
+def model_problems(reg: Registry, config: dict, model: Any) -> list[tuple[tuple, str]]:
+    """(field path, message) of what each term of ``train.loss`` finds wrong with the built model: a term may
+    offer ``model_problems(model) -> [(path under its params, message)]`` (e.g. a map key the model lacks)."""
+    from .hookspecs import LossContext
+    from .model import image_size
+
+    out: list[tuple[tuple, str]] = []
+    ctx = LossContext(output=model.output, num_outputs=model.num_outputs, image_size=image_size(config),
+                      has_masks=True, class_weights=None)
+    for i, spec in enumerate(config["train"]["loss"]):
+        try:
+            term = reg.build("loss", spec, ctx, field=f"train.loss.{i}")
+        except UserError as exc:
+            out.append((("train", "loss", i), str(exc)))
+            continue
+        check = getattr(term, "model_problems", None)
+        if callable(check):
+            out += [(("train", "loss", i, "params", *path), message) for path, message in check(model)]
+    return out
+
+
 @dataclass
 class LossTerms:
     """The built terms: (label, weight, term); called on a :class:`medattn.api.LossBatch`."""

@@ -144,6 +144,25 @@ class TrainJob(Job):
     writes = ("checkpoint", "history")
     distributed = True
 
+    def check(self, config: dict[str, Any]) -> list[str | tuple[tuple, str]]:
+        """What reads the explanation score (the best_val_explanation checkpoint, early stopping on it) needs
+        train.explanation_score; a term's weight schedule must fit in train.epochs."""
+        cfg, out = config["train"], []
+        if not cfg["explanation_score"]:
+            need = (f"needs train.explanation_score (e.g. explanation_score: {{explainer: {{name: saliency}}}}), "
+                    f"which measures {EXPLANATION} every epoch; without it the checkpoint is never written")
+            out += [(("train", "checkpoints", i), f"best_{EXPLANATION} {need}")
+                    for i, name in enumerate(cfg["checkpoints"]) if name == f"best_{EXPLANATION}"]
+            if cfg["early_stopping"]["patience"] > 0 and cfg["early_stopping"]["monitor"] == EXPLANATION:
+                out.append((("train", "early_stopping", "monitor"), f"{EXPLANATION} {need}"))
+        return out
+
+    def check_model(self, config: dict[str, Any], model: Any) -> list[tuple[tuple, str]]:
+        """What a loss term can only check against the built model (the attention maps it names)."""
+        from ..losses import model_problems
+
+        return model_problems(self.registry, config, model)
+
     def check_data(self, config: dict[str, Any], bundle: Any, splits: dict[str, Any]) -> list[tuple[tuple, str]]:
         """A loss term that needs masks on a data set without them."""
         from ..losses import mask_problems

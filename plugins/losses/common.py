@@ -39,10 +39,14 @@ def mask_at(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def outside_fraction(relevance: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """(B,) the share of each map's (non-negative) mass that lies outside the mask: 0 when all of it is inside."""
+    """(B,) the share of each map's (non-negative) mass that lies outside the mask: 0 when all of it is inside,
+    1 when all of it is outside, and 1 for an empty map (all zero), which points nowhere: the evaluation scores
+    it at chance, so it must not earn the term for free."""
     inside = mask_at(masks, tuple(relevance.shape[-2:]))
     total = relevance.flatten(1).sum(1)
-    return (relevance * (1 - inside)).flatten(1).sum(1) / (total + EPS)
+    some = total > 0
+    share = (relevance * (1 - inside)).flatten(1).sum(1) / torch.where(some, total, torch.ones_like(total))
+    return torch.where(some, share, torch.ones_like(share))
 
 
 def label_probability(batch: LossBatch, logits: torch.Tensor) -> torch.Tensor:

@@ -30,16 +30,21 @@ class Classification(nn.Module):
         return batch.classification(batch.logits)
 
 
-def spatial_maps(attention: dict[str, torch.Tensor], size: tuple[int, int], keys: list[str]) -> dict[str, torch.Tensor]:
+def spatial_maps(attention: dict[str, torch.Tensor], kinds: dict[str, str], size: tuple[int, int],
+                 keys: list[str]) -> dict[str, torch.Tensor]:
     """The attention maps that have a place in the image, as (B, 1, h, w): spatial gates as they are, position
-    attention (B, N, N) as how much each position is attended to. Channel weights have no place: left out."""
+    attention (B, N, N) as how much each position is attended to (its column-mean summary as it is). Which is
+    which comes from the module's declared kinds (:func:`medattn.api.attention_map_kinds`), never from the
+    shape alone: channel attention (B, C, C) is square too. ``keys``: only these (each must be a spatial or
+    position map of the module: see :func:`map_key_problems`)."""
     out = {}
     for key, m in attention.items():
-        if keys and key not in keys:
+        kind = kinds.get(key, "other")
+        if (keys and key not in keys) or kind not in ("spatial", "position"):
             continue
-        if m.ndim == 4 and m.shape[1] == 1 and m.shape[-2:] != (1, 1):
+        if m.ndim == 4 and m.shape[1] == 1:
             out[key] = m
-        elif m.ndim == 3 and m.shape[1] == m.shape[2]:
+        elif kind == "position" and m.ndim == 3 and m.shape[1] == m.shape[2]:
             n = m.shape[1]
             h = max(1, round(math.sqrt(n * size[0] / size[1])))
             if n % h == 0:
@@ -47,18 +52,70 @@ def spatial_maps(attention: dict[str, torch.Tensor], size: tuple[int, int], keys
     return out
 
 
+def map_key_problems(keys: list[str], kinds: dict[str, str]) -> list[tuple[int, str]]:
+    """(index in ``maps``, message) for each listed key that is not a map of the module, or has no place in the
+    image (a channel map), with a did-you-mean."""
+    import difflib
+
+    usable = sorted(k for k, kind in kinds.items() if kind in ("spatial", "position"))
+    out = []
+    for i, key in enumerate(keys):
+        if key not in kinds:
+            close = difflib.get_close_matches(key, list(kinds), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            out.append((i, f"{key!r} is not a map of this attention module{hint}; it has "
+                           f"{', '.join(sorted(kinds)) or 'none'}"))
+        elif kinds[key] not in ("spatial", "position"):
+            out.append((i, f"{key!r} is a {kinds[key]} map: it has no place in the image to supervise (spatial or "
+                           f"position maps: {', '.join(usable) or 'none'})"))
+    return out
+
+
+def probe_maps(model: nn.Module, size: tuple[int, int]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The attention maps of one forward of a blank image (eval, no gradient) and their kinds: what a term can
+    check its keys against before training."""
+    from medattn.api import attention_map_kinds
+
+    first = next((p for p in model.parameters()), None)
+    if first is None:
+        return {}, {}
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, int(model.backbone.in_chans), *size, device=first.device))
+        maps = model.attention_maps() if hasattr(model, "attention_maps") else {}
+    finally:
+        model.train(was)
+    return maps, attention_map_kinds(getattr(model, "attention", None), maps)
+
+
 class AttentionMask(nn.Module):
     """Supervises the attention module's own spatial maps with the lesion mask: the share of each map's mass
     outside the mask (``energy``), or binary cross-entropy of the map against the mask at its resolution (``bce``)."""
 
-    def __init__(self, penalty: str, keys: list[str]) -> None:
+    def __init__(self, penalty: str, keys: list[str], image_size: tuple[int, int] = (224, 224)) -> None:
         super().__init__()
-        self.penalty, self.keys = penalty, keys
+        self.penalty, self.keys, self.image_size = penalty, keys, tuple(image_size)
+
+    def model_problems(self, model: nn.Module) -> list[tuple[tuple, str]]:
+        """(path under the term's params, message) for each ``maps`` key the model does not expose as a spatial
+        or position map (``medattn validate``)."""
+        if not self.keys:
+            return []
+        _, kinds = probe_maps(model, self.image_size)
+        return [(("maps", i), message) for i, message in map_key_problems(self.keys, kinds)]
 
     def forward(self, batch: LossBatch) -> torch.Tensor:
-        maps = spatial_maps(batch.attention, tuple(batch.images.shape[-2:]), self.keys)
+        from medattn.api import attention_map_kinds
+
+        kinds = attention_map_kinds(getattr(batch.model, "attention", None), batch.attention)
+        problems = map_key_problems(self.keys, kinds)
+        if problems:
+            raise UserError(f"loss attention_mask: params.maps.{problems[0][0]}: {problems[0][1]}")
+        maps = spatial_maps(batch.attention, kinds, tuple(batch.images.shape[-2:]), self.keys)
         if not maps:
-            shown = ", ".join(f"{k} {tuple(v.shape)}" for k, v in batch.attention.items()) or "none"
+            shown = ", ".join(f"{k} {tuple(v.shape)} {kinds[k]}" for k, v in batch.attention.items()) or "none"
             raise UserError(f"loss attention_mask: the attention module exposes no spatial map to supervise "
                             f"(attention_maps(): {shown}); choose one with spatial attention (e.g. timm_attn "
                             f"type cbam, mldam, dual, agpad) or drop the term")
@@ -73,7 +130,10 @@ class AttentionMask(nn.Module):
         if self.penalty == "energy":
             return outside_fraction(m.abs(), masks)
         target = mask_at(masks, tuple(m.shape[-2:]))
-        return F.binary_cross_entropy(m.clamp(EPS, 1 - EPS), target, reduction="none").flatten(1).mean(1)
+        # binary_cross_entropy is refused under CUDA autocast (unsafe in half precision): computed in float32
+        with torch.autocast(device_type=m.device.type, enabled=False):
+            return F.binary_cross_entropy(m.float().clamp(EPS, 1 - EPS), target.float(),
+                                          reduction="none").flatten(1).mean(1)
 
 
 def log_probabilities(batch: LossBatch) -> torch.Tensor:
@@ -107,10 +167,29 @@ class RightReasons(nn.Module):
         return weighted_mean(per_image, w)
 
 
+def grad_cam(batch: LossBatch, a: torch.Tensor) -> torch.Tensor:
+    """(B, 1, h, w) Grad-CAM of each image's own class on the feature map ``a`` (B, C, h, w) of this forward:
+    relu(sum_c alpha_c a_c), alpha_c the spatial mean of d logit / d a_c. The gradient keeps its graph
+    (``create_graph``), so a loss on the map trains the weights that make alpha too, not only those that make a."""
+    grads = batch.gradients(batch.class_logit(), a)
+    return F.relu((grads.mean(dim=(2, 3), keepdim=True) * a.float()).sum(1, keepdim=True))
+
+
+def above_chance(batch: LossBatch, logits: torch.Tensor) -> torch.Tensor:
+    """(B,) how far each image's own class is above chance, in [0, 1]: max(0, (p - 1/K) / (1 - 1/K)), p the
+    probability of the label among K classes (K = 2 for a one-logit model). GAIN's mining score: erasing all
+    the evidence should leave the model undecided (p = 1/K), which this scores 0; lowering p further would only
+    mean predicting another class, which it does not reward."""
+    k = 2 if batch.model.output == "sigmoid" else int(logits.shape[1])
+    p = label_probability(batch, logits)
+    return F.relu((p - 1 / k) / (1 - 1 / k))
+
+
 class AttentionMining(nn.Module):
     """GAIN: a Grad-CAM of each image's own class on the attention module's output (the map the head reads);
-    the region it points at is erased softly and the class probability left in the erased image is penalised
-    (mining), and the Grad-CAM outside the lesion is penalised (the mask term)."""
+    the region it points at is erased softly and the class evidence left in the erased image is penalised
+    (mining: the label's probability above chance), and the Grad-CAM outside the lesion is penalised (the mask
+    term)."""
 
     needs_features = True
 
@@ -123,16 +202,15 @@ class AttentionMining(nn.Module):
         if a is None or a.ndim != 4:
             raise UserError("loss gain: the attention module gives no feature map (B, C, H, W) for a Grad-CAM "
                             f"(its output: {None if a is None else tuple(a.shape)})")
-        grads = torch.autograd.grad(batch.class_logit().sum(), a, create_graph=True)[0]
-        cam = F.relu((grads.mean(dim=(2, 3), keepdim=True) * a).sum(1, keepdim=True))
-        cam = F.interpolate(cam, size=tuple(batch.images.shape[-2:]), mode="bilinear", align_corners=False)
+        cam = F.interpolate(grad_cam(batch, a), size=tuple(batch.images.shape[-2:]), mode="bilinear",
+                            align_corners=False)
         scaled = cam / (cam.flatten(1).amax(1).view(-1, 1, 1, 1) + EPS)
         total = batch.logits.new_zeros(()).float()
         if self.p["mining_weight"] > 0:
             soft = torch.sigmoid(self.p["omega"] * (scaled - self.p["sigma"]))
             erased = batch.images - soft * batch.images
             with running_stats_kept(batch.model):
-                left = label_probability(batch, batch.model(erased))
+                left = above_chance(batch, batch.model(erased))
             total = total + self.p["mining_weight"] * left.mean()
         if self.p["mask_weight"] > 0:
             w = mask_weights(batch, "gain")
@@ -154,6 +232,10 @@ class MaskFraction(nn.Module):
         self.needs_input_gradients = getattr(inner, "needs_input_gradients", False)
         self.needs_features = getattr(inner, "needs_features", False)
 
+    def model_problems(self, model: nn.Module) -> list[tuple[tuple, str]]:
+        check = getattr(self.inner, "model_problems", None)
+        return [(("params", *path), message) for path, message in check(model)] if check else []
+
     def forward(self, batch: LossBatch) -> torch.Tensor:
         keep = torch.tensor([annotated(i, self.fraction) for i in batch.ids], dtype=torch.float32,
                             device=batch.labels.device)
@@ -172,7 +254,7 @@ def build_classification(params: dict[str, Any], ctx: LossContext) -> nn.Module:
 
 
 def build_attention_mask(params: dict[str, Any], ctx: LossContext) -> nn.Module:
-    return AttentionMask(params["penalty"], list(params["maps"]))
+    return AttentionMask(params["penalty"], list(params["maps"]), ctx.image_size if ctx is not None else (224, 224))
 
 
 def build_rrr(params: dict[str, Any], ctx: LossContext) -> nn.Module:
