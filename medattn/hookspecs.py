@@ -18,8 +18,12 @@ defaults of the component's JSON Schema filled in: read ``params["key"]``, do no
 dataset    ``factory(params, ctx: DataContext) -> DataBundle``. Each split is a torch ``Dataset`` whose
            items are dicts: ``image`` float tensor (ctx.channels, H, W) in [0, 1] at ctx.image_size,
            ``label`` int, ``id`` str, optionally ``mask`` float tensor (1, H, W) (ground truth region,
-           used to score explanations) and ``group`` str (patient id). No normalisation: the core
-           applies the train-time ``transform`` and the normalisation of the backbone.
+           used to score explanations), ``confound_mask`` (1, H, W) (where a known shortcut lives: a
+           ruler, a hospital token, burnt-in text; ``DataBundle.has_confound_masks``) and ``group`` str
+           (patient id). No normalisation: the core applies the train-time ``transform`` and the
+           normalisation of the backbone. A split may offer ``confound_pair(index) -> (image with the
+           confound, the same image without it)``, [0, 1] tensors like ``image``: the test job then reports
+           ``shortcut.reliance``.
 transform  ``factory(params, ctx: TransformContext) -> callable(tensor) -> tensor``: the train-time
            augmentation (``train.augment``) applied to each [0, 1] image before normalisation; random
            draws come from torch's global generator, which the core seeds.
@@ -156,6 +160,7 @@ class DataBundle:
     class_names: list[str]
     has_masks: bool = False
     info: dict[str, Any] = field(default_factory=dict)  # free-form: counts, fingerprint, skipped...
+    has_confound_masks: bool = False  # items carry ``confound_mask``: where a known shortcut lives (a ruler, a token)
 
 
 @dataclass
