@@ -128,6 +128,10 @@ IMAGE_FOLDER = _schema({
     "masks": _p("string", "Optional folder of lesion masks (relative to root, or absolute) laid out like the "
                 "images: the mask of ROOT/train/benign/a.png is MASKS/train/benign/a.<any image extension>; an "
                 "image without one gets an empty mask (it trains without mask terms)", format="path"),
+    "confound_masks": _p("string", "Optional folder of confound masks, laid out like `masks`: where a known "
+                         "shortcut lives in each image (a ruler, a hospital token, burnt-in text), for rrr "
+                         "region: confound and the energy_in_confound score; an image without one gets an empty "
+                         "confound mask (skipped by the confound terms)", format="path"),
     **_common(),
 }, ("root",))
 
@@ -196,6 +200,9 @@ CSV = _schema({
     "group_column": _p("string", "Optional column with the patient / group id"),
     "mask_column": _p("string", "Optional column with the path of each image's lesion mask (relative to "
                       "image_root); a blank cell is an empty mask (the image trains without mask terms)"),
+    "confound_mask_column": _p("string", "Optional column with the path of each image's confound mask: where a "
+                               "known shortcut lives (a ruler, a token, burnt-in text); a blank cell is an empty "
+                               "confound mask (skipped by the confound terms)"),
     "image_root": _p("string", "Folder the paths are relative to (default: the CSV's folder)", format="path"),
     "classes": _p("array", "Label values in class order (default: sorted distinct labels)",
                   items={"type": ["string", "integer"]}, minItems=2),
