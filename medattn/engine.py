@@ -365,14 +365,15 @@ def _terms_loss(model: nn.Module, net: nn.Module, terms: Any, batch: dict, x: to
     finally:
         if hook is not None:
             hook.remove()
-    masks = batch.get("mask")
+    masks, confound = batch.get("mask"), batch.get("confound_mask")
     groups = batch.get("group")
     lb = LossBatch(images=x, labels=y, logits=logits, model=model, ids=[str(i) for i in batch["id"]],
                    masks=masks.to(x.device, non_blocking=True).float() if masks is not None else None,
                    groups=[str(g) for g in groups] if groups is not None else None,
                    attention=model.attention_maps() if hasattr(model, "attention_maps") else {},
                    features=seen.get("features"), attended=seen.get("attended"),
-                   classification=lambda z: compute_loss(model, loss_fn, z, y), grad_scale=grad_scale)
+                   classification=lambda z: compute_loss(model, loss_fn, z, y), grad_scale=grad_scale,
+                   confound_masks=confound.to(x.device, non_blocking=True).float() if confound is not None else None)
     loss, parts = terms(lb)
     return logits, loss, parts
 

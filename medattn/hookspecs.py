@@ -246,8 +246,8 @@ def attention_map_kinds(attention: Any, maps: dict[str, Any]) -> dict[str, str]:
 class LossBatch:
     """What a loss term is called with: one training batch and what the model produced for it.
 
-    ``images`` are the normalised inputs (B, C, H, W); ``masks`` (B, 1, H, W) in [0, 1] and ``groups`` are there
-    when the data set gives them (else None). ``attention`` holds the attention module's ``attention_maps()``
+    ``images`` are the normalised inputs (B, C, H, W); ``masks`` (B, 1, H, W) in [0, 1], ``confound_masks`` (the
+    same, where a known shortcut lives) and ``groups`` are there when the data set gives them (else None). ``attention`` holds the attention module's ``attention_maps()``
     right after the forward (with their graph); ``features`` the backbone's levels and ``attended`` the attention
     module's output when a term asked for them.
     """
@@ -263,6 +263,7 @@ class LossBatch:
     features: dict[str, torch.Tensor] | None = None
     attended: torch.Tensor | None = None  # the attention module's output (what the head gets), with ``features``
     mask_weight: torch.Tensor | None = None  # (B,) 0/1: which images may use their mask (mask_fraction)
+    confound_masks: torch.Tensor | None = None  # (B, 1, H, W): where a known shortcut lives, when the data set says
     classification: Callable[[torch.Tensor], torch.Tensor] | None = None  # logits -> the model's BCE/CE loss
     grad_scale: float = 1.0  # the GradScaler's scale under fp16 autocast (1.0 otherwise): see gradients()
 

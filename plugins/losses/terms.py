@@ -1,4 +1,5 @@
-"""The built-in loss terms: classification, attention_mask, rrr, gain and mask_fraction (see docs/guided.md)."""
+"""The built-in loss terms: classification, attention_mask, rrr, rrr_gradcam, gain and mask_fraction (see
+docs/guided.md)."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,6 +19,7 @@ from .common import (
     mask_at,
     mask_weights,
     outside_fraction,
+    penalised_region,
     running_stats_kept,
     weighted_mean,
 )
@@ -146,24 +148,24 @@ def log_probabilities(batch: LossBatch) -> torch.Tensor:
 
 
 class RightReasons(nn.Module):
-    """Right for the Right Reasons: input gradients outside the lesion are penalised (double backprop), as their
-    squared sum (``l2``) or as the share of the gradient's magnitude that lies outside (``fraction``)."""
+    """Right for the Right Reasons: input gradients in the penalised region (outside the lesion, or inside the
+    confound mask) are penalised (double backprop), as their squared sum (``l2``, Ross et al. 2017) or as the
+    share of the gradient's magnitude that lies there (``fraction``)."""
 
     needs_input_gradients = True
 
-    def __init__(self, penalty: str, explained: str) -> None:
+    def __init__(self, penalty: str, explained: str, region: str = "outside_mask") -> None:
         super().__init__()
-        self.penalty, self.explained = penalty, explained
+        self.penalty, self.explained, self.region = penalty, explained, region
 
     def forward(self, batch: LossBatch) -> torch.Tensor:
-        w = mask_weights(batch, "rrr")
+        region, w = penalised_region(batch, self.region, "rrr")
         out = log_probabilities(batch) if self.explained == "log_probabilities" else batch.class_logit()
         grads = batch.input_gradients(out)
-        outside = 1 - batch.masks
         if self.penalty == "l2":
-            per_image = ((grads * outside) ** 2).flatten(1).sum(1)
-        else:
-            per_image = outside_fraction(grads.sum(1, keepdim=True).abs(), batch.masks)
+            per_image = ((grads * region) ** 2).flatten(1).sum(1)
+        else:  # the share of |gradient| in the region: what lies outside its complement
+            per_image = outside_fraction(grads.sum(1, keepdim=True).abs(), 1 - region)
         return weighted_mean(per_image, w)
 
 
@@ -222,6 +224,47 @@ class AttentionMining(nn.Module):
         return total
 
 
+class GradCamReasons(nn.Module):
+    """Right for the right scientific reasons (Schramowski et al. 2020): RRR on a Grad-CAM instead of the input
+    gradients. The Grad-CAM of each image's own class at a level (the attention module's output, or a backbone
+    level), scaled to [0, 1] and drawn at the image's size, is penalised in the region (outside the lesion, or
+    inside the confound mask): its mean square there (``l2``) or its share there (``fraction``). The map's
+    gradient keeps its graph, so the term trains what makes the map's weights too."""
+
+    needs_features = True
+
+    def __init__(self, region: str, level: str, penalty: str) -> None:
+        super().__init__()
+        self.region, self.level, self.penalty = region, level, penalty
+
+    def model_problems(self, model: nn.Module) -> list[tuple[tuple, str]]:
+        """The level is the attention's output or a level of the backbone."""
+        import difflib
+
+        levels = ["attended", *(i.name for i in getattr(model.backbone, "feature_info", []))]
+        if self.level in levels:
+            return []
+        close = difflib.get_close_matches(self.level, levels, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return [(("level",), f"{self.level!r} is not a level of this model{hint}; levels: {', '.join(levels)}")]
+
+    def forward(self, batch: LossBatch) -> torch.Tensor:
+        a = batch.attended if self.level == "attended" else (batch.features or {}).get(self.level)
+        if a is None or a.ndim != 4:
+            raise UserError(f"loss rrr_gradcam: level {self.level!r} gives no feature map (B, C, H, W) for a "
+                            f"Grad-CAM (levels: attended, {', '.join(batch.features or {})})")
+        region, w = penalised_region(batch, self.region, "rrr_gradcam")
+        cam = F.interpolate(grad_cam(batch, a), size=tuple(batch.images.shape[-2:]), mode="bilinear",
+                            align_corners=False)
+        if self.penalty == "fraction":
+            per_image = outside_fraction(cam, 1 - region)
+        else:  # an empty map counts as a uniform one: it points nowhere, so everywhere is as likely
+            peak = cam.flatten(1).amax(1).view(-1, 1, 1, 1)
+            scaled = torch.where(peak > 0, cam / peak.clamp_min(EPS), torch.ones_like(cam))
+            per_image = ((scaled * region) ** 2).flatten(1).mean(1)
+        return weighted_mean(per_image, w)
+
+
 class MaskFraction(nn.Module):
     """Another mask term on a fixed share of the training images (chosen by image id); the other images
     contribute no mask (the classification term still trains on them): annotations are rarely complete."""
@@ -258,7 +301,11 @@ def build_attention_mask(params: dict[str, Any], ctx: LossContext) -> nn.Module:
 
 
 def build_rrr(params: dict[str, Any], ctx: LossContext) -> nn.Module:
-    return RightReasons(params["penalty"], params["explained"])
+    return RightReasons(params["penalty"], params["explained"], params["region"])
+
+
+def build_rrr_gradcam(params: dict[str, Any], ctx: LossContext) -> nn.Module:
+    return GradCamReasons(params["region"], params["level"], params["penalty"])
 
 
 def build_gain(params: dict[str, Any], ctx: LossContext) -> nn.Module:
@@ -274,4 +321,5 @@ def build_mask_fraction(params: dict[str, Any], ctx: LossContext) -> nn.Module:
     return MaskFraction(BUILDERS[name](inner, ctx), float(params["fraction"]))
 
 
-BUILDERS = {"attention_mask": build_attention_mask, "rrr": build_rrr, "gain": build_gain}
+BUILDERS = {"attention_mask": build_attention_mask, "rrr": build_rrr, "gain": build_gain,
+            "rrr_gradcam": build_rrr_gradcam}
