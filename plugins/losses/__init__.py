@@ -59,6 +59,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                   "description": "threshold of the soft erasing mask on the [0, 1]-scaled Grad-CAM"},
         "omega": {"type": "number", "exclusiveMinimum": 0, "default": 10.0,
                   "description": "steepness of the soft erasing mask"},
+        "level": {"type": "string", "default": "attended",
+                  "description": "where the Grad-CAM is taken: attended (the attention module's output, what the "
+                                 "head reads) or a backbone level (layer2: 8 x 8 at 64 px on a ResNet)"},
     }),
 }
 SCHEMAS["mask_fraction"] = {

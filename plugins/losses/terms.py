@@ -188,7 +188,8 @@ def above_chance(batch: LossBatch, logits: torch.Tensor) -> torch.Tensor:
 
 
 class AttentionMining(nn.Module):
-    """GAIN: a Grad-CAM of each image's own class on the attention module's output (the map the head reads);
+    """GAIN: a Grad-CAM of each image's own class on the attention module's output (the map the head reads) or a
+    backbone level (``level``);
     the region it points at is erased softly and the class evidence left in the erased image is penalised
     (mining: the label's probability above chance), and the Grad-CAM outside the lesion is penalised (the mask
     term)."""
@@ -199,11 +200,17 @@ class AttentionMining(nn.Module):
         super().__init__()
         self.p = params
 
+    def model_problems(self, model: nn.Module) -> list[tuple[tuple, str]]:
+        """The Grad-CAM's level is the attention's output or a level of the backbone."""
+        return GradCamReasons("outside_mask", self.p.get("level", "attended"), "l2").model_problems(model)
+
     def forward(self, batch: LossBatch) -> torch.Tensor:
-        a = batch.attended
+        level = self.p.get("level", "attended")
+        a = batch.attended if level == "attended" else (batch.features or {}).get(level)
         if a is None or a.ndim != 4:
-            raise UserError("loss gain: the attention module gives no feature map (B, C, H, W) for a Grad-CAM "
-                            f"(its output: {None if a is None else tuple(a.shape)})")
+            raise UserError(f"loss gain: level {level!r} gives no feature map (B, C, H, W) for a Grad-CAM "
+                            f"({'its output' if level == 'attended' else 'levels: ' + ', '.join(batch.features or {})}"
+                            f": {None if a is None else tuple(a.shape)})")
         cam = F.interpolate(grad_cam(batch, a), size=tuple(batch.images.shape[-2:]), mode="bilinear",
                             align_corners=False)
         scaled = cam / (cam.flatten(1).amax(1).view(-1, 1, 1, 1) + EPS)
