@@ -1,0 +1,350 @@
+"""Predicting the images of a DICOMweb server (a PACS, Orthanc ...) and storing the results back.
+
+QIDO-RS finds the instances (a study, a series, or a query), WADO-RS fetches them in their stored transfer
+syntax, several at a time, and each fetch worker decodes and preprocesses its instance; the model predicts them
+batch by batch; the SRs (and parametric maps) are written (:mod:`.dicom_out`) and, with ``store``, sent back with
+STOW-RS. dicomweb-client speaks DICOMweb (with its bounded retry and timeout); requests carries the
+authentication, which comes from the environment only:
+
+- ``MEDATTN_DICOMWEB_TOKEN``: a bearer token, or
+- ``MEDATTN_DICOMWEB_USER`` and ``MEDATTN_DICOMWEB_PASSWORD``: HTTP basic authentication.
+
+Nothing here prints or records them. One instance that cannot be fetched, decoded, reported on or stored is one
+message naming it; the others go on, and :attr:`DicomwebResult.tally` counts each kind of problem.
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserError
+
+ENV_TOKEN = "MEDATTN_DICOMWEB_TOKEN"
+ENV_USER = "MEDATTN_DICOMWEB_USER"
+ENV_PASSWORD = "MEDATTN_DICOMWEB_PASSWORD"
+RETRIED = (429, 500, 502, 503, 504)  # HTTP answers tried again (with exponential back-off) before giving up
+STOW_CHUNK = 16  # instances per STOW-RS request
+
+
+def session_from_env(env: Mapping[str, str] | None = None) -> Any:
+    """A requests Session carrying the credentials the environment gives (bearer token first, else basic)."""
+    import requests
+
+    env = os.environ if env is None else env
+    session = requests.Session()
+    if env.get(ENV_TOKEN):
+        session.headers["Authorization"] = f"Bearer {env[ENV_TOKEN]}"
+    elif env.get(ENV_USER):
+        session.auth = (env[ENV_USER], env.get(ENV_PASSWORD, ""))
+    return session
+
+
+def connect(url: str, timeout: float = 30.0, retries: int = 3, env: Mapping[str, str] | None = None) -> Any:
+    """A DICOMwebClient for ``url`` (the server's DICOMweb root, e.g. http://host:8042/dicom-web): each request
+    times out after ``timeout`` seconds and is tried at most ``retries`` times (server errors 5xx, 429 and
+    connection failures), waiting 0.4 s, 0.8 s ... between tries."""
+    from dicomweb_client.api import DICOMwebClient
+
+    if not str(url).startswith(("http://", "https://")):
+        raise UserError(f"--dicomweb {url}: expected an http:// or https:// URL of the server's DICOMweb root")
+    client = DICOMwebClient(str(url).rstrip("/"), session=session_from_env(env), timeout=float(timeout))
+    client.set_http_retry_params(retry=retries > 1, max_attempts=max(1, int(retries)),
+                                 wait_exponential_multiplier=200, retriable_error_codes=RETRIED)
+    return client
+
+
+def http_problem(exc: BaseException, url: str, timeout: float | None = None) -> tuple[str, str]:
+    """(kind, message) of a failed DICOMweb request: unauthorized, not found, server error, server down,
+    timeout, or the exception's own words."""
+    import requests
+
+    response = getattr(exc, "response", None)
+    if isinstance(exc, requests.HTTPError) and response is not None:
+        code, reason = response.status_code, response.reason or ""
+        if code in (401, 403):
+            return "unauthorized", (f"HTTP {code} {reason}: the server refused the credentials (set {ENV_TOKEN}, or "
+                                    f"{ENV_USER} and {ENV_PASSWORD})")
+        if code == 404:
+            return "not found", f"HTTP 404 {reason}: not on the server ({response.url})"
+        if code >= 500:
+            return "server error", f"HTTP {code} {reason} from the server, after its retries"
+        return "http error", f"HTTP {code} {reason}"
+    if isinstance(exc, requests.Timeout):
+        return "timeout", f"no answer from {url} within {timeout} s"
+    if isinstance(exc, requests.ConnectionError):
+        return "server down", f"cannot connect to {url} (is the server running?)"
+    return "http error", f"{type(exc).__name__}: {exc}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# finding and fetching
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Instance:
+    """One instance on the server: its study, series and SOP instance (and class) UIDs."""
+
+    study: str
+    series: str
+    sop: str
+    sop_class: str = ""
+
+    def name(self, url: str) -> str:
+        """The instance's WADO-RS address (what messages and the CSV call it)."""
+        return f"{url.rstrip('/')}/studies/{self.study}/series/{self.series}/instances/{self.sop}"
+
+
+def parse_query(query: str) -> dict[str, str]:
+    """``'Modality=MG&StudyDate=20240101-'`` as QIDO-RS search filters; an unknown attribute is a UserError that
+    names it (and the nearest keyword)."""
+    import difflib
+    from urllib.parse import parse_qsl
+
+    from pydicom.datadict import dictionary_keyword, keyword_dict, tag_for_keyword
+
+    filters = {}
+    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
+        key = key.strip()
+        tag = tag_for_keyword(key)
+        if tag is None and not (len(key) == 8 and all(c in "0123456789abcdefABCDEF" for c in key)):
+            near = difflib.get_close_matches(key, list(keyword_dict), n=1)
+            raise UserError(f"--query {query!r}: {key!r} is not a DICOM attribute keyword"
+                            + (f" (did you mean {near[0]!r}?)" if near else ""))
+        filters[dictionary_keyword(tag) if tag is not None else key] = value
+    if query.strip() and not filters:
+        raise UserError(f"--query {query!r}: expected KEYWORD=VALUE pairs joined by &, e.g. 'Modality=MG&StudyDate=20240101-'")
+    return filters
+
+
+def find_instances(client: Any, study: str | None = None, series: str | None = None, query: str | None = None
+                   ) -> list[Instance]:
+    """The instances of a study, a series, or a QIDO-RS query (instance level, every page), in study, series
+    and instance number order."""
+    from pydicom import Dataset
+
+    filters = parse_query(query) if query else {}
+    if series and not study:
+        found = client.search_for_series(search_filters={"SeriesInstanceUID": series})
+        if not found:
+            raise UserError(f"series {series}: not on {client.base_url}")
+        study = str(Dataset.from_json(found[0]).StudyInstanceUID)
+    rows = client.search_for_instances(study_instance_uid=study, series_instance_uid=series,
+                                       search_filters=filters, get_remaining=True)
+    out = []
+    for row in rows:
+        ds = Dataset.from_json(row)
+        number = ds.get("InstanceNumber")
+        out.append((str(ds.get("StudyInstanceUID", study or "")), str(ds.get("SeriesInstanceUID", series or "")),
+                    int(number) if number not in (None, "") else 0, Instance(
+                        str(ds.get("StudyInstanceUID", study or "")), str(ds.get("SeriesInstanceUID", series or "")),
+                        str(ds.SOPInstanceUID), str(ds.get("SOPClassUID", "")))))
+    return [i for *_, i in sorted(out, key=lambda t: (t[0], t[1], t[2], t[3].sop))]
+
+
+@dataclass
+class Fetched:
+    """One instance as fetched and preprocessed: the dataset without its pixels, the model input (C, H, W) in
+    [0, 1], or why there is none (kind and message)."""
+
+    instance: Instance
+    header: Any = None
+    image: Any = None
+    kind: str = ""
+    error: str = ""
+
+
+def fetch(client: Any, instances: list[Instance], load: Any, workers: int = 4) -> Iterator[Fetched]:
+    """Fetch ``instances`` with WADO-RS, ``workers`` at a time, in any transfer syntax the server holds; each
+    worker also decodes and preprocesses its instance with ``load`` (dataset -> tensor). Yields in order."""
+    from ..image_io import BadImage
+
+    def one(instance: Instance) -> Fetched:
+        try:
+            ds = client.retrieve_instance(instance.study, instance.series, instance.sop,
+                                          media_types=(("application/dicom", "*"),))
+        except Exception as exc:  # requests / HTTP errors, one instance's problem
+            kind, why = http_problem(exc, client.base_url, getattr(client, "_timeout", None))
+            return Fetched(instance, kind=kind, error=f"cannot fetch: {why}")
+        try:
+            image = load(ds)
+        except BadImage as exc:
+            return Fetched(instance, ds, kind=exc.kind, error=str(exc))
+        except Exception as exc:  # a malformed dataset: the instance's problem, kept in its row
+            return Fetched(instance, ds, kind="unreadable", error=f"cannot preprocess: {type(exc).__name__}: {exc}")
+        for key in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+            if key in ds:
+                del ds[key]  # the SR and map need the header only
+        return Fetched(instance, ds, image)
+
+    with ThreadPoolExecutor(max_workers=max(1, int(workers))) as pool:
+        yield from pool.map(one, instances)
+
+
+def store(client: Any, datasets: list[Any], chunk: int = STOW_CHUNK) -> dict[str, str | None]:
+    """Send ``datasets`` with STOW-RS, ``chunk`` per request: SOP instance UID -> None (stored) or why the server
+    did not store it (its failure reason, or the HTTP error of the request that carried it)."""
+    from pydicom import Dataset
+
+    out: dict[str, str | None] = {}
+    for start in range(0, len(datasets), chunk):
+        part = datasets[start:start + chunk]
+        uids = [str(ds.SOPInstanceUID) for ds in part]
+        try:
+            answer = client.store_instances(part)
+        except Exception as exc:
+            answer = _stow_answer(getattr(exc, "response", None))
+            if answer is None:
+                _, why = http_problem(exc, client.base_url, getattr(client, "_timeout", None))
+                out.update({uid: f"STOW-RS rejected: {why}" for uid in uids})
+                continue
+        failed = {str(item.get("ReferencedSOPInstanceUID", "")): item.get("FailureReason")
+                  for item in (answer or Dataset()).get("FailedSOPSequence", [])}
+        for uid in uids:
+            reason = failed.get(uid, "absent") if uid in failed else None
+            out[uid] = None if reason is None else f"STOW-RS rejected: failure reason {_hex(reason)}"
+    return out
+
+
+def _stow_answer(response: Any) -> Any:
+    """The STOW-RS response dataset of a refused request, when the server sent one (DICOM JSON)."""
+    from pydicom import Dataset
+
+    if response is None or "json" not in str(response.headers.get("Content-Type", "")):
+        return None
+    try:
+        return Dataset.from_json(response.json())
+    except ValueError:
+        return None
+
+
+def _hex(reason: Any) -> str:
+    try:
+        return f"0x{int(reason):04X}"
+    except (TypeError, ValueError):
+        return str(reason)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# predicting a server's instances
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class DicomwebResult:
+    """What :func:`predict_dicomweb` did: the instances, their predictions, one CSV row each, one message per
+    instance with a problem, and the counts of each outcome (``predicted``, ``SR written``, ``SR stored`` and each
+    kind of problem)."""
+
+    url: str
+    instances: list[Instance]
+    predictions: Any
+    rows: list[dict[str, Any]]
+    messages: list[str] = field(default_factory=list)
+    tally: Counter = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        """One line: how many of how many were predicted, and the count of every other outcome."""
+        done = self.tally.get("predicted", 0)
+        rest = ", ".join(f"{kind}: {n}" for kind, n in sorted(self.tally.items()) if kind != "predicted")
+        return f"{done} of {len(self.instances)} instance(s) predicted from {self.url}" + (f"; {rest}" if rest else "")
+
+
+def predict_dicomweb(predictor: Any, url: str, study: str | None = None, series: str | None = None,
+                     query: str | None = None, *, store_results: bool = False, dicom_out: str | Path | None = None,
+                     explain: str | None = None, batch_size: int = 32, workers: int = 4, timeout: float = 30.0,
+                     retries: int = 3, progress: bool = False, env: Mapping[str, str] | None = None
+                     ) -> DicomwebResult:
+    """Predict the instances of a study, a series or a query on a DICOMweb server (see the module's text)."""
+    from tqdm.auto import tqdm
+
+    from ..metrics import class_probabilities
+    from ..predict import Predictions, prediction_row
+    from .dicom_out import DicomWriter
+
+    if sum(x is not None and x != "" for x in (study, series, query)) == 0:
+        raise UserError("--dicomweb: give --study UID, --series UID or --query 'KEYWORD=VALUE&...'")
+    client = connect(url, timeout, retries, env)
+    try:
+        instances = find_instances(client, study, series, query)
+    except UserError:
+        raise
+    except Exception as exc:
+        _, why = http_problem(exc, url, timeout)
+        raise UserError(f"{url}: cannot search the server: {why}") from None
+    what = " ".join(f"--{k} {v}" for k, v in (("study", study), ("series", series), ("query", query)) if v)
+    if not instances:
+        raise UserError(f"{url}: no instances match {what}")
+    explainer = predictor.explainer(explain, batch_size) if explain else None
+    writer = DicomWriter(predictor, dicom_out, explain) if (store_results or dicom_out is not None) else None
+
+    n, names = len(instances), [i.name(url) for i in instances]
+    probs = np.full((n, len(predictor.class_names)), np.nan, dtype=np.float32)
+    idx, errors = np.full(n, -1, dtype=np.int64), [None] * n
+    rows: list[dict[str, Any]] = [{} for _ in range(n)]
+    result = DicomwebResult(url, instances, None, rows)
+    outgoing: list[tuple[int, Any]] = []  # (position, SR or map dataset) to store
+    fetched = fetch(client, instances, predictor.transform.load, workers)
+    with tqdm(total=n, unit="instance", desc="dicomweb", disable=not progress, leave=False) as bar:
+        position = 0
+        while position < n:
+            chunk = [next(fetched) for _ in range(min(int(batch_size), n - position))]
+            positions = list(range(position, position + len(chunk)))
+            position += len(chunk)
+            ok = [(p, f) for p, f in zip(positions, chunk) if f.image is not None]
+            for p, f in zip(positions, chunk):
+                if f.image is None:
+                    errors[p] = f.error
+                    result.tally[f.kind] += 1
+                    result.messages.append(f"{names[p]}: {f.error}")
+            if ok:
+                import torch
+
+                raw = torch.stack([f.image for _, f in ok])
+                scores = predictor.scores(predictor.transform.normalise(raw))
+                p_ok = class_probabilities(np.asarray(scores, dtype=np.float32))
+                i_ok = predictor.classify(scores)
+                maps = None
+                if explainer is not None:
+                    from ..predict import Batch
+
+                    maps = predictor.attribute(explainer, Batch([p for p, _ in ok], [p for p, _ in ok], {}, raw,
+                                                                scores))
+                for j, (p, f) in enumerate(ok):
+                    probs[p], idx[p] = p_ok[j], int(i_ok[j])
+                    result.tally["predicted"] += 1
+                    if writer is None:
+                        continue
+                    written = writer.write(f.header, p_ok[j], int(i_ok[j]), maps[j] if maps is not None else None)
+                    rows[p]["sr"] = str(written.files[0]) if written.files else ""
+                    rows[p]["note"] = written.note
+                    if written.note:
+                        kind = "no parametric map" if written.sr is not None else "no SR"
+                        result.tally[kind] += 1
+                        result.messages.append(f"{names[p]}: {written.note}")
+                    if written.sr is not None:
+                        result.tally["SR written"] += 1
+                        outgoing += [(p, ds) for ds in (written.sr, written.map) if ds is not None]
+            bar.update(len(chunk))
+    if store_results and outgoing:
+        answers = store(client, [ds for _, ds in outgoing])
+        for p, ds in outgoing:
+            why = answers.get(str(ds.SOPInstanceUID))
+            kind = "SR" if ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33" else "map"
+            rows[p].setdefault("stored", "")
+            if why is None:
+                result.tally[f"{kind} stored"] += 1
+                rows[p]["stored"] = (rows[p]["stored"] + " " + kind).strip()
+            else:
+                result.tally["STOW rejected"] += 1
+                result.messages.append(f"{names[p]}: {kind} {ds.SOPInstanceUID} not stored: {why}")
+                rows[p]["note"] = "; ".join(x for x in (rows[p].get("note"), f"{kind} not stored: {why}") if x)
+    result.predictions = Predictions(list(predictor.class_names), probs, idx, predictor.threshold, errors, names)
+    for p in range(n):
+        base = prediction_row(names[p], predictor.class_names, probs[p] if idx[p] >= 0 else None, int(idx[p]),
+                              predictor.threshold, errors[p])
+        rows[p] = {**base, **rows[p]}
+    return result

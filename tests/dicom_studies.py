@@ -1,0 +1,103 @@
+"""DICOM test studies written on the fly: small mammograms (no frame of reference, as most are) and CT-like
+slices (a patient coordinate system, so a parametric map can be written on their grid), optionally compressed
+by pydicom's encoders, and the bundled pydicom test files for the decoders."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def instance(arr: np.ndarray, *, study: str, series: str, number: int = 1, grid: bool = False,
+             patient: str = "MEDATTN^TEST", patient_id: str = "P0001", syntax: str | None = None,
+             **tags: object) -> FileDataset:
+    """A greyscale 12-bit instance of ``arr``: a mammogram (MG, for presentation, no frame of reference) or, with
+    ``grid``, a CT slice with a frame of reference; compressed to ``syntax`` when given."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CT_IMAGE if grid else MG_FOR_PRESENTATION
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset("", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = patient, patient_id, "19600101", "F"
+    ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.StudyID = "20240102", "101500", "ACC0001", "1"
+    ds.ReferringPhysicianName = ""
+    ds.SeriesNumber, ds.InstanceNumber = 1, number
+    ds.Rows, ds.Columns = arr.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    if grid:
+        ds.Modality = "CT"
+        ds.FrameOfReferenceUID = generate_uid(prefix=None, entropy_srcs=[study, "frame"])
+        ds.PositionReferenceIndicator = ""
+        ds.ImagePositionPatient = [0.0, 0.0, float(number)]
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.PixelSpacing, ds.SliceThickness = [0.5, 0.5], 1.0
+        ds.RescaleIntercept, ds.RescaleSlope, ds.ImageType = 0, 1, ["ORIGINAL", "PRIMARY", "AXIAL"]
+    else:
+        ds.Modality, ds.PresentationIntentType = "MG", "FOR PRESENTATION"
+        ds.ImagerPixelSpacing = [0.1, 0.1]
+    for key, value in tags.items():
+        setattr(ds, key, value)
+    pixels = np.asarray(arr, dtype=np.uint16)
+    ds.PixelData = pixels.tobytes()
+    if syntax is not None:
+        ds.compress(syntax, pixels)
+    return ds
+
+
+def study(folder: Path, n: int = 3, *, size: int = 24, grid: bool = False, seed: int = 0, **tags: object
+          ) -> list[Path]:
+    """``n`` instances of one new study and series written as ``folder/<k>.dcm`` (random lesion-like blobs)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    study_uid, series_uid = generate_uid(), generate_uid()
+    out = []
+    yy, xx = np.mgrid[:size, :size]
+    for k in range(n):
+        cy, cx = rng.integers(size // 4, 3 * size // 4, 2)
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (size / 6) ** 2))
+        arr = np.clip(800 + 2500 * blob + rng.normal(0, 60, (size, size)), 0, 4095)
+        path = folder / f"{k:03d}.dcm"
+        instance(arr, study=study_uid, series=series_uid, number=k + 1, grid=grid, **tags).save_as(
+            path, enforce_file_format=True)
+        out.append(path)
+    return out
+
+
+def testdata(name: str) -> Path:
+    """A DICOM file bundled with pydicom (never downloaded)."""
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file(name, download=False)
+    assert path is not None, f"pydicom's bundled test file {name} is missing"
+    return Path(path)
+
+
+def read(path: Path) -> pydicom.Dataset:
+    return pydicom.dcmread(path)
+
+
+def dciodvfy(path: Path) -> list[str]:
+    """The lines dciodvfy (dicom3tools) prints for a file: errors start with ``Error``, warnings with ``Warning``;
+    the test is skipped, with the reason, where dciodvfy is not installed."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy not installed (apt-get install dicom3tools; .ci/run does)")
+    done = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    return [line for line in dciodvfy(path) if line.startswith("Error")]
