@@ -72,7 +72,7 @@ def study(folder: Path, n: int = 3, *, size: int = 24, grid: bool = False, seed:
     return out
 
 
-def testdata(name: str) -> Path:
+def bundled(name: str) -> Path:
     """A DICOM file bundled with pydicom (never downloaded)."""
     from pydicom.data import get_testdata_file
 
