@@ -66,7 +66,13 @@ def http_problem(exc: BaseException, url: str, timeout: float | None = None) -> 
     import requests
 
     response = getattr(exc, "response", None)
-    if isinstance(exc, requests.HTTPError) and response is not None:
+    last = getattr(exc, "last_attempt", None)  # retrying's RetryError: the tries ran out
+    if last is not None:
+        if last.has_exception:
+            exc, response = last.value[1], None
+        else:
+            response = last.value
+    if response is not None and (isinstance(exc, requests.HTTPError) or last is not None):
         code, reason = response.status_code, response.reason or ""
         if code in (401, 403):
             return "unauthorized", (f"HTTP {code} {reason}: the server refused the credentials (set {ENV_TOKEN}, or "
@@ -74,7 +80,7 @@ def http_problem(exc: BaseException, url: str, timeout: float | None = None) -> 
         if code == 404:
             return "not found", f"HTTP 404 {reason}: not on the server ({response.url})"
         if code >= 500:
-            return "server error", f"HTTP {code} {reason} from the server, after its retries"
+            return "server error", f"HTTP {code} {reason} from the server (after the retries)"
         return "http error", f"HTTP {code} {reason}"
     if isinstance(exc, requests.Timeout):
         return "timeout", f"no answer from {url} within {timeout} s"
