@@ -84,68 +84,14 @@ def tiny(write, tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # a real PACS: Orthanc with its DICOMweb plugin, started once per session when a test asks for it
 # ---------------------------------------------------------------------------------------------------------------
-ORTHANC_PLUGINS = ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so", "/usr/lib/orthanc/libOrthancDicomWeb.so")
-# the "reader" account may read but not write: its STOW-RS requests are refused (403), a rejection to test
-ORTHANC_LUA = """
-function IncomingHttpRequestFilter(method, uri, ip, username, httpHeaders)
-  if username == 'reader' and method ~= 'GET' then
-    return false
-  end
-  return true
-end
-"""
-
-
 @pytest.fixture(scope="session")
 def orthanc(tmp_path_factory):
-    """A running Orthanc on a free loopback port (HTTP only, no remote access, a temporary storage folder and
-    config), with its DICOMweb plugin at ``url``; users ``medattn`` (read and write) and ``reader`` (read only),
-    both with the password ``secret``. Skipped, with the reason, where Orthanc or the plugin is not installed."""
-    import json
-    import shutil
-    import socket
-    import subprocess
-    import time
-    import urllib.request
-    from types import SimpleNamespace
+    """A running Orthanc (tests/dicom_studies.py: orthanc_server) for the whole session; skipped, with the reason,
+    where Orthanc or its DICOMweb plugin is not installed."""
+    from .dicom_studies import OrthancMissing, orthanc_server
 
-    exe = shutil.which("Orthanc")
-    plugin = next((p for p in ORTHANC_PLUGINS if Path(p).exists()), None)
-    if exe is None or plugin is None:
-        pytest.skip("Orthanc or its DICOMweb plugin is not installed (apt-get install orthanc orthanc-dicomweb; "
-                    ".ci/run does)")
-    folder = tmp_path_factory.mktemp("orthanc")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (folder / "filter.lua").write_text(ORTHANC_LUA)
-    config = {"Name": "medattn-tests", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
-              "HttpPort": port, "DicomServerEnabled": False, "RemoteAccessAllowed": False, "SslEnabled": False,
-              "AuthenticationEnabled": True, "RegisteredUsers": {"medattn": "secret", "reader": "secret"},
-              "Plugins": [plugin], "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False},
-              "LuaScripts": [str(folder / "filter.lua")], "HttpTimeout": 30}
-    (folder / "orthanc.json").write_text(json.dumps(config))
-    log = open(folder / "orthanc.log", "wb")
-    proc = subprocess.Popen([exe, str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
-    root = f"http://127.0.0.1:{port}"
-    request = urllib.request.Request(f"{root}/system", headers={"Authorization": "Basic bWVkYXR0bjpzZWNyZXQ="})
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(request, timeout=1).read()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                log.close()
-                pytest.fail(f"Orthanc did not start: {(folder / 'orthanc.log').read_text()[-2000:]}")
-            time.sleep(0.1)
     try:
-        yield SimpleNamespace(url=f"{root}/dicom-web", root=root, port=port, log=folder / "orthanc.log")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        with orthanc_server(tmp_path_factory.mktemp("orthanc")) as server:
+            yield server
+    except OrthancMissing as exc:
+        pytest.skip(str(exc))

@@ -3,7 +3,10 @@ slices (a patient coordinate system, so a parametric map can be written on their
 by pydicom's encoders, and the bundled pydicom test files for the decoders."""
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pydicom
@@ -101,3 +104,78 @@ def dciodvfy(path: Path) -> list[str]:
 
 def dciodvfy_errors(path: Path) -> list[str]:
     return [line for line in dciodvfy(path) if line.startswith("Error")]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a real PACS: Orthanc with its DICOMweb plugin (tests/conftest.py's session fixture and bench/dicomweb_predict.py)
+# ---------------------------------------------------------------------------------------------------------------
+ORTHANC_PLUGINS = ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so", "/usr/lib/orthanc/libOrthancDicomWeb.so")
+# the "reader" account may read but not write: its STOW-RS requests are refused (403), a rejection to test
+ORTHANC_LUA = """
+function IncomingHttpRequestFilter(method, uri, ip, username, httpHeaders)
+  if username == 'reader' and method ~= 'GET' then
+    return false
+  end
+  return true
+end
+"""
+ORTHANC_USERS = {"medattn": "secret", "reader": "secret"}
+
+
+class OrthancMissing(Exception):
+    """Orthanc or its DICOMweb plugin is not installed (str(e) says how to get them)."""
+
+
+@contextlib.contextmanager
+def orthanc_server(folder: Path, start_timeout: float = 30.0) -> Iterator[SimpleNamespace]:
+    """Orthanc on a free loopback port, HTTP only, no remote access, its storage and config in ``folder``, the
+    DICOMweb plugin at ``.url``; users ``medattn`` (read and write) and ``reader`` (read only), password
+    ``secret``. Stopped on exit."""
+    import base64
+    import json
+    import shutil
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    exe = shutil.which("Orthanc")
+    plugin = next((p for p in ORTHANC_PLUGINS if Path(p).exists()), None)
+    if exe is None or plugin is None:
+        raise OrthancMissing("Orthanc or its DICOMweb plugin is not installed (apt-get install orthanc "
+                             "orthanc-dicomweb; .ci/run does)")
+    folder.mkdir(parents=True, exist_ok=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (folder / "filter.lua").write_text(ORTHANC_LUA)
+    config = {"Name": "medattn-tests", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
+              "HttpPort": port, "DicomServerEnabled": False, "RemoteAccessAllowed": False, "SslEnabled": False,
+              "AuthenticationEnabled": True, "RegisteredUsers": ORTHANC_USERS, "Plugins": [plugin],
+              "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False},
+              "LuaScripts": [str(folder / "filter.lua")], "HttpTimeout": 30}
+    (folder / "orthanc.json").write_text(json.dumps(config))
+    root = f"http://127.0.0.1:{port}"
+    auth = base64.b64encode(b"medattn:secret").decode()
+    with open(folder / "orthanc.log", "wb") as log:
+        proc = subprocess.Popen([exe, str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + start_timeout
+            while True:
+                try:
+                    request = urllib.request.Request(f"{root}/system", headers={"Authorization": f"Basic {auth}"})
+                    urllib.request.urlopen(request, timeout=1).read()
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("Orthanc did not start: "
+                                           + (folder / "orthanc.log").read_text(errors="replace")[-2000:]) from None
+                    time.sleep(0.1)
+            yield SimpleNamespace(url=f"{root}/dicom-web", root=root, port=port, log=folder / "orthanc.log")
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
