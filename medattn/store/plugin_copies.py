@@ -15,8 +15,7 @@ from ..errors import MedattnWarning, UserError
 from ..registry import Registry
 from .rundir import RunDir
 
-
-ALLOW_HINT = ("--allow-changed-plugins (Python: allow_changed_plugins=True)")
+ALLOW_HINT = "--allow-changed-plugins (Python: allow_changed_plugins=True)"
 
 
 class ChangedPluginWarning(MedattnWarning):
