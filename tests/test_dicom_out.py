@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from medattn import checkpoints
 from medattn.inference.dicom_sr import PRIVATE_SCHEME, class_code, model_uncertainty, read_finding
 from medattn.inference.parametric_map import to_source_grid
+from medattn.store import checkpoints
 
 from .dicom_studies import dciodvfy_errors, study
 from .test_export import model_file

@@ -17,7 +17,7 @@ from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, generate_uid
 from medattn.errors import UserError
 from medattn.inference import dicomweb
 from medattn.inference.dicom_sr import read_finding
-from medattn.predict import load_run
+from medattn.inference.predictor import load_run
 
 from .dicom_studies import bundled, dciodvfy_errors, instance
 from .test_export import model_file

@@ -1,1 +1,1 @@
-"""Using a trained model: the predictor, exports, and DICOM / DICOMweb in and out."""
+"""Using a trained run: the Predictor (load_run), predict and export, the notebook API and the inference CLI."""

@@ -267,9 +267,9 @@ def predict_dicomweb(predictor: Any, url: str, study: str | None = None, series:
     """Predict the instances of a study, a series or a query on a DICOMweb server (see the module's text)."""
     from tqdm.auto import tqdm
 
-    from ..metrics import class_probabilities
-    from ..predict import Predictions, prediction_row
+    from ..evidence.metrics import class_probabilities
     from .dicom_out import DicomWriter
+    from .predictor import Predictions, prediction_row
 
     if sum(x is not None and x != "" for x in (study, series, query)) == 0:
         raise UserError("--dicomweb: give --study UID, --series UID or --query 'KEYWORD=VALUE&...'")
@@ -315,7 +315,7 @@ def predict_dicomweb(predictor: Any, url: str, study: str | None = None, series:
                 i_ok = predictor.classify(scores)
                 maps = None
                 if explainer is not None:
-                    from ..predict import Batch
+                    from .predictor import Batch
 
                     maps = predictor.attribute(explainer, Batch([p for p, _ in ok], [p for p, _ in ok], {}, raw,
                                                                 scores))
