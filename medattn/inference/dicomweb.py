@@ -241,16 +241,29 @@ def _hex(reason: Any) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass
 class DicomwebResult:
-    """What :func:`predict_dicomweb` did: the instances, their predictions, one CSV row each, one message per
-    instance with a problem, and the counts of each outcome (``predicted``, ``SR written``, ``SR stored`` and each
-    kind of problem)."""
+    """What :func:`predict_instances` did: the instances, their class probabilities and predicted indices (-1 and
+    the error where there is none), one message per instance with a problem, the counts of each outcome
+    (``predicted``, ``SR written``, ``SR stored`` and each kind of problem); ``predictions`` and ``rows`` (one CSV
+    row each) are filled in by :meth:`Predictor.predict_dicomweb`."""
 
     url: str
     instances: list[Instance]
-    predictions: Any
-    rows: list[dict[str, Any]]
+    probabilities: np.ndarray
+    indices: np.ndarray
+    errors: list[str | None]
+    extras: list[dict[str, Any]]  # per instance: sr, note, stored (the CSV's extra cells)
     messages: list[str] = field(default_factory=list)
     tally: Counter = field(default_factory=Counter)
+    predictions: Any = None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        return [i.name(self.url) for i in self.instances]
+
+    def problem(self, position: int, kind: str, message: str) -> None:
+        self.tally[kind] += 1
+        self.messages.append(f"{self.instances[position].name(self.url)}: {message}")
 
     def summary(self) -> str:
         """One line: how many of how many were predicted, and the count of every other outcome."""
@@ -259,21 +272,11 @@ class DicomwebResult:
         return f"{done} of {len(self.instances)} instance(s) predicted from {self.url}" + (f"; {rest}" if rest else "")
 
 
-def predict_dicomweb(predictor: Any, url: str, study: str | None = None, series: str | None = None,
-                     query: str | None = None, *, store_results: bool = False, dicom_out: str | Path | None = None,
-                     explain: str | None = None, batch_size: int = 32, workers: int = 4, timeout: float = 30.0,
-                     retries: int = 3, progress: bool = False, env: Mapping[str, str] | None = None
-                     ) -> DicomwebResult:
-    """Predict the instances of a study, a series or a query on a DICOMweb server (see the module's text)."""
-    from tqdm.auto import tqdm
-
-    from ..evidence.metrics import class_probabilities
-    from .dicom_out import DicomWriter
-    from .predictor import Predictions, prediction_row
-
-    if sum(x is not None and x != "" for x in (study, series, query)) == 0:
+def search(client: Any, url: str, study: str | None, series: str | None, query: str | None,
+           timeout: float) -> list[Instance]:
+    """The instances to predict; a server that cannot be searched, or no match, is a UserError."""
+    if not any(x for x in (study, series, query)):
         raise UserError("--dicomweb: give --study UID, --series UID or --query 'KEYWORD=VALUE&...'")
-    client = connect(url, timeout, retries, env)
     try:
         instances = find_instances(client, study, series, query)
     except UserError:
@@ -281,76 +284,88 @@ def predict_dicomweb(predictor: Any, url: str, study: str | None = None, series:
     except Exception as exc:
         _, why = http_problem(exc, url, timeout)
         raise UserError(f"{url}: cannot search the server: {why}") from None
-    what = " ".join(f"--{k} {v}" for k, v in (("study", study), ("series", series), ("query", query)) if v)
     if not instances:
+        what = " ".join(f"--{k} {v}" for k, v in (("study", study), ("series", series), ("query", query)) if v)
         raise UserError(f"{url}: no instances match {what}")
-    explainer = predictor.explainer(explain, batch_size) if explain else None
-    writer = DicomWriter(predictor, dicom_out, explain) if (store_results or dicom_out is not None) else None
+    return instances
 
-    n, names = len(instances), [i.name(url) for i in instances]
-    probs = np.full((n, len(predictor.class_names)), np.nan, dtype=np.float32)
-    idx, errors = np.full(n, -1, dtype=np.int64), [None] * n
-    rows: list[dict[str, Any]] = [{} for _ in range(n)]
-    result = DicomwebResult(url, instances, None, rows)
+
+def predict_instances(predictor: Any, url: str, study: str | None = None, series: str | None = None,
+                      query: str | None = None, *, store_results: bool = False,
+                      dicom_out: str | Path | None = None, attribute: Any = None, method: str | None = None,
+                      batch_size: int = 32, workers: int = 4, timeout: float = 30.0, retries: int = 3,
+                      progress: bool = False, env: Mapping[str, str] | None = None) -> DicomwebResult:
+    """Predict the instances of a study, a series or a query on a DICOMweb server (see the module's text).
+    ``attribute(raw, scores)``: the attribution maps of a batch (with ``method``, the explainer's name)."""
+    from tqdm.auto import tqdm
+
+    from .dicom_out import DicomWriter
+
+    client = connect(url, timeout, retries, env)
+    instances = search(client, url, study, series, query, timeout)
+    writer = DicomWriter(predictor, dicom_out, method) if (store_results or dicom_out is not None) else None
+    n = len(instances)
+    result = DicomwebResult(url, instances, np.full((n, len(predictor.class_names)), np.nan, dtype=np.float32),
+                            np.full(n, -1, dtype=np.int64), [None] * n, [{} for _ in range(n)])
     outgoing: list[tuple[int, Any]] = []  # (position, SR or map dataset) to store
     fetched = fetch(client, instances, predictor.transform.load, workers)
     with tqdm(total=n, unit="instance", desc="dicomweb", disable=not progress, leave=False) as bar:
-        position = 0
-        while position < n:
-            chunk = [next(fetched) for _ in range(min(int(batch_size), n - position))]
-            positions = list(range(position, position + len(chunk)))
-            position += len(chunk)
-            ok = [(p, f) for p, f in zip(positions, chunk) if f.image is not None]
-            for p, f in zip(positions, chunk):
+        for start in range(0, n, int(batch_size)):
+            chunk = [(p, next(fetched)) for p in range(start, min(start + int(batch_size), n))]
+            for p, f in chunk:
                 if f.image is None:
-                    errors[p] = f.error
-                    result.tally[f.kind] += 1
-                    result.messages.append(f"{names[p]}: {f.error}")
+                    result.errors[p] = f.error
+                    result.problem(p, f.kind, f.error)
+            ok = [(p, f) for p, f in chunk if f.image is not None]
             if ok:
-                import torch
-
-                raw = torch.stack([f.image for _, f in ok])
-                scores = predictor.scores(predictor.transform.normalise(raw))
-                p_ok = class_probabilities(np.asarray(scores, dtype=np.float32))
-                i_ok = predictor.classify(scores)
-                maps = None
-                if explainer is not None:
-                    from .predictor import Batch
-
-                    maps = predictor.attribute(explainer, Batch([p for p, _ in ok], [p for p, _ in ok], {}, raw,
-                                                                scores))
-                for j, (p, f) in enumerate(ok):
-                    probs[p], idx[p] = p_ok[j], int(i_ok[j])
-                    result.tally["predicted"] += 1
-                    if writer is None:
-                        continue
-                    written = writer.write(f.header, p_ok[j], int(i_ok[j]), maps[j] if maps is not None else None)
-                    rows[p]["sr"] = str(written.files[0]) if written.files else ""
-                    rows[p]["note"] = written.note
-                    if written.note:
-                        kind = "no parametric map" if written.sr is not None else "no SR"
-                        result.tally[kind] += 1
-                        result.messages.append(f"{names[p]}: {written.note}")
-                    if written.sr is not None:
-                        result.tally["SR written"] += 1
-                        outgoing += [(p, ds) for ds in (written.sr, written.map) if ds is not None]
+                outgoing += _predict(predictor, result, ok, writer, attribute)
             bar.update(len(chunk))
     if store_results and outgoing:
-        answers = store(client, [ds for _, ds in outgoing])
-        for p, ds in outgoing:
-            why = answers.get(str(ds.SOPInstanceUID))
-            kind = "SR" if ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33" else "map"
-            rows[p].setdefault("stored", "")
-            if why is None:
-                result.tally[f"{kind} stored"] += 1
-                rows[p]["stored"] = (rows[p]["stored"] + " " + kind).strip()
-            else:
-                result.tally["STOW rejected"] += 1
-                result.messages.append(f"{names[p]}: {kind} {ds.SOPInstanceUID} not stored: {why}")
-                rows[p]["note"] = "; ".join(x for x in (rows[p].get("note"), f"{kind} not stored: {why}") if x)
-    result.predictions = Predictions(list(predictor.class_names), probs, idx, predictor.threshold, errors, names)
-    for p in range(n):
-        base = prediction_row(names[p], predictor.class_names, probs[p] if idx[p] >= 0 else None, int(idx[p]),
-                              predictor.threshold, errors[p])
-        rows[p] = {**base, **rows[p]}
+        _store_back(client, result, outgoing)
     return result
+
+
+def _predict(predictor: Any, result: DicomwebResult, ok: list[tuple[int, Fetched]], writer: Any, attribute: Any
+             ) -> list[tuple[int, Any]]:
+    """Predict one batch of fetched instances; write their SRs (and maps); return the datasets to store."""
+    import torch
+
+    from ..evidence.metrics import class_probabilities
+
+    raw = torch.stack([f.image for _, f in ok])
+    scores = predictor.scores(predictor.transform.normalise(raw))
+    probs = class_probabilities(np.asarray(scores, dtype=np.float32))
+    indices = predictor.classify(scores)
+    maps = attribute(raw, scores) if attribute is not None else None
+    outgoing = []
+    for j, (p, f) in enumerate(ok):
+        result.probabilities[p], result.indices[p] = probs[j], int(indices[j])
+        result.tally["predicted"] += 1
+        if writer is None:
+            continue
+        written = writer.write(f.header, probs[j], int(indices[j]), maps[j] if maps is not None else None)
+        result.extras[p].update(sr=str(written.files[0]) if written.files else "", note=written.note)
+        if written.note:
+            result.problem(p, "no parametric map" if written.sr is not None else "no SR", written.note)
+        if written.sr is not None:
+            result.tally["SR written"] += 1
+            outgoing += [(p, ds) for ds in (written.sr, written.map) if ds is not None]
+    return outgoing
+
+
+def _store_back(client: Any, result: DicomwebResult, outgoing: list[tuple[int, Any]]) -> None:
+    """STOW-RS the SRs and maps; count what was stored, one message per result the server did not take."""
+    from pydicom.uid import ComprehensiveSRStorage
+
+    answers = store(client, [ds for _, ds in outgoing])
+    for p, ds in outgoing:
+        why = answers.get(str(ds.SOPInstanceUID))
+        kind = "SR" if ds.SOPClassUID == ComprehensiveSRStorage else "map"
+        extra = result.extras[p]
+        extra.setdefault("stored", "")
+        if why is None:
+            result.tally[f"{kind} stored"] += 1
+            extra["stored"] = f"{extra['stored']} {kind}".strip()
+        else:
+            result.problem(p, "STOW rejected", f"{kind} {ds.SOPInstanceUID} not stored: {why}")
+            extra["note"] = "; ".join(x for x in (extra.get("note"), f"{kind} not stored: {why}") if x)

@@ -244,11 +244,21 @@ class Predictor:
         ``explain``, a parametric map) into that folder and / or send them back with STOW-RS. Credentials come from
         the environment (MEDATTN_DICOMWEB_TOKEN, or MEDATTN_DICOMWEB_USER and MEDATTN_DICOMWEB_PASSWORD). Returns a
         :class:`medattn.inference.dicomweb.DicomwebResult`: predictions, rows, messages, and counts of each kind."""
-        from .dicomweb import predict_dicomweb
+        from .dicomweb import predict_instances
 
-        return predict_dicomweb(self, url, study, series, query, store_results=store, dicom_out=dicom_out,
-                                explain=explain, batch_size=batch_size, workers=workers, timeout=timeout,
-                                retries=retries, progress=progress)
+        explainer = self.explainer(explain, batch_size) if explain else None
+
+        def attribute(raw: torch.Tensor, scores: np.ndarray) -> np.ndarray:
+            return self.attribute(explainer, Batch([], [], {}, raw, scores))
+
+        result = predict_instances(self, url, study, series, query, store_results=store, dicom_out=dicom_out,
+                                   attribute=attribute if explainer is not None else None, method=explain,
+                                   batch_size=batch_size, workers=workers, timeout=timeout, retries=retries,
+                                   progress=progress)
+        result.predictions = Predictions(self.class_names, result.probabilities, result.indices, self.threshold,
+                                         result.errors, result.names)
+        result.rows = [{**row, **extra} for row, extra in zip(result.predictions.rows(), result.extras)]
+        return result
 
     def _run(self, items: list[Any], batch_size: int, errors: str, progress: bool,
              explain: tuple[Callable, str | int] | None) -> tuple[Predictions, Any, Any]:
