@@ -3,8 +3,8 @@
 QIDO-RS finds the instances (a study, a series, or a query), WADO-RS fetches them in their stored transfer
 syntax, several at a time, and each fetch worker decodes and preprocesses its instance; the model predicts them
 batch by batch; the SRs (and parametric maps) are written (:mod:`.dicom_out`) and, with ``store``, sent back with
-STOW-RS. dicomweb-client speaks DICOMweb (with its bounded retry and timeout); requests carries the
-authentication, which comes from the environment only:
+STOW-RS while the next batch is predicted. dicomweb-client speaks DICOMweb (with its bounded retry and timeout);
+requests carries the authentication, which comes from the environment only:
 
 - ``MEDATTN_DICOMWEB_TOKEN``: a bearer token, or
 - ``MEDATTN_DICOMWEB_USER`` and ``MEDATTN_DICOMWEB_PASSWORD``: HTTP basic authentication.
@@ -307,9 +307,10 @@ def predict_instances(predictor: Any, url: str, study: str | None = None, series
     n = len(instances)
     result = DicomwebResult(url, instances, np.full((n, len(predictor.class_names)), np.nan, dtype=np.float32),
                             np.full(n, -1, dtype=np.int64), [None] * n, [{} for _ in range(n)])
-    outgoing: list[tuple[int, Any]] = []  # (position, SR or map dataset) to store
     fetched = fetch(client, instances, predictor.transform.load, workers)
-    with tqdm(total=n, unit="instance", desc="dicomweb", disable=not progress, leave=False) as bar:
+    stored = []  # (what was sent, the server's answers): each batch's results are stored while the next is predicted
+    with tqdm(total=n, unit="instance", desc="dicomweb", disable=not progress, leave=False) as bar, \
+            ThreadPoolExecutor(max_workers=1) as stow:
         for start in range(0, n, int(batch_size)):
             chunk = [(p, next(fetched)) for p in range(start, min(start + int(batch_size), n))]
             for p, f in chunk:
@@ -317,11 +318,12 @@ def predict_instances(predictor: Any, url: str, study: str | None = None, series
                     result.errors[p] = f.error
                     result.problem(p, f.kind, f.error)
             ok = [(p, f) for p, f in chunk if f.image is not None]
-            if ok:
-                outgoing += _predict(predictor, result, ok, writer, attribute)
+            outgoing = _predict(predictor, result, ok, writer, attribute) if ok else []
+            if store_results and outgoing:
+                stored.append((outgoing, stow.submit(store, client, [ds for _, ds in outgoing])))
             bar.update(len(chunk))
-    if store_results and outgoing:
-        _store_back(client, result, outgoing)
+        for outgoing, answers in stored:
+            _store_back(result, outgoing, answers.result())
     return result
 
 
@@ -353,11 +355,10 @@ def _predict(predictor: Any, result: DicomwebResult, ok: list[tuple[int, Fetched
     return outgoing
 
 
-def _store_back(client: Any, result: DicomwebResult, outgoing: list[tuple[int, Any]]) -> None:
-    """STOW-RS the SRs and maps; count what was stored, one message per result the server did not take."""
+def _store_back(result: DicomwebResult, outgoing: list[tuple[int, Any]], answers: dict[str, str | None]) -> None:
+    """Count the SRs and maps the server stored; one message per result it did not take."""
     from pydicom.uid import ComprehensiveSRStorage
 
-    answers = store(client, [ds for _, ds in outgoing])
     for p, ds in outgoing:
         why = answers.get(str(ds.SOPInstanceUID))
         kind = "SR" if ds.SOPClassUID == ComprehensiveSRStorage else "map"
