@@ -7,9 +7,9 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -331,11 +331,37 @@ def train_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
                    terms={k: float(v) / max(count, 1) for k, v in term_sums.items()})
 
 
+class _MapsNotAsked(Mapping):
+    """``LossBatch.attention`` when no term declared ``needs_attention_maps``: the maps are not built (the position
+    attention's (B, N, N) weights would be, with their graph, on every step), and a term that reads them anyway gets
+    an error that says what to declare, not an empty dict that looks like a module without maps."""
+
+    def _refuse(self) -> NoReturn:
+        raise UserError("a loss term of train.loss reads LossBatch.attention, but no term declares "
+                        "needs_attention_maps = True, so the attention maps were not built; set that attribute on "
+                        "the term (as the built-in attention_mask does)")
+
+    def __getitem__(self, key: str) -> Any:
+        self._refuse()
+
+    def __iter__(self) -> Iterator[str]:
+        self._refuse()
+
+    def __len__(self) -> int:
+        self._refuse()
+
+    def __repr__(self) -> str:
+        return "<attention maps not asked for>"
+
+
+MAPS_NOT_ASKED = _MapsNotAsked()
+
+
 def _terms_loss(model: nn.Module, net: nn.Module, terms: Any, batch: dict, x: torch.Tensor, y: torch.Tensor,
                 loss_fn: nn.Module) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """(logits, weighted loss, {term: value}) of one batch through the terms of ``train.loss``: the forward
-    with what the terms asked for (input gradients, the backbone's levels and the attention's output), then each
-    term on a LossBatch."""
+    with what the terms asked for (input gradients, the backbone's levels and the attention's output; the attention
+    maps only when a term declares ``needs_attention_maps``), then each term on a LossBatch."""
     from ..hookspecs import LossBatch
 
     if terms.needs_input_gradients:
@@ -353,7 +379,8 @@ def _terms_loss(model: nn.Module, net: nn.Module, terms: Any, batch: dict, x: to
     lb = LossBatch(images=x, labels=y, logits=logits, model=model, ids=[str(i) for i in batch["id"]],
                    masks=masks.to(x.device, non_blocking=True).float() if masks is not None else None,
                    groups=[str(g) for g in groups] if groups is not None else None,
-                   attention=model.attention_maps() if hasattr(model, "attention_maps") else {},
+                   attention=(model.attention_maps() if hasattr(model, "attention_maps") else {})
+                   if terms.needs_attention_maps else MAPS_NOT_ASKED,
                    features=seen.get("features"), attended=seen.get("attended"),
                    classification=lambda z: compute_loss(model, loss_fn, z, y))
     loss, parts = terms(lb)
