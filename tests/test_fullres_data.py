@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from medattn_plugins.datasets.file_dataset import FileDataset, LoadOptions, Sample, SkipLog
+from PIL import Image
 
 from medattn.image_io import fit, mask_to_tensor, to_tensor
 from tests.test_image_io import write_dicom
