@@ -279,8 +279,10 @@ def main() -> None:
     ap.add_argument("--channels-last", action="store_true", help="channels_last model and input (CUDA)")
     ap.add_argument("--cap-gb", type=float, default=20.0, help="address-space cap of each CPU child process")
     ap.add_argument("--steps", type=int, default=5, help="timed steps of the 224-px speed comparison")
-    ap.add_argument("--only", default="", help="run only configurations whose 'arch attention impl' contains this text "
-                    "(e.g. dual, 'vgg16 plain', 'mldam-goncalves2021 sdpa'); parity and speed are measured all the same")
+    ap.add_argument("--only", action="append", default=[],
+                    help="run only configurations whose 'arch attention impl' contains this text (e.g. dual, "
+                         "'vgg16 plain', 'mldam-goncalves2021 sdpa'; given twice: either); parity and speed are "
+                         "measured all the same")
     ap.add_argument("--loss", default="classification", choices=["classification", "attention_mask"],
                     help="train.loss of the step: the default classification term, or that plus attention_mask "
                          "(which builds the attention maps with their graph)")
@@ -298,7 +300,9 @@ def main() -> None:
           f"loss {args.loss}, {args.device}{' bf16' if args.bf16 else ''}"
           f"{' channels_last' if args.channels_last else ''})")
     flatten_said = False
-    for cfg in (c for c in configurations(sizes) if args.only in f"{c['arch']} {c['attention']} {c['impl']}"):
+    chosen = [c for c in configurations(sizes)
+              if not args.only or any(o in f"{c['arch']} {c['attention']} {c['impl']}" for o in args.only)]
+    for cfg in chosen:
         if cfg["head"] == "flatten" and not flatten_said:
             print("the papers' flatten heads (C*h*w inputs: the head, not the attention, is what does not fit):")
             flatten_said = True
