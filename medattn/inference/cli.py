@@ -26,6 +26,12 @@ def _batch_size(text: str) -> int:
     return int(text)
 
 
+def _allow_changed_plugins(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-changed-plugins", action="store_true",
+                   help="load the run's plugin files even when they differ from the sha256 the model file records "
+                        "(a warning; without it, that is an error: a changed plugin is a different model)")
+
+
 def add_parsers(sub: Any) -> None:
     """Add ``predict``, ``export`` and ``runs`` to the CLI's sub-parsers."""
     pre = sub.add_parser("predict", help="predict (and explain) new images with a trained run",
@@ -46,6 +52,7 @@ def add_parsers(sub: Any) -> None:
     pre.add_argument("--batch-size", type=_batch_size, default=32, help="images per forward pass (default: 32)")
     pre.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
     pre.add_argument("--path-column", default="path", help="the path column of CSV inputs (default: path)")
+    _allow_changed_plugins(pre)
     formats = "; ".join(f"{e.name}: {e.description}" for e in EXPORTERS.values())
     exp = sub.add_parser("export", help=f"export a trained run's model ({', '.join(EXPORTERS)})",
                          description="Write the model and, beside it, <name>.json: input size, channels, mean/std, "
@@ -57,6 +64,7 @@ def add_parsers(sub: Any) -> None:
     suffixes = "|".join(e.suffix for e in EXPORTERS.values())
     exp.add_argument("--output", "-o", type=Path,
                      help=f"the model file to write (default: <variant>_<checkpoint>{suffixes} in this folder)")
+    _allow_changed_plugins(exp)
     runs = sub.add_parser("runs", help="list the runs under a folder",
                           description="One line per run: experiment, variant, jobs done, best checkpoint with its "
                                       "monitored value, test score, date.")
@@ -125,7 +133,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.output.is_dir():  # checked before any prediction, not when the CSV is written
         raise UserError(f"--output {args.output}: is a folder; give the CSV file's path, e.g. {args.output / 'predictions.csv'}")
     sources = collect_inputs(args.inputs, args.path_column)
-    predictor = load_run(args.run_dir, args.checkpoint, args.device)
+    predictor = load_run(args.run_dir, args.checkpoint, args.device, allow_changed_plugins=args.allow_changed_plugins)
     explainer = predictor.explainer(args.explain, args.batch_size) if args.explain else None
     folder = args.output.with_name(f"{args.output.stem}_{args.explain}") if args.explain else None
     rows: dict[int, dict[str, Any]] = {i: predictor_row(predictor, s.name, error=s.error)
@@ -198,7 +206,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Export the model and its contract; print both paths."""
     from .export import export_run
 
-    model, contract = export_run(args.run_dir, args.format, args.checkpoint, args.output)
+    model, contract = export_run(args.run_dir, args.format, args.checkpoint, args.output,
+                                 allow_changed_plugins=args.allow_changed_plugins)
     parity = json.loads(contract.read_text(encoding="utf-8"))["parity"]
     print(f"{model}\n{contract}\n(max |logit difference| from PyTorch: {parity['max_abs_logit_difference']:.2g} "
           f"under {parity['runtime']})")

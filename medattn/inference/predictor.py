@@ -197,9 +197,11 @@ def overlay(image: np.ndarray, attribution: np.ndarray, min_side: int = 224) -> 
 class Predictor:
     """A trained model for new images: ``model`` (eval mode, on ``device``), ``class_names``, ``transform`` (the
     test-time preprocessing), ``threshold`` (frozen on validation; binary models only) and ``meta`` (all that the
-    model file records)."""
+    model file records). ``allow_changed_plugins``: the explainers' plugins, like the model's, may load from plugin
+    files that differ from the model file's record (with a warning); else that is a UserError."""
 
-    def __init__(self, model: torch.nn.Module, meta: dict[str, Any], file: Path, device: torch.device) -> None:
+    def __init__(self, model: torch.nn.Module, meta: dict[str, Any], file: Path, device: torch.device,
+                 allow_changed_plugins: bool = False) -> None:
         self.model = model
         self.meta = meta
         self.file = Path(file)
@@ -211,6 +213,7 @@ class Predictor:
         self.threshold = (float(value) if value is not None else 0.5) if len(self.class_names) == 2 else None
         self._prepared: torch.nn.Module | None = None
         self._registry: Any = None
+        self.allow_changed_plugins = bool(allow_changed_plugins)
 
     def __repr__(self) -> str:
         return (f"Predictor({str(self.file)!r}, classes={self.class_names}, input={self.transform.channels}x"
@@ -312,7 +315,7 @@ class Predictor:
         if self._registry is None:
             from ..store.plugin_copies import registry_for
 
-            self._registry = registry_for(self.file, self.meta)
+            self._registry = registry_for(self.file, self.meta, self.allow_changed_plugins)
         return self._registry
 
     def explainer(self, method: str = "saliency", batch_size: int = 8, **params: Any) -> Callable:
@@ -397,16 +400,19 @@ def model_file(run: str | Path, checkpoint: str = "best_val_loss") -> Path:
     return rd.checkpoint(checkpoint)
 
 
-def load_run(run: str | Path, checkpoint: str = "best_val_loss", device: str | torch.device = "cpu") -> Predictor:
+def load_run(run: str | Path, checkpoint: str = "best_val_loss", device: str | torch.device = "cpu", *,
+             allow_changed_plugins: bool = False) -> Predictor:
     """The :class:`Predictor` of a run directory's checkpoint (``best_val_loss``, ``last``, any kept
-    ``best_<split>_<metric>``), or of a model file given directly. ``device``: cpu, cuda, cuda:N, mps or auto."""
+    ``best_<split>_<metric>``), or of a model file given directly. ``device``: cpu, cuda, cuda:N, mps or auto.
+    A plugin file that differs from the sha256 the model file records is a UserError naming both hashes;
+    ``allow_changed_plugins=True`` loads it with a warning."""
     from ..device import resolve_device
     from ..store import checkpoints
 
     file = model_file(run, checkpoint)
     dev = device if isinstance(device, torch.device) else resolve_device(str(device))
-    model = checkpoints.load_model(file, device=str(dev))
-    return Predictor(model, dict(model.meta), file, dev)
+    model = checkpoints.load_model(file, device=str(dev), allow_changed_plugins=allow_changed_plugins)
+    return Predictor(model, dict(model.meta), file, dev, allow_changed_plugins=allow_changed_plugins)
 
 
 def run_label(rd: RunDir) -> str:
