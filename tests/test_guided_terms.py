@@ -10,11 +10,11 @@ from medattn_plugins.losses import common as C
 from medattn_plugins.losses import terms as T
 from torch import nn
 
-from medattn import engine as E
+from medattn.components.losses import LossTerms
+from medattn.components.model import MedAttnModel
 from medattn.errors import UserError
 from medattn.hookspecs import LossBatch
-from medattn.losses import LossTerms
-from medattn.model import MedAttnModel
+from medattn.train import engine as E
 
 from .conftest import TINY
 from .conftest_models import build

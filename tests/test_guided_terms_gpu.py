@@ -8,8 +8,8 @@ import pytest
 import torch
 from medattn_plugins.losses import terms as T
 
-from medattn import engine as E
-from medattn.losses import LossTerms
+from medattn.components.losses import LossTerms
+from medattn.train import engine as E
 
 from .conftest_models import build
 from .test_guided_terms import GAIN, TwoLinear, batch_data

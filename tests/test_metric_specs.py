@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from medattn.errors import UserError
-from medattn.metric_specs import METRICS, comparable_metrics, metric_names, metric_spec, mode_of
+from medattn.evidence.metric_specs import METRICS, comparable_metrics, metric_names, metric_spec, mode_of
 
 
 def test_lookups_by_plain_history_prefixed_and_family_names():
@@ -46,7 +46,7 @@ def test_declarations_are_complete_and_consistent():
         low, high = m.range
         assert low is None or high is None or low < high
     # every comparable test metric has a resampled form, so compare and the intervals can bootstrap it
-    from medattn import metrics as M
+    from medattn.evidence import metrics as M
 
     y = np.array([0, 1, 0, 1, 1, 0])
     s = np.array([0.2, 0.7, 0.6, 0.9, 0.4, 0.1])
@@ -55,9 +55,11 @@ def test_declarations_are_complete_and_consistent():
 
 
 def test_the_schema_enums_history_summary_intervals_and_compare_derive_from_the_declarations():
-    from medattn import stats, summary, trainer
     from medattn.config.schema import COMPARE
+    from medattn.evidence import stats
     from medattn.jobs.train import MONITOR
+    from medattn.runs import summary
+    from medattn.train import trainer
 
     items = COMPARE["properties"]["metrics"]["items"]
     plain, prefixed = items["else"], items["then"]
@@ -79,7 +81,7 @@ def test_the_schema_enums_history_summary_intervals_and_compare_derive_from_the_
 
 
 def test_reading_the_declarations_imports_no_numpy():
-    code = ("import sys, medattn.metric_specs as s; s.metric_spec('val_roc_auc'); "
+    code = ("import sys, medattn.evidence.metric_specs as s; s.metric_spec('val_roc_auc'); "
             "print('numpy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

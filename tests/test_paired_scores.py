@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from medattn import stats as S
+from medattn.evidence import stats as S
 
 
 def paired_runs(seed: int = 7, r: int = 5, n: int = 200, delta: float = 0.03, seed_sd: float = 0.005) -> np.ndarray:

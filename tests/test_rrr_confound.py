@@ -11,12 +11,12 @@ from medattn_plugins.losses import common as C
 from medattn_plugins.losses import terms as T
 from torch import nn
 
-from medattn import engine as E
+from medattn.components.losses import LossTerms, mask_problems, weight_at
+from medattn.components.model import MedAttnModel
 from medattn.hookspecs import DataContext, LossBatch
 from medattn.jobs.test import confound_reliance
-from medattn.losses import LossTerms, mask_problems, weight_at
-from medattn.model import MedAttnModel
 from medattn.registry import default_registry
+from medattn.train import engine as E
 
 from .conftest import TINY
 from .test_guided_terms import batch_data, pooled_model, term_value

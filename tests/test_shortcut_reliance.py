@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from medattn.explanation_quality import confound_per_image
+from medattn.evidence.explanation_quality import confound_per_image
 from medattn.jobs.test import confound_reliance
 
 from .conftest import TINY
@@ -70,7 +70,7 @@ def test_energy_in_confound_is_the_relevance_share_in_the_confound_mask():
 def shortcut_experiment(tmp_path_factory):
     """Two variants x two seeds on the marker data set, tested on test, flipped and nomarker, explained."""
     from medattn.config import load_experiment
-    from medattn.runner import run_experiment
+    from medattn.runs.runner import run_experiment
 
     root = tmp_path_factory.mktemp("reliance")
     text = TINY.replace("seed: 3\n", "seeds: [0, 1]\n").replace(

@@ -15,9 +15,9 @@ import argparse
 import numpy as np
 
 from medattn.config import load_experiment
-from medattn.explanation_quality import confound_per_image, localisation_per_image, pixel_map
+from medattn.evidence.explanation_quality import confound_per_image, localisation_per_image, pixel_map
 from medattn.hookspecs import ExplainContext
-from medattn.plan import plan
+from medattn.runs.plan import plan
 
 
 def saliency(run, model, inputs):

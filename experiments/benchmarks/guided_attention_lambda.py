@@ -15,10 +15,10 @@ import time
 
 import torch
 
-from medattn import engine as E
+from medattn.components.losses import LossTerms, build_losses
 from medattn.config import load_experiment
-from medattn.losses import LossTerms, build_losses
-from medattn.plan import plan
+from medattn.runs.plan import plan
+from medattn.train import engine as E
 
 
 def main() -> None:

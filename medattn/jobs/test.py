@@ -13,8 +13,8 @@ from typing import Any
 
 from ..errors import UserError
 from ..files import atomic_write_text, write_rows
-from ..rundir import RunDir
-from ..views import ExperimentView, RunView
+from ..store.rundir import RunDir
+from ..store.views import ExperimentView, RunView
 from .base import Job
 from .checkpoint_names import CHECKPOINT, CHECKPOINT_NAMES
 
@@ -110,7 +110,7 @@ class TestJob(Job):
         return {"summary": rows}
 
     def tables(self, exp: ExperimentView) -> dict[str, list[dict]]:
-        """The summary rows, and with ``compare:`` the paired comparisons of the variants (medattn.stats)."""
+        """The summary rows, and with ``compare:`` the paired comparisons of the variants (medattn.evidence.stats)."""
         out = super().tables(exp)
         spec = exp.config.get("compare")
         if spec and out.get("summary"):
@@ -121,11 +121,11 @@ class TestJob(Job):
 
 
 def comparisons(exp: ExperimentView, spec: dict[str, Any]) -> list[dict]:
-    """Each variant against its reference on the test images they share, per metric (see medattn.stats): test
+    """Each variant against its reference on the test images they share, per metric (see medattn.evidence.stats): test
     metrics on the predictions of their split (``shifted.roc_auc``: test.splits), explanation-quality scores on
     the scores of each image (``saliency.energy_in_mask``); one correction over the whole table."""
-    from .. import stats
-    from ..metric_specs import metric_spec
+    from ..evidence import stats
+    from ..evidence.metric_specs import metric_spec
 
     checkpoint = spec["checkpoint"] or exp.config["test"]["checkpoints"][0]
     groups: dict[tuple[str, str], list[str]] = {}  # (source, split or method) -> metric names
@@ -191,8 +191,8 @@ def _shortcut_scores(exp: ExperimentView, checkpoint: str, metrics: list[str]) -
 def _evaluate(run, dist, name: str):
     """(test outputs, threshold, where the threshold came from) of one checkpoint on every rank."""
     from .. import distributed
-    from .. import engine as E
-    from .. import metrics as M
+    from ..evidence import metrics as M
+    from ..train import engine as E
 
     cfg = run.config["test"]
     _, splits = run.data()
@@ -266,7 +266,7 @@ def _write_reliance(run, name: str, metrics: dict, device: Any) -> dict:
 def _write_splits(run, name: str, metrics: dict, extra: dict, classes: list[str], threshold: float) -> dict:
     """The metrics of every extra split of test.splits: ``S.metric`` keys (and their intervals under
     ``splits``) added to test_<name>.json, one predictions file per split."""
-    from .. import metrics as M
+    from ..evidence import metrics as M
 
     metrics = dict(metrics)
     metrics.setdefault("splits", {})
@@ -282,7 +282,7 @@ def _write_splits(run, name: str, metrics: dict, extra: dict, classes: list[str]
 
 def _write(run, name: str, te, classes: list[str], threshold: float, source: str) -> dict:
     """metrics/test_<name>.json, predictions_<name>.csv and the ROC files of one checkpoint."""
-    from .. import metrics as M
+    from ..evidence import metrics as M
 
     cfg = run.config["test"]
     labels, scores = te.labels, te.scores
@@ -307,7 +307,7 @@ def _write(run, name: str, te, classes: list[str], threshold: float, source: str
 
 def _pad(run, name: str, labels, scores, threshold: float) -> dict:
     """APCER, BPCER, ACER and TDR@FDR; the ROC points go to pad_roc_<name>.csv."""
-    from .. import metrics as M
+    from ..evidence import metrics as M
 
     pm = M.pad_metrics(labels, scores, threshold, float(run.config["test"]["pad"]["fdr"]))
     roc = pm.pop("roc", None)
@@ -319,7 +319,7 @@ def _pad(run, name: str, labels, scores, threshold: float) -> dict:
 
 def _intervals(run, te, threshold: float) -> dict:
     """{"ci": ...}: percentile bootstrap intervals of the test metrics (by patient group when known)."""
-    from .. import metrics as M
+    from ..evidence import metrics as M
 
     boot = run.config["test"]["bootstrap"]
     if int(boot["resamples"]) <= 0:
@@ -335,7 +335,7 @@ def _intervals(run, te, threshold: float) -> dict:
 
 def _predictions(run, name: str, te, classes: list[str], threshold: float, split: str = "test") -> None:
     """predictions_<name>.csv: id, (group), label, prediction and the scores of every image."""
-    from .. import metrics as M
+    from ..evidence import metrics as M
 
     scores = te.scores
     preds = M.predictions(scores, threshold)
@@ -354,7 +354,7 @@ def _roc(run, name: str, labels, scores) -> None:
     """roc_<name>.csv of a binary task with both classes present."""
     import numpy as np
 
-    from .. import metrics as M
+    from ..evidence import metrics as M
 
     positive = M.positive_scores(scores)
     if positive is None or len(np.unique(labels)) < 2:

@@ -96,6 +96,8 @@ class AttentionMask(nn.Module):
     """Supervises the attention module's own spatial maps with the lesion mask: the share of each map's mass
     outside the mask (``energy``), or binary cross-entropy of the map against the mask at its resolution (``bce``)."""
 
+    needs_attention_maps = True
+
     def __init__(self, penalty: str, keys: list[str], image_size: tuple[int, int] = (224, 224)) -> None:
         super().__init__()
         self.penalty, self.keys, self.image_size = penalty, keys, tuple(image_size)
@@ -281,6 +283,7 @@ class MaskFraction(nn.Module):
         self.inner, self.fraction = inner, fraction
         self.needs_input_gradients = getattr(inner, "needs_input_gradients", False)
         self.needs_features = getattr(inner, "needs_features", False)
+        self.needs_attention_maps = getattr(inner, "needs_attention_maps", False)
 
     def model_problems(self, model: nn.Module) -> list[tuple[tuple, str]]:
         check = getattr(self.inner, "model_problems", None)

@@ -1,0 +1,1 @@
+"""Pure numbers: metric declarations, metrics, statistics and explanation quality. No run paths."""
