@@ -19,7 +19,7 @@ from medattn.registry import default_registry
 from medattn.train import engine as E
 
 from .conftest import TINY
-from .test_guided_terms import batch_data, pooled_model, term_value
+from .test_guided_terms import GAIN, batch_data, pooled_model, term_value
 
 DECOY = {"n_train": 256, "n_val": 8, "n_test": 64, "difficulty": 0.8, "lesion_size": 0.12, "decoys": 0.0,
          "seed_offset": 0, "shortcut": {"agree": 1.0, "strength": 0.8}}
@@ -163,3 +163,13 @@ def test_the_penalised_region_skips_images_whose_confound_mask_is_empty_or_every
     with pytest.raises(Exception, match="confound masks"):
         C.penalised_region(LossBatch(images=batch.images, labels=batch.labels, logits=batch.logits, model=None,
                                      ids=batch.ids), "confound", "rrr")
+
+
+def test_gain_takes_its_grad_cam_at_the_level_asked_for():
+    model = pooled_model()
+    data = batch_data(16, channels=1)
+    at_level = term_value(model, T.AttentionMining({**GAIN, "mining_weight": 0.0, "level": "x"}), data)
+    attended = term_value(model, T.AttentionMining({**GAIN, "mining_weight": 0.0}), data)
+    assert at_level.item() == pytest.approx(attended.item())  # here the level x is what the head reads
+    with pytest.raises(Exception, match="level 'layer9'"):
+        term_value(model, T.AttentionMining({**GAIN, "level": "layer9"}), data)
