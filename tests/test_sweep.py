@@ -193,6 +193,7 @@ if __name__ == "__main__":
 def test_three_workers_one_killed_while_two_poll_the_retry_is_never_failed_before_its_first_beat(write, tmp_path,
                                                                                                   cli):
     path = sweep_file(write, tmp_path, trials=3, epochs=3, n_train=48)
+    path.write_text(path.read_text().replace("grace: 2}", "grace: 4}"))  # three workers on two cores beat late
     hook = write("slow_retry.py", SLOW_RETRY)
     journal = tmp_path / "runs" / "sw" / "sweep" / "default.journal"
     env = {**os.environ, "OMP_NUM_THREADS": "2", "SWEEP_JOURNAL": str(journal)}
@@ -290,9 +291,9 @@ def test_variants_draw_independently_and_one_worker_repeats_its_draws(write, tmp
     assert sum(a == b for a, b in zip(draws["none"], draws["timm_attn"])) <= 2, draws
     path.write_text(path.read_text().replace(str(tmp_path / "runs"), str(tmp_path / "again")))
     work(load_experiment(path), log=lambda msg: None)
+    import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
-    import optuna
 
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "again" / "sw" / "sweep" / "none.journal")))
     again = [t.params for t in optuna.load_study(study_name="sw/none", storage=storage).get_trials()]
@@ -315,20 +316,23 @@ def test_concurrent_claims_on_a_file_system_without_working_flock_never_exceed_t
     exp = load_experiment(path)
     barrier = threading.Barrier(2, timeout=1.5)
     studies = [open_studies(exp)[0] for _ in range(2)]
-    for vs in studies:
-        read = vs.study.get_trials
+    def pausing(read):
+        """The study's get_trials, waiting once, after its first read, for the other claim's first read."""
+        first = [True]
 
-        def get_trials(*args, _read=read, _first=[True], **kwargs):
-            trials = _read(*args, **kwargs)
-            if _first[0]:
-                _first[0] = False
+        def get_trials(*args, **kwargs):
+            trials = read(*args, **kwargs)
+            if first.pop() if first else False:
                 try:
                     barrier.wait()
                 except threading.BrokenBarrierError:  # the other claim is locked out: go on alone
                     pass
             return trials
 
-        vs.study.get_trials = get_trials
+        return get_trials
+
+    for vs in studies:
+        vs.study.get_trials = pausing(vs.study.get_trials)
     got: list = []
     threads = [threading.Thread(target=lambda vs=vs: got.append(claim(vs))) for vs in studies]
     for t in threads:

@@ -9,8 +9,15 @@ from typing import Any
 from ..config import Experiment
 from ..errors import UserError
 from ..files import atomic_write_text, format_table
-from .study import (FINISHED, REPEAT_OF, counted_failures, failure_limit, failure_reason, open_studies,
-                    sweep_spec)
+from .study import (
+    FINISHED,
+    REPEAT_OF,
+    counted_failures,
+    failure_limit,
+    failure_reason,
+    open_studies,
+    sweep_spec,
+)
 
 
 def _shown(value: Any) -> Any:

@@ -30,7 +30,6 @@ import socket
 import threading
 import time
 import traceback
-import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -416,13 +415,23 @@ def objective(history: list[dict], spec: dict) -> float:
     return min(values) if direction(spec) == "minimize" else max(values)
 
 
+class TrialLost(Exception):
+    """Another worker failed this running trial as stale (its heartbeat was late): stop training it."""
+
+
 def reporter(trial: Any, metric: str) -> Callable[[int, dict], None]:
-    """The train job's epoch hook: report the epoch's metric, and stop the trial when the pruner says so."""
+    """The train job's epoch hook: report the epoch's metric, and stop the trial when the pruner says so (or when
+    another worker has failed it meanwhile)."""
 
     def report(epoch: int, row: dict) -> None:
         value = float(row.get(metric, math.nan))
-        if math.isfinite(value):
-            trial.report(value, epoch)
+        try:
+            if math.isfinite(value):
+                trial.report(value, epoch)
+            else:
+                trial.set_user_attr(BEAT, time.time())  # any write says whether the trial is still ours
+        except optuna.exceptions.UpdateFinishedTrialError:
+            raise TrialLost(f"after epoch {epoch}") from None
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
@@ -477,6 +486,10 @@ def run_trial(exp: Experiment, vs: VariantStudy, trial: Any, output_dir: str | N
         if _finish(vs, trial, log, state=TrialState.PRUNED):
             log(f"   trial {trial.number}: {exc}")
         return "pruned"
+    except TrialLost as exc:
+        log(f"   trial {trial.number} stopped {exc}: another worker failed it meanwhile (no heartbeat for "
+            f"{vs.grace:g} s: was this worker suspended, or its storage slow?); its retry runs it")
+        return "lost"
     except Exception as exc:  # this trial's problem (a diverging lr, CUDA out of memory, a bug): record it, go on
         from ..errors import render_error
 
