@@ -235,10 +235,6 @@ def distributions(params: dict) -> dict:
     return out
 
 
-def counts(study: Any) -> Counter:
-    return Counter(t.state for t in study.get_trials(deepcopy=False))
-
-
 def last_beat(trial: FrozenTrial) -> float:
     """When a running trial last showed life: its heartbeat, else its start."""
     start = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
@@ -287,7 +283,7 @@ def finished_twin(trials: list[FrozenTrial], trial: Any) -> FrozenTrial | None:
     return min(same, key=lambda t: t.number) if same else None
 
 
-def reuse(vs: VariantStudy, trial: Any, twin: FrozenTrial) -> str:
+def reuse(vs: VariantStudy, trial: Any, twin: FrozenTrial) -> None:
     """Finish a repeated draw with its finished twin's result (its epochs, and its value or its pruning) instead of
     training the same run again: Optuna's FAQ recommendation for repeated samples."""
     trial.set_user_attr(REPEAT_OF, twin.user_attrs.get(REPEAT_OF, twin.number))
@@ -295,9 +291,8 @@ def reuse(vs: VariantStudy, trial: Any, twin: FrozenTrial) -> str:
         trial.report(value, step)
     if twin.state == TrialState.COMPLETE:
         vs.study.tell(trial, twin.value, skip_if_finished=True)
-        return "repeat"
-    vs.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
-    return "repeat"
+    else:
+        vs.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
 
 
 def claim(vs: VariantStudy) -> Any:
