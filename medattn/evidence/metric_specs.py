@@ -22,7 +22,8 @@ HISTORY_SPLITS = ("train", "val")  # the history columns of a metric are <split>
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """The declaration of one metric (see the module docstring)."""
+    """The declaration of one metric: name, description, direction, range, and whether it needs a threshold, has a
+    bootstrap CI, can be compared between variants and is a history column."""
 
     name: str
     description: str
