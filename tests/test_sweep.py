@@ -343,6 +343,36 @@ def test_concurrent_claims_on_a_file_system_without_working_flock_never_exceed_t
     assert [t.state.name for t in trials_of(tmp_path)] == ["RUNNING"]
 
 
+def test_a_claim_lock_whose_holder_stopped_renewing_it_is_taken_over_with_a_message(write, tmp_path):
+    """A worker frozen while it held the claim lock (SIGSTOP; a node lost mid-claim looks the same from here): the
+    next claim takes the lock over after heartbeat.grace seconds, and says so."""
+    import threading
+
+    from medattn.config import load_experiment
+    from medattn.sweep.study import claim, open_studies
+
+    path = grid_file(write, tmp_path, trials=1)
+    said: list[str] = []
+    vs = open_studies(load_experiment(path), log=said.append)[0]
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom pathlib import Path\nfrom medattn.sweep.study import ClaimLock\n"
+        f"lock = ClaimLock(Path({str(vs.lock.path)!r}), 2)\nlock.__enter__()\nprint('held', flush=True)\n"
+        "time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        os.kill(holder.pid, signal.SIGSTOP)
+        got: list = []
+        thread = threading.Thread(target=lambda: got.append(claim(vs)), daemon=True)
+        thread.start()
+        thread.join(timeout=20)
+        assert got and not isinstance(got[0], str), said  # claimed a trial
+        assert any("could not be acquired" in line and "Waiting" in line for line in said), said
+        assert any("taken over after" in line for line in said), said
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_a_changed_objective_refuses_to_continue_the_study(write, tmp_path, cli, untrained):
     path = grid_file(write, tmp_path, trials=2)
     code, out, err = cli("sweep", path)
