@@ -21,11 +21,13 @@ __version__ = "0.2.0"
 __all__ = ["__version__", "load_run", "run"]
 
 
-def load_run(run_dir: Any, checkpoint: str = "best_val_loss", device: Any = "cpu") -> Any:
-    """The Predictor of a trained run: ``.predict(images)``, ``.explain(images)``, ``.model``, ``.class_names``."""
+def load_run(run_dir: Any, checkpoint: str = "best_val_loss", device: Any = "cpu", *,
+             allow_changed_plugins: bool = False) -> Any:
+    """The Predictor of a trained run: ``.predict(images)``, ``.explain(images)``, ``.model``, ``.class_names``.
+    A plugin file that differs from the model file's sha256 is refused unless ``allow_changed_plugins=True``."""
     from .inference.predictor import load_run as _load_run
 
-    return _load_run(run_dir, checkpoint=checkpoint, device=device)
+    return _load_run(run_dir, checkpoint=checkpoint, device=device, allow_changed_plugins=allow_changed_plugins)
 
 
 def run(source: Any, **overrides: Any) -> Any:

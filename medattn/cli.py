@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from . import __version__, reproducible
-from .errors import EXIT_BAD_INPUT, UserError, render_error
+from .errors import EXIT_BAD_INPUT, MedattnWarning, UserError, render_error
 from .inference.cli import COMMANDS as INFERENCE_COMMANDS
 from .inference.cli import add_parsers
 from .sweep.cli import add_parser as add_sweep_parser
@@ -78,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.reproducible or reproducible.requested():  # before any command loads torch
             reproducible.apply()
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = medattn_warnings_as_lines(warnings.showwarning)
+            return COMMANDS[args.command](args)
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()
         return 0
@@ -88,6 +91,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print(f"medattn: interrupted; {interrupt_hint(exc)}", file=sys.stderr)
         return 130
+
+
+def medattn_warnings_as_lines(show):
+    """A ``warnings.showwarning`` that prints medattn's own warnings as one ``medattn: warning:`` line on stderr
+    and hands the others to ``show``."""
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, MedattnWarning):
+            print(f"medattn: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+    return show_warning
 
 
 def hydra_overrides(argv: list[str]) -> list[str]:

@@ -148,9 +148,10 @@ def exporter(fmt: str) -> Exporter:
     return EXPORTERS[fmt]
 
 
-def export_run(run: str | Path, fmt: str, checkpoint: str = "best_val_loss",
-               output: str | Path | None = None) -> tuple[Path, Path]:
-    """Export a run's checkpoint (or a model file) as ``fmt``; returns (model file, JSON file)."""
+def export_run(run: str | Path, fmt: str, checkpoint: str = "best_val_loss", output: str | Path | None = None, *,
+               allow_changed_plugins: bool = False) -> tuple[Path, Path]:
+    """Export a run's checkpoint (or a model file) as ``fmt``; returns (model file, JSON file). A plugin file that
+    differs from the model file's sha256 is refused unless ``allow_changed_plugins``."""
     from .predictor import load_run
 
     fmt_exporter = exporter(fmt)
@@ -160,7 +161,7 @@ def export_run(run: str | Path, fmt: str, checkpoint: str = "best_val_loss",
         raise UserError(f"--output {out}: the contract is written as <name>.json beside the model; choose another name")
     if out.is_dir():  # checked before the export, not after it
         raise UserError(f"--output {out}: is a folder; give the model file's path, e.g. {out / ('model' + fmt_exporter.suffix)}")
-    predictor = load_run(run, checkpoint, "cpu")
+    predictor = load_run(run, checkpoint, "cpu", allow_changed_plugins=allow_changed_plugins)
     shape = (predictor.transform.channels, *predictor.transform.image_size)
     try:
         data, diff = export_model(predictor.model, fmt_exporter, shape)

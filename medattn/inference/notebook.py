@@ -28,14 +28,15 @@ class Finished:
     summary: list[dict[str, Any]]
     runs: list[RunDir]
 
-    def load(self, variant: str | None = None, checkpoint: str = "best_val_loss", device: str = "cpu") -> Predictor:
+    def load(self, variant: str | None = None, checkpoint: str = "best_val_loss", device: str = "cpu", *,
+             allow_changed_plugins: bool = False) -> Predictor:
         """The predictor of a run (``variant``, or ``variant/seed-N``; None when there is one run)."""
         labels = {run_label(r): r for r in self.runs}
         if variant is None and len(labels) == 1:
-            return load_run(next(iter(labels.values())).root, checkpoint, device)
+            variant = next(iter(labels))
         if variant not in labels:
             raise UserError(f"variant {variant!r}: expected one of {', '.join(labels) or '(no runs)'}")
-        return load_run(labels[variant].root, checkpoint, device)
+        return load_run(labels[variant].root, checkpoint, device, allow_changed_plugins=allow_changed_plugins)
 
 
 def run_experiment_file(source: str | Path | dict, *, output_dir: str | None = None, jobs: list[str] | None = None,

@@ -85,7 +85,7 @@ class Preprocess:
 
     def load(self, image: Any) -> torch.Tensor:
         """The image decoded, resized and channel-matched, before normalisation: (C, H, W) in [0, 1]."""
-        return to_tensor(decode(image, self.dicom_voi), self.image_size, self.channels)
+        return to_tensor(decode(image, self.dicom_voi, strict=True), self.image_size, self.channels)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """``(x - mean) / std`` of one image (C, H, W) or a batch (B, C, H, W)."""
@@ -197,9 +197,11 @@ def overlay(image: np.ndarray, attribution: np.ndarray, min_side: int = 224) -> 
 class Predictor:
     """A trained model for new images: ``model`` (eval mode, on ``device``), ``class_names``, ``transform`` (the
     test-time preprocessing), ``threshold`` (frozen on validation; binary models only) and ``meta`` (all that the
-    model file records)."""
+    model file records). ``allow_changed_plugins``: the explainers' plugins, like the model's, may load from plugin
+    files that differ from the model file's record (with a warning); else that is a UserError."""
 
-    def __init__(self, model: torch.nn.Module, meta: dict[str, Any], file: Path, device: torch.device) -> None:
+    def __init__(self, model: torch.nn.Module, meta: dict[str, Any], file: Path, device: torch.device,
+                 allow_changed_plugins: bool = False) -> None:
         self.model = model
         self.meta = meta
         self.file = Path(file)
@@ -211,6 +213,7 @@ class Predictor:
         self.threshold = (float(value) if value is not None else 0.5) if len(self.class_names) == 2 else None
         self._prepared: torch.nn.Module | None = None
         self._registry: Any = None
+        self.allow_changed_plugins = bool(allow_changed_plugins)
 
     def __repr__(self) -> str:
         return (f"Predictor({str(self.file)!r}, classes={self.class_names}, input={self.transform.channels}x"
@@ -231,6 +234,31 @@ class Predictor:
         fn = self.explainer(method, batch_size, **params)
         preds, attributions, raw = self._run(as_items(images), batch_size, errors, progress, (fn, target))
         return Explanation(method, params, attributions, raw, preds)
+
+    def predict_dicomweb(self, url: str, study: str | None = None, series: str | None = None,
+                         query: str | None = None, *, store: bool = False, dicom_out: str | Path | None = None,
+                         explain: str | None = None, batch_size: int = 32, workers: int = 4, timeout: float = 30.0,
+                         retries: int = 3, progress: bool = False) -> Any:
+        """Predict the instances of a study, a series or a QIDO-RS ``query`` (``"Modality=MG&StudyDate=20240101-"``)
+        on the DICOMweb server ``url``; with ``dicom_out`` or ``store``, write an SR per instance (and, with
+        ``explain``, a parametric map) into that folder and / or send them back with STOW-RS. Credentials come from
+        the environment (MEDATTN_DICOMWEB_TOKEN, or MEDATTN_DICOMWEB_USER and MEDATTN_DICOMWEB_PASSWORD). Returns a
+        :class:`medattn.inference.dicomweb.DicomwebResult`: predictions, rows, messages, and counts of each kind."""
+        from .dicomweb import predict_instances
+
+        explainer = self.explainer(explain, batch_size) if explain else None
+
+        def attribute(raw: torch.Tensor, scores: np.ndarray) -> np.ndarray:
+            return self.attribute(explainer, Batch([], [], {}, raw, scores))
+
+        result = predict_instances(self, url, study, series, query, store_results=store, dicom_out=dicom_out,
+                                   attribute=attribute if explainer is not None else None, method=explain,
+                                   batch_size=batch_size, workers=workers, timeout=timeout, retries=retries,
+                                   progress=progress)
+        result.predictions = Predictions(self.class_names, result.probabilities, result.indices, self.threshold,
+                                         result.errors, result.names)
+        result.rows = [{**row, **extra} for row, extra in zip(result.predictions.rows(), result.extras)]
+        return result
 
     def _run(self, items: list[Any], batch_size: int, errors: str, progress: bool,
              explain: tuple[Callable, str | int] | None) -> tuple[Predictions, Any, Any]:
@@ -312,7 +340,7 @@ class Predictor:
         if self._registry is None:
             from ..store.plugin_copies import registry_for
 
-            self._registry = registry_for(self.file, self.meta)
+            self._registry = registry_for(self.file, self.meta, self.allow_changed_plugins)
         return self._registry
 
     def explainer(self, method: str = "saliency", batch_size: int = 8, **params: Any) -> Callable:
@@ -397,16 +425,19 @@ def model_file(run: str | Path, checkpoint: str = "best_val_loss") -> Path:
     return rd.checkpoint(checkpoint)
 
 
-def load_run(run: str | Path, checkpoint: str = "best_val_loss", device: str | torch.device = "cpu") -> Predictor:
+def load_run(run: str | Path, checkpoint: str = "best_val_loss", device: str | torch.device = "cpu", *,
+             allow_changed_plugins: bool = False) -> Predictor:
     """The :class:`Predictor` of a run directory's checkpoint (``best_val_loss``, ``last``, any kept
-    ``best_<split>_<metric>``), or of a model file given directly. ``device``: cpu, cuda, cuda:N, mps or auto."""
+    ``best_<split>_<metric>``), or of a model file given directly. ``device``: cpu, cuda, cuda:N, mps or auto.
+    A plugin file that differs from the sha256 the model file records is a UserError naming both hashes;
+    ``allow_changed_plugins=True`` loads it with a warning."""
     from ..device import resolve_device
     from ..store import checkpoints
 
     file = model_file(run, checkpoint)
     dev = resolve_device(str(device))  # (a torch.device too: resolving is where the reproducible mode acts)
-    model = checkpoints.load_model(file, device=str(dev))
-    return Predictor(model, dict(model.meta), file, dev)
+    model = checkpoints.load_model(file, device=str(dev), allow_changed_plugins=allow_changed_plugins)
+    return Predictor(model, dict(model.meta), file, dev, allow_changed_plugins=allow_changed_plugins)
 
 
 def run_label(rd: RunDir) -> str:

@@ -118,13 +118,14 @@ def read_meta(path: Path) -> dict[str, Any]:
     return model_file(Path(path))["meta"]
 
 
-def load_model(path: Path | str, device: Any = "cpu", registry: Any = None) -> Any:
+def load_model(path: Path | str, device: Any = "cpu", registry: Any = None, allow_changed_plugins: bool = False) -> Any:
     """The model of a model file, in eval mode on ``device``, built from its meta: no data set needed.
 
     The model has ``class_names`` and ``meta`` (the file's meta); a missing file names the checkpoints beside
     it. ``registry``: where the components come from (default: the installed plugins plus the file's plugins,
     plugin files from the run's copies, :func:`medattn.store.plugin_copies.registry_for`; their code runs: load only
-    files you trust).
+    files you trust). A plugin file whose sha256 differs from the file's record is a UserError, unless
+    ``allow_changed_plugins`` (then a warning).
     The global RNG states are left as they were.
     """
     path = Path(path)
@@ -138,7 +139,7 @@ def load_model(path: Path | str, device: Any = "cpu", registry: Any = None) -> A
     if registry is None:
         from .plugin_copies import registry_for
 
-        registry = registry_for(path, meta)
+        registry = registry_for(path, meta, allow_changed_plugins)
     from ..components.model import build_model
 
     with torch.random.fork_rng(devices=[]):  # building initialises weights: keep the caller's random stream

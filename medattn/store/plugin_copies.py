@@ -1,7 +1,8 @@
 """The plugins a run was made with, so that the run opens elsewhere: each plugin file listed in ``plugins:`` is
 copied into the run (``plugins/``, with its sha256) and loaded from that copy when the run is reopened
-(``load_run``, ``predict``, ``export``); a plugin module is recorded by module and distribution, and a missing
-one is named with the command that installs it."""
+(``load_run``, ``predict``, ``export``), and refused when its sha256 differs from the model file's record (a changed
+plugin is a different model) unless the caller allows changed plugins; a plugin module is recorded by module and
+distribution, and a missing one is named with the command that installs it."""
 from __future__ import annotations
 
 import hashlib
@@ -10,9 +11,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..errors import MedattnWarning, UserError
 from ..registry import Registry
 from .rundir import RunDir
+
+ALLOW_HINT = "--allow-changed-plugins (Python: allow_changed_plugins=True)"
+
+
+class ChangedPluginWarning(MedattnWarning):
+    """A plugin file differs from the one the model was trained with, and the caller allowed it."""
 
 
 def is_file_spec(spec: str) -> bool:
@@ -62,10 +69,12 @@ def copy_plugin_files(rd: RunDir, records: list[dict[str, Any]]) -> None:
                 shutil.copyfile(rec["source"], target)
 
 
-def registry_for(model_path: Path, meta: dict[str, Any]) -> Registry:
+def registry_for(model_path: Path, meta: dict[str, Any], allow_changed_plugins: bool = False) -> Registry:
     """The registry that rebuilds a model file: the installed plugins plus the file's own ``plugins:``, each
     plugin file from the run's copy (``<run>/plugins/``, sha256 checked), else from where it was when the model
-    was trained; every component the model names must then be there. Loading a plugin runs its code."""
+    was trained; every component the model names must then be there. A plugin file whose sha256 differs from the
+    model file's record is a UserError naming both hashes; ``allow_changed_plugins``: a warning, and the changed
+    file loads. Loading a plugin runs its code."""
     reg = Registry()
     reg.load_entry_points()
     config = meta.get("config") or {}
@@ -75,7 +84,7 @@ def registry_for(model_path: Path, meta: dict[str, Any]) -> Registry:
                    for s in config.get("plugins") or []]
     for rec in records:
         if "file" in rec:
-            failed = reg.load_plugin(str(plugin_file(model_path, rec)))
+            failed = reg.load_plugin(str(plugin_file(model_path, rec, allow_changed_plugins)))
         else:
             failed = load_module(reg, model_path, rec)
         if failed:
@@ -86,18 +95,30 @@ def registry_for(model_path: Path, meta: dict[str, Any]) -> Registry:
     return reg
 
 
-def plugin_file(model_path: Path, rec: dict[str, Any]) -> Path:
-    """The run's copy of a plugin file, else the file it was copied from; its sha256 checked against the record."""
+def plugin_file(model_path: Path, rec: dict[str, Any], allow_changed_plugins: bool = False) -> Path:
+    """The run's copy of a plugin file, else the file it was copied from, whose sha256 is the model file's record.
+
+    The first of the two that exists is the one that counts (the copy: a changed copy is not passed over for an
+    unchanged source). A sha256 that differs is a UserError naming the file and both hashes, or with
+    ``allow_changed_plugins`` a :class:`ChangedPluginWarning`; neither file there is a UserError saying where to
+    put it. A record without a sha256 (a model file older than plugin copies) is loaded unchecked."""
     copy = RunDir(Path(model_path).parent.parent).plugin_files / rec["file"]
+    recorded = rec.get("sha256")
     for path in (copy, Path(rec["source"])):
-        if path.is_file():
-            if rec["sha256"] and sha256(path) != rec["sha256"]:
-                warnings.warn(f"{path}: this plugin file differs from the one {model_path} was trained with "
-                              f"(sha256 {rec['sha256'][:12]}...); loading it anyway", stacklevel=3)
-            return path
+        if not path.is_file():
+            continue
+        found = sha256(path)
+        if recorded and found != recorded:
+            what = (f"{path}: this plugin file differs from the one {model_path} was trained with (sha256 recorded "
+                    f"in the model file {recorded}, this file's {found}); a changed plugin is a different model")
+            if not allow_changed_plugins:
+                raise UserError(f"{what}. Restore the file the model was trained with, or pass {ALLOW_HINT} to "
+                                "run the changed code anyway")
+            warnings.warn(f"{what}; loading it anyway (changed plugins allowed)", ChangedPluginWarning, stacklevel=2)
+        return path
     raise UserError(f"{model_path}: this model needs the plugin file {rec['file']} (sha256 "
-                    f"{(rec['sha256'] or '?')[:12]}...), which is neither in the run ({copy}) nor where it was "
-                    f"trained ({rec['source']}); copy the file to {copy}")
+                    f"{recorded or '?'}), which is neither in the run ({copy}) nor where it was trained "
+                    f"({rec['source']}); copy the file the model was trained with to {copy}")
 
 
 def load_module(reg: Registry, model_path: Path, rec: dict[str, Any]) -> list:

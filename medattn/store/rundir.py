@@ -29,9 +29,24 @@ from typing import Any
 EXPLANATION_FILES = ("samples", "quality_curves", "attention_raw")
 
 
+class _Fixed(property):
+    """A fixed path inside the folder, as a read-only property; ``relative`` (and its doc) is the path, a folder's
+    ending in ``/``."""
+
+    def __init__(self, *parts: str, folder: bool = False) -> None:
+        self.relative = "/".join(parts) + ("/" if folder else "")
+        super().__init__(lambda self: self.root.joinpath(*parts))
+        self.__doc__ = self.relative
+
+
 def _at(*parts: str) -> property:
-    """A fixed path inside the folder, as a read-only property."""
-    return property(lambda self: self.root.joinpath(*parts), doc="/".join(parts))
+    """A fixed file inside the folder."""
+    return _Fixed(*parts)
+
+
+def _folder(*parts: str) -> property:
+    """A fixed folder inside the folder."""
+    return _Fixed(*parts, folder=True)
 
 
 class RunDir:
@@ -54,11 +69,11 @@ class RunDir:
     jobs_done = _at("jobs_done.json")
     lock = _at("run.lock")
     lock_holder = _at("run.lock.json")
-    plugin_files = _at("plugins")
-    tensorboard = _at("tensorboard")
+    plugin_files = _folder("plugins")
+    tensorboard = _folder("tensorboard")
 
     # -- checkpoints -------------------------------------------------------------------------------------
-    checkpoints = _at("checkpoints")
+    checkpoints = _folder("checkpoints")
 
     def checkpoint(self, name: str) -> Path:
         return self.checkpoints / f"{name}.pt"
@@ -70,7 +85,7 @@ class RunDir:
         return sorted(p.stem for p in self.checkpoints.glob("*.pt") if p.is_file()) if self.checkpoints.is_dir() else []
 
     # -- metrics -----------------------------------------------------------------------------------------
-    metrics = _at("metrics")
+    metrics = _folder("metrics")
     history = _at("metrics", "history.csv")
 
     def test_metrics(self, checkpoint: str) -> Path:
@@ -84,6 +99,10 @@ class RunDir:
     def roc(self, checkpoint: str) -> Path:
         return self.metrics / f"roc_{checkpoint}.csv"
 
+    def shortcut_images(self, checkpoint: str) -> Path:
+        """One row per test image: the true class's probability with and without the confound, and the reliance."""
+        return self.metrics / f"shortcut_{checkpoint}.csv"
+
     def pad_roc(self, checkpoint: str) -> Path:
         return self.metrics / f"pad_roc_{checkpoint}.csv"
 
@@ -96,7 +115,7 @@ class RunDir:
         return sorted(p.stem[len("test_"):] for p in self.metrics.glob("test_*.json")) if self.metrics.is_dir() else []
 
     # -- explanations ------------------------------------------------------------------------------------
-    explanations = _at("explanations")
+    explanations = _folder("explanations")
     samples = _at("explanations", "samples.npz")
 
     def attributions(self, label: str) -> Path:
@@ -114,10 +133,23 @@ class RunDir:
         return sorted(p.stem for p in self.explanations.glob("*.npz") if p.stem not in EXPLANATION_FILES)
 
     # -- figures -----------------------------------------------------------------------------------------
-    figures = _at("figures")
+    figures = _folder("figures")
 
     def figure(self, stem: str, fmt: str = "png") -> Path:
         return self.figures / f"{stem}.{fmt}"
+
+    # -- the whole layout --------------------------------------------------------------------------------
+    @classmethod
+    def layout(cls) -> list[str]:
+        """Every path a run directory can hold, relative to it, sorted: each fixed path (a folder's ends in ``/``)
+        and what each path method gives for ``<placeholders>``. docs/run-directory.md names exactly these (a test
+        checks it): a new path of a run is a new property, or a new method called here, and a row on that page."""
+        rd = cls("")
+        made = [rd.checkpoint("best_<split>_<metric>"), rd.test_metrics("<ckpt>"), rd.predictions("<ckpt>"),
+                rd.predictions("<ckpt>", "<split>"), rd.roc("<ckpt>"), rd.pad_roc("<ckpt>"),
+                rd.metrics_file("<file>"), rd.attributions("<method>"), rd.figure("<kind>", "<format>")]
+        fixed = [p.relative for k in dir(cls) if isinstance(p := getattr(cls, k), _Fixed)]
+        return sorted({*fixed, *(p.as_posix() for p in made)})
 
     # -- readers -----------------------------------------------------------------------------------------
     def read_config(self) -> dict:
@@ -148,6 +180,10 @@ class RunDir:
 
     def read_predictions(self, checkpoint: str, split: str = "test") -> list[dict[str, str]]:
         return _csv_rows(self.predictions(checkpoint, split))
+
+    def read_shortcut_images(self, checkpoint: str) -> list[dict[str, str]]:
+        f = self.shortcut_images(checkpoint)
+        return _csv_rows(f) if f.is_file() else []
 
     def read_npz(self, path: Path) -> dict[str, Any] | None:
         """An .npz file of this run as a dict of arrays (no pickles), or None when it is missing."""
@@ -189,7 +225,7 @@ class ExperimentDir:
 
     summary = _at("summary.md")
 
-    figures = _at("figures")
+    figures = _folder("figures")
 
     def figure(self, stem: str, fmt: str = "png") -> Path:
         return self.figures / f"{stem}.{fmt}"
