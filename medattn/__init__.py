@@ -9,13 +9,14 @@ import warnings
 from typing import Any
 
 from . import reproducible as _reproducible
+from .errors import MedattnWarning as _MedattnWarning
 from .errors import UserError as _UserError
 
 try:  # before anything loads torch or numpy: the mode's settings are read as they load
     if _reproducible.requested():
         _reproducible.apply()
 except _UserError as _exc:  # the CLI refuses a bad value (exit 2); an import only warns
-    warnings.warn(str(_exc), RuntimeWarning, stacklevel=2)
+    warnings.warn(str(_exc), _MedattnWarning, stacklevel=2)
 
 __version__ = "0.2.0"
 __all__ = ["__version__", "load_run", "run"]

@@ -14,7 +14,7 @@ import sys
 import warnings
 from typing import Any
 
-from .errors import UserError
+from .errors import MedattnWarning, UserError
 
 VARIABLE = "MEDATTN_REPRODUCIBLE"
 ON = ("1", "true", "yes", "on")
@@ -79,7 +79,7 @@ def apply() -> None:
     os.environ.update(ENVIRONMENT)
     _state.update(applied=True, late=late)
     if late:
-        warnings.warn(too_late(late), RuntimeWarning, stacklevel=2)
+        warnings.warn(too_late(late), MedattnWarning, stacklevel=2)
 
 
 def too_late(modules: tuple[str, ...]) -> str:
