@@ -249,6 +249,7 @@ class Outputs:
     seconds: float = 0.0
     index: np.ndarray | None = None  # dataset indices, in loader order (for de-duplicating DDP shards)
     terms: dict[str, float] = field(default_factory=dict)  # mean of each train.loss term (training passes)
+    logits: np.ndarray | None = None  # (N, outputs) float32 (evaluation passes): what calibration is fitted on
 
     @property
     def images_per_second(self) -> float:
@@ -369,7 +370,7 @@ def collect(model: nn.Module, loader: Any, device: torch.device, desc: str = "ev
     net.eval()
     prec = precision or Precision()
     loss_fn = (loss_fn or loss_function(model)).to(device)
-    total, count, labels, scores, ids, groups = 0.0, 0, [], [], [], []
+    total, count, labels, scores, ids, groups, raw = 0.0, 0, [], [], [], [], []
     t0 = time.perf_counter()
     for batch in _batches(loader, desc, progress):
         x = _to(batch["image"], device, prec.channels_last)
@@ -380,12 +381,14 @@ def collect(model: nn.Module, loader: Any, device: torch.device, desc: str = "ev
         count += len(y)
         labels.append(y)
         scores.append(model.probabilities(logits.float()).float())
+        raw.append(logits.detach().float().reshape(len(y), -1))
         ids.extend(str(i) for i in batch["id"])
         if "group" in batch:
             groups.extend(str(g) for g in batch["group"])
     return Outputs(total / max(count, 1), torch.cat(labels).cpu().numpy() if labels else np.zeros(0, int),
                    torch.cat(scores).cpu().numpy() if scores else np.zeros(0), ids,
-                   groups if len(groups) == count and count else None, count, time.perf_counter() - t0)
+                   groups if len(groups) == count and count else None, count, time.perf_counter() - t0,
+                   logits=torch.cat(raw).cpu().numpy() if raw else None)
 
 
 def split_labels(ds: Any) -> list[int]:

@@ -139,14 +139,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
             if batch.ok:
                 maps = predictor.attribute(explainer, batch) if explainer is not None else None
                 probs = class_probabilities(batch.scores)
+                sets = predictor.sets(probs)
                 for j, (k, index) in enumerate(zip(batch.ok, predictor.classify(batch.scores))):
                     i = readable[k]
-                    rows[i] = predictor_row(predictor, sources[i].name, probs[j], int(index))
+                    rows[i] = predictor_row(predictor, sources[i].name, probs[j], int(index),
+                                            conformal_set=None if sets is None else sets[j])
                     if maps is not None:
                         rows[i].update(save_explanation(folder, i, sources[i], predictor, args.explain,
                                                         batch.raw[j].numpy(), maps[j], probs[j], rows[i]))
             bar.update(len(batch.items))
-    columns = ["path", *(f"prob_{c}" for c in predictor.class_names), "predicted", "threshold", "error"]
+    columns = ["path", *(f"prob_{c}" for c in predictor.class_names), "predicted", "threshold",
+               *(["set"] if predictor.conformal is not None else []), "error"]
     write_csv(args.output, [rows[i] for i in range(len(sources))], columns + (["attribution", "overlay"]
                                                                              if explainer is not None else []))
     done = sum(1 for r in rows.values() if not r["error"])
@@ -155,18 +158,27 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise UserError(f"none of the {len(sources)} input(s) could be predicted (rows in {args.output}); "
                         f"first: {first}")
     bad = len(sources) - done
+    if predictor.made_before_calibration:
+        print(f"note: {predictor.file} was made before medattn kept a calibration in its model files: the "
+              "probabilities are the model's own (run the test job with test.calibration to add one)",
+              file=sys.stderr)
     print(f"{done} of {len(sources)} image(s) predicted with {predictor.file} -> {args.output}"
           + (f"; {bad} could not be read (see the error column)" if bad else "")
           + (f"; attributions and overlays in {folder}" if folder else ""))
     return 0
 
 
-def predictor_row(predictor: Any, name: str, probabilities: Any = None, index: int = -1, error: str | None = None
-                  ) -> dict[str, Any]:
-    """One CSV row: path, prob_<class>..., predicted, threshold, error."""
+def predictor_row(predictor: Any, name: str, probabilities: Any = None, index: int = -1, error: str | None = None,
+                  conformal_set: Any = None) -> dict[str, Any]:
+    """One CSV row: path, prob_<class>..., predicted, threshold, (set,) error."""
+    import numpy as np
+
     from .predict import prediction_row
 
-    return prediction_row(name, predictor.class_names, probabilities, index, predictor.threshold, error)
+    if predictor.conformal is not None and conformal_set is None:  # an unread input: an empty set cell
+        conformal_set = np.zeros(len(predictor.class_names), dtype=bool)
+    return prediction_row(name, predictor.class_names, probabilities, index, predictor.threshold, error,
+                          conformal_set)
 
 
 def save_explanation(folder: Path, position: int, source: Source, predictor: Any, method: str, image: Any,

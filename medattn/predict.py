@@ -118,6 +118,8 @@ class Predictions:
     threshold: float | None  # binary models: class 1 when P(class 1) >= threshold; else None (argmax)
     errors: list[str | None]
     sources: list[str] = field(default_factory=list)  # how each input is named (its path, else type and shape)
+    sets: np.ndarray | None = None  # (N, classes) bool conformal prediction sets, when the model file has them
+    uncertainty: dict[str, np.ndarray] | None = None  # per-image entropy, spread, ... (predict(uncertainty=...))
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -127,22 +129,43 @@ class Predictions:
         """The predicted class name of each input (None where it could not be read)."""
         return [self.class_names[i] if i >= 0 else None for i in self.indices]
 
+    @property
+    def set_labels(self) -> list[list[str]] | None:
+        """Each input's conformal prediction set as class names (None without conformal sets; [] unread)."""
+        if self.sets is None:
+            return None
+        return [[self.class_names[k] for k in np.flatnonzero(row)] if self.indices[i] >= 0 else []
+                for i, row in enumerate(self.sets)]
+
     def rows(self) -> list[dict[str, Any]]:
-        """One dict per input: path, prob_<class>..., predicted, threshold, error (a CSV's rows)."""
+        """One dict per input: path, prob_<class>..., predicted, threshold, (set, uncertainty columns), error."""
         names = self.sources or [str(k) for k in range(len(self))]
-        return [prediction_row(name, self.class_names, self.probabilities[i] if self.indices[i] >= 0 else None,
-                               int(self.indices[i]), self.threshold, self.errors[i]) for i, name in enumerate(names)]
+        out = []
+        for i, name in enumerate(names):
+            ok = self.indices[i] >= 0
+            extra = {k: v[i] for k, v in (self.uncertainty or {}).items()} if ok else dict.fromkeys(
+                self.uncertainty or {}, None)
+            out.append(prediction_row(name, self.class_names, self.probabilities[i] if ok else None,
+                                      int(self.indices[i]), self.threshold, self.errors[i],
+                                      None if self.sets is None else self.sets[i], extra))
+        return out
 
 
 def prediction_row(name: str, class_names: list[str], probabilities: Any, index: int, threshold: float | None,
-                   error: str | None = None) -> dict[str, Any]:
-    """One row of a predictions CSV: path, prob_<class>... (6 decimals), predicted, threshold, error;
-    ``probabilities`` holds one per class, None when the input was not read."""
+                   error: str | None = None, conformal_set: Any = None, uncertainty: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
+    """One row of a predictions CSV: path, prob_<class>... (6 decimals), predicted, threshold, then ``set`` (the
+    conformal set, class names joined by |) when ``conformal_set`` is given, one column per ``uncertainty``
+    value, and error; ``probabilities`` holds one per class, None when the input was not read."""
     ok = probabilities is not None and index >= 0
     row: dict[str, Any] = {"path": name}
     row.update({f"prob_{c}": f"{float(probabilities[k]):.6f}" if ok else "" for k, c in enumerate(class_names)})
-    row.update(predicted=class_names[index] if ok else "", threshold="" if threshold is None else f"{threshold:.6g}",
-               error=error or "")
+    row.update(predicted=class_names[index] if ok else "", threshold="" if threshold is None else f"{threshold:.6g}")
+    if conformal_set is not None:
+        row["set"] = "|".join(str(class_names[k]) for k in np.flatnonzero(conformal_set)) if ok else ""
+    for key, value in (uncertainty or {}).items():
+        row[key] = f"{float(value):.6f}" if ok and value is not None else ""
+    row["error"] = error or ""
     return row
 
 
@@ -209,6 +232,14 @@ class Predictor:
         self.threshold_rule = dict(meta.get("threshold") or {})
         value = self.threshold_rule.get("value")
         self.threshold = (float(value) if value is not None else 0.5) if len(self.class_names) == 2 else None
+        from .evidence import calibration, conformal
+
+        # a model file from before medattn calibrated has no such keys: its probabilities stay the model's own
+        self.calibration: dict[str, Any] | None = calibration.check(meta.get("calibration"),
+                                                                   f"{file}: meta.calibration")
+        self.conformal: dict[str, Any] | None = conformal.check(meta.get("conformal"), len(self.class_names),
+                                                               f"{file}: meta.conformal")
+        self.made_before_calibration = "calibration" not in meta
         self._prepared: torch.nn.Module | None = None
         self._registry: Any = None
 
@@ -259,7 +290,10 @@ class Predictor:
                         attributions.update(zip(b.ok, self.attribute(explain[0], b, explain[1])))
                         raw.update(zip(b.ok, b.raw.numpy()))
                 bar.update(len(b.items))
-        preds = Predictions(self.class_names, probs, idx, self.threshold, errs, [describe(x) for x in items])
+        sets = self.sets(probs)  # (N, classes) probabilities: what the sets are defined on
+        if sets is not None:
+            sets[idx < 0] = False
+        preds = Predictions(self.class_names, probs, idx, self.threshold, errs, [describe(x) for x in items], sets)
         return preds, _stack(attributions, n), _stack(raw, n)
 
     def batches(self, images: Iterable[Any], batch_size: int = 32) -> Iterator[Batch]:
@@ -294,10 +328,29 @@ class Predictor:
 
     def scores(self, x: torch.Tensor) -> np.ndarray:
         """The model's class scores of a normalised batch (B, C, H, W): (B,) P(class 1) for a sigmoid model,
-        else (B, classes) softmax probabilities (as the test job records them)."""
+        else (B, classes) softmax probabilities (as the test job records them), calibrated by the model file's
+        calibration when it has one."""
         with torch.inference_mode():
             logits = self.model(x.to(self.device))
+            return self.scores_of(logits)
+
+    def scores_of(self, logits: torch.Tensor) -> np.ndarray:
+        """Class scores (float32) of a batch of the model's logits, calibrated as the model file says."""
+        if self.calibration is None:
             return self.model.probabilities(logits.float()).float().cpu().numpy()
+        from .evidence import calibration
+
+        z = calibration.apply(self.calibration, logits.float().cpu().numpy())
+        return calibration.probabilities(z, self.calibration["output"]).astype(np.float32)
+
+    def sets(self, scores: np.ndarray) -> np.ndarray | None:
+        """(B, classes) bool conformal prediction sets of class scores, or None when the model file has none."""
+        if self.conformal is None:
+            return None
+        from .evidence import conformal
+        from .metrics import class_probabilities
+
+        return conformal.predict_sets(class_probabilities(np.asarray(scores, dtype=np.float64)), self.conformal)
 
     def classify(self, scores: np.ndarray) -> np.ndarray:
         """Predicted class indices of scores: the test job's rule (binary: P(class 1) >= threshold; else argmax)."""

@@ -9,9 +9,11 @@ threshold are kept beside them.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError
+from ..evidence import held_out
 from ..files import atomic_write_text, write_rows
 from ..rundir import RunDir
 from ..views import ExperimentView, RunView
@@ -56,6 +58,29 @@ PARAMS = {
         },
         "calibration_bins": {"type": "integer", "minimum": 2, "default": 10,
                              "description": "bins of the reliability diagram and the ECE"},
+        "calibration": {"enum": ["none", "temperature", "vector"], "default": "none",
+                        "description": "recalibrate the probabilities, fitted on the validation split by minimising "
+                                       "the NLL and kept in every model file (predict, load_run and export apply it): "
+                                       "temperature (one T; the ranking stays) or vector (a weight and bias per "
+                                       "class; Platt scaling for one output)"},
+        "conformal": {
+            "type": ["object", "null"], "additionalProperties": False, "default": None,
+            "description": "split-conformal prediction sets (null: none); the thresholds go into the model file and "
+                           "predict writes each image's set",
+            "properties": {
+                "alpha": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.1,
+                          "description": "miscoverage: each set holds the true class of at least 1 - alpha of the "
+                                         "images"},
+                "score": {"enum": ["lac", "aps"], "default": "lac",
+                          "description": "lac: 1 - p(class); aps: the probability mass down to the class"},
+                "class_conditional": {"type": "boolean", "default": True,
+                                      "description": "one threshold per class (Mondrian), so a rare class is "
+                                                     "covered too; needs 1/alpha - 1 calibration images per class"},
+                "split": {"type": "string", "default": "val",
+                          "description": "the calibration split: val, or a split the data set carves for it (e.g. "
+                                         "by patient); never test"},
+            },
+        },
         "pad": {
             "type": "object", "additionalProperties": False, "default": {},
             "description": "presentation-attack detection metrics (AG-PAD; class 1 = attack)",
@@ -82,9 +107,16 @@ class TestJob(Job):
         return {"checkpoint": [run.checkpoint(c) for c in config["test"]["checkpoints"]]}
 
     def check_data(self, config: dict[str, Any], bundle: Any, splits: dict[str, Any]) -> list[tuple[tuple, str]]:
-        """Every split of test.splits is one the data set gives."""
-        return [(("test", "splits", i), f"the data set has no split {s!r}; it has {', '.join(splits)}")
-                for i, s in enumerate(config["test"]["splits"]) if s not in splits]
+        """Every split of test.splits is one the data set gives; the conformal split is one too, not the test
+        split, and large enough for its alpha."""
+        out = [(("test", "splits", i), f"the data set has no split {s!r}; it has {', '.join(splits)}")
+               for i, s in enumerate(config["test"]["splits"]) if s not in splits]
+        spec = held_out.conformal_settings(config["test"])
+        if spec is not None:
+            problem = _conformal_split_problem(spec, splits, bundle.class_names)
+            if problem:
+                out.append((("test", "conformal", "split"), problem))
+        return out
 
     def run(self, run) -> None:
         from .. import distributed
@@ -92,12 +124,14 @@ class TestJob(Job):
         cfg = run.config["test"]
         dist = distributed.setup(run.device)
         for name in cfg["checkpoints"]:
-            te, classes, threshold, source, extra = _evaluate(run, dist, name)
+            ev = _evaluate(run, dist, name)
             if dist.main:
-                metrics = _write(run, name, te, classes, threshold, source)
-                if extra:
-                    metrics = _write_splits(run, name, metrics, extra, classes, threshold)
-                _log(run, name, metrics, threshold, source)
+                if ev.refitted:
+                    _update_model_file(run, name, ev)
+                metrics = _write(run, name, ev)
+                if ev.extra:
+                    metrics = _write_splits(run, name, metrics, ev)
+                _log(run, name, metrics, ev.threshold, ev.source)
 
     def rows(self, run: RunView) -> dict[str, list[dict]]:
         """One summary row per tested checkpoint: the numbers at the top of its test_<ckpt>.json."""
@@ -176,8 +210,48 @@ def _quality_scores(exp: ExperimentView, method: str, metrics: list[str]) -> dic
     return out
 
 
-def _evaluate(run, dist, name: str):
-    """(test outputs, threshold, where the threshold came from) of one checkpoint on every rank."""
+@dataclass
+class Evaluation:
+    """One checkpoint on the test split (and the extra splits): the outputs, the scores the metrics use
+    (calibrated when test.calibration asks), the threshold and the model file's calibration and conformal
+    predictor (``refitted``: fitted anew here, for a config that changed after training)."""
+
+    test: Any  # engine.Outputs
+    classes: list[str]
+    threshold: float
+    source: str
+    scores: Any
+    extra: dict[str, Any] = field(default_factory=dict)  # split -> Outputs
+    extra_scores: dict[str, Any] = field(default_factory=dict)
+    calibration: dict | None = None
+    conformal: dict | None = None
+    threshold_rule: dict | None = None
+    refitted: bool = False
+
+
+def _conformal_split_problem(spec: dict[str, Any], splits: dict[str, Any], class_names: list[str]) -> str | None:
+    """Why the conformal calibration split cannot be used (absent, the test split, too small), or None."""
+    import numpy as np
+
+    from ..engine import split_labels
+    from ..evidence import conformal
+
+    split = spec["split"]
+    if split == "test":
+        return "test.conformal.split: the test split cannot calibrate the sets it is tested on; use val or another split"
+    if split not in splits:
+        return f"test.conformal.split: the data set has no split {split!r}; it has {', '.join(splits)}"
+    labels = np.asarray(split_labels(splits[split]))
+    try:
+        probs = np.full((len(labels), len(class_names)), 1.0 / len(class_names))  # only the counts matter here
+        conformal.fit(probs, labels, spec["alpha"], spec["score"], spec["class_conditional"], split, class_names)
+    except UserError as exc:
+        return str(exc)
+    return None
+
+
+def _evaluate(run, dist, name: str) -> Evaluation:
+    """The test outputs of one checkpoint on every rank, with its threshold, calibration and conformal sets."""
     from .. import distributed
     from .. import engine as E
     from .. import metrics as M
@@ -191,7 +265,13 @@ def _evaluate(run, dist, name: str):
         loader = E.make_loader(splits[split], int(cfg["batch_size"]), False, 0, dist.device, settings, sampler)
         return distributed.gather_outputs(E.collect(model, loader, dist.device, desc), sampler, dist)
 
+    spec = held_out.conformal_settings(cfg)
     model = run.load_model(name).to(dist.device)
+    classes = list(model.class_names)
+    if spec is not None:
+        problem = _conformal_split_problem(spec, splits, classes)
+        if problem:
+            raise UserError(problem)
     te = outputs(model, "test", f"test {name}")
     extra = {}
     for split in cfg["splits"]:
@@ -200,37 +280,71 @@ def _evaluate(run, dist, name: str):
         if split not in splits:
             raise UserError(f"test.splits: the data set has no split {split!r}; it has {', '.join(splits)}")
         extra[split] = outputs(model, split, f"{split} {name}")
-    classes = list(model.class_names)
+    meta = getattr(model, "meta", {}) or {}
+    refit = not held_out.matches(meta, cfg)
+    cal, conf = (meta.get("calibration"), meta.get("conformal")) if not refit else (None, None)
+    va = None
+    if refit or cfg["threshold_method"] != "fixed":
+        va = outputs(model, "val", f"val {name}")
+    if refit:
+        side = None
+        if spec is not None and spec["split"] != "val":
+            out = outputs(model, spec["split"], f"{spec['split']} {name}")
+            side = (out.labels, out.logits, out.scores)
+        fitted = held_out.fit(va.labels, va.logits, va.scores, cfg, classes, side)
+        cal, conf = fitted["calibration"], fitted["conformal"]
+    scores = held_out.scores(cal, te.logits, te.scores)
+    extra_scores = {s: held_out.scores(cal, out.logits, out.scores) for s, out in extra.items()}
     if cfg["threshold_method"] == "fixed":
-        return te, classes, float(cfg["threshold"]), "fixed", extra
-    va = outputs(model, "val", f"val {name}")
-    point = M.operating_point(va.labels, va.scores, cfg)  # the rule the model file froze, on the same split
-    return te, classes, point["value"], point["source"], extra
+        point = {"value": float(cfg["threshold"]), "rule": "fixed", "source": "fixed"}
+    else:  # the rule the model file froze, on the same split (calibrated scores when calibrated)
+        point = M.operating_point(va.labels, held_out.scores(cal, va.logits, va.scores), cfg)
+    return Evaluation(te, classes, point["value"], point["source"], scores, extra, extra_scores, cal, conf, point,
+                      refit)
 
 
-def _write_splits(run, name: str, metrics: dict, extra: dict, classes: list[str], threshold: float) -> dict:
+def _update_model_file(run, name: str, ev: Evaluation) -> None:
+    """The tested model file's meta gets the calibration, threshold and conformal predictor fitted for the
+    current test section (the weights and everything else stay; an atomic rewrite)."""
+    from .. import checkpoints
+    from ..evidence import calibration
+
+    path = run.dir.checkpoint(name)
+    data = checkpoints.load(path)
+    data["meta"] = {**data["meta"], "calibration": ev.calibration, "conformal": ev.conformal,
+                    "threshold": ev.threshold_rule}
+    checkpoints.save(data, path)
+    run.log(f"   {name}: calibration {calibration.describe(ev.calibration)}"
+            + (f", conformal sets (alpha {ev.conformal['alpha']:g}, {ev.conformal['score']})" if ev.conformal else "")
+            + f" fitted for this test section; kept in {path.name}")
+
+
+def _write_splits(run, name: str, metrics: dict, ev: Evaluation) -> dict:
     """The metrics of every extra split of test.splits: ``S.metric`` keys (and their intervals under
     ``splits``) added to test_<name>.json, one predictions file per split."""
     from .. import metrics as M
 
     metrics = dict(metrics)
     metrics.setdefault("splits", {})
-    for split, out in extra.items():
+    threshold = ev.threshold
+    for split, out in ev.extra.items():
+        scores = ev.extra_scores[split]
         values = {"n_positive": int((out.labels == 1).sum()),
-                  **M.classification_metrics(out.labels, out.scores, threshold)}
+                  **M.classification_metrics(out.labels, scores, threshold)}
         metrics.update({f"{split}.{k}": v for k, v in values.items()})
-        metrics["splits"][split] = {"loss": out.loss, **values, **_intervals(run, out, threshold)}
-        _predictions(run, name, out, classes, threshold, split)
+        metrics["splits"][split] = {"loss": out.loss, **values, **_intervals(run, out, threshold, scores)}
+        _predictions(run, name, out, ev.classes, threshold, split, scores, _sets(ev, scores))
     atomic_write_text(run.dir.test_metrics(name), json.dumps(metrics, indent=2, allow_nan=True))
     return metrics
 
 
-def _write(run, name: str, te, classes: list[str], threshold: float, source: str) -> dict:
+def _write(run, name: str, ev: Evaluation) -> dict:
     """metrics/test_<name>.json, predictions_<name>.csv and the ROC files of one checkpoint."""
     from .. import metrics as M
 
     cfg = run.config["test"]
-    labels, scores = te.labels, te.scores
+    te, classes, threshold, source = ev.test, ev.classes, ev.threshold, ev.source
+    labels, scores = te.labels, ev.scores
     metrics = {"checkpoint": name, "loss": te.loss, "n_positive": int((labels == 1).sum()),
                **M.classification_metrics(labels, scores, threshold), "threshold": float(threshold)}
     if cfg["pad"]["enabled"]:
@@ -243,11 +357,75 @@ def _write(run, name: str, te, classes: list[str], threshold: float, source: str
     metrics["confusion_matrix"] = {"labels": classes, "matrix": M.confusion(labels, scores, threshold)}
     metrics["per_class"] = M.per_class(labels, scores, classes, threshold)
     metrics["reliability"] = M.reliability(labels, scores, int(cfg["calibration_bins"]))
-    metrics.update(_intervals(run, te, threshold))
+    metrics.update(_intervals(run, te, threshold, scores))
+    _calibration(run, metrics, ev)
+    sets = _sets(ev, scores)
+    if sets is not None:
+        _conformal(run, metrics, ev, sets)
     atomic_write_text(run.dir.test_metrics(name), json.dumps(metrics, indent=2, allow_nan=True))
-    _predictions(run, name, te, classes, threshold)
+    _predictions(run, name, te, classes, threshold, "test", scores, sets)
     _roc(run, name, labels, scores)
     return metrics
+
+
+def _bootstrap_settings(run) -> dict[str, Any]:
+    boot = run.config["test"]["bootstrap"]
+    return {"resamples": int(boot["resamples"]), "confidence": float(boot["confidence"]),
+            "seed": int(boot["seed"]) if boot["seed"] is not None else int(run.config["seed"])}
+
+
+def _calibration(run, metrics: dict, ev: Evaluation) -> None:
+    """The calibration block (before / after with intervals, AUC change, reliability) and its top-level numbers
+    (the calibrated values, or the model's own without calibration)."""
+    from ..evidence import calibration as C
+
+    te, cal = ev.test, ev.calibration
+    if te.logits is None or not len(te.labels):
+        return
+    output = held_out.output_of(te.logits)
+    boot = _bootstrap_settings(run)
+    groups = te.groups if run.config["test"]["bootstrap"]["by_group"] else None
+    raw = C.probabilities(te.logits, output)
+    odds = None
+    if cal is not None and C.log_odds(te.logits, output) is not None:
+        odds = (C.log_odds(te.logits, output), C.log_odds(C.apply(cal, te.logits), output))
+    block = C.report(te.labels, raw, ev.scores if cal is not None else None, resamples=boot["resamples"],
+                     seed=boot["seed"], groups=groups, confidence=boot["confidence"], log_odds=odds)
+    key = "after" if cal is not None else "before"
+    metrics.update({k: v for k, v in block[key].items() if k != "brier"})  # brier: the classification metric's
+    if "auc_change" in block:
+        metrics["auc_change"] = block["auc_change"]
+    metrics.setdefault("ci", {}).update({k: v for k, v in block.get(f"ci_{key}", {}).items() if k != "brier"})
+    metrics["calibration"] = {"method": cal["method"] if cal else "none", "fitted": cal, **block}
+
+
+def _sets(ev: Evaluation, scores) -> Any:
+    """(N, K) conformal prediction sets of the scores, or None without test.conformal."""
+    import numpy as np
+
+    from .. import metrics as M
+    from ..evidence import conformal
+
+    if ev.conformal is None:
+        return None
+    return conformal.predict_sets(M.class_probabilities(np.asarray(scores, dtype=float)), ev.conformal)
+
+
+def _conformal(run, metrics: dict, ev: Evaluation, sets) -> None:
+    """Coverage overall and per class and the set sizes, with intervals; coverage, class_coverage_min and
+    set_size at the top."""
+    from ..evidence import conformal
+
+    boot = _bootstrap_settings(run)
+    groups = ev.test.groups if run.config["test"]["bootstrap"]["by_group"] else None
+    rep = conformal.coverage_report(ev.test.labels, sets, ev.classes, resamples=boot["resamples"], seed=boot["seed"],
+                                    groups=groups, confidence=boot["confidence"])
+    for key in ("coverage", "class_coverage_min", "set_size"):
+        metrics[key] = rep[key]
+    metrics.setdefault("ci", {}).update(rep.get("ci", {}))
+    metrics["conformal"] = {**{k: ev.conformal[k] for k in ("alpha", "score", "class_conditional", "split",
+                                                            "thresholds", "n")},
+                            "target_coverage": 1 - ev.conformal["alpha"], **rep}
 
 
 def _pad(run, name: str, labels, scores, threshold: float) -> dict:
@@ -262,7 +440,7 @@ def _pad(run, name: str, labels, scores, threshold: float) -> dict:
     return pm
 
 
-def _intervals(run, te, threshold: float) -> dict:
+def _intervals(run, te, threshold: float, scores=None) -> dict:
     """{"ci": ...}: percentile bootstrap intervals of the test metrics (by patient group when known)."""
     from .. import metrics as M
 
@@ -274,24 +452,31 @@ def _intervals(run, te, threshold: float) -> dict:
     confidence = float(boot["confidence"])
     return {"ci": {"confidence": confidence, "resamples": int(boot["resamples"]),
                    "unit": "group" if groups is not None else "image", "seed": seed,
-                   **M.bootstrap_ci(te.labels, te.scores, threshold, int(boot["resamples"]), seed, groups,
-                                    confidence)}}
+                   **M.bootstrap_ci(te.labels, te.scores if scores is None else scores, threshold,
+                                    int(boot["resamples"]), seed, groups, confidence)}}
 
 
-def _predictions(run, name: str, te, classes: list[str], threshold: float, split: str = "test") -> None:
-    """predictions_<name>.csv: id, (group), label, prediction and the scores of every image."""
+def _predictions(run, name: str, te, classes: list[str], threshold: float, split: str = "test", scores=None,
+                 sets=None) -> None:
+    """predictions_<name>.csv: id, (group), label, prediction and the scores of every image (calibrated when
+    test.calibration asks), and its conformal set (class names joined by |) with test.conformal."""
     from .. import metrics as M
+    from ..evidence import conformal
 
-    scores = te.scores
+    scores = te.scores if scores is None else scores
     preds = M.predictions(scores, threshold)
     columns = ["id", "label", "prediction"] + (["score"] if scores.ndim == 1 else
                                                [f"score_{c}" for c in classes])
     if te.groups is not None:
         columns.insert(1, "group")
+    names = conformal.set_names(sets, classes) if sets is not None else None
+    if names is not None:
+        columns.append("set")
     rows = []
     for i, (sid, y, p, s) in enumerate(zip(te.ids, te.labels, preds, scores)):
         vals = [f"{s:.6f}"] if scores.ndim == 1 else [f"{v:.6f}" for v in s]
-        rows.append([sid, *([te.groups[i]] if te.groups is not None else []), int(y), int(p), *vals])
+        rows.append([sid, *([te.groups[i]] if te.groups is not None else []), int(y), int(p), *vals,
+                     *([names[i]] if names is not None else [])])
     write_rows(run.dir.predictions(name, split), columns, rows)
 
 
@@ -316,6 +501,16 @@ def _log(run, name: str, metrics: dict, threshold: float, source: str) -> None:
     shown = " ".join(f"{k}={metrics[k]:.4f}" + (f" [{ci[k][0]:.3f}, {ci[k][1]:.3f}]" if k in ci else "")
                      for k in ("accuracy", "precision", "recall", "f1", "roc_auc") if k in metrics)
     run.log(f"   test {name} (threshold {threshold:.4g}, {source}): {shown}")
+    cal = metrics.get("calibration") or {}
+    if cal.get("after"):
+        run.log(f"   calibration ({cal['method']}): ece15 {cal['before']['ece15']:.4f} -> {cal['after']['ece15']:.4f}, "
+                f"nll {cal['before']['nll']:.4f} -> {cal['after']['nll']:.4f}"
+                + (f", roc_auc change {cal['auc_change']:+.2g}" if "auc_change" in cal else ""))
+    conf = metrics.get("conformal")
+    if conf:
+        run.log(f"   conformal sets (alpha {conf['alpha']:g}, {conf['score']}"
+                f"{', per class' if conf['class_conditional'] else ''}): coverage {conf['coverage']:.3f} "
+                f"(lowest class {conf['class_coverage_min']:.3f}), mean set size {conf['set_size']:.2f}")
     for split, values in (metrics.get("splits") or {}).items():
         shown = " ".join(f"{k}={values[k]:.4f}" for k in ("accuracy", "roc_auc") if k in values)
         run.log(f"   {split} {name}: {shown}")
