@@ -167,3 +167,13 @@ def test_a_model_file_made_before_calibration_predicts_as_before(tmp_path, cli):
     assert "set" not in rows(tmp_path / "p.csv")[0]
     with pytest.raises(Exception, match="meta.calibration: not a calibration medattn wrote"):
         load_run(with_meta(file, calibration={"method": "temperature"}))
+
+
+def test_the_before_and_after_reliability_figure(trained):
+    from medattn_plugins.figures.classification import calibration
+
+    from medattn.views import RunView
+
+    run = trained[0]
+    paths = calibration({}, RunView.from_dir(run.root, log=lambda *_: None))
+    assert [p.name for p in paths] == ["calibration_best_val_loss.png"] and paths[0].stat().st_size > 1000

@@ -48,6 +48,8 @@ def medattn_components() -> list[Component]:
         Component("figure", "reliability", f"{_P}.classification:reliability",
                   "reliability diagram with the expected calibration error and a score histogram (bins: "
                   "test.calibration_bins)", _obj()),
+        Component("figure", "calibration", f"{_P}.classification:calibration",
+                  "reliability before and after test.calibration (15 bins), ECE and NLL of each", _obj()),
         Component("figure", "confusion", f"{_P}.classification:confusion",
                   "confusion matrix (counts and row rates) per tested checkpoint", _obj()),
         Component("figure", "tdr_fdr", f"{_P}.classification:tdr_fdr",
