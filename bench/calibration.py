@@ -13,7 +13,7 @@ Targets (issue 23): ``ece_reduction>=0.30 auc_change==0 coverage_error<=0.005 cl
 Final line: ``ece_reduction=... auc_change=... coverage_error=... class_coverage_min=... ece_before=...
 ece_after=... temperature=... seconds=...``.
 
-    python bench/calibration.py [--epochs 30] [--n-train 320] [--n-eval 300] [--output-dir DIR]
+    python bench/calibration.py [--epochs 40] [--n-train 200] [--n-eval 300] [--output-dir DIR]
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def experiment(args: argparse.Namespace, output_dir: Path) -> dict:
         "name": "bench_calibration", "seed": 11, "device": "cpu", "output_dir": str(output_dir),
         "dataset": {"name": "synthetic_lesions", "image_size": 64, "seed": 3,
                     "params": {"n_train": args.n_train, "n_val": args.n_eval, "n_test": args.n_eval,
-                               "difficulty": 0.5}},
+                               "difficulty": 0.7}},
         "model": {"backbone": {"name": "resnet18", "params": {"pretrained": False}}, "attention": {"name": "none"}},
         "train": {"epochs": args.epochs, "batch_size": 32, "progress": False, "augment": "none",
                   "optimizer": {"name": "adam", "lr": 1.0e-3}},
@@ -65,8 +65,8 @@ def held_out_probabilities(exp, run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--n-train", type=int, default=320)
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--n-train", type=int, default=200)
     parser.add_argument("--n-eval", type=int, default=300, help="validation and test images each")
     parser.add_argument("--output-dir", type=Path, default=None)
     args = parser.parse_args()

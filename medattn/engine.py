@@ -391,6 +391,14 @@ def collect(model: nn.Module, loader: Any, device: torch.device, desc: str = "ev
                    logits=torch.cat(raw).cpu().numpy() if raw else None)
 
 
+def split_metadata(ds: Any) -> dict[str, dict[str, str]]:
+    """{image id: metadata columns} of a (prepared) split, from the data set's ``metadata()`` when it has one
+    (the csv data set's extra columns, synthetic_lesions' sites), else empty."""
+    base = getattr(ds, "base", ds)
+    found = getattr(base, "metadata", None)
+    return dict(found()) if callable(found) else {}
+
+
 def split_labels(ds: Any) -> list[int]:
     """Every label of a (prepared) split, from a ``labels()`` / ``labels`` / ``targets`` of the dataset when it
     has one, else by reading the items."""

@@ -193,6 +193,7 @@ class Batch:
     errors: dict[int, str]  # position -> why it could not be read
     raw: torch.Tensor | None  # (len(ok), C, H, W) model inputs before normalisation, in [0, 1]
     scores: np.ndarray | None  # the model's class scores: (len(ok),) P(class 1) for sigmoid, else (len(ok), K)
+    uncertainty: dict[str, np.ndarray] | None = None  # entropy, spread, mutual_information (sampled batches)
 
 
 def overlay(image: np.ndarray, attribution: np.ndarray, min_side: int = 224) -> Any:
@@ -249,11 +250,14 @@ class Predictor:
                 f"device={self.device})")
 
     # -- predicting --------------------------------------------------------------------------------------
-    def predict(self, images: Any, batch_size: int = 32, errors: str = "raise", progress: bool = False) -> Predictions:
+    def predict(self, images: Any, batch_size: int = 32, errors: str = "raise", progress: bool = False, *,
+                tta: str = "none", mc_samples: int = 0, uncertainty: bool = False) -> Predictions:
         """Class probabilities and predicted classes of ``images`` (one or a list of paths, PIL images, arrays or
         tensors; a 4-D array or tensor is a batch). ``errors="raise"``: an unreadable input is a UserError
-        naming it; ``"keep"``: its row holds the error instead."""
-        return self._run(as_items(images), batch_size, errors, progress, None)[0]
+        naming it; ``"keep"``: its row holds the error instead. ``tta`` (flips | d4) averages the views of each
+        image, ``mc_samples`` (>= 2) Monte Carlo dropout samples; ``uncertainty`` adds each image's entropy,
+        spread and mutual information (``Predictions.uncertainty``, and columns of ``rows()``)."""
+        return self._run(as_items(images), batch_size, errors, progress, None, (tta, mc_samples, uncertainty))[0]
 
     def explain(self, images: Any, method: str = "saliency", *, target: str | int = "predicted", batch_size: int = 8,
                 errors: str = "raise", progress: bool = False, **params: Any) -> Explanation:
@@ -264,7 +268,8 @@ class Predictor:
         return Explanation(method, params, attributions, raw, preds)
 
     def _run(self, items: list[Any], batch_size: int, errors: str, progress: bool,
-             explain: tuple[Callable, str | int] | None) -> tuple[Predictions, Any, Any]:
+             explain: tuple[Callable, str | int] | None,
+             sampling: tuple[str, int, bool] = ("none", 0, False)) -> tuple[Predictions, Any, Any]:
         from tqdm.auto import tqdm
 
         if errors not in ("raise", "keep"):
@@ -274,10 +279,12 @@ class Predictor:
         idx, errs = np.full(n, -1, dtype=np.int64), [None] * n
         attributions: dict[int, np.ndarray] = {}
         raw: dict[int, np.ndarray] = {}
+        tta, mc_samples, want_uncertainty = sampling
+        spread = {k: np.full(n, np.nan) for k in ("entropy", "spread", "mutual_information")}
         from .metrics import class_probabilities
 
         with tqdm(total=n, unit="img", disable=not progress, leave=False) as bar:
-            for b in self.batches(items, batch_size):
+            for b in self.batches(items, batch_size, tta=tta, mc_samples=mc_samples, uncertainty=want_uncertainty):
                 if b.errors and errors == "raise":
                     i, why = next(iter(b.errors.items()))
                     raise UserError(f"{describe(items[i])}: {why}")
@@ -286,6 +293,8 @@ class Predictor:
                 if b.ok:
                     probs[b.ok] = class_probabilities(np.asarray(b.scores, dtype=np.float32))
                     idx[b.ok] = self.classify(b.scores)
+                    for k, v in (b.uncertainty or {}).items():
+                        spread[k][b.ok] = v
                     if explain is not None:
                         attributions.update(zip(b.ok, self.attribute(explain[0], b, explain[1])))
                         raw.update(zip(b.ok, b.raw.numpy()))
@@ -293,14 +302,20 @@ class Predictor:
         sets = self.sets(probs)  # (N, classes) probabilities: what the sets are defined on
         if sets is not None:
             sets[idx < 0] = False
-        preds = Predictions(self.class_names, probs, idx, self.threshold, errs, [describe(x) for x in items], sets)
+        preds = Predictions(self.class_names, probs, idx, self.threshold, errs, [describe(x) for x in items], sets,
+                            spread if want_uncertainty else None)
         return preds, _stack(attributions, n), _stack(raw, n)
 
-    def batches(self, images: Iterable[Any], batch_size: int = 32) -> Iterator[Batch]:
-        """Read, preprocess and score ``images`` batch by batch; the next batch is read while this one runs."""
+    def batches(self, images: Iterable[Any], batch_size: int = 32, *, tta: str = "none", mc_samples: int = 0,
+                uncertainty: bool = False) -> Iterator[Batch]:
+        """Read, preprocess and score ``images`` batch by batch; the next batch is read while this one runs.
+        ``tta``, ``mc_samples``, ``uncertainty``: as :meth:`predict` (the scores are then the averaged ones)."""
         items = list(images)
         if int(batch_size) < 1:
             raise UserError(f"batch size {batch_size}: must be at least 1")
+        sampled = tta != "none" or mc_samples or uncertainty
+        if sampled:
+            self.check_sampling(tta, mc_samples)
         chunks = [list(range(s, min(s + int(batch_size), len(items)))) for s in range(0, len(items), int(batch_size))]
         if not chunks:
             return
@@ -311,8 +326,14 @@ class Predictor:
                 if k + 1 < len(chunks):
                     pending = pool.submit(self._read, items, chunks[k + 1])
                 raw = torch.stack(tensors) if tensors else None
-                scores = self.scores(self.transform.normalise(raw)) if raw is not None else None
-                yield Batch(chunk, ok, errors, raw, scores)
+                spread = None
+                if raw is None:
+                    scores = None
+                elif sampled:
+                    scores, spread = self.sample(self.transform.normalise(raw), tta, mc_samples)
+                else:
+                    scores = self.scores(self.transform.normalise(raw))
+                yield Batch(chunk, ok, errors, raw, scores, spread)
 
     def _read(self, items: list[Any], positions: list[int]) -> tuple[list[int], list[torch.Tensor], dict[int, str]]:
         ok, tensors, errors = [], [], {}
@@ -342,6 +363,30 @@ class Predictor:
 
         z = calibration.apply(self.calibration, logits.float().cpu().numpy())
         return calibration.probabilities(z, self.calibration["output"]).astype(np.float32)
+
+    def check_sampling(self, tta: str = "none", mc_samples: int = 0) -> None:
+        """A UserError for a TTA group that does not fit the input shape, too few MC samples, or MC dropout on a
+        model without dropout."""
+        from .evidence import uncertainty
+
+        uncertainty.check_tta(tta, self.transform.image_size, "--tta")
+        if mc_samples:
+            if int(mc_samples) < 2:
+                raise UserError(f"--mc-dropout {mc_samples}: give at least 2 samples")
+            uncertainty.check_mc_dropout(self.model, "--mc-dropout")
+
+    def sample(self, x: torch.Tensor, tta: str = "none", mc_samples: int = 0) -> tuple[np.ndarray, dict]:
+        """(mean class scores, {entropy, spread, mutual_information}) of a normalised batch over the views of
+        ``tta`` (one forward of all views) and ``mc_samples`` MC-dropout passes, calibrated as the file says."""
+        from .evidence import uncertainty
+        from .metrics import class_probabilities
+
+        z = uncertainty.sample_logits(self.model, x.to(self.device), uncertainty.GROUPS[tta], mc_samples or 1,
+                                      self.model)
+        probs = np.stack([class_probabilities(self.scores_of(torch.from_numpy(zi)).astype(np.float64)) for zi in z])
+        summary = uncertainty.summarise(probs)
+        mean = summary.pop("mean").astype(np.float32)
+        return (mean[:, 1] if self.model.output == "sigmoid" else mean), summary
 
     def sets(self, scores: np.ndarray) -> np.ndarray | None:
         """(B, classes) bool conformal prediction sets of class scores, or None when the model file has none."""

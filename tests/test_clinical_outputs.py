@@ -68,7 +68,8 @@ def trained(tmp_path_factory):
     before = json.loads(run.test_metrics("best_val_loss").read_text())
     legacy = checkpoints.load(run.checkpoint("best_val_loss"))
     run_experiment_file(experiment(tmp), log=lambda *_: None, jobs=["test"], test__calibration="temperature",
-                        test__conformal={"alpha": 0.2, "score": "lac", "class_conditional": True})
+                        test__conformal={"alpha": 0.2, "score": "lac", "class_conditional": True}, test__tta="d4",
+                        test__subgroups=["site"])
     return run, before, legacy, tmp
 
 
@@ -169,6 +170,56 @@ def test_a_model_file_made_before_calibration_predicts_as_before(tmp_path, cli):
         load_run(with_meta(file, calibration={"method": "temperature"}))
 
 
+def test_uncertainty_triage_and_operating_points(trained):
+    run = trained[0]
+    metrics = json.loads(run.test_metrics("best_val_loss").read_text())
+    block = metrics["uncertainty"]
+    assert "8 view(s)" in block["uncertainty"] and 0 <= metrics["aurc"] <= 1
+    assert metrics["aurc_max_probability"] == block["aurc_max_probability"] and "aurc" in metrics["ci"]
+    assert [r["referred"] for r in block["triage"]] == [0.0, 0.05, 0.1, 0.2]
+    assert [r["n_referred"] for r in block["triage"]] == [0, 2, 4, 8]
+    assert {"sensitivity", "specificity", "ppv", "npv"} <= set(block["triage"][1])
+    table = rows(run.metrics_file("triage_best_val_loss.csv"))
+    assert len(table) == 4 and table[3]["n_kept"] == "32"
+    test_rows = rows(run.predictions("best_val_loss"))
+    assert {"entropy", "spread", "mutual_information"} <= set(test_rows[0])
+    assert all(0 <= float(r["entropy"]) <= np.log(2) + 1e-6 for r in test_rows)
+    decision = metrics["decision"]
+    assert decision["sensitivity_at_specificity_target"] == 0.889 and "sensitivity_at_specificity" in metrics
+    assert len(decision["curve"]["threshold"]) == 99 and decision["curve"]["treat_none"][0] == 0
+
+
+def test_subgroups_from_the_csv_metadata(trained, cli):
+    run, _, _, tmp = trained
+    metrics = json.loads(run.test_metrics("best_val_loss").read_text())
+    table = rows(run.metrics_file("subgroups_best_val_loss.csv"))
+    assert {r["group"] for r in table} == {"north", "south"} and {r["column"] for r in table} == {"site"}
+    assert {r["metric"] for r in table} == {"accuracy", "sensitivity", "specificity", "roc_auc"}
+    assert {w["metric"] for w in metrics["subgroups"]["worst"]} >= {"accuracy"} and metrics["subgroups"]["gaps"]
+    bad = experiment(tmp)
+    bad["test"] = {**bad["test"], "subgroups": ["density"]}
+    (tmp / "bad.yaml").write_text(json.dumps(bad))
+    code, out, err = cli("validate", tmp / "bad.yaml")
+    assert code == 2 and "test.subgroups" in err + out and "no column 'density'" in err + out
+
+
+def test_predict_tta_and_uncertainty_per_image(trained, cli):
+    run, _, _, tmp = trained
+    paths = [tmp / r["id"] for r in rows(run.predictions("best_val_loss"))[:5]]
+    predictor = load_run(run.root)
+    out = predictor.predict(paths, tta="d4", uncertainty=True)
+    sampled = rows(run.predictions("best_val_loss"))[:5]
+    np.testing.assert_allclose(out.uncertainty["entropy"], [float(r["entropy"]) for r in sampled], atol=2e-5)
+    np.testing.assert_allclose(out.uncertainty["spread"], [float(r["spread"]) for r in sampled], atol=2e-5)
+    code, _, err = cli("predict", run.root, *paths, "--tta", "flips", "--uncertainty", "--output", tmp / "u.csv")
+    assert code == 0, err
+    written = rows(tmp / "u.csv")
+    assert list(written[0])[-5:] == ["set", "entropy", "spread", "mutual_information", "error"]
+    code, _, err = cli("predict", run.root, *paths, "--mc-dropout", "4", "--output", tmp / "m.csv")
+    assert code == 2 and "--mc-dropout: the model has no dropout layer" in err and "Traceback" not in err
+    assert not (tmp / "m.csv").exists()
+
+
 def test_the_before_and_after_reliability_figure(trained):
     from medattn_plugins.figures.classification import calibration
 
@@ -177,3 +228,17 @@ def test_the_before_and_after_reliability_figure(trained):
     run = trained[0]
     paths = calibration({}, RunView.from_dir(run.root, log=lambda *_: None))
     assert [p.name for p in paths] == ["calibration_best_val_loss.png"] and paths[0].stat().st_size > 1000
+
+
+def test_the_clinical_figures_and_the_report_model_card(trained):
+    run, _, _, tmp = trained
+    config = {**experiment(tmp), "card": {"intended_use": "A test of the model card."}}
+    run_experiment_file(config, log=lambda *_: None, jobs=["figure"],
+                        figure__kinds=["decision_curve", "risk_coverage", "subgroups", "report"])
+    names = {p.name for p in run.figures.glob("*.png")}
+    assert {"decision_curve_best_val_loss.png", "risk_coverage_best_val_loss.png",
+            "subgroups_best_val_loss.png"} <= names
+    report = (run.root.parent / "report.html").read_text()
+    assert "Model card" in report and "A test of the model card." in report and "temperature" in report
+    assert "<b>Caveats.</b> <i>" not in report and "not given: add it under" in report  # caveats left blank
+    assert "reporting checklist" in report and "filled by the run" in report and "blank: for the authors" in report

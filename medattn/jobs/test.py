@@ -81,6 +81,34 @@ PARAMS = {
                                          "by patient); never test"},
             },
         },
+        "tta": {"enum": ["none", "flips", "d4"], "default": "none",
+                "description": "test-time augmentation for the per-image uncertainty: flips (identity, horizontal, "
+                               "vertical, both) or d4 (those and the 90-degree turns and transposes: square images "
+                               "only), all views in one forward, probabilities averaged"},
+        "mc_dropout": {
+            "type": ["object", "null"], "additionalProperties": False, "default": None,
+            "description": "Monte Carlo dropout for the per-image uncertainty (null: off; the model needs dropout)",
+            "properties": {"samples": {"type": "integer", "minimum": 2, "default": 10,
+                                       "description": "forward passes with dropout on"}},
+        },
+        "triage": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                   "default": [0.05, 0.1, 0.2],
+                   "description": "shares of the most uncertain test images sent to a reader in the triage table"},
+        "operating_points": {
+            "type": "object", "additionalProperties": False, "default": {},
+            "description": "binary tasks: sensitivity at a fixed specificity and the reverse, with CIs (null: skip)",
+            "properties": {
+                "specificity": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1, "default": 0.889,
+                                "description": "report the sensitivity at this specificity (screening benchmark)"},
+                "sensitivity": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1, "default": 0.869,
+                                "description": "report the specificity at this sensitivity (screening benchmark)"},
+            },
+        },
+        "subgroups": {"type": "array", "uniqueItems": True, "items": {"type": "string", "minLength": 1},
+                      "default": [],
+                      "description": "metadata columns of the test images (csv: its other columns; synthetic_lesions "
+                                     "with sites: site) to report every metric per group, with bootstrap CIs, the "
+                                     "worst group and the largest gap (metrics/subgroups_<ckpt>.csv)"},
         "pad": {
             "type": "object", "additionalProperties": False, "default": {},
             "description": "presentation-attack detection metrics (AG-PAD; class 1 = attack)",
@@ -108,15 +136,33 @@ class TestJob(Job):
 
     def check_data(self, config: dict[str, Any], bundle: Any, splits: dict[str, Any]) -> list[tuple[tuple, str]]:
         """Every split of test.splits is one the data set gives; the conformal split is one too, not the test
-        split, and large enough for its alpha."""
+        split, and large enough for its alpha; every column of test.subgroups is one the test images carry."""
+        from ..engine import split_metadata
+
         out = [(("test", "splits", i), f"the data set has no split {s!r}; it has {', '.join(splits)}")
                for i, s in enumerate(config["test"]["splits"]) if s not in splits]
+        if config["test"]["subgroups"] and "test" in splits:
+            have = sorted({c for row in split_metadata(splits["test"]).values() for c in row})
+            out += [(("test", "subgroups", i), f"the test images carry no column {c!r} (they carry: "
+                                               f"{', '.join(have) or 'no metadata'})")
+                    for i, c in enumerate(config["test"]["subgroups"]) if c not in have]
         spec = held_out.conformal_settings(config["test"])
         if spec is not None:
             problem = _conformal_split_problem(spec, splits, bundle.class_names)
             if problem:
-                out.append((("test", "conformal", "split"), problem))
+                out.append((("test", "conformal", "split"), _unprefixed(problem)))
         return out
+
+    def check_model(self, config: dict[str, Any], model: Any) -> list[tuple[tuple, str]]:
+        """test.tta fits the input shape, and test.mc_dropout has dropout to sample."""
+        from ..model import image_size
+
+        try:
+            check_sampling(config["test"], model, image_size(config))
+        except UserError as exc:
+            key = "tta" if str(exc).startswith("test.tta") else "mc_dropout"
+            return [(("test", key), _unprefixed(str(exc)))]
+        return []
 
     def run(self, run) -> None:
         from .. import distributed
@@ -210,6 +256,12 @@ def _quality_scores(exp: ExperimentView, method: str, metrics: list[str]) -> dic
     return out
 
 
+def _unprefixed(message: str) -> str:
+    """A message without its leading ``test.field:`` (validation prints the field with the file and line)."""
+    head, sep, rest = message.partition(": ")
+    return rest if sep and head.startswith("test.") and " " not in head else message
+
+
 @dataclass
 class Evaluation:
     """One checkpoint on the test split (and the extra splits): the outputs, the scores the metrics use
@@ -227,6 +279,8 @@ class Evaluation:
     conformal: dict | None = None
     threshold_rule: dict | None = None
     refitted: bool = False
+    sampled: dict | None = None
+    metadata: list[dict] | None = None  # each test image's metadata columns (test.subgroups)  # test.tta / test.mc_dropout: mean scores and per-image entropy, spread, ...
 
 
 def _conformal_split_problem(spec: dict[str, Any], splits: dict[str, Any], class_names: list[str]) -> str | None:
@@ -299,8 +353,53 @@ def _evaluate(run, dist, name: str) -> Evaluation:
         point = {"value": float(cfg["threshold"]), "rule": "fixed", "source": "fixed"}
     else:  # the rule the model file froze, on the same split (calibrated scores when calibrated)
         point = M.operating_point(va.labels, held_out.scores(cal, va.logits, va.scores), cfg)
+    sampled = _sampled(run, dist, model, splits["test"], cal) if dist.main else None
+    metadata = None
+    if cfg["subgroups"]:
+        found = E.split_metadata(splits["test"])
+        metadata = [found.get(i, {}) for i in te.ids]
     return Evaluation(te, classes, point["value"], point["source"], scores, extra, extra_scores, cal, conf, point,
-                      refit)
+                      refit, sampled, metadata)
+
+
+def check_sampling(cfg: dict[str, Any], model: Any, image_size: tuple[int, int]) -> tuple[tuple[str, ...], int]:
+    """(views of test.tta, MC-dropout samples or 0), checked against the model (one clear error)."""
+    from ..evidence import uncertainty as U
+
+    names = U.check_tta(cfg["tta"], image_size)
+    samples = int((cfg.get("mc_dropout") or {}).get("samples", 10)) if cfg.get("mc_dropout") else 0
+    if samples:
+        U.check_mc_dropout(model)
+    return names, samples
+
+
+def _sampled(run, dist, model, dataset, cal: dict | None) -> dict | None:
+    """Mean scores over the views of test.tta and the samples of test.mc_dropout, and each image's entropy, spread
+    and mutual information (None when neither is asked for)."""
+    import numpy as np
+
+    from .. import engine as E
+    from .. import metrics as M
+    from ..evidence import calibration as C
+    from ..evidence import uncertainty as U
+    from ..model import image_size
+
+    cfg = run.config["test"]
+    names, samples = check_sampling(cfg, model, image_size(run.config))
+    if len(names) == 1 and not samples:
+        return None
+    settings = E.LoaderSettings(int(run.config["dataset"]["num_workers"]), **run.config["train"]["loader"])
+    loader = E.make_loader(dataset, int(cfg["batch_size"]), False, 0, dist.device, settings)
+    output = getattr(model, "output", "softmax")
+    model.eval()
+    parts = []
+    for batch in loader:
+        z = U.sample_logits(model, batch["image"].to(dist.device), names, samples or 1, model)  # (S, B, out)
+        parts.append(np.stack([M.class_probabilities(C.probabilities(C.apply(cal, zi), output)) for zi in z]))
+    summary = U.summarise(np.concatenate(parts, axis=1))
+    mean = summary["mean"]
+    return {"scores": mean[:, 1] if output == "sigmoid" else mean, "views": list(names), "samples": samples,
+            **{k: summary[k] for k in ("entropy", "spread", "mutual_information")}}
 
 
 def _update_model_file(run, name: str, ev: Evaluation) -> None:
@@ -359,13 +458,105 @@ def _write(run, name: str, ev: Evaluation) -> dict:
     metrics["reliability"] = M.reliability(labels, scores, int(cfg["calibration_bins"]))
     metrics.update(_intervals(run, te, threshold, scores))
     _calibration(run, metrics, ev)
+    _uncertainty(run, name, metrics, ev)
+    _decision(run, metrics, ev)
+    _subgroups(run, name, metrics, ev)
     sets = _sets(ev, scores)
     if sets is not None:
         _conformal(run, metrics, ev, sets)
     atomic_write_text(run.dir.test_metrics(name), json.dumps(metrics, indent=2, allow_nan=True))
-    _predictions(run, name, te, classes, threshold, "test", scores, sets)
+    _predictions(run, name, te, classes, threshold, "test", scores, sets, ev.sampled)
     _roc(run, name, labels, scores)
     return metrics
+
+
+def _uncertainty(run, name: str, metrics: dict, ev: Evaluation) -> None:
+    """Risk-coverage and AURC of the model's predictions ranked by its top probability and, with test.tta or
+    test.mc_dropout, by the predictive entropy of the averaged views and samples; the triage table (also as
+    metrics/triage_<ckpt>.csv)."""
+    import numpy as np
+
+    from .. import metrics as M
+    from ..evidence import uncertainty as U
+
+    labels = ev.test.labels
+    if not len(labels):
+        return
+    predicted = M.predictions(ev.scores, ev.threshold)
+    correct = predicted == labels
+    plain = 1.0 - M.class_probabilities(np.asarray(ev.scores, dtype=float)).max(axis=1)
+    ranked = ev.sampled["entropy"] if ev.sampled else plain
+    boot = _bootstrap_settings(run)
+    groups = ev.test.groups if run.config["test"]["bootstrap"]["by_group"] else None
+    block: dict[str, Any] = {"uncertainty": "entropy of the mean over " + (
+        f"{len(ev.sampled['views'])} view(s) x {max(1, ev.sampled['samples'])} sample(s)" if ev.sampled else
+        "one forward (1 - top probability ranks alike for two classes)")}
+    curves = {"aurc": U.risk_coverage(correct, ranked), "aurc_max_probability": U.risk_coverage(correct, plain)}
+    for key, curve in curves.items():
+        metrics[key] = block[key] = curve["aurc"]
+        block[f"risk_coverage_{key}"] = {"coverage": curve["coverage"], "risk": curve["risk"]}
+    if boot["resamples"] > 0 and len(labels) > 1:
+        tail = (1 - boot["confidence"]) / 2
+        for key, unc in (("aurc", ranked), ("aurc_max_probability", plain)):
+            v = np.concatenate([U.weighted_aurc(correct, unc, w) for w in
+                                M.bootstrap_chunks(len(labels), groups, boot["resamples"], boot["seed"])])
+            v = v[np.isfinite(v)]
+            if len(v):
+                metrics.setdefault("ci", {})[key] = [float(np.quantile(v, tail)), float(np.quantile(v, 1 - tail))]
+    if ev.sampled:
+        block["averaged"] = M.classification_metrics(labels, ev.sampled["scores"], ev.threshold)
+    rows = U.triage(labels, predicted, ranked, tuple(run.config["test"]["triage"]))
+    block["triage"] = rows
+    metrics["uncertainty"] = block
+    write_rows(run.dir.metrics_file(f"triage_{name}.csv"), list(rows[0]),
+               [[_cell(r[c]) for c in rows[0]] for r in rows])
+
+
+def _subgroups(run, name: str, metrics: dict, ev: Evaluation) -> None:
+    """metrics/subgroups_<ckpt>.csv (one row per column, group and metric, with CIs) and the worst group and
+    largest gap of every metric in test_<ckpt>.json."""
+    from ..evidence import subgroups
+
+    columns = run.config["test"]["subgroups"]
+    if not columns or ev.metadata is None:
+        return
+    boot = _bootstrap_settings(run)
+    table = subgroups.subgroup_table(ev.test.labels, ev.scores, ev.metadata, columns, threshold=ev.threshold,
+                                     resamples=min(boot["resamples"], 200), seed=boot["seed"],
+                                     confidence=boot["confidence"])
+    write_rows(run.dir.metrics_file(f"subgroups_{name}.csv"), list(subgroups.COLUMNS),
+               [[_cell(r[c]) for c in subgroups.COLUMNS] for r in table["rows"]])
+    metrics["subgroups"] = {"columns": list(columns), "worst": table["worst"], "gaps": table["gaps"],
+                            "file": run.dir.metrics_file(f"subgroups_{name}.csv").name}
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _decision(run, metrics: dict, ev: Evaluation) -> None:
+    """Binary tasks: sensitivity at the specificity of test.operating_points and the reverse (with CIs), and the
+    decision curve's net benefit against treating all and none."""
+    import numpy as np
+
+    from .. import metrics as M
+    from ..evidence import decision as D
+
+    pos = M.positive_scores(np.asarray(ev.scores, dtype=float))
+    labels = ev.test.labels
+    if pos is None or len(np.unique(labels)) < 2:
+        return
+    cfg = run.config["test"]["operating_points"]
+    boot = _bootstrap_settings(run)
+    groups = ev.test.groups if run.config["test"]["bootstrap"]["by_group"] else None
+    points = D.operating_points(labels, pos, cfg.get("sensitivity"), cfg.get("specificity"),
+                                resamples=boot["resamples"], seed=boot["seed"], groups=groups,
+                                confidence=boot["confidence"])
+    for key in ("sensitivity_at_specificity", "specificity_at_sensitivity"):
+        if key in points:
+            metrics[key] = points[key]
+    metrics.setdefault("ci", {}).update(points.get("ci", {}))
+    metrics["decision"] = {**points, "curve": D.decision_curve(labels, pos)}
 
 
 def _bootstrap_settings(run) -> dict[str, Any]:
@@ -457,7 +648,7 @@ def _intervals(run, te, threshold: float, scores=None) -> dict:
 
 
 def _predictions(run, name: str, te, classes: list[str], threshold: float, split: str = "test", scores=None,
-                 sets=None) -> None:
+                 sets=None, sampled: dict | None = None) -> None:
     """predictions_<name>.csv: id, (group), label, prediction and the scores of every image (calibrated when
     test.calibration asks), and its conformal set (class names joined by |) with test.conformal."""
     from .. import metrics as M
@@ -472,11 +663,13 @@ def _predictions(run, name: str, te, classes: list[str], threshold: float, split
     names = conformal.set_names(sets, classes) if sets is not None else None
     if names is not None:
         columns.append("set")
+    spread = ("entropy", "spread", "mutual_information") if sampled else ()
+    columns.extend(spread)
     rows = []
     for i, (sid, y, p, s) in enumerate(zip(te.ids, te.labels, preds, scores)):
         vals = [f"{s:.6f}"] if scores.ndim == 1 else [f"{v:.6f}" for v in s]
         rows.append([sid, *([te.groups[i]] if te.groups is not None else []), int(y), int(p), *vals,
-                     *([names[i]] if names is not None else [])])
+                     *([names[i]] if names is not None else []), *(f"{sampled[k][i]:.6f}" for k in spread)])
     write_rows(run.dir.predictions(name, split), columns, rows)
 
 

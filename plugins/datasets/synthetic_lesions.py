@@ -154,13 +154,28 @@ def generate(seed: int, split: str, index: int, size: tuple[int, int], difficult
     return np.clip(img, 0.0, 1.0).astype(np.float32), mask, label
 
 
+def site_of(seed: int, split: str, index: int, sites: int) -> int:
+    """The acquisition site of an image (0 .. sites - 1), from a generator of its own (so the image is the same
+    with and without sites, and the site does not follow the label)."""
+    code = _SPLIT_CODE.get(split, zlib.crc32(split.encode()))
+    return int(np.random.default_rng([int(seed) & 0xFFFFFFFF, code, int(index), 2]).integers(sites))
+
+
+def site_contrast(img: np.ndarray, site: int, sites: int) -> np.ndarray:
+    """The image as site ``site`` records it: site 0 as generated, later sites with contrast around mid-grey
+    lowered step by step to 55% at the last one (a scanner or protocol that shows lesions less clearly)."""
+    gain = 1.0 - 0.45 * site / max(1, sites - 1)
+    return np.clip(0.5 + (img - 0.5) * gain, 0.0, 1.0).astype(np.float32)
+
+
 class SyntheticLesions(Dataset):
     """A split of ``synthetic_lesions``: items generated on demand, deterministic by (seed, split, index)."""
 
     def __init__(self, split: str, n: int, seed: int, size: tuple[int, int], channels: int,
-                 difficulty: float, lesion_size: float, decoys: float, shortcut: float = 0.0) -> None:
+                 difficulty: float, lesion_size: float, decoys: float, shortcut: float = 0.0, sites: int = 0) -> None:
         self.split, self.n, self.seed, self.size, self.channels = split, n, seed, size, channels
         self.difficulty, self.lesion_size, self.decoys, self.shortcut = difficulty, lesion_size, decoys, shortcut
+        self.sites = int(sites)
 
     def __len__(self) -> int:
         return self.n
@@ -170,6 +185,8 @@ class SyntheticLesions(Dataset):
             raise IndexError(index)
         img, mask, label = generate(self.seed, self.split, index, self.size, self.difficulty, self.lesion_size,
                                      self.decoys, self.shortcut)
+        if self.sites:  # only when asked, so that sites: 0 leaves every image as it was
+            img = site_contrast(img, site_of(self.seed, self.split, index, self.sites), self.sites)
         t = torch.from_numpy(img)[None]
         if self.channels == 3:
             t = t.expand(3, -1, -1).clone()
@@ -192,6 +209,13 @@ class SyntheticLesions(Dataset):
         """Every label (alternating, so the classes are balanced)."""
         return [i % 2 for i in range(self.n)]
 
+    def metadata(self) -> dict[str, dict[str, str]]:
+        """{id: {"site": "site<k>"}} with ``sites``; empty without (what test.subgroups reads)."""
+        if not self.sites:
+            return {}
+        return {self.item_id(i): {"site": f"site{site_of(self.seed, self.split, i, self.sites)}"}
+                for i in range(self.n)}
+
 
 def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
     """Factory of ``synthetic_lesions`` (params validated, defaults filled in)."""
@@ -201,9 +225,12 @@ def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
     counts = {"train": int(params["n_train"]), "val": int(params["n_val"]), "test": int(params["n_test"])}
     if look["shortcut"] > 0:  # the test split of the marker that no longer agrees with the label
         counts[SHIFTED] = int(params["n_test"])
-    splits = {name: SyntheticLesions(name, n, seed, size, ctx.channels, **look) for name, n in counts.items()}
+    sites = int(params.get("sites") or 0)
+    splits = {name: SyntheticLesions(name, n, seed, size, ctx.channels, **look, sites=sites)
+              for name, n in counts.items()}
     shown = f"{look['difficulty']}:{look['lesion_size']}" + (f":{look['decoys']}" if look["decoys"] else "")
     shown += f":shortcut={look['shortcut']}" if look["shortcut"] else ""
+    shown += f":sites={sites}" if sites else ""
     info = {"counts": counts, **look, "seed": seed,
             "fingerprint": f"synthetic_lesions:{seed}:{shown}:{size}:{counts}"}
     return finalize_bundle(splits, CLASS_NAMES, ctx, has_masks=True, info=info, dataset="synthetic_lesions")
