@@ -45,8 +45,8 @@ def held_out_probabilities(exp, run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """Calibrated class probabilities (float64, from the logits) and labels of the validation and test images."""
     from medattn import engine as E
     from medattn.evidence import calibration as C
-    from medattn.rundir import RunDir
     from medattn.run_state import Run
+    from medattn.rundir import RunDir
 
     rd = RunDir(run_dir)
     run = Run(exp.name, "default", rd.read_config(), rd, exp.registry, "cpu", writes=False, log=lambda *_: None)

@@ -164,6 +164,8 @@ def site_of(seed: int, split: str, index: int, sites: int) -> int:
 def site_contrast(img: np.ndarray, site: int, sites: int) -> np.ndarray:
     """The image as site ``site`` records it: site 0 as generated, later sites with contrast around mid-grey
     lowered step by step to 55% at the last one (a scanner or protocol that shows lesions less clearly)."""
+    if site == 0:
+        return img
     gain = 1.0 - 0.45 * site / max(1, sites - 1)
     return np.clip(0.5 + (img - 0.5) * gain, 0.0, 1.0).astype(np.float32)
 

@@ -257,13 +257,10 @@ def model_card(view: ExperimentView) -> str:
     from the runs (data, splits, metrics with CIs, calibration, conformal sets, subgroups, explanation quality)."""
     card = view.config.get("card") or {}
     blank = "_(not given: add it under `card:` in the experiment file)_"
-    lines = [f"**Intended use.** {card.get('intended_use') or blank}
-",
-             f"**Caveats.** {card.get('caveats') or blank}
-"]
+    lines = [f"**Intended use.** {card.get('intended_use') or blank}\n",
+             f"**Caveats.** {card.get('caveats') or blank}\n"]
     if card.get("authors") or card.get("contact"):
-        lines.append(f"**Authors.** {card.get('authors') or ''} {card.get('contact') or ''}
-")
+        lines.append(f"**Authors.** {card.get('authors') or ''} {card.get('contact') or ''}\n")
     first = view.runs[0]
     manifest = first.dir.read_manifest() if first.dir.manifest.is_file() else {}
     data = manifest.get("data") or {}
@@ -271,8 +268,7 @@ def model_card(view: ExperimentView) -> str:
     lines.append(f"**Data.** {dataset.get('name')} at {dataset.get('image_size')} px; classes "
                  f"{', '.join(data.get('classes') or [])}; images per split "
                  f"{', '.join(f'{k} {v}' for k, v in (data.get('sizes') or {}).items())}; fingerprint "
-                 f"`{data.get('fingerprint')}`.
-")
+                 f"`{data.get('fingerprint')}`.\n")
     rows = []
     for run in view.runs:
         ckpt, m = _tested(run)
@@ -288,13 +284,10 @@ def model_card(view: ExperimentView) -> str:
                                                  for w in (m.get("subgroups") or {}).get("worst", [])
                                                  if w["metric"] == "roc_auc") or ""})
     if rows:
-        lines.append("**Metrics** (test split, percentile bootstrap 95% CIs):
-
-" + format_table(rows))
+        lines.append("**Metrics** (test split, percentile bootstrap 95% CIs):\n\n" + format_table(rows))
     quality = view.tables.get("quality") or []
     if quality:
-        lines.append(f"**Explanation quality.** {len(quality)} row(s) in the table above (methods x variants).
-")
+        lines.append(f"**Explanation quality.** {len(quality)} row(s) in the table above (methods x variants).\n")
     return "\n".join(lines) + "\n"
 
 
@@ -398,5 +391,6 @@ def _md_table_html(text: str) -> str:
             table = []
         if line.strip():  # **bold** and `code` of the model card's paragraphs
             text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(line))
-            out.append(f"<p>{re.sub(r'`(.+?)`', r'<code>\1</code>', text)}</p>")
+            text = re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+            out.append(f"<p>{text}</p>")
     return "\n".join(out)
