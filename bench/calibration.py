@@ -43,10 +43,10 @@ def experiment(args: argparse.Namespace, output_dir: Path) -> dict:
 
 def held_out_probabilities(exp, run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """Calibrated class probabilities (float64, from the logits) and labels of the validation and test images."""
-    from medattn import engine as E
     from medattn.evidence import calibration as C
-    from medattn.run_state import Run
-    from medattn.rundir import RunDir
+    from medattn.runs.state import Run
+    from medattn.store.rundir import RunDir
+    from medattn.train import engine as E
 
     rd = RunDir(run_dir)
     run = Run(exp.name, "default", rd.read_config(), rd, exp.registry, "cpu", writes=False, log=lambda *_: None)
@@ -75,7 +75,7 @@ def main() -> None:
 
     from medattn.config import load_experiment
     from medattn.evidence import conformal
-    from medattn.notebook import run_experiment_file
+    from medattn.inference.notebook import run_experiment_file
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

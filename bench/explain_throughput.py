@@ -49,11 +49,11 @@ def main() -> None:
     args = ap.parse_args()
     from captum.attr import Saliency
 
-    from medattn import checkpoints
     from medattn.config import load_experiment
     from medattn.jobs.explain import ExplainJob
-    from medattn.manifest import write_run_files
-    from medattn.plan import plan
+    from medattn.runs.plan import plan
+    from medattn.store import checkpoints
+    from medattn.store.manifest import write_run_files
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,7 +73,7 @@ def main() -> None:
 
         import medattn_plugins.explainers.captum_methods  # noqa: F401 - as the original side has captum imported
 
-        import medattn.jobs.explain_steps  # noqa: F401 - one-time imports (scipy, sklearn, captum) before timing,
+        import medattn.jobs.explain.steps  # noqa: F401 - one-time imports (scipy, sklearn, captum) before timing,
 
         t0 = time.perf_counter()
         ExplainJob(exp.registry).run(run)

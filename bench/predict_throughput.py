@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from medattn import checkpoints
 from medattn.cli import main as medattn_main
+from medattn.components.model import build_model
 from medattn.config import load_experiment
-from medattn.model import build_model
-from medattn.rundir import RunDir
+from medattn.store import checkpoints
+from medattn.store.rundir import RunDir
 
 EXPERIMENT = """\
 name: bench_predict

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from medattn.config import load_experiment
-from medattn.plan import plan
-from medattn.runner import run_experiment
+from medattn.runs.plan import plan
+from medattn.runs.runner import run_experiment
 
 CLOCK = time.perf_counter  # --clock cpu: this process's CPU time (steadier on a shared, oversubscribed machine)
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from .deprecation import API_VERSION, MedattnDeprecationWarning, warn_renamed
 from .errors import NotApplicable, UserError, failure_reason
+from .evidence.metric_specs import MetricSpec, metric_names, metric_spec
 from .files import atomic_write_bytes, atomic_write_text, format_table, write_csv, write_rows
 from .hookspecs import (
     KINDS,
@@ -41,13 +42,12 @@ from .hookspecs import (
     TransformContext,
     hookimpl,
 )
-from .metric_specs import MetricSpec, metric_names, metric_spec
-from .rundir import ExperimentDir, RunDir
-from .views import ExperimentView, RunView, save_figure
+from .store.rundir import ExperimentDir, RunDir
+from .store.views import ExperimentView, RunView, save_figure
 
 if TYPE_CHECKING:  # imported on first use below
+    from .evidence.metrics import bootstrap_chunks
     from .image_io import BadImage, is_dicom, mask_to_tensor, read_image, to_tensor
-    from .metrics import bootstrap_chunks
 
 _IMAGES = ("BadImage", "is_dicom", "mask_to_tensor", "read_image", "to_tensor")
 
@@ -60,7 +60,7 @@ def __getattr__(name: str):
 
         return getattr(image_io, name)
     if name == "bootstrap_chunks":
-        from .metrics import bootstrap_chunks
+        from .evidence.metrics import bootstrap_chunks
 
         return bootstrap_chunks
     raise AttributeError(f"module 'medattn.api' has no attribute {name!r}")

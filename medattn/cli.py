@@ -8,14 +8,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from . import __version__
-from .errors import EXIT_BAD_INPUT, UserError, render_error
-from .inference_cli import COMMANDS as INFERENCE_COMMANDS
-from .inference_cli import add_parsers
-from .sweep_cli import add_parser as add_sweep_parser
-from .sweep_cli import cmd_sweep
+from .errors import EXIT_BAD_INPUT, MedattnWarning, UserError, render_error
+from .inference.cli import COMMANDS as INFERENCE_COMMANDS
+from .inference.cli import add_parsers
+from .sweep.cli import add_parser as add_sweep_parser
+from .sweep.cli import cmd_sweep
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -73,7 +74,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(hydra_overrides(sys.argv[1:] if argv is None else list(argv)))
     try:
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = medattn_warnings_as_lines(warnings.showwarning)
+            return COMMANDS[args.command](args)
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()
         return 0
@@ -83,6 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print(f"medattn: interrupted; {interrupt_hint(exc)}", file=sys.stderr)
         return 130
+
+
+def medattn_warnings_as_lines(show):
+    """A ``warnings.showwarning`` that prints medattn's own warnings as one ``medattn: warning:`` line on stderr
+    and hands the others to ``show``."""
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, MedattnWarning):
+            print(f"medattn: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+    return show_warning
 
 
 def hydra_overrides(argv: list[str]) -> list[str]:
@@ -117,13 +131,13 @@ def cmd_run(args) -> int:
     if args.print_config:
         import yaml
 
-        from .plan import plan
+        from .runs.plan import plan
 
         for run, jobs in plan(exp, output_dir=args.output_dir, device=args.device, writes=False):
             print(f"# {exp.name}/{run.label} (jobs: {', '.join(jobs)})")
             print(yaml.safe_dump(run.config, sort_keys=False))
         return 0
-    from .runner import run_experiment
+    from .runs.runner import run_experiment
 
     jobs = [j.strip() for j in args.jobs.split(",") if j.strip()] if args.jobs is not None else None
     if jobs == []:
@@ -137,7 +151,7 @@ def cmd_run(args) -> int:
 def cmd_validate(args) -> int:
     """Everything short of training, every problem reported together; writes nothing."""
     from .errors import ConfigError
-    from .validation import validate_runs
+    from .runs.validation import validate_runs
 
     exp = _load(args)
     lines, problems = validate_runs(exp, output_dir=args.output_dir, device=args.device)

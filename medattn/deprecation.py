@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import warnings
 
-API_VERSION = "0.2"  # major.minor of the plugin API (medattn.api); agrees with the package version
+API_VERSION = "0.2"
+"""The version of the plugin API (medattn.api) as ``"major.minor"``; it equals the package version's first two parts."""
 
 
 class MedattnDeprecationWarning(FutureWarning):

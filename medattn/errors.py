@@ -19,6 +19,10 @@ class ConfigError(UserError):
         super().__init__("\n".join(self.problems))
 
 
+class MedattnWarning(UserWarning):
+    """Something the user allowed but should know about; the CLI prints it as one ``medattn: warning:`` line."""
+
+
 class NotApplicable(Exception):
     """Raised by a component that has nothing to say for this model (e.g. attention maps without attention)."""
 

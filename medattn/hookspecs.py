@@ -73,8 +73,10 @@ if TYPE_CHECKING:  # listing plugins must not import torch
 PROJECT = "medattn"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
+"""The marker of a plugin's hook functions: ``@hookimpl def medattn_components(): ...``."""
 
 KINDS = ("dataset", "transform", "backbone", "attention", "head", "loss", "explainer", "job", "figure")
+"""The kinds of component a plugin can provide."""
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ def factory(kind: str, name: str):
 
 def Chain(backbone: nn.Module, attention: nn.Module, head: nn.Module) -> nn.Module:  # noqa: N802
     """backbone -> attention -> head: the core's model (only its forward is used here)."""
-    from medattn.model import MedAttnModel
+    from medattn.components.model import MedAttnModel
 
     return MedAttnModel(backbone, attention, head, output="sigmoid", num_outputs=1, class_names=[])
 

@@ -120,3 +120,32 @@ def test_core_names_no_concrete_component_and_no_outside_document():
         text = file.read_text()
         found.extend(f"{file.relative_to(ROOT)}: {word}" for word in concrete if word in text)
     assert not found, "\n".join(found)
+
+
+# the packages stack in the data's order; a package may import those before it in this list, never after
+LAYERS = ["components", "store", "evidence", "train", "jobs", "runs", "inference", "sweep"]
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    upward = []
+    for name, targets in graph.items():
+        here = _layer(name)
+        for target in sorted(targets):
+            there = _layer(target)
+            if here is not None and there is not None and there > here:
+                upward.append(f"{name} imports {target} ({LAYERS[here]} is below {LAYERS[there]})")
+    return upward
+
+
+def test_packages_import_only_downwards():
+    assert not upward_imports(import_graph()), "\n".join(upward_imports(import_graph()))
+
+
+def test_layer_check_catches_an_upward_import():
+    graph = {"medattn.store.rundir": {"medattn.runs.plan", "medattn.errors"}, "medattn.runs.plan": {"medattn.store.rundir"}}
+    assert upward_imports(graph) == ["medattn.store.rundir imports medattn.runs.plan (store is below runs)"]

@@ -76,7 +76,7 @@ def test_the_metrics_are_torchmetrics_and_unit_weights_give_them(classes):
     assert C.weighted("mce", y, scores, ones)[0] == pytest.approx(tm["max"], abs=1e-6)
     point = C.metrics(y, scores)
     assert point["ece15"] == pytest.approx(tm["l1"], abs=1e-6) and point["mce"] == pytest.approx(tm["max"], abs=1e-6)
-    from medattn import metrics as M
+    from medattn.evidence import metrics as M
 
     assert point["brier"] == pytest.approx(M.classification_metrics(y, scores)["brier"])
     assert 0 <= point["adaptive_ece"] <= 1 and point["nll"] > 0

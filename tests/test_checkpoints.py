@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from medattn import checkpoints
 from medattn.config import load_experiment
 from medattn.errors import UserError
-from medattn.rundir import RunDir
-from medattn.runner import run_experiment
+from medattn.runs.runner import run_experiment
+from medattn.store import checkpoints
+from medattn.store.rundir import RunDir
 from tests.test_engine import FAST, QUIET
 
 META_KEYS = {"config", "class_names", "image_size", "channels", "mean", "std", "threshold", "versions",
@@ -59,9 +59,9 @@ def test_kept_checkpoints_are_safe_self_contained_model_files(trained):
 
 
 def test_load_model_rebuilds_from_meta_without_the_data_set(trained, monkeypatch):
-    import medattn.data
+    import medattn.components.data
 
-    monkeypatch.setattr(medattn.data, "build_data", lambda *a, **k: pytest.fail("the data set was built"))
+    monkeypatch.setattr(medattn.components.data, "build_data", lambda *a, **k: pytest.fail("the data set was built"))
     file = trained.checkpoint("best_val_loss")
     rng = torch.get_rng_state()
     model = checkpoints.load_model(file)

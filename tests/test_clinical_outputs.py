@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from medattn import checkpoints
-from medattn.notebook import run_experiment_file
-from medattn.predict import load_run
+from medattn.inference.notebook import run_experiment_file
+from medattn.inference.predictor import load_run
+from medattn.store import checkpoints
 
 
 def write_images(root: Path, n: dict[str, int], seed: int = 0) -> Path:
@@ -130,7 +130,7 @@ TEMPERATURE = {"method": "temperature", "output": "sigmoid", "weight": [0.5], "b
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.load is deprecated, still the TorchScript loader
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_exported_models_apply_the_calibration_and_the_contract_says_so(tmp_path, fmt):
-    from medattn.export import EXPORTERS, export_run
+    from medattn.inference.export import EXPORTERS, export_run
 
     from .test_export import batch, model_file
 
@@ -223,7 +223,7 @@ def test_predict_tta_and_uncertainty_per_image(trained, cli):
 def test_the_before_and_after_reliability_figure(trained):
     from medattn_plugins.figures.classification import calibration
 
-    from medattn.views import RunView
+    from medattn.store.views import RunView
 
     run = trained[0]
     paths = calibration({}, RunView.from_dir(run.root, log=lambda *_: None))

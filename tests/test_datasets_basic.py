@@ -25,7 +25,7 @@ from medattn.errors import UserError
 from medattn.hookspecs import DataContext
 from medattn.params import component_params
 from medattn.registry import Registry, default_registry
-from medattn.rundir import RunDir
+from medattn.store.rundir import RunDir
 
 
 @functools.cache

@@ -19,7 +19,7 @@ from medattn.errors import UserError
 from medattn.hookspecs import DataContext
 from medattn.params import component_params
 from medattn.registry import Registry, default_registry
-from medattn.rundir import RunDir
+from medattn.store.rundir import RunDir
 
 _spec = importlib.util.spec_from_file_location("_io_tests", Path(__file__).with_name("test_image_io.py"))
 _io = importlib.util.module_from_spec(_spec)

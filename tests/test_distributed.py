@@ -16,9 +16,9 @@ def _worker(rank: int, world: int, port: int, file: str, out: str) -> None:
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     import torch.distributed as td
 
-    from medattn import checkpoints
     from medattn.config import load_experiment
-    from medattn.runner import run_experiment
+    from medattn.runs.runner import run_experiment
+    from medattn.store import checkpoints
 
     saves = []
     real = checkpoints.save

@@ -149,3 +149,133 @@ def test_seed_means_only_the_random_seed():
     for page in [ROOT / "README.md", *PAGES]:
         for n, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
             assert not pattern.search(line), f"{page.name}:{n}: {line.strip()}"
+
+
+# -- the generated medattn.api table --------------------------------------------------------------------------
+def test_the_api_table_is_generated_from_all_and_current():
+    import medattn.api as api
+
+    gen = _gen_reference()
+    table = gen.api_table()
+    names = re.findall(r"^\|[^|]*\| `(\w+)(?:\(\))?` \|", table, re.M)
+    assert sorted(names) == sorted(api.__all__)
+    for name in ("LossContext", "LossBatch", "metric_spec", "metric_names", "MetricSpec", "bootstrap_chunks",
+                 "failure_reason"):
+        assert name in names
+    assert (DOCS / "plugins.md").read_text(encoding="utf-8") == gen.plugins_page(), "run: python docs/gen_reference.py"
+    assert gen.main(["--check"]) == 0
+
+
+def test_the_api_table_notices_a_new_public_name(monkeypatch):
+    """A name added to medattn.api.__all__ makes the committed table stale; one without a docstring is refused."""
+    import medattn.api as api
+
+    gen = _gen_reference()
+
+    def loss_weight(step):
+        """The weight of a loss term at ``step``."""
+
+    monkeypatch.setattr(api, "loss_weight", loss_weight, raising=False)
+    monkeypatch.setattr(api, "__all__", [*api.__all__, "loss_weight"])
+    assert "| `loss_weight()` | The weight of a loss term at `step`. |" in gen.api_table()
+    assert (DOCS / "plugins.md").read_text(encoding="utf-8") != gen.plugins_page()
+    loss_weight.__doc__ = None
+    with pytest.raises(SystemExit, match="no docstring for loss_weight"):
+        gen.api_table()
+
+
+# -- the run directory page against medattn.store.rundir --------------------------------------------------------
+def _run_layout_section() -> str:
+    text = (DOCS / "run-directory.md").read_text(encoding="utf-8")
+    return text[text.index("## Layout of a run"):text.index("\n## ", text.index("## Layout of a run") + 1)]
+
+
+def documented_run_paths(section: str) -> list[str]:
+    """The paths of the table's first column: each `code` item; one without a folder is in the first item's folder
+    (`metrics/test_<ckpt>.json`, `roc_<ckpt>.csv` names metrics/roc_<ckpt>.csv)."""
+    out = []
+    for row in re.findall(r"^\| (`[^|]*`) \|", section, re.M):
+        items = re.findall(r"`([^`]+)`", row)
+        folder = items[0][:items[0].rfind("/") + 1]
+        out += [item if "/" in item else folder + item for item in items]
+    return out
+
+
+def test_the_run_directory_page_names_every_path_of_rundir_and_no_other():
+    from medattn.store.rundir import RunDir
+
+    layout = RunDir.layout()
+    documented = documented_run_paths(_run_layout_section())
+    assert len(documented) == len(set(documented)), "a path is listed twice"
+    unknown = sorted(set(documented) - set(layout))
+    assert not unknown, f"docs/run-directory.md names paths that medattn.store.rundir.RunDir does not know: {unknown}"
+    missing = [p for p in layout if p not in documented and not (p.endswith("/") and any(d.startswith(p) for d in documented))]
+    assert not missing, f"docs/run-directory.md's table lacks {missing} (RunDir.layout())"
+    for path in ("explanations/quality_images.csv", "metrics/predictions_<ckpt>.<split>.csv"):
+        assert path in documented
+
+
+def test_the_run_directory_tree_lists_the_top_of_the_layout():
+    from medattn.store.rundir import RunDir
+
+    section = _run_layout_section()
+    tree = section[section.index("```\n") + 4:section.index("\n```", section.index("```\n"))]
+    entries = [m.group(1) for m in re.finditer(r"^  (\S+)", tree, re.M)]
+    top = sorted({p.split("/")[0] + "/" if "/" in p else p for p in RunDir.layout()})
+    named = set(re.findall(r"[\w.<>-]+/?", tree))
+    assert set(entries) <= set(top), f"the tree names entries RunDir does not know: {sorted(set(entries) - set(top))}"
+    assert not [t for t in top if t not in named], f"the tree lacks {[t for t in top if t not in named]}"
+    for name in ("quality_images.csv", "predictions_<ckpt>.<split>.csv"):
+        assert name in tree
+
+
+def test_the_run_directory_check_notices_a_new_file(monkeypatch):
+    """A path added to RunDir and not to the page fails the page check."""
+    from medattn.store import rundir
+
+    monkeypatch.setattr(rundir.RunDir, "calibration", rundir._at("metrics", "calibration.json"), raising=False)
+    assert "metrics/calibration.json" in rundir.RunDir.layout()
+    with pytest.raises(AssertionError, match="lacks.*metrics/calibration.json"):
+        test_the_run_directory_page_names_every_path_of_rundir_and_no_other()
+
+
+# -- the CLI synopsis in docs/cli.md against argparse ----------------------------------------------------------
+def _subparsers():
+    import argparse
+
+    from medattn.cli import parser
+
+    ap = parser()
+    [sub] = [a for a in ap._actions if isinstance(a, argparse._SubParsersAction)]
+    return ap, sub.choices
+
+
+def synopsis_rows() -> dict[str, str]:
+    """{command: its synopsis} of the Commands table of docs/cli.md (``--version`` for ``medattn --version``)."""
+    text = (DOCS / "cli.md").read_text(encoding="utf-8")
+    return {m.group(1): m.group(2) for m in re.finditer(r"^\| `medattn (\S+)((?: [^`]*)?)` \|", text, re.M)}
+
+
+def test_the_cli_synopsis_matches_argparse():
+    ap, commands = _subparsers()
+    rows = synopsis_rows()
+    assert sorted(rows) == sorted([*commands, "--version"])
+    assert "--version" in ap._option_string_actions
+    for command, synopsis in rows.items():
+        if command == "--version":
+            continue
+        assert synopsis.count("[") == synopsis.count("]"), f"{command}: unbalanced brackets in {synopsis!r}"
+        actions = [a for a in commands[command]._actions if a.dest != "help"]
+        named = re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", synopsis)
+        known = {s for a in actions for s in a.option_strings}
+        assert set(named) <= known, f"medattn {command}: the synopsis names {sorted(set(named) - known)}, unknown to argparse"
+        for a in actions:
+            if a.option_strings:
+                assert set(a.option_strings) & set(named), f"medattn {command}: the synopsis lacks {a.option_strings[0]}"
+        # positionals, in order: the upper-case words that are no option's value and no KEY=VALUE
+        words = re.sub(r"[\[\]]|\.\.\.", " ", synopsis).split()
+        values = {i + 1 for i, w in enumerate(words) if w in known
+                  and next(a for a in actions if w in a.option_strings).nargs != 0}
+        shown = [w for i, w in enumerate(words) if i not in values and re.fullmatch(r"[A-Z_]+", w)]
+        expected = [a.metavar or a.dest.upper() for a in actions if not a.option_strings]
+        assert shown == expected, f"medattn {command}: positionals {shown}, argparse has {expected}"

@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from medattn import checkpoints
-from medattn import engine as E
 from medattn.config import load_experiment
 from medattn.config.schema import fill_defaults
 from medattn.jobs.train import PARAMS
-from medattn.runner import run_experiment
+from medattn.runs.runner import run_experiment
+from medattn.store import checkpoints
+from medattn.train import engine as E
 
 # a seconds-long experiment with timm's tiny test network
 FAST = """\

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medattn import checkpoints
 from medattn.config import load_experiment
-from medattn.runner import run_experiment
+from medattn.runs.runner import run_experiment
+from medattn.store import checkpoints
 from tests.test_engine import FAST
 
 pytestmark = [pytest.mark.gpu,

@@ -11,7 +11,7 @@ import pytest
 
 from medattn.config import load_experiment
 from medattn.registry import default_registry
-from medattn.runner import run_experiment
+from medattn.runs.runner import run_experiment
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "medattn-example-attention"
 

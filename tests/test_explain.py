@@ -15,12 +15,12 @@ from medattn_plugins.explainers import medattn_components
 from torch import fx, nn
 
 from medattn.api import ExperimentDir, ExperimentView, NotApplicable, RunDir, RunView, UserError
-from medattn.attribution import _reused, prepare_for_attribution
+from medattn.components.model import MedAttnModel
 from medattn.hookspecs import AttentionContext, HeadContext
 from medattn.jobs.explain import ExplainJob
-from medattn.jobs.explain_methods import check_layers, model_to_attribute
-from medattn.jobs.explain_select import agreed_ids, method_labels
-from medattn.model import MedAttnModel
+from medattn.jobs.explain.attribution import _reused, prepare_for_attribution
+from medattn.jobs.explain.methods import check_layers, model_to_attribute
+from medattn.jobs.explain.select import agreed_ids, method_labels
 
 from .conftest_models import backbone, defaults, factory, probe
 

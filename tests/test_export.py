@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from medattn import checkpoints
+from medattn.components.model import build_model
 from medattn.config import load_experiment
 from medattn.errors import UserError
-from medattn.export import EXPORTERS, OnnxExporter, TorchScriptExporter, export_run, exporter
-from medattn.model import build_model
-from medattn.predict import load_run
-from medattn.rundir import RunDir
+from medattn.inference.export import EXPORTERS, OnnxExporter, TorchScriptExporter, export_run, exporter
+from medattn.inference.predictor import load_run
+from medattn.store import checkpoints
+from medattn.store.rundir import RunDir
 
 # a model file needs no training: the model as built, with the meta the train job records
 DIRECT = """\

@@ -48,7 +48,7 @@ CONFIG = {"seed": 1, "figure": {"format": "png", "dpi": 40}, "model": {"backbone
 
 def _tested(rd: RunDir, rng: np.random.Generator) -> dict:
     """Predictions and test metrics of checkpoint best_val_loss (as the test job writes them)."""
-    from medattn.metrics import classification_metrics, reliability
+    from medattn.evidence.metrics import classification_metrics, reliability
 
     labels = np.arange(40) % 2
     scores = np.clip(0.35 * labels + 0.3 + rng.normal(0, 0.2, 40), 0, 1)
@@ -137,7 +137,7 @@ def test_experiment_outputs(hand_made):
 def test_variants_figure_has_a_panel_per_score_and_no_text_under_a_legend(hand_made):
     from medattn_plugins.figures.experiment import variants_figure
 
-    from medattn.metric_specs import metric_names
+    from medattn.evidence.metric_specs import metric_names
 
     two = [dict(r, checkpoint=c) for r in hand_made.tables["summary"] for c in ("best_val_loss", "last")]
     view = dataclasses.replace(hand_made, tables={**hand_made.tables, "summary": two})
@@ -226,7 +226,7 @@ def test_the_figure_job_draws_every_kind(tmp_path, monkeypatch):
         _not_blank(path)
     assert "deletion_auc" in exp.table("quality").read_text()
     exp.run("none").figure("curves").unlink()
-    from medattn.run_state import Run
+    from medattn.runs.state import Run
 
     def no_data(self):
         raise AssertionError("the figure job built the data set")

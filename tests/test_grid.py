@@ -6,7 +6,7 @@ import json
 import pytest
 
 from medattn.errors import UserError
-from medattn.grid import parse_shard, shard_of
+from medattn.runs.grid import parse_shard, shard_of
 from tests.test_engine import FAST
 
 MATRIX = "matrix:\n  train.optimizer.lr: [0.001, 0.002]\n"

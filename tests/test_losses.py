@@ -10,9 +10,9 @@ import torch
 from medattn_plugins.losses import terms as T
 from torch import nn
 
-from medattn import engine as E
-from medattn.losses import LossTerms
-from medattn.model import MedAttnModel
+from medattn.components.losses import LossTerms
+from medattn.components.model import MedAttnModel
+from medattn.train import engine as E
 
 from .conftest import TINY
 from .conftest_models import backbone, build

@@ -9,8 +9,8 @@ import torch
 from medattn_plugins.attention import position as P
 from medattn_plugins.losses import terms as T
 
-from medattn import engine as E
-from medattn.losses import LossTerms
+from medattn.components.losses import LossTerms
+from medattn.train import engine as E
 
 from .conftest_models import build
 

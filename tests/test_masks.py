@@ -115,7 +115,7 @@ def test_augmentation_moves_the_mask_with_the_image_and_draws_as_much_as_before(
     import torch
     from torchvision.transforms import v2
 
-    from medattn.data import Prepared
+    from medattn.components.data import Prepared
 
     mask = torch.zeros(1, 32, 32)
     mask[:, 4:12, 2:20] = 1.0

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from medattn.errors import UserError
-from medattn.metric_specs import METRICS, comparable_metrics, metric_names, metric_spec, mode_of
+from medattn.evidence.metric_specs import METRICS, comparable_metrics, metric_names, metric_spec, mode_of
 
 
 def test_lookups_by_plain_history_prefixed_and_family_names():
@@ -47,19 +47,20 @@ def test_declarations_are_complete_and_consistent():
         low, high = m.range
         assert low is None or high is None or low < high
     # every comparable test metric has a resampled form, so compare and the intervals can bootstrap it
-    from medattn import metrics as M
+    from medattn.evidence import metrics as M
 
     y = np.array([0, 1, 0, 1, 1, 0])
     s = np.array([0.2, 0.7, 0.6, 0.9, 0.4, 0.1])
-    resampled = set(metric_names(has_ci=True, source="test")) | set(metric_names(has_ci=True, source="calibration"))
-    for name in set(comparable_metrics()) | resampled:
+    for name in set(comparable_metrics()) | set(metric_names(has_ci=True, source="test")):
         assert np.isfinite(M.weighted_metric(name, y, M.predictions(s), s, np.ones((1, 6)))[0]), name
 
 
 def test_the_schema_enums_history_summary_intervals_and_compare_derive_from_the_declarations():
-    from medattn import stats, summary, trainer
     from medattn.config.schema import COMPARE
+    from medattn.evidence import stats
     from medattn.jobs.train import MONITOR
+    from medattn.runs import summary
+    from medattn.train import trainer
 
     items = COMPARE["properties"]["metrics"]["items"]
     plain, prefixed = items["else"], items["then"]
@@ -79,7 +80,7 @@ def test_the_schema_enums_history_summary_intervals_and_compare_derive_from_the_
 
 
 def test_reading_the_declarations_imports_no_numpy():
-    code = ("import sys, medattn.metric_specs as s; s.metric_spec('val_roc_auc'); "
+    code = ("import sys, medattn.evidence.metric_specs as s; s.metric_spec('val_roc_auc'); "
             "print('numpy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -7,9 +7,9 @@ from medattn_plugins.original import results_text
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
-from medattn import metrics as M
 from medattn.errors import UserError
-from medattn.metric_specs import metric_names
+from medattn.evidence import metrics as M
+from medattn.evidence.metric_specs import metric_names
 
 
 def test_hand_checked_binary_case():

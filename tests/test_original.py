@@ -5,7 +5,7 @@ import numpy as np
 from medattn_plugins.original import attribution_files, results_text
 
 from medattn.api import RunView
-from medattn.rundir import ExperimentDir
+from medattn.store.rundir import ExperimentDir
 
 PARAMS = {"dir": None, "names": {}, "variant": None}
 

@@ -11,8 +11,8 @@ import torch
 
 import medattn
 from medattn.api import API_VERSION, MedattnDeprecationWarning
+from medattn.components.model import build_model
 from medattn.config import load_experiment
-from medattn.model import build_model
 
 OLD_PLUGIN = Path(__file__).with_name("plugin_api_0_1.py")
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from medattn.api import UserError
-from medattn.model import build_backbone, build_model
+from medattn.components.model import build_backbone, build_model
 from medattn.registry import default_registry
 
 BROKEN = """

@@ -124,7 +124,7 @@ def test_the_documented_single_file_plugin_builds(tmp_path):
     import re
     from pathlib import Path
 
-    from medattn.model import build_model
+    from medattn.components.model import build_model
     from medattn.registry import default_registry
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()

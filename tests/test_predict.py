@@ -15,10 +15,10 @@ from PIL import Image
 
 from medattn.errors import UserError
 from medattn.image_io import read_image, to_tensor
-from medattn.inference_cli import collect_inputs
-from medattn.notebook import Finished, run_experiment_file
-from medattn.predict import load_run
-from medattn.rundir import RunDir
+from medattn.inference.cli import collect_inputs
+from medattn.inference.notebook import Finished, run_experiment_file
+from medattn.inference.predictor import load_run
+from medattn.store.rundir import RunDir
 
 from .test_export import model_file
 from .test_image_io import write_dicom

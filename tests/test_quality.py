@@ -1,12 +1,12 @@
-"""Explanation quality scores on hand-made cases with known answers (medattn.explanation_quality)."""
+"""Explanation quality scores on hand-made cases with known answers (medattn.evidence.explanation_quality)."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 from torch import nn
 
-from medattn import explanation_quality as Q
-from medattn.metric_specs import metric_spec
+from medattn.evidence import explanation_quality as Q
+from medattn.evidence.metric_specs import metric_spec
 
 CFG = {"scores": ["deletion", "insertion", "infidelity", "sensitivity", "localisation", "randomisation"],
        "steps": 8, "rank": "abs", "deletion_baseline": "zero", "insertion_start": "zero", "n_perturb": 4,

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from medattn import explanation_quality as Q
+from medattn.evidence import explanation_quality as Q
 
 quantus = pytest.importorskip("quantus")
 

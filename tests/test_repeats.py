@@ -1,7 +1,7 @@
 """Repeated seeds: one run per (variant, seed), aggregates across seeds and paired comparisons of variants."""
 from __future__ import annotations
 
-from medattn.rundir import ExperimentDir
+from medattn.store.rundir import ExperimentDir
 
 REPEATS = """\
 name: rep
@@ -58,7 +58,7 @@ def test_paper_grid_with_seeds_plans_one_run_per_variant_and_seed(tmp_path):
     from pathlib import Path
 
     from medattn.config import load_experiment
-    from medattn.plan import plan
+    from medattn.runs.plan import plan
 
     preset = Path(__file__).resolve().parents[1] / "experiments" / "goncalves2021" / "cbis_ddsm.yaml"
     exp = load_experiment(preset, [f"dataset.params.root={tmp_path}", "seeds=[0,1]", f"output_dir={tmp_path}"])

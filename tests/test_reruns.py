@@ -10,9 +10,9 @@ import subprocess
 import sys
 
 from medattn.config import load_experiment
-from medattn.plan import plan
-from medattn.rundir import RunDir
-from medattn.runner import run_experiment
+from medattn.runs.plan import plan
+from medattn.runs.runner import run_experiment
+from medattn.store.rundir import RunDir
 from tests.test_engine import FAST, fast
 
 AGREED = """\
@@ -63,8 +63,8 @@ def test_more_epochs_on_an_early_stopped_run_say_why_it_does_not_continue(write,
 
 HOLDER = """\
 import sys, time
-from medattn.run_lock import lock_run
-from medattn.rundir import RunDir
+from medattn.runs.lock import lock_run
+from medattn.store.rundir import RunDir
 lock = lock_run(RunDir(sys.argv[1]))  # kept: a collected lock is released
 print("held", flush=True)
 time.sleep(120)
@@ -130,3 +130,29 @@ def test_the_slurm_recipe_in_the_docs_runs_the_two_phases():
     recipe = text[text.index("### Slurm"):text.index("### Several GPUs")]
     assert "--jobs train,test --shard ${SLURM_ARRAY_TASK_ID}/${SLURM_ARRAY_TASK_COUNT}" in recipe
     assert "--jobs explain,figure" in recipe and "--dependency=afterok:$array" in recipe
+
+
+def test_the_plan_knows_shards_pending_jobs_phases_and_locks_before_any_work(write, tmp_path, cli, monkeypatch):
+    text = FAST.format(epochs=1, out=tmp_path / "runs").replace("jobs: [train]", "jobs: [train, test, explain]")
+    grid = write("agreed.yaml", text + AGREED)
+    exp = load_experiment(grid)
+    whole = plan(exp, log=lambda *_: None)
+    assert len(whole) == 2 and [j for _, j in whole.todo] == [["train", "test", "explain"]] * 2
+    first, second = whole.phases
+    assert [j for _, j in first] == [["train", "test"]] * 2 and [j for _, j in second] == [["explain"]] * 2
+    assert "agreed" in whole.why and [d.root for d in whole.locks] == [r.dir.root for r, _ in whole.runs]
+    assert plan(exp, devices="cpu,cpu", log=lambda *_: None).locks == []  # each grid process locks its own run
+    assert not (tmp_path / "runs" / "fast").exists()  # planning wrote nothing
+
+    code, _, err = cli("run", grid, "--shard", "0/2", "--device", "cpu")
+    assert code == 2 and err.count("--device cpu") == 2  # both suggested commands keep the device
+
+    import medattn.runs.plan as planning
+    run_experiment(load_experiment(grid), log=lambda *_: None)
+    again = plan(load_experiment(grid), log=lambda *_: None)
+    assert again.todo == [] and again.locks == []  # everything done: nothing pending, nothing to lock
+    asked = []
+    monkeypatch.setattr(planning, "pending", lambda *a: asked.append(a) or [])
+    from medattn.runs.runner import execute
+    execute(again, log=lambda *_: None)  # the runner executes the plan without planning again
+    assert asked == []

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medattn.rundir import ExperimentDir, RunDir
+from medattn.store.rundir import ExperimentDir, RunDir
 
 
 def test_rundir_paths_and_readers(tmp_path):
@@ -155,3 +155,27 @@ def test_predict_and_export_refuse_a_folder_as_output_before_any_work(cli, tmp_p
     assert code == 2 and "is a folder" in err
     code, _, err = cli("export", tmp_path / "no_run", "--format", "onnx", "--output", folder)
     assert code == 2 and "is a folder" in err
+
+
+def test_the_layout_names_every_path_a_run_dir_gives(monkeypatch):
+    """RunDir.layout() holds each fixed path and calls every method that returns a path, so that a new file of a run
+    cannot miss the layout (and docs/run-directory.md, which tests/test_docs.py checks against it)."""
+    import inspect
+    from pathlib import Path
+
+    methods = [name for name, f in vars(RunDir).items()
+               if inspect.isfunction(f) and not name.startswith("_") and inspect.signature(f).return_annotation in ("Path", Path)]
+    assert {"checkpoint", "predictions", "attributions", "figure"} <= set(methods)
+    called = set()
+    for name in methods:
+        original = getattr(RunDir, name)
+        monkeypatch.setattr(RunDir, name, lambda self, *a, _f=original, _n=name, **k: called.add(_n) or _f(self, *a, **k))
+    layout = RunDir.layout()
+    assert called == set(methods), f"RunDir.layout() does not call {sorted(set(methods) - called)}"
+    rd = RunDir("")
+    for path in (rd.config, rd.quality_images, rd.last, rd.lock_holder):
+        assert path.as_posix() in layout
+    assert {"metrics/", "plugins/", "tensorboard/", "metrics/predictions_<ckpt>.csv",
+            "metrics/predictions_<ckpt>.<split>.csv", "explanations/<method>.npz"} <= set(layout)
+    files = [p for p in layout if not p.endswith("/")]
+    assert not [p for p in files if any(q.startswith(p + "/") for q in layout)], "a folder is declared with _at"

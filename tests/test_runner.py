@@ -6,7 +6,7 @@ import json
 import yaml
 
 from medattn.config import load_experiment
-from medattn.runner import run_experiment
+from medattn.runs.runner import run_experiment
 
 QUIET = {"log": lambda *_: None}
 
@@ -83,7 +83,7 @@ def test_matrix_runs_each_variant_and_summarises(tiny, tmp_path):
 def test_new_model_is_the_same_whether_or_not_the_data_backbone_is_reused(tiny):
     import torch
 
-    from medattn.plan import plan
+    from medattn.runs.plan import plan
 
     exp = load_experiment(tiny, ["model.attention={name: timm_attn, params: {type: se}}"])
     first_run, _ = plan(exp)[0]

@@ -8,9 +8,9 @@ from fractions import Fraction as Fr
 import numpy as np
 import pytest
 
-from medattn import metrics as M
-from medattn import stats as S
 from medattn.errors import UserError
+from medattn.evidence import metrics as M
+from medattn.evidence import stats as S
 
 
 # --- aggregate -----------------------------------------------------------------------------------------------------

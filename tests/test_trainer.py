@@ -7,13 +7,14 @@ import io
 import pytest
 import torch
 
-from medattn import checkpoints, distributed
-from medattn import engine as E
-from medattn.callbacks import Callback
+from medattn import distributed
 from medattn.config import load_experiment
-from medattn.rundir import RunDir
-from medattn.runner import run_experiment
-from medattn.trainer import Trainer, TrainingInterrupted
+from medattn.runs.runner import run_experiment
+from medattn.store import checkpoints
+from medattn.store.rundir import RunDir
+from medattn.train import engine as E
+from medattn.train.callbacks import Callback
+from medattn.train.trainer import Trainer, TrainingInterrupted
 from tests.test_engine import FAST, QUIET, Toy, fast, history, toy_batches
 
 

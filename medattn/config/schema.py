@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from ..metric_specs import CORRECTIONS, MCNEMAR_TESTS, comparable_metrics, metric_names
+from ..evidence.metric_specs import CORRECTIONS, MCNEMAR_TESTS, comparable_metrics, metric_names
 from ..params import SLOT, checker_class, fill_defaults, slot
 from ..params import short_repr as _short
 from ..registry import Registry

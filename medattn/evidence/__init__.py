@@ -1,2 +1,2 @@
-"""Pure numbers about predictions: metric declarations, metrics, statistics, calibration, conformal prediction
-sets, uncertainty, operating points and decision curves, subgroups. Nothing here knows a run directory."""
+"""Pure numbers: metric declarations, metrics, statistics, explanation quality, calibration, conformal prediction
+sets, uncertainty, operating points and decision curves, subgroups. No run paths."""

@@ -173,7 +173,7 @@ def _short(values: list[float]) -> str:
 def _confidence(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(confidence, hit) per image: P(class 1) and label == 1 for a binary task, else the top-class
     probability and whether the top class is right (torchmetrics' binary and multi-class definitions)."""
-    from .. import metrics as M
+    from . import metrics as M
 
     pos = M.positive_scores(scores)
     if pos is not None:
@@ -182,7 +182,7 @@ def _confidence(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def _per_image(labels: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarray]:
-    from .. import metrics as M
+    from . import metrics as M
 
     probs = M.class_probabilities(scores)
     onehot = np.eye(probs.shape[1])[labels]
@@ -237,7 +237,7 @@ def metrics(labels: Any, scores: Any) -> dict[str, float]:
     import torch
     from torchmetrics.functional.classification import binary_calibration_error, multiclass_calibration_error
 
-    from .. import metrics as M
+    from . import metrics as M
 
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, dtype=np.float64)
@@ -265,7 +265,7 @@ def report(labels: Any, raw: Any, calibrated: Any | None, *, resamples: int, see
     logits leaves their ranking, and the AUC, exactly as it was), and 15-bin reliability data of both."""
     from sklearn.metrics import roc_auc_score
 
-    from .. import metrics as M
+    from . import metrics as M
 
     labels = np.asarray(labels).astype(int)
     out: dict[str, Any] = {"bins": BINS}
@@ -274,7 +274,7 @@ def report(labels: Any, raw: Any, calibrated: Any | None, *, resamples: int, see
             continue
         scores = np.asarray(scores, dtype=np.float64)
         out[key] = metrics(labels, scores)
-        out[f"ci_{key}"] = M.bootstrap_ci(labels, scores, 0.5, resamples, seed, groups, confidence, keys=METRICS)
+        out[f"ci_{key}"] = intervals(labels, scores, resamples, seed, groups, confidence)
         out[f"reliability_{key}"] = M.reliability(labels, scores, BINS)
     if calibrated is not None and len(np.unique(labels)) > 1:
         pos = M.positive_scores(np.asarray(raw))
@@ -288,6 +288,29 @@ def report(labels: Any, raw: Any, calibrated: Any | None, *, resamples: int, see
             aucs = []
         if aucs:
             out.update(auc_before=aucs[0], auc_after=aucs[1], auc_change=aucs[1] - aucs[0])
+    return out
+
+
+def intervals(labels: np.ndarray, scores: np.ndarray, resamples: int, seed: int, groups: Any = None,
+              confidence: float = 0.95) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals of :data:`METRICS` on the test job's resamples (medattn's one resampler,
+    by patient group when given); no interval below two units."""
+    from . import metrics as M
+
+    units = len(labels) if groups is None else len(set(map(str, groups)))
+    if units < 2 or resamples <= 0:
+        return {}
+    values: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
+    for w in M.bootstrap_chunks(len(labels), groups, resamples, seed):
+        for m in METRICS:
+            values[m].append(weighted(m, labels, scores, w))
+    tail = (1 - confidence) / 2
+    out = {}
+    for m, parts in values.items():
+        v = np.concatenate(parts)
+        v = v[np.isfinite(v)]
+        if len(v):
+            out[m] = [float(np.quantile(v, tail)), float(np.quantile(v, 1 - tail))]
     return out
 
 

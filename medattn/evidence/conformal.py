@@ -127,7 +127,7 @@ def coverage_report(labels: Any, sets: Any, class_names: Sequence[str], *, resam
                     groups: Any = None, confidence: float = 0.95) -> dict[str, Any]:
     """coverage, class_coverage_min and set_size with bootstrap intervals (the test job's resampler), coverage
     and size per class, and the share of empty, single and multi-class sets."""
-    from .. import metrics as M
+    from . import metrics as M
 
     y = np.asarray(labels).astype(int)
     sets = np.asarray(sets, dtype=bool)

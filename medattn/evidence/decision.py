@@ -55,7 +55,7 @@ def operating_points(labels: Any, scores: Any, sensitivity: float | None, specif
         binary_specificity_at_sensitivity,
     )
 
-    from .. import metrics as M
+    from . import metrics as M
 
     y = np.asarray(labels).astype(int)
     pos = np.asarray(scores, dtype=np.float64)

@@ -58,7 +58,7 @@ def fit(labels: Any, logits: Any, raw: Any, test: Mapping[str, Any], class_names
     """``{"calibration", "threshold", "conformal"}`` fitted on validation ``labels``, ``logits`` and the model's
     ``raw`` scores by the rules of ``test``; ``conformal_split``: (labels, logits, raw) of the conformal
     calibration split when it is not the validation split (None: the validation split, or none given)."""
-    from ..metrics import class_probabilities, operating_point
+    from .metrics import class_probabilities, operating_point
 
     method = test.get("calibration", "none")
     cal = C.fit(logits, labels, method, output_of(logits), "val") if method != "none" else None

@@ -26,7 +26,7 @@ def _metric_functions(binary: bool, threshold: float, k: int) -> dict[str, Any]:
     """{name: f(y_true, scores)} as fairlearn calls them (NaN where a group cannot define it)."""
     from sklearn import metrics as skm
 
-    from .. import metrics as M
+    from . import metrics as M
 
     def predicted(s: np.ndarray) -> np.ndarray:
         return M.predictions(s if not binary else s.reshape(-1), threshold)
@@ -61,7 +61,7 @@ def subgroup_table(labels: Any, scores: Any, metadata: Sequence[dict[str, str]],
     """``{"rows": [...COLUMNS], "worst": [...], "gaps": [...]}`` for every metadata column of ``columns``."""
     from fairlearn.metrics import MetricFrame
 
-    from .. import metrics as M
+    from . import metrics as M
 
     y = np.asarray(labels).astype(int)
     s = np.asarray(scores, dtype=np.float64)

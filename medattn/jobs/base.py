@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..rundir import RunDir
-from ..views import ExperimentView, RunView
+from ..store.rundir import RunDir
+from ..store.views import ExperimentView, RunView
 
 
 class Job:

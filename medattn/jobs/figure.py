@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..params import slot
 from ..registry import Registry
-from ..views import ExperimentView
+from ..store.views import ExperimentView
 from .base import Job
 
 PARAMS = {

@@ -15,8 +15,8 @@ from typing import Any
 from ..errors import UserError
 from ..evidence import held_out
 from ..files import atomic_write_text, write_rows
-from ..rundir import RunDir
-from ..views import ExperimentView, RunView
+from ..store.rundir import RunDir
+from ..store.views import ExperimentView, RunView
 from .base import Job
 from .checkpoint_names import CHECKPOINT, CHECKPOINT_NAMES
 
@@ -106,8 +106,8 @@ PARAMS = {
         },
         "subgroups": {"type": "array", "uniqueItems": True, "items": {"type": "string", "minLength": 1},
                       "default": [],
-                      "description": "metadata columns of the test images (csv: its other columns; synthetic_lesions "
-                                     "with sites: site) to report every metric per group, with bootstrap CIs, the "
+                      "description": "metadata columns of the test images (the data set's metadata(): e.g. a CSV "
+                                     "list's other columns) to report every metric per group, with bootstrap CIs, the "
                                      "worst group and the largest gap (metrics/subgroups_<ckpt>.csv)"},
         "pad": {
             "type": "object", "additionalProperties": False, "default": {},
@@ -137,7 +137,7 @@ class TestJob(Job):
     def check_data(self, config: dict[str, Any], bundle: Any, splits: dict[str, Any]) -> list[tuple[tuple, str]]:
         """Every split of test.splits is one the data set gives; the conformal split is one too, not the test
         split, and large enough for its alpha; every column of test.subgroups is one the test images carry."""
-        from ..engine import split_metadata
+        from ..train.engine import split_metadata
 
         out = [(("test", "splits", i), f"the data set has no split {s!r}; it has {', '.join(splits)}")
                for i, s in enumerate(config["test"]["splits"]) if s not in splits]
@@ -155,7 +155,7 @@ class TestJob(Job):
 
     def check_model(self, config: dict[str, Any], model: Any) -> list[tuple[tuple, str]]:
         """test.tta fits the input shape, and test.mc_dropout has dropout to sample."""
-        from ..model import image_size
+        from ..components.model import image_size
 
         try:
             check_sampling(config["test"], model, image_size(config))
@@ -189,7 +189,7 @@ class TestJob(Job):
         return {"summary": rows}
 
     def tables(self, exp: ExperimentView) -> dict[str, list[dict]]:
-        """The summary rows, and with ``compare:`` the paired comparisons of the variants (medattn.stats)."""
+        """The summary rows, and with ``compare:`` the paired comparisons of the variants (medattn.evidence.stats)."""
         out = super().tables(exp)
         spec = exp.config.get("compare")
         if spec and out.get("summary"):
@@ -200,11 +200,11 @@ class TestJob(Job):
 
 
 def comparisons(exp: ExperimentView, spec: dict[str, Any]) -> list[dict]:
-    """Each variant against its reference on the test images they share, per metric (see medattn.stats): test
+    """Each variant against its reference on the test images they share, per metric (see medattn.evidence.stats): test
     metrics on the predictions of their split (``shifted.roc_auc``: test.splits), explanation-quality scores on
     the scores of each image (``saliency.energy_in_mask``); one correction over the whole table."""
-    from .. import stats
-    from ..metric_specs import metric_spec
+    from ..evidence import stats
+    from ..evidence.metric_specs import metric_spec
 
     checkpoint = spec["checkpoint"] or exp.config["test"]["checkpoints"][0]
     groups: dict[tuple[bool, str], list[str]] = {}  # (quality?, split or method) -> metric names
@@ -287,8 +287,8 @@ def _conformal_split_problem(spec: dict[str, Any], splits: dict[str, Any], class
     """Why the conformal calibration split cannot be used (absent, the test split, too small), or None."""
     import numpy as np
 
-    from ..engine import split_labels
     from ..evidence import conformal
+    from ..train.engine import split_labels
 
     split = spec["split"]
     if split == "test":
@@ -307,8 +307,8 @@ def _conformal_split_problem(spec: dict[str, Any], splits: dict[str, Any], class
 def _evaluate(run, dist, name: str) -> Evaluation:
     """The test outputs of one checkpoint on every rank, with its threshold, calibration and conformal sets."""
     from .. import distributed
-    from .. import engine as E
-    from .. import metrics as M
+    from ..evidence import metrics as M
+    from ..train import engine as E
 
     cfg = run.config["test"]
     _, splits = run.data()
@@ -378,11 +378,11 @@ def _sampled(run, dist, model, dataset, cal: dict | None) -> dict | None:
     and mutual information (None when neither is asked for)."""
     import numpy as np
 
-    from .. import engine as E
-    from .. import metrics as M
+    from ..components.model import image_size
     from ..evidence import calibration as C
+    from ..evidence import metrics as M
     from ..evidence import uncertainty as U
-    from ..model import image_size
+    from ..train import engine as E
 
     cfg = run.config["test"]
     names, samples = check_sampling(cfg, model, image_size(run.config))
@@ -405,8 +405,8 @@ def _sampled(run, dist, model, dataset, cal: dict | None) -> dict | None:
 def _update_model_file(run, name: str, ev: Evaluation) -> None:
     """The tested model file's meta gets the calibration, threshold and conformal predictor fitted for the
     current test section (the weights and everything else stay; an atomic rewrite)."""
-    from .. import checkpoints
     from ..evidence import calibration
+    from ..store import checkpoints
 
     path = run.dir.checkpoint(name)
     data = checkpoints.load(path)
@@ -421,7 +421,7 @@ def _update_model_file(run, name: str, ev: Evaluation) -> None:
 def _write_splits(run, name: str, metrics: dict, ev: Evaluation) -> dict:
     """The metrics of every extra split of test.splits: ``S.metric`` keys (and their intervals under
     ``splits``) added to test_<name>.json, one predictions file per split."""
-    from .. import metrics as M
+    from ..evidence import metrics as M
 
     metrics = dict(metrics)
     metrics.setdefault("splits", {})
@@ -439,7 +439,7 @@ def _write_splits(run, name: str, metrics: dict, ev: Evaluation) -> dict:
 
 def _write(run, name: str, ev: Evaluation) -> dict:
     """metrics/test_<name>.json, predictions_<name>.csv and the ROC files of one checkpoint."""
-    from .. import metrics as M
+    from ..evidence import metrics as M
 
     cfg = run.config["test"]
     te, classes, threshold, source = ev.test, ev.classes, ev.threshold, ev.source
@@ -476,7 +476,7 @@ def _uncertainty(run, name: str, metrics: dict, ev: Evaluation) -> None:
     metrics/triage_<ckpt>.csv)."""
     import numpy as np
 
-    from .. import metrics as M
+    from ..evidence import metrics as M
     from ..evidence import uncertainty as U
 
     labels = ev.test.labels
@@ -539,8 +539,8 @@ def _decision(run, metrics: dict, ev: Evaluation) -> None:
     decision curve's net benefit against treating all and none."""
     import numpy as np
 
-    from .. import metrics as M
     from ..evidence import decision as D
+    from ..evidence import metrics as M
 
     pos = M.positive_scores(np.asarray(ev.scores, dtype=float))
     labels = ev.test.labels
@@ -594,8 +594,8 @@ def _sets(ev: Evaluation, scores) -> Any:
     """(N, K) conformal prediction sets of the scores, or None without test.conformal."""
     import numpy as np
 
-    from .. import metrics as M
     from ..evidence import conformal
+    from ..evidence import metrics as M
 
     if ev.conformal is None:
         return None
@@ -621,7 +621,7 @@ def _conformal(run, metrics: dict, ev: Evaluation, sets) -> None:
 
 def _pad(run, name: str, labels, scores, threshold: float) -> dict:
     """APCER, BPCER, ACER and TDR@FDR; the ROC points go to pad_roc_<name>.csv."""
-    from .. import metrics as M
+    from ..evidence import metrics as M
 
     pm = M.pad_metrics(labels, scores, threshold, float(run.config["test"]["pad"]["fdr"]))
     roc = pm.pop("roc", None)
@@ -633,7 +633,7 @@ def _pad(run, name: str, labels, scores, threshold: float) -> dict:
 
 def _intervals(run, te, threshold: float, scores=None) -> dict:
     """{"ci": ...}: percentile bootstrap intervals of the test metrics (by patient group when known)."""
-    from .. import metrics as M
+    from ..evidence import metrics as M
 
     boot = run.config["test"]["bootstrap"]
     if int(boot["resamples"]) <= 0:
@@ -651,8 +651,8 @@ def _predictions(run, name: str, te, classes: list[str], threshold: float, split
                  sets=None, sampled: dict | None = None) -> None:
     """predictions_<name>.csv: id, (group), label, prediction and the scores of every image (calibrated when
     test.calibration asks), and its conformal set (class names joined by |) with test.conformal."""
-    from .. import metrics as M
     from ..evidence import conformal
+    from ..evidence import metrics as M
 
     scores = te.scores if scores is None else scores
     preds = M.predictions(scores, threshold)
@@ -677,7 +677,7 @@ def _roc(run, name: str, labels, scores) -> None:
     """roc_<name>.csv of a binary task with both classes present."""
     import numpy as np
 
-    from .. import metrics as M
+    from ..evidence import metrics as M
 
     positive = M.positive_scores(scores)
     if positive is None or len(np.unique(labels)) < 2:

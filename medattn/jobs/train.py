@@ -1,8 +1,8 @@
 """The train job: builds the model, optimiser, loaders and callbacks of a run and hands them to the trainer.
 
 Writes ``checkpoints/last.pt`` (resume) and ``best_*.pt`` (self-contained model files, see
-:mod:`medattn.checkpoints`) and ``metrics/history.csv``. An interrupted run resumes exactly from last.pt; a
-finished one given more epochs continues from it (:mod:`medattn.trainer`). Under ``torchrun`` the model is
+:mod:`medattn.store.checkpoints`) and ``metrics/history.csv``. An interrupted run resumes exactly from last.pt; a
+finished one given more epochs continues from it (:mod:`medattn.train.trainer`). Under ``torchrun`` the model is
 wrapped in DDP and only rank 0 writes files.
 """
 from __future__ import annotations
@@ -146,7 +146,7 @@ class TrainJob(Job):
 
     def check_data(self, config: dict[str, Any], bundle: Any, splits: dict[str, Any]) -> list[tuple[tuple, str]]:
         """A loss term that needs masks on a data set without them."""
-        from ..losses import mask_problems
+        from ..components.losses import mask_problems
 
         found = mask_problems(self.registry, config, bool(bundle.has_masks))
         if config["train"]["explanation_score"] and not bundle.has_masks:
@@ -156,8 +156,8 @@ class TrainJob(Job):
 
     def run(self, run: Any) -> None:
         from .. import distributed
-        from .. import engine as E
-        from ..callbacks import BestCheckpoints
+        from ..train import engine as E
+        from ..train.callbacks import BestCheckpoints
 
         cfg = run.config["train"]
         dist = distributed.setup(run.device)
@@ -176,9 +176,9 @@ def _trainer(run: Any, dist: Any) -> Any:
     """The trainer of a run: model (seeded), precision, optimiser, schedule, loss, loaders and callbacks."""
     import torch
 
-    from .. import engine as E
-    from ..losses import build_losses
-    from ..trainer import Trainer
+    from ..components.losses import build_losses
+    from ..train import engine as E
+    from ..train.trainer import Trainer
 
     cfg = run.config["train"]
     bundle, splits = run.data()
@@ -203,7 +203,7 @@ def _trainer(run: Any, dist: Any) -> Any:
 def _loaders(run: Any, dist: Any, splits: dict) -> tuple[Any, Any, Any]:
     """(epoch -> shuffled train loader, val loader, val sampler); each epoch's order comes from (seed, epoch)."""
     from .. import distributed
-    from .. import engine as E
+    from ..train import engine as E
 
     cfg, seed = run.config["train"], run.config["seed"]
     settings = E.LoaderSettings(run.config["dataset"]["num_workers"], **cfg["loader"])
@@ -224,9 +224,9 @@ def _callbacks(run: Any, model: Any, bundle: Any, splits: dict) -> list:
     """The explanation score, progress, early stopping, best and last checkpoints, history, TensorBoard; in this
     order (last.pt saves the state of those before it); then the run's epoch hook, if it has one (it sees the
     epoch saved)."""
-    from .. import callbacks as C
-    from ..checkpoints import model_meta
-    from ..manifest import data_fingerprint
+    from ..store.checkpoints import model_meta
+    from ..store.manifest import data_fingerprint
+    from ..train import callbacks as C
 
     cfg, rd = run.config["train"], run.dir
     fingerprint = data_fingerprint(bundle, run)
@@ -247,8 +247,8 @@ def _explanation_score(run: Any, model: Any, bundle: Any, splits: dict) -> Any:
     """The callback of train.explanation_score: its explainer, on the first validation images and their masks."""
     import torch
 
-    from ..callbacks import ExplanationScore
     from ..hookspecs import ExplainContext
+    from ..train.callbacks import ExplanationScore
 
     spec = run.config["train"]["explanation_score"]
     if not bundle.has_masks:

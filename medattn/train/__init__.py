@@ -1,0 +1,1 @@
+"""Training: the step engine, the trainer loop and its callbacks."""
