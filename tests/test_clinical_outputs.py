@@ -179,7 +179,7 @@ def test_uncertainty_triage_and_operating_points(trained):
     assert [r["referred"] for r in block["triage"]] == [0.0, 0.05, 0.1, 0.2]
     assert [r["n_referred"] for r in block["triage"]] == [0, 2, 4, 8]
     assert {"sensitivity", "specificity", "ppv", "npv"} <= set(block["triage"][1])
-    table = rows(run.metrics_file("triage_best_val_loss.csv"))
+    table = rows(run.triage("best_val_loss"))
     assert len(table) == 4 and table[3]["n_kept"] == "32"
     test_rows = rows(run.predictions("best_val_loss"))
     assert {"entropy", "spread", "mutual_information"} <= set(test_rows[0])
@@ -192,7 +192,7 @@ def test_uncertainty_triage_and_operating_points(trained):
 def test_subgroups_from_the_csv_metadata(trained, cli):
     run, _, _, tmp = trained
     metrics = json.loads(run.test_metrics("best_val_loss").read_text())
-    table = rows(run.metrics_file("subgroups_best_val_loss.csv"))
+    table = rows(run.subgroups("best_val_loss"))
     assert {r["group"] for r in table} == {"north", "south"} and {r["column"] for r in table} == {"site"}
     assert {r["metric"] for r in table} == {"accuracy", "sensitivity", "specificity", "roc_auc"}
     assert {w["metric"] for w in metrics["subgroups"]["worst"]} >= {"accuracy"} and metrics["subgroups"]["gaps"]

@@ -51,6 +51,9 @@ def test_views_run_in_one_forward_and_mc_dropout_samples():
     z = U.sample_logits(model, x, U.GROUPS["d4"])
     assert model.calls == [40] and z.shape == (8, 5, 3)  # 8 views x 5 images: one batch
     np.testing.assert_allclose(z[0], model(x).detach().numpy(), atol=1e-6)
+    model.calls.clear()
+    chunked = U.sample_logits(model, x, U.GROUPS["d4"], chunk=16)  # the stacked views in forwards of <= 16
+    assert model.calls == [16, 16, 8] and np.allclose(chunked, z, atol=1e-6)
     with pytest.raises(UserError, match="test.mc_dropout: the model has no dropout layer"):
         U.check_mc_dropout(model)
     dropped = Counting(0.5).eval()

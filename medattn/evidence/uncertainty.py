@@ -2,8 +2,8 @@
 flips and 90-degree rotations, Monte Carlo dropout, per-image predictive entropy, spread and mutual information,
 risk-coverage curves with their area (AURC) and a triage table.
 
-TTA runs every view of a batch in one forward pass (the views are stacked into one batch, not looped over), so 8
-views cost about 8 images' worth of compute per image. MC dropout switches only the dropout modules to training
+TTA stacks every view of a batch into one batch (no Python loop per view) and runs it in forwards of the
+batch size, so 8 views cost about 8 images' worth of compute per image. MC dropout switches only the dropout modules to training
 mode and runs ``samples`` forward passes. The probabilities of all views and samples are averaged; the
 uncertainty of an image is the predictive entropy of that average (in nats), its spread the standard deviation of
 the predicted class's probability across the views and samples, and the mutual information (entropy of the mean
@@ -92,17 +92,20 @@ def mc_dropout(model: Any) -> Iterator[None]:
 
 
 def sample_logits(forward: Callable[[Any], Any], x: Any, names: Sequence[str] = ("identity",),
-                  samples: int = 1, model: Any = None) -> np.ndarray:
-    """(S * V, B, outputs) float32 logits of every view (one forward of the stacked views) and, with ``samples``
-    > 1 and ``model``, every MC-dropout sample."""
+                  samples: int = 1, model: Any = None, chunk: int | None = None) -> np.ndarray:
+    """(S * V, B, outputs) float32 logits of every view and, with ``samples`` > 1 and ``model``, every MC-dropout
+    sample. The views are stacked into one batch, run in forwards of at most ``chunk`` images (None: all at
+    once): with ``chunk`` = the batch size, a forward holds as many images as without TTA (on a CPU a batch
+    eight times larger costs more than eight times as much; measured in bench/tta_cost.py)."""
     import torch
 
     batch = views(x, names)
+    step = len(batch) if not chunk else max(1, int(chunk))
     out = []
     context = mc_dropout(model) if samples > 1 and model is not None else contextlib.nullcontext()
     with torch.inference_mode(), context:
         for _ in range(max(1, samples)):
-            z = forward(batch).float()
+            z = torch.cat([forward(batch[i:i + step]).float() for i in range(0, len(batch), step)])
             out.append(z.reshape(len(names), len(x), -1).cpu().numpy())
     return np.concatenate(out, axis=0)
 

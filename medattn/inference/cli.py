@@ -50,7 +50,7 @@ def add_parsers(sub: Any) -> None:
                      help="also write attributions (.npz) and overlays (.png) of this explainer (e.g. saliency, "
                           "gradcam) into <output stem>_<METHOD>/")
     pre.add_argument("--tta", choices=["none", "flips", "d4"], default="none",
-                     help="average test-time views of each image in one forward: flips (4 views) or d4 (8 views: "
+                     help="average test-time views of each image, stacked into the batch: flips (4 views) or d4 (8 views: "
                           "flips, 90-degree turns and transposes; square inputs only)")
     pre.add_argument("--mc-dropout", type=_batch_size, default=0, metavar="N",
                      help="average N Monte Carlo dropout passes (the model needs dropout)")

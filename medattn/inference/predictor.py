@@ -385,7 +385,7 @@ class Predictor:
         from ..evidence.metrics import class_probabilities
 
         z = uncertainty.sample_logits(self.model, x.to(self.device), uncertainty.GROUPS[tta], mc_samples or 1,
-                                      self.model)
+                                      self.model, chunk=len(x))
         probs = np.stack([class_probabilities(self.scores_of(torch.from_numpy(zi)).astype(np.float64)) for zi in z])
         summary = uncertainty.summarise(probs)
         mean = summary.pop("mean").astype(np.float32)

@@ -84,7 +84,7 @@ PARAMS = {
         "tta": {"enum": ["none", "flips", "d4"], "default": "none",
                 "description": "test-time augmentation for the per-image uncertainty: flips (identity, horizontal, "
                                "vertical, both) or d4 (those and the 90-degree turns and transposes: square images "
-                               "only), all views in one forward, probabilities averaged"},
+                               "only), the views stacked into the batch, probabilities averaged"},
         "mc_dropout": {
             "type": ["object", "null"], "additionalProperties": False, "default": None,
             "description": "Monte Carlo dropout for the per-image uncertainty (null: off; the model needs dropout)",
@@ -394,7 +394,8 @@ def _sampled(run, dist, model, dataset, cal: dict | None) -> dict | None:
     model.eval()
     parts = []
     for batch in loader:
-        z = U.sample_logits(model, batch["image"].to(dist.device), names, samples or 1, model)  # (S, B, out)
+        z = U.sample_logits(model, batch["image"].to(dist.device), names, samples or 1, model,
+                            chunk=int(cfg["batch_size"]))  # (S, B, out)
         parts.append(np.stack([M.class_probabilities(C.probabilities(C.apply(cal, zi), output)) for zi in z]))
     summary = U.summarise(np.concatenate(parts, axis=1))
     mean = summary["mean"]
@@ -508,7 +509,7 @@ def _uncertainty(run, name: str, metrics: dict, ev: Evaluation) -> None:
     rows = U.triage(labels, predicted, ranked, tuple(run.config["test"]["triage"]))
     block["triage"] = rows
     metrics["uncertainty"] = block
-    write_rows(run.dir.metrics_file(f"triage_{name}.csv"), list(rows[0]),
+    write_rows(run.dir.triage(name), list(rows[0]),
                [[_cell(r[c]) for c in rows[0]] for r in rows])
 
 
@@ -524,10 +525,10 @@ def _subgroups(run, name: str, metrics: dict, ev: Evaluation) -> None:
     table = subgroups.subgroup_table(ev.test.labels, ev.scores, ev.metadata, columns, threshold=ev.threshold,
                                      resamples=min(boot["resamples"], 200), seed=boot["seed"],
                                      confidence=boot["confidence"])
-    write_rows(run.dir.metrics_file(f"subgroups_{name}.csv"), list(subgroups.COLUMNS),
+    write_rows(run.dir.subgroups(name), list(subgroups.COLUMNS),
                [[_cell(r[c]) for c in subgroups.COLUMNS] for r in table["rows"]])
     metrics["subgroups"] = {"columns": list(columns), "worst": table["worst"], "gaps": table["gaps"],
-                            "file": run.dir.metrics_file(f"subgroups_{name}.csv").name}
+                            "file": run.dir.subgroups(name).name}
 
 
 def _cell(value: Any) -> str:

@@ -61,8 +61,8 @@ def risk_coverage(params: dict, view: RunView) -> list:
 def subgroups(params: dict, view: RunView) -> list:
     """Forest plot: each metric per group of each test.subgroups column, with its bootstrap interval."""
     out = []
-    for ckpt, metrics in _tested(view, "subgroups"):
-        path = view.dir.metrics_file(metrics["subgroups"]["file"])
+    for ckpt, _ in _tested(view, "subgroups"):
+        path = view.dir.subgroups(ckpt)
         with open(path, newline="", encoding="utf-8") as fh:
             rows = [r for r in csv.DictReader(fh) if r["value"] not in ("", "nan")]
         names = list(dict.fromkeys(r["metric"] for r in rows))

@@ -277,7 +277,7 @@ def model_card(view: ExperimentView) -> str:
         cal = m.get("calibration") or {}
         conf = m.get("conformal") or {}
         rows.append({"variant": run.label, "checkpoint": ckpt, "roc_auc [95% CI]": _ci(m, "roc_auc"),
-                     "sensitivity": _ci(m, "sensitivity"), "specificity": _ci(m, "specificity"),
+                     "sensitivity": _ci(m, "recall"), "specificity": _ci(m, "specificity"),
                      "calibration": cal.get("method", "none"), "ece15": _ci(m, "ece15"),
                      "conformal coverage": _ci(m, "coverage") if conf else "",
                      "worst subgroup": "; ".join(f"{w['column']}={w['group']} ({w['metric']} {w['value']:.3f})"
@@ -305,7 +305,7 @@ CHECKLIST = (
     ("Performance by subgroup", "subgroups"),
     ("Explainability", "explainability"),
     ("Code and configuration (versions, hashes)", "code"),
-    ("Intended use and clinical setting", None),
+    ("Intended use and clinical setting", "intended_use"),
     ("Study design and participants (eligibility, recruitment, dates)", None),
     ("Reference standard and its readers", None),
     ("Sample size justification", None),
@@ -348,6 +348,7 @@ def checklist(view: ExperimentView) -> str:
                      "(metrics/subgroups_<checkpoint>.csv)",
         "explainability": ", ".join(x.get("name", "") for x in (config.get("explain") or {}).get("methods") or [])
         if "explain" in (config.get("jobs") or []) else "",
+        "intended_use": (config.get("card") or {}).get("intended_use") or "",
         "code": f"medattn {(manifest.get('versions') or {}).get('medattn', '')}, git {manifest.get('git_sha')}, "
                 f"config sha256 {str(manifest.get('config_sha256', ''))[:16]}",
     }
