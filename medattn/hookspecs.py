@@ -45,7 +45,9 @@ loss       ``factory(params, ctx: LossContext) -> callable(batch: LossBatch) -> 
            attributes on the term: ``needs_input_gradients = True`` (the core makes ``batch.images`` require
            gradients before the forward, for :meth:`LossBatch.input_gradients`) and ``needs_features = True``
            (the core keeps the backbone's levels of the forward in ``batch.features`` and the attention module's
-           output in ``batch.attended``). A term that needs lesion
+           output in ``batch.attended``) and ``needs_attention_maps = True`` (the core calls the model's
+           ``attention_maps()`` after the forward, for ``batch.attention``; without it the maps are not built,
+           and reading ``batch.attention`` is an error). A term that needs lesion
            masks says so in its record: ``defaults={"needs": ["masks"]}``; ``validate`` refuses it on a data set
            without masks.
 figure     ``factory(params, view: RunView) -> list[pathlib.Path]`` (scope run) or
@@ -215,7 +217,7 @@ class LossBatch:
 
     ``images`` are the normalised inputs (B, C, H, W); ``masks`` (B, 1, H, W) in [0, 1] and ``groups`` are there
     when the data set gives them (else None). ``attention`` holds the attention module's ``attention_maps()``
-    right after the forward (with their graph); ``features`` the backbone's levels and ``attended`` the attention
+    right after the forward (with their graph) when a term declared ``needs_attention_maps``; ``features`` the backbone's levels and ``attended`` the attention
     module's output when a term asked for them.
     """
 

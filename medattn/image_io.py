@@ -3,8 +3,10 @@ tensors (:func:`decode`, what ``predict`` accepts).
 
 PNG (8 and 16 bit), JPEG, TIFF and anything else Pillow opens; DICOM through pydicom with the modality
 LUT (rescale slope / intercept), the VOI LUT or window (when present and ``dicom_voi`` is on) and
-MONOCHROME1 inversion. A file that cannot be read raises :class:`BadImage` with the reason; datasets turn
-that into a UserError naming the file (or skip it, with ``on_bad_sample: skip``).
+MONOCHROME1 inversion, compressed transfer syntaxes through pydicom's decoder plugins (:func:`dicom_array`).
+A file that cannot be read raises :class:`BadImage` with the reason and its kind; datasets turn that into a
+UserError naming the file (or skip it, with ``on_bad_sample: skip``); predict reads DICOM strictly (no
+multi-frame, no FOR PROCESSING images: :func:`dicom_problem`) and keeps the reason in the input's row.
 """
 from __future__ import annotations
 
@@ -18,7 +20,13 @@ DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
 
 
 class BadImage(Exception):
-    """An image file that is missing, unreadable or corrupt (str(e) is the reason)."""
+    """An image file that is missing, unreadable or corrupt (str(e) is the reason; ``kind`` a short name of the
+    reason that summaries count: unreadable, not an image, undecodable, unsupported pixels, multi-frame,
+    for processing)."""
+
+    def __init__(self, message: str, kind: str = "unreadable") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def is_dicom(path: Path) -> bool:
@@ -33,13 +41,14 @@ def is_dicom(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def read_image(path: str | Path, dicom_voi: bool = True) -> np.ndarray:
-    """Decode one file to float32 (H, W) for grey or (H, W, 3) for colour, values in [0, 1]."""
+def read_image(path: str | Path, dicom_voi: bool = True, strict: bool = False) -> np.ndarray:
+    """Decode one file to float32 (H, W) for grey or (H, W, 3) for colour, values in [0, 1] (``strict``: see
+    :func:`dicom_problem`)."""
     path = Path(path)
     if not path.is_file():
         raise BadImage("file not found")
     if is_dicom(path):
-        return read_dicom(path, dicom_voi=dicom_voi)
+        return read_dicom(path, dicom_voi=dicom_voi, strict=strict)
     return read_pillow(path)
 
 
@@ -82,31 +91,86 @@ def _minmax(arr: np.ndarray) -> np.ndarray:
     return ((arr - lo) / (hi - lo)).astype(np.float32)
 
 
-def read_dicom(path: Path, dicom_voi: bool = True) -> np.ndarray:
-    """Decode a DICOM file: modality LUT, then VOI LUT / window when present, MONOCHROME1 inverted."""
+def read_dicom(path: Path, dicom_voi: bool = True, strict: bool = False) -> np.ndarray:
+    """Decode a DICOM file: modality LUT, then VOI LUT / window when present, MONOCHROME1 inverted
+    (:func:`dicom_array`; ``strict``: refuse what a trained model must not be given, see there)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
         ds = pydicom.dcmread(path)
     except (InvalidDicomError, OSError, EOFError, ValueError, KeyError) as exc:
         raise BadImage(f"not a readable DICOM file: {exc}") from None
-    if "PixelData" not in ds:
-        raise BadImage("DICOM file has no pixel data")
-    try:
-        arr = ds.pixel_array
-    except Exception as exc:  # pydicom raises many types for missing decoders / truncated data
-        raise BadImage(f"cannot decode DICOM pixel data ({ds.file_meta.get('TransferSyntaxUID', '?')}): "
-                       f"{exc}; compressed files may need pylibjpeg or gdcm installed") from None
-    if arr.ndim == 3 and arr.shape[-1] != 3:
-        arr = arr[0]  # multi-frame: first frame
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    if arr.ndim == 3:  # colour
-        if photometric.startswith("YBR"):
-            from pydicom.pixels import convert_color_space
+    return dicom_array(ds, dicom_voi, strict)
 
-            arr = convert_color_space(arr, photometric, "RGB")
+
+# what dicom_array takes: grey (the modality / VOI pipeline) and colour (pydicom gives YBR as RGB)
+GREY = ("MONOCHROME1", "MONOCHROME2")
+COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420")
+
+
+def dicom_problem(ds: Any, strict: bool = False) -> BadImage | None:
+    """Why a DICOM dataset cannot be given to a model, before decoding it (None: it can):
+
+    - no pixel data (a structured report, presentation state, encapsulated PDF ...): ``not an image``;
+    - a photometric interpretation other than MONOCHROME1/2, RGB or YBR (PALETTE COLOR, ...) or a bit depth
+      outside 8..16 bits allocated (1-bit overlays, 32-bit dose grids, float pixel data): ``unsupported pixels``;
+    - ``strict`` (what predict uses): more than one frame (``multi-frame``: a stack such as tomosynthesis or a
+      cine is not one 2-D image; medattn refuses it rather than pick a frame) and ``PresentationIntentType`` FOR
+      PROCESSING (``for processing``: raw detector data, which the models trained on the displayed, FOR
+      PRESENTATION images have never seen).
+    """
+    from pydicom.uid import UID
+
+    if "PixelData" not in ds:
+        other = next((k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds), None)
+        if other:
+            return BadImage(f"unsupported pixels: {other} (float pixels); the model takes 8 to 16 bit images",
+                            "unsupported pixels")
+        what = UID(str(ds.get("SOPClassUID", ""))).name if "SOPClassUID" in ds else "the instance"
+        return BadImage(f"not an image: {what} has no pixel data", "not an image")
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if photometric not in GREY + COLOUR:
+        return BadImage(f"unsupported pixels: photometric interpretation {photometric}; the model takes "
+                        f"{', '.join(GREY)}, RGB or YBR", "unsupported pixels")
+    bits = int(ds.get("BitsAllocated", 16))
+    if bits not in (8, 16) or int(ds.get("BitsStored", bits)) > 16:
+        return BadImage(f"unsupported pixels: {bits} bits allocated ({ds.get('BitsStored', bits)} stored); the "
+                        "model takes 8 to 16 bit images", "unsupported pixels")
+    if strict:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        if frames > 1:
+            return BadImage(f"multi-frame: {frames} frames; predict takes single-frame images (split the frames "
+                            "into instances first)", "multi-frame")
+        intent = str(ds.get("PresentationIntentType", "")).upper()
+        if intent == "FOR PROCESSING":
+            return BadImage("for processing: PresentationIntentType is FOR PROCESSING (raw detector data); the "
+                            "model takes FOR PRESENTATION images", "for processing")
+    return None
+
+
+def dicom_array(ds: Any, dicom_voi: bool = True, strict: bool = False) -> np.ndarray:
+    """A pydicom dataset's image as float32 (H, W) or (H, W, 3) in [0, 1]: modality LUT, then VOI LUT / window
+    when present and ``dicom_voi``, MONOCHROME1 inverted; colour as RGB. Compressed transfer syntaxes (JPEG
+    baseline, extended and lossless, JPEG-LS, JPEG 2000, RLE) are decoded by pydicom's plugins (pylibjpeg with
+    libjpeg and openjpeg, pyjpeg-ls); what cannot be given to a model raises :class:`BadImage` with its kind
+    (:func:`dicom_problem`)."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    problem = dicom_problem(ds, strict)
+    if problem is not None:
+        raise problem
+    try:
+        arr = ds.pixel_array  # YBR comes back as RGB (pydicom >= 3 converts it)
+    except Exception as exc:  # pydicom raises many types for missing decoders / truncated data
+        syntax = ds.file_meta.get("TransferSyntaxUID", None) if hasattr(ds, "file_meta") else None
+        name = getattr(syntax, "name", None) or str(syntax or "?")
+        raise BadImage(f"undecodable: cannot decode the pixel data ({name}): {exc}", "undecodable") from None
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    colour = photometric in COLOUR
+    if arr.ndim == (4 if colour else 3):
+        arr = arr[0]  # multi-frame, not strict: the first frame
+    if colour:
         top = float(2 ** int(ds.get("BitsStored", 8)) - 1)
         return np.clip(arr.astype(np.float32) / top, 0, 1)
     values = apply_modality_lut(arr, ds).astype(np.float64)
@@ -148,10 +212,13 @@ def array_image(image: Any) -> np.ndarray:
     return a.astype(np.float32)
 
 
-def decode(image: Any, dicom_voi: bool = True) -> np.ndarray:
-    """Any accepted image (path, PIL image, numpy array, tensor) as float32 (H, W) or (H, W, 3) in [0, 1]."""
+def decode(image: Any, dicom_voi: bool = True, strict: bool = False) -> np.ndarray:
+    """Any accepted image (path, pydicom dataset, PIL image, numpy array, tensor) as float32 (H, W) or (H, W, 3)
+    in [0, 1] (``strict``: DICOM as :func:`dicom_problem` says)."""
     if isinstance(image, (str, Path)):
-        return read_image(image, dicom_voi)
+        return read_image(image, dicom_voi, strict)
+    if _is_dataset(image):
+        return dicom_array(image, dicom_voi, strict)
     if isinstance(image, np.ndarray) or _is_tensor(image):
         return array_image(image)
     if hasattr(image, "mode") and hasattr(image, "convert"):  # a PIL image
@@ -160,6 +227,12 @@ def decode(image: Any, dicom_voi: bool = True) -> np.ndarray:
         except (OSError, ValueError) as exc:
             raise BadImage(f"cannot convert the PIL image: {exc}") from None
     raise BadImage(f"not an image: {type(image).__name__} (give a path, a PIL image, a numpy array or a tensor)")
+
+
+def _is_dataset(value: Any) -> bool:
+    """A pydicom Dataset (without importing pydicom: if it is not imported, no dataset exists)."""
+    pydicom = sys.modules.get("pydicom")
+    return pydicom is not None and isinstance(value, pydicom.Dataset)
 
 
 def _is_tensor(value: Any) -> bool:

@@ -79,3 +79,19 @@ def cli(capsys):
 def tiny(write, tmp_path):
     """Path of the tiny experiment file, writing its runs under tmp_path/runs."""
     return write("tiny.yaml", TINY + f"output_dir: {tmp_path / 'runs'}\n")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a real PACS: Orthanc with its DICOMweb plugin, started once per session when a test asks for it
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory):
+    """A running Orthanc (tests/dicom_studies.py: orthanc_server) for the whole session; skipped, with the reason,
+    where Orthanc or its DICOMweb plugin is not installed."""
+    from .dicom_studies import OrthancMissing, orthanc_server
+
+    try:
+        with orthanc_server(tmp_path_factory.mktemp("orthanc")) as server:
+            yield server
+    except OrthancMissing as exc:
+        pytest.skip(str(exc))

@@ -253,3 +253,81 @@ def test_test_job_threshold_from_validation_ci_and_pad(write, tmp_path):
     assert len(preds) == 8 and {"id", "group", "label", "prediction", "score"} <= set(preds[0])
     assert all(int(p["prediction"]) == (float(p["score"]) >= m["threshold"]) for p in preds)
     assert (run / "metrics" / "pad_roc_best_val_loss.csv").is_file()
+
+
+class Recorded(nn.Module):
+    """The cross-entropy loss, recording each batch's value as the engine used to read it (``.item()``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.values: list[float] = []
+
+    def forward(self, logits, labels):
+        loss = nn.functional.cross_entropy(logits, labels)
+        self.values.append(loss.item())
+        return loss
+
+
+def summed_the_old_way(values: list[float], sizes: list[int]) -> float:
+    total = 0.0
+    for value, n in zip(values, sizes):
+        total += value * n
+    return total / sum(sizes)
+
+
+@pytest.mark.parametrize("with_terms", [False, True])
+def test_losses_stay_on_the_device_and_the_history_keeps_its_digits(monkeypatch, with_terms):
+    """The train and validation losses equal, bit for bit, the per-step ``.item()`` sums the engine used to take,
+    while the pass reads values back from the device a few times, not once per batch."""
+    from medattn_plugins.losses.terms import Classification
+
+    from medattn.components.losses import LossTerms
+
+    monkeypatch.setattr(E, "SYNC_EVERY", 8)
+    torch.manual_seed(3)
+    x, y = torch.randn(118, 6) * 3, torch.randint(0, 3, (118,))
+    batches = [{**b, "id": [str(i) for i in range(len(b["label"]))]} for b in toy_batches(x, y, 3)]  # the last: 1
+    sizes = [len(b["label"]) for b in batches]
+    terms = LossTerms([("classification", 1.0, Classification())]) if with_terms else None
+
+    def epoch(loss_fn=None):
+        model = Toy()
+        return model, E.train_epoch(model, batches, torch.optim.SGD(model.parameters(), lr=0.5), torch.device("cpu"),
+                                    loss_fn=loss_fn, progress=False, terms=terms)
+
+    recorded = Recorded()
+    model, want = epoch(recorded)
+    reads = []
+    for name in ("item", "tolist", "__float__", "cpu", "numpy", "__bool__"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _real=real, _n=name, **k: (reads.append(_n),
+                                                                                             _real(self, *a, **k))[1])
+    _, got = epoch()
+    monkeypatch.undo()
+    assert got.loss == summed_the_old_way(recorded.values, sizes) == want.loss
+    assert len(reads) < len(batches) / 2, reads  # 40 batches: 5 reads of the losses, and the labels and scores once
+    if with_terms:
+        assert got.terms["classification"] == pytest.approx(got.loss, rel=1e-6)
+    recorded.values.clear()
+    val = E.collect(model, batches, torch.device("cpu"), progress=False, loss_fn=recorded)
+    assert val.loss == summed_the_old_way(recorded.values, sizes) and val.images == len(x)
+
+
+def test_a_non_finite_loss_is_named_by_its_batch_even_when_it_breaks_a_later_step(monkeypatch):
+    monkeypatch.setattr(E, "SYNC_EVERY", 100)
+    torch.manual_seed(4)
+    x, y = torch.randn(15, 6), torch.randint(0, 3, (15,))
+    calls = []
+
+    def diverging(model, loss_fn, logits, labels):
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("all elements of input should be between 0 and 1")  # what a NaN does to BCE
+        loss = nn.functional.cross_entropy(logits, labels)
+        return loss * float("nan") if len(calls) == 2 else loss
+
+    monkeypatch.setattr(E, "compute_loss", diverging)
+    model = Toy()
+    with pytest.raises(E.NonFiniteLoss, match=r"^train: the loss became nan at batch 2/5$"):
+        E.train_epoch(model, toy_batches(x, y, 3), torch.optim.SGD(model.parameters(), lr=0.1), torch.device("cpu"),
+                      progress=False)

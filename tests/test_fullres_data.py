@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from medattn_plugins.datasets.file_dataset import FileDataset, LoadOptions, Sample, SkipLog
+from PIL import Image
 
 from medattn.image_io import fit, mask_to_tensor, to_tensor
 from tests.test_image_io import write_dicom
@@ -46,3 +47,40 @@ def test_16_bit_dicom_keeps_its_depth_through_the_cache(tmp_path: Path):
                           SkipLog(None), dataset="t")
     assert stretch[0]["image"][0, :, 24:].max() > 0  # another cache entry: the settings are part of the key
     assert len(list((tmp_path / "cache").rglob("*.npy"))) == 2
+
+
+def test_the_cache_keeps_one_channel_of_a_grey_image_and_reads_old_three_channel_entries(tmp_path: Path):
+    ramp = np.linspace(0, 65535, 64 * 48).reshape(64, 48).astype(np.uint16)
+    path = write_dicom(tmp_path / "mg.dcm", ramp)
+    mask = tmp_path / "mask.png"
+    Image.fromarray(np.pad(np.full((16, 16), 255, np.uint8), ((0, 48), (0, 32)))).save(mask)
+    sample = Sample(path=str(path), label=1, id="a", group="p", mask_paths=[str(mask)])
+    opts = LoadOptions((32, 32), 3, True, "error", str(tmp_path / "cache"))
+    plain = FileDataset([sample], LoadOptions((32, 32), 3, True, "error", None), SkipLog(None), True, "t")[0]
+    ds = FileDataset([sample], opts, SkipLog(None), has_masks=True, dataset="t")
+    first = ds[0]
+    [entry] = (tmp_path / "cache").rglob("*.npy")
+    assert np.load(entry).shape == (2, 32, 32)  # one grey channel and the mask, not three copies of the grey
+    for got in (first, ds[0]):  # decoded, then expanded from the cache at load
+        assert got["image"].shape == (3, 32, 32) and got["mask"].shape == (1, 32, 32)
+        torch.testing.assert_close(got["image"], plain["image"], atol=1 / 65535, rtol=0)
+        torch.testing.assert_close(got["mask"], plain["mask"], atol=1 / 65535, rtol=0)
+    cached = ds[0]["image"]
+    old = np.concatenate([np.repeat(np.load(entry)[:1], 3, axis=0), np.load(entry)[1:]])  # as caches were written
+    np.save(entry, old)
+    assert torch.equal(ds[0]["image"], cached)  # read as it is, no error
+    np.save(entry, old[:2, :, :5])  # an entry of another shape is decoded again and rewritten
+    assert torch.equal(ds[0]["image"], first["image"])
+    assert np.load(entry).shape == (2, 32, 32)
+
+
+def test_colour_images_keep_their_three_channels_in_the_cache(tmp_path: Path):
+    rgb = np.random.default_rng(0).integers(0, 255, (20, 20, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    ds = FileDataset([Sample(path=str(tmp_path / "c.png"), label=0, id="c", group="c")],
+                     LoadOptions((16, 16), 3, False, "error", str(tmp_path / "cache")), SkipLog(None), dataset="t")
+    first = ds[0]["image"]
+    [entry] = (tmp_path / "cache").rglob("*.npy")
+    assert np.load(entry).shape == (3, 16, 16)
+    torch.testing.assert_close(ds[0]["image"], first, atol=1 / 65535, rtol=0)
+    assert not torch.equal(first[0], first[1])

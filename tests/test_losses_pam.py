@@ -10,6 +10,7 @@ from medattn_plugins.attention import position as P
 from medattn_plugins.losses import terms as T
 
 from medattn.components.losses import LossTerms
+from medattn.errors import UserError
 from medattn.train import engine as E
 
 from .conftest_models import build
@@ -117,3 +118,49 @@ def test_a_copy_of_cbam_after_a_training_forward_keeps_no_graph_and_the_original
     model.eval(), copied.eval()
     with torch.no_grad():
         assert torch.equal(model(x), copied(x))
+
+
+def keeps_the_position_matrix(name: str, terms: LossTerms) -> bool:
+    """Whether the train job's step (engine.train_epoch with ``terms``) saves a position-attention matrix (B, N, N),
+    or the same flattened (B, N * N) as goncalves2021's whole-matrix softmax takes it, for the backward, on a model
+    whose forward goes through SDPA."""
+    torch.manual_seed(0)
+    att, params = MODELS[name]
+    model = build("resnet18", att, size=160, att_params={**params, "attention_impl": "sdpa"})
+    g = torch.Generator().manual_seed(1)
+    data = {"image": torch.randn(4, 3, 160, 160, generator=g), "label": torch.tensor([0, 1, 0, 1]),
+            "mask": torch.ones(4, 1, 160, 160), "id": [f"img-{i}" for i in range(4)]}
+    shapes: set[tuple[int, ...]] = set()
+
+    def keep(t):
+        shapes.add(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+        E.train_epoch(model, [data], torch.optim.SGD(model.parameters(), lr=0.0), torch.device("cpu"),
+                      progress=False, terms=terms)
+    n = 5 * 5  # resnet18's last level at 160 px: 5 x 5 positions
+    return bool(shapes & {(4, n, n), (4, n * n)})
+
+
+@pytest.mark.parametrize("name", ["mldam_goncalves2021", "dual", "agpad"])
+def test_the_train_step_builds_the_position_matrix_only_when_a_loss_term_needs_the_maps(name):
+    default = LossTerms([("classification", 1.0, T.Classification())])
+    assert not keeps_the_position_matrix(name, default)  # SDPA's forward alone: no N x N weights for the backward
+    guided = LossTerms([("classification", 1.0, T.Classification()), ("mask", 0.5, T.AttentionMask("energy", []))])
+    assert guided.needs_attention_maps and not default.needs_attention_maps
+    assert keeps_the_position_matrix(name, guided)  # attention_mask supervises the map: built with its graph
+
+
+def test_a_term_that_reads_the_maps_without_declaring_it_is_told_what_to_declare():
+    class Undeclared(torch.nn.Module):
+        def forward(self, batch):
+            return sum(m.sum() for m in batch.attention.values())
+
+    model = model_of("dual").train()
+    data = batch_data()
+    with pytest.raises(UserError, match="needs_attention_maps = True"):
+        E._terms_loss(model, model, LossTerms([("mine", 1.0, Undeclared())]), data, data["image"], data["label"],
+                      E.loss_function(model))
+    wrapped = T.MaskFraction(T.AttentionMask("energy", []), 0.5)
+    assert LossTerms([("f", 1.0, wrapped)]).needs_attention_maps

@@ -142,3 +142,27 @@ def test_mldam_maps_from_the_last_forward_and_static_pooling():
     assert maps["pam"].shape == (2, 9, 9) and maps["cam"].shape == (2, 16, 16)
     torch.testing.assert_close(maps["pam"].sum(dim=(1, 2)), torch.ones(2))  # one softmax over all N*N entries
 
+
+
+def reference_float64(q, k, v, softmax):
+    """The position attention written out directly in float64 (independent of position.py): row softmax, or
+    goncalves2021's softmax over all N*N entries with the transposed aggregation."""
+    e = torch.einsum("bci,bcj->bij", q, k)
+    if softmax == "row":
+        return torch.einsum("bij,bcj->bci", torch.softmax(e, dim=-1), v), torch.softmax(e, dim=-1)
+    w = torch.exp(e - torch.logsumexp(e.flatten(1), dim=1)[:, None, None])
+    return torch.einsum("bci,bij->bcj", v, w), w
+
+
+@pytest.mark.parametrize("softmax", ["row", "global"])
+@pytest.mark.parametrize("impl", ["naive", "sdpa"])
+def test_a_float64_model_stays_float64_through_position_attention(softmax, impl):
+    gen = torch.Generator().manual_seed(5)
+    q, k = (torch.randn(2, 16, 300, generator=gen, dtype=torch.float64) * 2 for _ in range(2))
+    v = torch.randn(2, 32, 300, generator=gen, dtype=torch.float64)
+    want, weights = reference_float64(q, k, v, softmax)
+    got = P.attend(q, k, v, softmax, impl)
+    assert got.dtype == torch.float64
+    assert float((got - want).abs().max() / want.abs().max()) < 1e-9
+    maps = P.attention_map(q, k, softmax, (15, 20))  # the map for explanations and loss terms, float64 too
+    assert maps.dtype == torch.float64 and float((maps - weights).abs().max() / weights.abs().max()) < 1e-9

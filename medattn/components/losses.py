@@ -47,10 +47,12 @@ class LossTerms:
     terms: list[tuple[str, float, Any]]
     needs_input_gradients: bool = False
     needs_features: bool = False
+    needs_attention_maps: bool = False
 
     def __post_init__(self) -> None:
         self.needs_input_gradients = any(getattr(t, "needs_input_gradients", False) for _, _, t in self.terms)
         self.needs_features = any(getattr(t, "needs_features", False) for _, _, t in self.terms)
+        self.needs_attention_maps = any(getattr(t, "needs_attention_maps", False) for _, _, t in self.terms)
 
     def to(self, device: Any) -> LossTerms:
         for _, _, term in self.terms:

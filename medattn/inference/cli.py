@@ -40,9 +40,9 @@ def add_parsers(sub: Any) -> None:
                                      "a row with its error; the exit status is non-zero only when no image could be "
                                      "predicted. Needs no training data: the model file carries what it needs.")
     pre.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory (or a model file *.pt)")
-    pre.add_argument("inputs", nargs="+", metavar="INPUT",
+    pre.add_argument("inputs", nargs="*", metavar="INPUT",
                      help="image files (PNG, JPEG, TIFF, DICOM), folders (searched recursively) or CSV files with a "
-                          "path column (relative paths are taken from the CSV's folder)")
+                          "path column (relative paths are taken from the CSV's folder); none with --dicomweb")
     pre.add_argument("--checkpoint", default="best_val_loss", help="which checkpoint (default: best_val_loss)")
     pre.add_argument("--output", "-o", type=Path, default=Path("predictions.csv"),
                      help="the CSV to write (default: predictions.csv)")
@@ -60,6 +60,26 @@ def add_parsers(sub: Any) -> None:
     pre.add_argument("--batch-size", type=_batch_size, default=32, help="images per forward pass (default: 32)")
     pre.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
     pre.add_argument("--path-column", default="path", help="the path column of CSV inputs (default: path)")
+    dicom = pre.add_argument_group("DICOM and PACS", "research use only: medattn is not a medical device")
+    dicom.add_argument("--dicom-out", type=Path, metavar="DIR",
+                       help="write a DICOM Comprehensive SR (TID 1500) per DICOM input into DIR, and with --explain a "
+                            "Parametric Map of the attribution on the source's grid")
+    dicom.add_argument("--dicomweb", metavar="URL",
+                       help="predict the instances of a DICOMweb server (its root, e.g. http://pacs:8042/dicom-web) "
+                            "chosen by --study, --series or --query; credentials from MEDATTN_DICOMWEB_TOKEN, or "
+                            "MEDATTN_DICOMWEB_USER and MEDATTN_DICOMWEB_PASSWORD, never from the command line")
+    dicom.add_argument("--study", metavar="UID", help="with --dicomweb: the instances of this study")
+    dicom.add_argument("--series", metavar="UID", help="with --dicomweb: the instances of this series")
+    dicom.add_argument("--query", metavar="QUERY",
+                       help="with --dicomweb: a QIDO-RS query of instances, e.g. 'Modality=MG&StudyDate=20240101-'")
+    dicom.add_argument("--store", action="store_true",
+                       help="with --dicomweb: send the SRs (and maps) back to the server with STOW-RS")
+    dicom.add_argument("--workers", type=_batch_size, default=4,
+                       help="with --dicomweb: instances fetched and decoded at a time (default: 4)")
+    dicom.add_argument("--timeout", type=float, default=30.0,
+                       help="with --dicomweb: seconds before a request is given up (default: 30)")
+    dicom.add_argument("--retries", type=_batch_size, default=3,
+                       help="with --dicomweb: tries per request on server errors and lost connections (default: 3)")
     _allow_changed_plugins(pre)
     formats = "; ".join(f"{e.name}: {e.description}" for e in EXPORTERS.values())
     exp = sub.add_parser("export", help=f"export a trained run's model ({', '.join(EXPORTERS)})",
@@ -131,7 +151,8 @@ def _from_csv(file: Path, column: str) -> list[Source]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Predict every input; write the CSV (and, with --explain, the attributions and overlays)."""
+    """Predict every input; write the CSV (and, with --explain, the attributions and overlays; with --dicom-out,
+    the SRs and maps). With --dicomweb, the inputs are a DICOMweb server's instances."""
     from tqdm.auto import tqdm
 
     from ..evidence.metrics import class_probabilities
@@ -140,12 +161,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.output.is_dir():  # checked before any prediction, not when the CSV is written
         raise UserError(f"--output {args.output}: is a folder; give the CSV file's path, e.g. {args.output / 'predictions.csv'}")
+    check_dicom_arguments(args)
+    if args.dicomweb:
+        return cmd_predict_dicomweb(args)
     sources = collect_inputs(args.inputs, args.path_column)
     predictor = load_run(args.run_dir, args.checkpoint, args.device, allow_changed_plugins=args.allow_changed_plugins)
     predictor.check_sampling(args.tta, args.mc_dropout)
     explainer = predictor.explainer(args.explain, args.batch_size) if args.explain else None
     spread = ("entropy", "spread", "mutual_information") if args.uncertainty else ()
     folder = args.output.with_name(f"{args.output.stem}_{args.explain}") if args.explain else None
+    writer = None
+    if args.dicom_out is not None:
+        from .dicom_out import DicomWriter
+
+        writer = DicomWriter(predictor, args.dicom_out, args.explain)
     rows: dict[int, dict[str, Any]] = {i: {**predictor_row(predictor, s.name, error=s.error),
                                            **dict.fromkeys(spread, "")} for i, s in enumerate(sources) if s.error}
     readable = [i for i, s in enumerate(sources) if s.error is None]
@@ -168,11 +197,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     if maps is not None:
                         rows[i].update(save_explanation(folder, i, sources[i], predictor, args.explain,
                                                         batch.raw[j].numpy(), maps[j], probs[j], rows[i]))
+                    if writer is not None:
+                        rows[i].update(write_dicom(writer, sources[i], probs[j], int(index),
+                                                   maps[j] if maps is not None else None))
             bar.update(len(batch.items))
     columns = ["path", *(f"prob_{c}" for c in predictor.class_names), "predicted", "threshold",
                *(["set"] if predictor.conformal is not None else []), *spread, "error"]
-    write_csv(args.output, [rows[i] for i in range(len(sources))], columns + (["attribution", "overlay"]
-                                                                             if explainer is not None else []))
+    columns += ["attribution", "overlay"] if explainer is not None else []
+    columns += ["sr", "note"] if writer is not None else []
+    write_csv(args.output, [rows[i] for i in range(len(sources))], columns)
     done = sum(1 for r in rows.values() if not r["error"])
     if not done:
         first = next((f"{rows[i]['path']}: {rows[i]['error']}" for i in sorted(rows)), "no inputs")
@@ -183,9 +216,69 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"note: {predictor.file} was made before medattn kept a calibration in its model files: the "
               "probabilities are the model's own (run the test job with test.calibration to add one)",
               file=sys.stderr)
+    reports = sum(1 for r in rows.values() if r.get("sr"))
     print(f"{done} of {len(sources)} image(s) predicted with {predictor.file} -> {args.output}"
           + (f"; {bad} could not be read (see the error column)" if bad else "")
-          + (f"; attributions and overlays in {folder}" if folder else ""))
+          + (f"; attributions and overlays in {folder}" if folder else "")
+          + (f"; {reports} SR(s) in {args.dicom_out}" + (f", {done - reports} predicted input(s) without one (see the "
+                                                          "note column)" if done > reports else "")
+             if writer is not None else ""))
+    return 0
+
+
+def check_dicom_arguments(args: argparse.Namespace) -> None:
+    """The DICOM options that go together: --dicomweb with one of --study/--series/--query and no INPUT; those
+    options and --store only with --dicomweb; --dicom-out not an existing file."""
+    chosen = [f"--{k}" for k in ("study", "series", "query") if getattr(args, k)]
+    if args.dicomweb:
+        if args.inputs:
+            raise UserError(f"--dicomweb takes no INPUT files (got {args.inputs[0]}); choose the instances with "
+                            "--study, --series or --query")
+        if not chosen:
+            raise UserError("--dicomweb: give --study UID, --series UID or --query 'KEYWORD=VALUE&...'")
+        if args.query and (args.study or args.series):
+            raise UserError("--query goes alone: put the study or series into it (StudyInstanceUID=...)")
+    else:
+        used = chosen + (["--store"] if args.store else [])
+        if used:
+            raise UserError(f"{', '.join(used)}: only with --dicomweb URL")
+        if not args.inputs:
+            raise UserError("no INPUT: give image files, folders or CSV lists (or --dicomweb URL)")
+    if args.dicom_out is not None and args.dicom_out.exists() and not args.dicom_out.is_dir():
+        raise UserError(f"--dicom-out {args.dicom_out}: is a file; give a folder")
+
+
+def write_dicom(writer: Any, source: Source, probabilities: Any, index: int, attribution: Any) -> dict[str, str]:
+    """The SR (and map) of one predicted input, as CSV cells: ``sr`` (the SR's path) and ``note`` (why there is
+    no SR or no map: a non-DICOM input, a source highdicom refuses)."""
+    from ..image_io import is_dicom
+
+    if source.path is None or not is_dicom(source.path):
+        return {"sr": "", "note": "not a DICOM input: no SR written"}
+    from .dicom_out import dicom_header
+
+    written = writer.write(dicom_header(source.path), probabilities, index, attribution)
+    return {"sr": str(written.files[0]) if written.files else "", "note": written.note}
+
+
+def cmd_predict_dicomweb(args: argparse.Namespace) -> int:
+    """``predict --dicomweb``: one message per instance with a problem (stderr), the CSV, a summary line."""
+    from ..files import write_csv
+    from .predictor import load_run
+
+    predictor = load_run(args.run_dir, args.checkpoint, args.device, allow_changed_plugins=args.allow_changed_plugins)
+    result = predictor.predict_dicomweb(args.dicomweb, args.study, args.series, args.query, store=args.store,
+                                        dicom_out=args.dicom_out, explain=args.explain, batch_size=args.batch_size,
+                                        workers=args.workers, timeout=args.timeout, retries=args.retries,
+                                        progress=sys.stderr.isatty())
+    for line in result.messages:
+        print(f"medattn: {line}", file=sys.stderr)
+    columns = ["path", *(f"prob_{c}" for c in predictor.class_names), "predicted", "threshold", "error"]
+    columns += ["sr", "note"] + (["stored"] if args.store else []) if (args.dicom_out or args.store) else []
+    write_csv(args.output, result.rows, columns)
+    print(f"{result.summary()} -> {args.output}")
+    if not result.tally.get("predicted"):
+        raise UserError(f"none of the {len(result.instances)} instance(s) could be predicted (rows in {args.output})")
     return 0
 
 

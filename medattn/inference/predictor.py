@@ -85,7 +85,7 @@ class Preprocess:
 
     def load(self, image: Any) -> torch.Tensor:
         """The image decoded, resized and channel-matched, before normalisation: (C, H, W) in [0, 1]."""
-        return to_tensor(decode(image, self.dicom_voi), self.image_size, self.channels)
+        return to_tensor(decode(image, self.dicom_voi, strict=True), self.image_size, self.channels)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """``(x - mean) / std`` of one image (C, H, W) or a batch (B, C, H, W)."""
@@ -269,6 +269,31 @@ class Predictor:
         fn = self.explainer(method, batch_size, **params)
         preds, attributions, raw = self._run(as_items(images), batch_size, errors, progress, (fn, target))
         return Explanation(method, params, attributions, raw, preds)
+
+    def predict_dicomweb(self, url: str, study: str | None = None, series: str | None = None,
+                         query: str | None = None, *, store: bool = False, dicom_out: str | Path | None = None,
+                         explain: str | None = None, batch_size: int = 32, workers: int = 4, timeout: float = 30.0,
+                         retries: int = 3, progress: bool = False) -> Any:
+        """Predict the instances of a study, a series or a QIDO-RS ``query`` (``"Modality=MG&StudyDate=20240101-"``)
+        on the DICOMweb server ``url``; with ``dicom_out`` or ``store``, write an SR per instance (and, with
+        ``explain``, a parametric map) into that folder and / or send them back with STOW-RS. Credentials come from
+        the environment (MEDATTN_DICOMWEB_TOKEN, or MEDATTN_DICOMWEB_USER and MEDATTN_DICOMWEB_PASSWORD). Returns a
+        :class:`medattn.inference.dicomweb.DicomwebResult`: predictions, rows, messages, and counts of each kind."""
+        from .dicomweb import predict_instances
+
+        explainer = self.explainer(explain, batch_size) if explain else None
+
+        def attribute(raw: torch.Tensor, scores: np.ndarray) -> np.ndarray:
+            return self.attribute(explainer, Batch([], [], {}, raw, scores))
+
+        result = predict_instances(self, url, study, series, query, store_results=store, dicom_out=dicom_out,
+                                   attribute=attribute if explainer is not None else None, method=explain,
+                                   batch_size=batch_size, workers=workers, timeout=timeout, retries=retries,
+                                   progress=progress)
+        result.predictions = Predictions(self.class_names, result.probabilities, result.indices, self.threshold,
+                                         result.errors, result.names)
+        result.rows = [{**row, **extra} for row, extra in zip(result.predictions.rows(), result.extras)]
+        return result
 
     def _run(self, items: list[Any], batch_size: int, errors: str, progress: bool,
              explain: tuple[Callable, str | int] | None,

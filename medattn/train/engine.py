@@ -7,9 +7,9 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -270,6 +270,42 @@ def _to(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Ten
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
 
 
+SYNC_EVERY = 64  # steps whose losses stay on the device before they are read back (one host sync for all)
+
+
+class LossSum:
+    """The sum of (batch loss x images) over a pass, without a host sync per step.
+
+    Each step's loss stays on the device; the pending ones are read back together (``flush``: one sync) every
+    :data:`SYNC_EVERY` steps, when a progress bar is redrawn and at the end, and are added in Python in step order,
+    exactly as reading each loss with ``.item()`` did (the same float64 sums: history.csv keeps its digits). A
+    non-finite training loss raises :class:`NonFiniteLoss` naming its batch, at the flush that reads it (the steps
+    in between have run; nothing of them is saved, since the epoch does not end)."""
+
+    def __init__(self, desc: str, n_batches: int) -> None:
+        self.desc, self.n_batches = desc, n_batches
+        self.total, self.count = 0.0, 0
+        self._pending: list[tuple[int, torch.Tensor, int, bool]] = []
+
+    def add(self, step: int, loss: torch.Tensor, images: int, check: bool = True) -> None:
+        """Keep one step's loss (on its device); ``check``: a non-finite value raises (training passes)."""
+        self._pending.append((step, loss.detach().reshape(1), images, check))
+        if len(self._pending) >= SYNC_EVERY:
+            self.flush()
+
+    def flush(self) -> float:
+        """Read the pending losses back (one sync) and add them; returns the mean loss so far."""
+        if self._pending:
+            values = torch.cat([loss for _, loss, _, _ in self._pending]).tolist()
+            pending, self._pending = self._pending, []
+            for (step, _, images, check), value in zip(pending, values):
+                if check and not math.isfinite(value):
+                    raise NonFiniteLoss(f"{self.desc}: the loss became {value} at batch {step + 1}/{self.n_batches}")
+                self.total += value * images
+                self.count += images
+        return self.total / max(self.count, 1)
+
+
 def train_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer, device: torch.device,
                 desc: str = "train", loss_fn: nn.Module | None = None, precision: Precision | None = None,
                 accumulate: int = 1, clip_norm: float = 0.0, forward: nn.Module | None = None,
@@ -284,59 +320,89 @@ def train_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
     prec = precision or Precision()
     loss_fn = (loss_fn or loss_function(model)).to(device)
     scaler = prec.scaler
-    total, count, labels, scores, term_sums = 0.0, 0, [], [], {}
+    labels, scores, term_sums = [], [], {}
     n_batches = len(loader)
-    t0 = time.perf_counter()
+    losses = LossSum(desc, n_batches)
+    t0 = shown = time.perf_counter()
     batches = bar(loader, desc, progress, leave=False, unit="batch")
     optimizer.zero_grad(set_to_none=True)
-    for step, batch in enumerate(batches):
-        x = _to(batch["image"], device, prec.channels_last)
-        y = batch["label"].to(device, non_blocking=True)
-        boundary = (step + 1) % accumulate == 0 or step + 1 == n_batches
-        sync = contextlib.nullcontext() if boundary or not hasattr(net, "no_sync") else net.no_sync()
-        with sync:
-            with prec.autocast(device):
-                if terms is None:
-                    logits = net(x)
-                    loss = compute_loss(model, loss_fn, logits, y)
+    try:
+        for step, batch in enumerate(batches):
+            x = _to(batch["image"], device, prec.channels_last)
+            y = batch["label"].to(device, non_blocking=True)
+            boundary = (step + 1) % accumulate == 0 or step + 1 == n_batches
+            sync = contextlib.nullcontext() if boundary or not hasattr(net, "no_sync") else net.no_sync()
+            with sync:
+                with prec.autocast(device):
+                    if terms is None:
+                        logits = net(x)
+                        loss = compute_loss(model, loss_fn, logits, y)
+                    else:
+                        logits, loss, parts = _terms_loss(model, net, terms, batch, x, y, loss_fn)
+                        for key, part in parts.items():
+                            term_sums[key] = term_sums.get(key, 0.0) + part.float() * len(y)
+                losses.add(step, loss, len(y))
+                scaled = loss / accumulate
+                (scaler.scale(scaled) if scaler is not None and scaler.is_enabled() else scaled).backward()
+            if boundary:
+                if scaler is not None and scaler.is_enabled():
+                    if clip_norm > 0:
+                        scaler.unscale_(optimizer)
+                        nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+                    scaler.step(optimizer)
+                    scaler.update()
                 else:
-                    logits, loss, parts = _terms_loss(model, net, terms, batch, x, y, loss_fn)
-                    for key, part in parts.items():
-                        term_sums[key] = term_sums.get(key, 0.0) + part.float() * len(y)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise NonFiniteLoss(f"{desc}: the loss became {value} at batch {step + 1}/{n_batches}")
-            scaled = loss / accumulate
-            (scaler.scale(scaled) if scaler is not None and scaler.is_enabled() else scaled).backward()
-        if boundary:
-            if scaler is not None and scaler.is_enabled():
-                if clip_norm > 0:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                if clip_norm > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        total += value * len(y)
-        count += len(y)
-        labels.append(y.detach())
-        scores.append(model.probabilities(logits.detach()).float())
-        if not batches.disable:
-            batches.set_postfix(loss=f"{total / count:.4f}", img_s=f"{count / (time.perf_counter() - t0):.0f}")
+                    if clip_norm > 0:
+                        nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+                    optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            labels.append(y.detach())
+            scores.append(model.probabilities(logits.detach()).float())
+            if not batches.disable and time.perf_counter() - shown >= 0.5:  # a redraw reads the losses back
+                shown = time.perf_counter()
+                batches.set_postfix(loss=f"{losses.flush():.4f}", img_s=f"{losses.count / (shown - t0):.0f}")
+        loss = losses.flush()
+    except Exception:
+        losses.flush()  # a non-finite loss among the pending ones is the cause to report, not what it led to
+        raise
     seconds = time.perf_counter() - t0
-    return Outputs(total / max(count, 1), torch.cat(labels).cpu().numpy() if labels else np.zeros(0, int),
+    count = losses.count
+    return Outputs(loss, torch.cat(labels).cpu().numpy() if labels else np.zeros(0, int),
                    torch.cat(scores).cpu().numpy() if scores else np.zeros(0), images=count, seconds=seconds,
                    terms={k: float(v) / max(count, 1) for k, v in term_sums.items()})
+
+
+class _MapsNotAsked(Mapping):
+    """``LossBatch.attention`` when no term declared ``needs_attention_maps``: the maps are not built (the position
+    attention's (B, N, N) weights would be, with their graph, on every step), and a term that reads them anyway gets
+    an error that says what to declare, not an empty dict that looks like a module without maps."""
+
+    def _refuse(self) -> NoReturn:
+        raise UserError("a loss term of train.loss reads LossBatch.attention, but no term declares "
+                        "needs_attention_maps = True, so the attention maps were not built; set that attribute on "
+                        "the term (as the built-in attention_mask does)")
+
+    def __getitem__(self, key: str) -> Any:
+        self._refuse()
+
+    def __iter__(self) -> Iterator[str]:
+        self._refuse()
+
+    def __len__(self) -> int:
+        self._refuse()
+
+    def __repr__(self) -> str:
+        return "<attention maps not asked for>"
+
+
+MAPS_NOT_ASKED = _MapsNotAsked()
 
 
 def _terms_loss(model: nn.Module, net: nn.Module, terms: Any, batch: dict, x: torch.Tensor, y: torch.Tensor,
                 loss_fn: nn.Module) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """(logits, weighted loss, {term: value}) of one batch through the terms of ``train.loss``: the forward
-    with what the terms asked for (input gradients, the backbone's levels and the attention's output), then each
-    term on a LossBatch."""
+    with what the terms asked for (input gradients, the backbone's levels and the attention's output; the attention
+    maps only when a term declares ``needs_attention_maps``), then each term on a LossBatch."""
     from ..hookspecs import LossBatch
 
     if terms.needs_input_gradients:
@@ -354,7 +420,8 @@ def _terms_loss(model: nn.Module, net: nn.Module, terms: Any, batch: dict, x: to
     lb = LossBatch(images=x, labels=y, logits=logits, model=model, ids=[str(i) for i in batch["id"]],
                    masks=masks.to(x.device, non_blocking=True).float() if masks is not None else None,
                    groups=[str(g) for g in groups] if groups is not None else None,
-                   attention=model.attention_maps() if hasattr(model, "attention_maps") else {},
+                   attention=(model.attention_maps() if hasattr(model, "attention_maps") else {})
+                   if terms.needs_attention_maps else MAPS_NOT_ASKED,
                    features=seen.get("features"), attended=seen.get("attended"),
                    classification=lambda z: compute_loss(model, loss_fn, z, y))
     loss, parts = terms(lb)
@@ -370,22 +437,24 @@ def collect(model: nn.Module, loader: Any, device: torch.device, desc: str = "ev
     net.eval()
     prec = precision or Precision()
     loss_fn = (loss_fn or loss_function(model)).to(device)
-    total, count, labels, scores, ids, groups, raw = 0.0, 0, [], [], [], [], []
+    labels, scores, ids, groups, raw = [], [], [], [], []
+    losses = LossSum(desc, 0)  # not checked: a non-finite evaluation loss is recorded as it is
     t0 = time.perf_counter()
-    for batch in _batches(loader, desc, progress):
+    for step, batch in enumerate(_batches(loader, desc, progress)):
         x = _to(batch["image"], device, prec.channels_last)
         y = batch["label"].to(device, non_blocking=True)
         with prec.autocast(device):
             logits = net(x)
-        total += compute_loss(model, loss_fn, logits, y).item() * len(y)
-        count += len(y)
+        losses.add(step, compute_loss(model, loss_fn, logits, y), len(y), check=False)
         labels.append(y)
         scores.append(model.probabilities(logits.float()).float())
         raw.append(logits.detach().float().reshape(len(y), -1))
         ids.extend(str(i) for i in batch["id"])
         if "group" in batch:
             groups.extend(str(g) for g in batch["group"])
-    return Outputs(total / max(count, 1), torch.cat(labels).cpu().numpy() if labels else np.zeros(0, int),
+    loss = losses.flush()
+    count = losses.count
+    return Outputs(loss, torch.cat(labels).cpu().numpy() if labels else np.zeros(0, int),
                    torch.cat(scores).cpu().numpy() if scores else np.zeros(0), ids,
                    groups if len(groups) == count and count else None, count, time.perf_counter() - t0,
                    logits=torch.cat(raw).cpu().numpy() if raw else None)

@@ -123,10 +123,16 @@ def _global_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Ten
     sink_value = v.new_zeros(bsz, 1, width)
     sink_value[..., c + 1] = 1  # channel c + 1 marks the sink
     out = _row_sdpa(queries, torch.cat([keys, sink], dim=1), torch.cat([values, sink_value], dim=1))
-    real, mark = out[..., c:c + 1].float(), out[..., c + 1:c + 2].float()  # Z_j / D_j, e^b_j / D_j
-    log_d = b.float() - torch.log(mark)  # log D_j
+    acc = _at_least_float32(out.dtype)  # the normalisers in fp32 under bf16/fp16, and in fp64 for a fp64 model
+    real, mark = out[..., c:c + 1].to(acc), out[..., c + 1:c + 2].to(acc)  # Z_j / D_j, e^b_j / D_j
+    log_d = b.to(acc) - torch.log(mark)  # log D_j
     log_z = torch.logsumexp((torch.log(real) + log_d).flatten(1), dim=1).view(bsz, 1, 1)  # log sum_j Z_j
     return out[..., :c] * torch.exp(log_d - log_z).to(out.dtype)
+
+
+def _at_least_float32(dtype: torch.dtype) -> torch.dtype:
+    """float32 for the half types, the dtype itself otherwise (``.float()`` would round a float64 model's values)."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -199,13 +205,14 @@ def attention_map(q: torch.Tensor, k: torch.Tensor, softmax: str, hw: tuple[int,
     Without gradient when q and k carry none (explanations); with it when they do (a training forward, for a
     loss term): the full matrix then costs what the naive forward's does, and the summary recomputes each chunk
     in the backward (checkpointed) so that no N x N tensor is kept."""
+    acc = _at_least_float32(q.dtype)
     if q.requires_grad or k.requires_grad:
-        q, k = q.float(), k.float()
+        q, k = q.to(acc), k.to(acc)
         if q.shape[-1] <= MAP_FULL_LIMIT:
             return weights(q, k, softmax)
         return _summary_with_graph(q, k, softmax).view(q.shape[0], 1, *hw)
     with torch.no_grad():
-        q, k = q.float(), k.float()
+        q, k = q.to(acc), k.to(acc)
         if q.shape[-1] <= MAP_FULL_LIMIT:
             return weights(q, k, softmax)
         starts = range(0, q.shape[-1], _MAP_CHUNK)
@@ -213,7 +220,7 @@ def attention_map(q: torch.Tensor, k: torch.Tensor, softmax: str, hw: tuple[int,
         if softmax == "global":  # a first pass for the normaliser of all N*N entries
             log_z = torch.logsumexp(torch.stack(
                 [torch.logsumexp(energy(q[..., i:i + _MAP_CHUNK], k).flatten(1), 1) for i in starts], 1), 1)
-        total = torch.zeros(q.shape[0], k.shape[-1], device=q.device)
+        total = torch.zeros(q.shape[0], k.shape[-1], device=q.device, dtype=acc)
         for i in starts:
             e = energy(q[..., i:i + _MAP_CHUNK], k)
             total += (torch.softmax(e, dim=-1) if log_z is None else torch.exp(e - log_z[:, None, None])).sum(1)

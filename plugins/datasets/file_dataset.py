@@ -186,7 +186,7 @@ class FileDataset(Dataset):
         key = None
         if self._cache is not None:
             key = self._cache.key([s.path, *s.mask_paths])
-            hit = self._cache.get(key)
+            hit = self._from_cache(self._cache.get(key))
             if hit is not None:
                 return hit
         img = to_tensor(read_image(s.path, self.opts.dicom_voi), self.opts.size, self.opts.channels,
@@ -201,8 +201,28 @@ class FileDataset(Dataset):
                 mask = np.zeros(self.opts.size, dtype=np.float32)
             img = np.concatenate([img, mask[None]], axis=0)
         if self._cache is not None and key is not None:
-            self._cache.put(key, img)
+            self._cache.put(key, self._for_cache(img))
         return img
+
+    def _for_cache(self, img: np.ndarray) -> np.ndarray:
+        """What the cache stores: one channel where the image's channels are copies of one grey channel (a DICOM
+        or grey PNG expanded to the backbone's channels: a third of the bytes), all of them otherwise."""
+        c = self.opts.channels
+        if c > 1 and all(np.array_equal(img[0], img[i]) for i in range(1, c)):
+            return np.concatenate([img[:1], img[c:]], axis=0)
+        return img
+
+    def _from_cache(self, arr: np.ndarray | None) -> np.ndarray | None:
+        """A cached array as the decode gives it: one stored grey channel expanded to the channels; an entry of
+        all the channels (written before the cache kept one) as it is; any other shape is a miss (decoded again)."""
+        if arr is None or arr.ndim != 3 or tuple(arr.shape[1:]) != tuple(self.opts.size):
+            return None
+        c, extra = self.opts.channels, int(self.has_masks)
+        if arr.shape[0] == c + extra:
+            return arr
+        if arr.shape[0] == 1 + extra:
+            return np.concatenate([np.repeat(arr[:1], c, axis=0), arr[1:]], axis=0)
+        return None
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         import torch

@@ -51,6 +51,8 @@ class AttentionMask(nn.Module):
     """Supervises the attention module's own spatial maps with the lesion mask: the share of each map's mass
     outside the mask (``energy``), or binary cross-entropy of the map against the mask at its resolution (``bce``)."""
 
+    needs_attention_maps = True
+
     def __init__(self, penalty: str, keys: list[str]) -> None:
         super().__init__()
         self.penalty, self.keys = penalty, keys
@@ -153,6 +155,7 @@ class MaskFraction(nn.Module):
         self.inner, self.fraction = inner, fraction
         self.needs_input_gradients = getattr(inner, "needs_input_gradients", False)
         self.needs_features = getattr(inner, "needs_features", False)
+        self.needs_attention_maps = getattr(inner, "needs_attention_maps", False)
 
     def forward(self, batch: LossBatch) -> torch.Tensor:
         keep = torch.tensor([annotated(i, self.fraction) for i in batch.ids], dtype=torch.float32,
