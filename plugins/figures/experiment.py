@@ -224,14 +224,15 @@ def _sections(view: ExperimentView) -> list[tuple[str, str, list[Path]]]:
         sections.append(("Test results", format_table(rows, tuple(c for c in _columns(rows) if "." not in c)), []))
     if quality:
         sections.append(("Explanation quality", format_table(quality) + _quality_help(), []))
-    if view.runs:
+    tested = any(run.dir.tested_checkpoints() for run in view.runs)  # a card needs a tested model
+    if tested:
         sections.append(("Model card", model_card(view), []))
     sections.append(("Across variants", "", _images(view.dir.figures)))
     for run in view.runs:
         figs = _images(run.dir.figures)
         if figs:
             sections.append((f"Variant {run.label}", "", figs))
-    if view.runs:
+    if tested:
         sections.append(("Appendix: reporting checklist (CLAIM, TRIPOD+AI)", checklist(view), []))
     return sections
 
