@@ -4,7 +4,8 @@ Everything else under ``medattn.*`` is internal and may change between releases;
 fails for built-in plugins and examples that import it.
 
 - hooks and records: :data:`hookimpl`, :class:`Component`, the factory contexts, :class:`DataBundle` and
-  :class:`LossBatch` (what a loss term is called with)
+  :class:`LossBatch` (what a loss term is called with); :data:`MAP_KINDS` and :func:`attention_map_kinds` (what
+  kind each attention map is)
 - errors: :class:`UserError` (bad input, one clear message, exit 2), :class:`NotApplicable`, and
   :func:`failure_reason` (a library's exception in one line, for a message that names the field)
 - files: :func:`atomic_write_text`, :func:`atomic_write_bytes`, :func:`write_csv`, :func:`write_rows`,
@@ -28,6 +29,7 @@ from .evidence.metric_specs import MetricSpec, metric_names, metric_spec
 from .files import atomic_write_bytes, atomic_write_text, format_table, write_csv, write_rows
 from .hookspecs import (
     KINDS,
+    MAP_KINDS,
     AttentionContext,
     Backbone,
     Component,
@@ -40,6 +42,7 @@ from .hookspecs import (
     LossContext,
     ModelContext,
     TransformContext,
+    attention_map_kinds,
     hookimpl,
 )
 from .store.rundir import ExperimentDir, RunDir
@@ -67,11 +70,13 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "API_VERSION", "KINDS", "AttentionContext", "Backbone", "BadImage", "Component", "MedattnDeprecationWarning",
+    "API_VERSION", "KINDS", "MAP_KINDS", "AttentionContext", "Backbone", "BadImage", "Component",
+    "MedattnDeprecationWarning",
     "MetricSpec", "bootstrap_chunks", "metric_names", "metric_spec", "DataBundle", "DataContext",
     "ExperimentDir", "ExperimentView", "ExplainContext", "FeatureInfo", "HeadContext", "LossBatch", "LossContext",
     "ModelContext",
     "NotApplicable", "RunDir", "RunView", "TransformContext", "UserError", "atomic_write_bytes",
-    "atomic_write_text", "failure_reason", "format_table", "hookimpl", "is_dicom", "mask_to_tensor",
+    "atomic_write_text", "attention_map_kinds", "failure_reason", "format_table", "hookimpl", "is_dicom",
+    "mask_to_tensor",
     "read_image", "save_figure", "to_tensor", "warn_renamed", "write_csv", "write_rows",
 ]

@@ -18,8 +18,12 @@ defaults of the component's JSON Schema filled in: read ``params["key"]``, do no
 dataset    ``factory(params, ctx: DataContext) -> DataBundle``. Each split is a torch ``Dataset`` whose
            items are dicts: ``image`` float tensor (ctx.channels, H, W) in [0, 1] at ctx.image_size,
            ``label`` int, ``id`` str, optionally ``mask`` float tensor (1, H, W) (ground truth region,
-           used to score explanations) and ``group`` str (patient id). No normalisation: the core
-           applies the train-time ``transform`` and the normalisation of the backbone.
+           used to score explanations), ``confound_mask`` (1, H, W) (where a known shortcut lives: a
+           ruler, a hospital token, burnt-in text; ``DataBundle.has_confound_masks``) and ``group`` str
+           (patient id). No normalisation: the core applies the train-time ``transform`` and the
+           normalisation of the backbone. A split may offer ``confound_pair(index) -> (image with the
+           confound, the same image without it)``, [0, 1] tensors like ``image``: the test job then reports
+           ``shortcut.reliance``.
 transform  ``factory(params, ctx: TransformContext) -> callable(tensor) -> tensor``: the train-time
            augmentation (``train.augment``) applied to each [0, 1] image before normalisation; random
            draws come from torch's global generator, which the core seeds.
@@ -32,7 +36,10 @@ attention  ``factory(params, ctx: AttentionContext) -> torch.nn.Module`` whose `
            the head its paper uses; overrides the record's ``defaults["head"]``) and method
            ``attention_maps() -> dict[str, Tensor]`` with the maps of the last forward; while the module
            trains with gradients on, the maps should keep their graph (not ``detach()``) so that a loss term
-           can supervise them.
+           can supervise them; and ``attention_map_kinds() -> dict[str, str]``, the kind of each map
+           (:data:`MAP_KINDS`: spatial, position, channel, other). A map whose kind is not declared is
+           taken as spatial only when it is (B, 1, h, w) and as channel only when it is (B, C, 1, 1)
+           (:func:`attention_map_kinds`): a square (B, N, N) is never guessed.
 head       ``factory(params, ctx: HeadContext) -> torch.nn.Module`` mapping the attention output of
            shape ctx.in_shape (without batch) to (B, ctx.num_outputs) logits.
 explainer  ``factory(params, ctx: ExplainContext) -> callable(model, inputs, target) -> Tensor``:
@@ -157,6 +164,7 @@ class DataBundle:
     class_names: list[str]
     has_masks: bool = False
     info: dict[str, Any] = field(default_factory=dict)  # free-form: counts, fingerprint, skipped...
+    has_confound_masks: bool = False  # items carry ``confound_mask``: where a known shortcut lives (a ruler, a token)
 
 
 @dataclass
@@ -211,13 +219,41 @@ class LossContext:
     class_weights: list[float] | None = None  # train.class_weights resolved, or None
 
 
+MAP_KINDS = ("spatial", "position", "channel", "other")
+"""The kinds of attention map: ``spatial`` (B, 1, h, w) weights over the image grid; ``position`` attention
+(B, N, N), N the positions of a level, or its (B, 1, h, w) column-mean summary; ``channel`` weights (B, C, 1, 1)
+or channel attention (B, C, C), which have no place in the image; ``other`` (anything else)."""
+
+
+def attention_map_kinds(attention: Any, maps: dict[str, Any]) -> dict[str, str]:
+    """{key: kind} of the maps an attention module exposed: what its ``attention_map_kinds()`` declares; for a
+    key it does not declare, ``spatial`` for a (B, 1, h, w) map with more than one cell, ``channel`` for
+    (B, C, 1, 1), else ``other``. A square (B, N, N) map is never read by its shape (N may equal C)."""
+    fn = getattr(attention, "attention_map_kinds", None)
+    declared = dict(fn()) if callable(fn) else {}
+    out = {}
+    for key, m in maps.items():
+        kind = declared.get(key)
+        if kind not in MAP_KINDS:
+            shape = tuple(m.shape)
+            if len(shape) == 4 and shape[1] == 1 and shape[2] * shape[3] > 1:
+                kind = "spatial"
+            elif len(shape) == 4 and shape[2:] == (1, 1):
+                kind = "channel"
+            else:
+                kind = "other"
+        out[key] = kind
+    return out
+
+
 @dataclass
 class LossBatch:
     """What a loss term is called with: one training batch and what the model produced for it.
 
-    ``images`` are the normalised inputs (B, C, H, W); ``masks`` (B, 1, H, W) in [0, 1] and ``groups`` are there
-    when the data set gives them (else None). ``attention`` holds the attention module's ``attention_maps()``
-    right after the forward (with their graph) when a term declared ``needs_attention_maps``; ``features`` the backbone's levels and ``attended`` the attention
+    ``images`` are the normalised inputs (B, C, H, W); ``masks`` (B, 1, H, W) in [0, 1], ``confound_masks`` (the
+    same, where a known shortcut lives) and ``groups`` are there when the data set gives them (else None).
+    ``attention`` holds the attention module's ``attention_maps()`` right after the forward (with their graph)
+    when a term declared ``needs_attention_maps``; ``features`` the backbone's levels and ``attended`` the attention
     module's output when a term asked for them.
     """
 
@@ -232,16 +268,28 @@ class LossBatch:
     features: dict[str, torch.Tensor] | None = None
     attended: torch.Tensor | None = None  # the attention module's output (what the head gets), with ``features``
     mask_weight: torch.Tensor | None = None  # (B,) 0/1: which images may use their mask (mask_fraction)
+    confound_masks: torch.Tensor | None = None  # (B, 1, H, W): where a known shortcut lives, when the data set says
     classification: Callable[[torch.Tensor], torch.Tensor] | None = None  # logits -> the model's BCE/CE loss
+    grad_scale: float = 1.0  # the GradScaler's scale under fp16 autocast (1.0 otherwise): see gradients()
 
-    def input_gradients(self, outputs: torch.Tensor) -> torch.Tensor:
-        """d sum(outputs) / d images with ``create_graph=True`` (double backprop): the term's loss can depend on
-        them. Needs ``needs_input_gradients = True`` on the term."""
+    def gradients(self, outputs: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """d sum(outputs) / d inputs with ``create_graph=True`` (double backprop), so that a term's loss can
+        depend on them. Under fp16 autocast the sum is multiplied by ``grad_scale`` before differentiating and
+        the gradient divided by it after, as PyTorch's AMP recipe for gradient penalties does: small gradients
+        do not underflow in the half-precision backward. A gradient that overflowed comes back non-finite, and
+        the training loop then lowers the scale and skips the step, as the GradScaler does."""
         import torch
 
+        scale = float(self.grad_scale)
+        total = outputs.float().sum()
+        grads = torch.autograd.grad(total * scale if scale != 1.0 else total, inputs, create_graph=True)[0]
+        return grads / scale if scale != 1.0 else grads
+
+    def input_gradients(self, outputs: torch.Tensor) -> torch.Tensor:
+        """d sum(outputs) / d images (see :meth:`gradients`). Needs ``needs_input_gradients = True`` on the term."""
         if not self.images.requires_grad:
             raise RuntimeError("input gradients need needs_input_gradients = True on the loss term")
-        return torch.autograd.grad(outputs.sum(), self.images, create_graph=True)[0]
+        return self.gradients(outputs, self.images)
 
     def class_logit(self, logits: torch.Tensor | None = None) -> torch.Tensor:
         """(B,) the logit of each image's own label: the one logit of a sigmoid model, signed (-z for label 0),

@@ -40,7 +40,7 @@ def test_declarations_are_complete_and_consistent():
     assert len(names) == len(set(names))
     for m in METRICS:
         assert m.direction in ("max", "min", "none") and m.description, m.name
-        assert m.source in ("test", "loss", "pad", "quality", "calibration", "conformal", "uncertainty",
+        assert m.source in ("test", "loss", "pad", "quality", "shortcut", "calibration", "conformal", "uncertainty",
                             "decision"), m.name
         assert m.alias_of is None or metric_spec(m.alias_of).alias_of is None
         assert (m.score is not None) == (m.source == "quality"), m.name
@@ -69,6 +69,8 @@ def test_the_schema_enums_history_summary_intervals_and_compare_derive_from_the_
                                                                                  "saliency.energy_in_mask")
     assert not re.fullmatch(prefixed["pattern"], "shifted.brier") and not re.fullmatch(prefixed["pattern"],
                                                                                        "saliency.mask_area")
+    assert re.fullmatch(prefixed["pattern"], "shortcut.reliance")  # only under the name the test job gives it
+    assert not re.fullmatch(prefixed["pattern"], "saliency.reliance")
     assert "pr_auc" in comparable_metrics() and "brier" not in comparable_metrics()
     monitorable = [m.name for m in METRICS if m.history]
     assert all(re.fullmatch(MONITOR, f"{split}_{m}") for m in monitorable for split in ("train", "val"))

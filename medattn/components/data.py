@@ -32,27 +32,38 @@ class Prepared(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = dict(self.base[i])
         image = item["image"]
-        if self.augment is not None and self.augment_masks and "mask" in item:
-            image, item["mask"] = self._augment_pair(image, item["mask"])
+        masks = [k for k in ("mask", "confound_mask") if k in item]
+        if self.augment is not None and self.augment_masks and masks:
+            image, moved = self._augment_pair(image, [item[k] for k in masks])
+            item.update(zip(masks, moved))
         elif self.augment is not None:
             image = self.augment(image)
         item["raw"] = image  # the un-normalised image, for figures
-        if self.mean is not None:
-            image = (image - self.mean) / self.std
-        item["image"] = image
+        item["image"] = self.normalised(image)
         return item
 
+    def normalised(self, image: torch.Tensor) -> torch.Tensor:
+        """A [0, 1] image as the model gets it."""
+        return (image - self.mean) / self.std if self.mean is not None else image
 
-    def _augment_pair(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The image augmented, and its mask by the same random draws (the generator replayed), binarised; the
+    def confound_pair(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(with, without) the confound, normalised, when the split renders them (AttributeError otherwise)."""
+        with_it, without = self.base.confound_pair(i)  # type: ignore[attr-defined]
+        return self.normalised(with_it), self.normalised(without)
+
+    def _augment_pair(self, image: torch.Tensor, masks: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The image augmented, and its masks by the same random draws (the generator replayed), binarised; the
         generator ends where the image's augmentation alone leaves it."""
         state = torch.get_rng_state()
         image = self.augment(image)
         after = torch.get_rng_state()
-        torch.set_rng_state(state)
-        moved = self.augment(mask.expand(image.shape[0], -1, -1).clone())[:1]
+        out = []
+        for mask in masks:
+            torch.set_rng_state(state)
+            moved = self.augment(mask.expand(image.shape[0], -1, -1).clone())[:1]
+            out.append((moved > 0.5).to(mask.dtype))
         torch.set_rng_state(after)
-        return image, (moved > 0.5).to(mask.dtype)
+        return image, out
 
 
 def normalisation(config: dict, backbone: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:

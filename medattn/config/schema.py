@@ -38,13 +38,16 @@ COMPARE = {
                                      "its variant without attention); {variant: reference}; null: the first variant"},
         "metrics": {"type": "array", "minItems": 1, "uniqueItems": True,
                     "items": {"type": "string", "if": {"pattern": "\\."},
-                              "then": {"pattern": "^[A-Za-z0-9_-]+\\.(" + "|".join(
-                                  [*comparable_metrics(), *metric_names(comparable=True, source="quality")]) + ")$"},
+                              "then": {"pattern": "^([A-Za-z0-9_-]+\\.(" + "|".join(
+                                  [*comparable_metrics(), *metric_names(comparable=True, source="quality")])
+                                  + ")|shortcut\\.(" + "|".join(metric_names(comparable=True, source="shortcut"))
+                                  + "))$"},
                               "else": {"enum": list(comparable_metrics())}},
                     "default": ["roc_auc", "accuracy"],
                     "description": "metrics to compare: a test metric (roc_auc), the same on another split of "
-                                   "test.splits (shifted.roc_auc), or an explanation-quality score of a method, "
-                                   "paired image by image (saliency.energy_in_mask)"},
+                                   "test.splits (shifted.roc_auc), an explanation-quality score of a method, "
+                                   "paired image by image (saliency.energy_in_mask), or the reliance on a "
+                                   "confound, paired image by image (shortcut.reliance)"},
         "correction": {"enum": list(CORRECTIONS), "default": "holm",
                        "description": "multiple-comparison correction over the whole table"},
         "mcnemar": {"enum": list(MCNEMAR_TESTS), "default": "exact",

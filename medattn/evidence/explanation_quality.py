@@ -158,6 +158,24 @@ def localisation_per_image(relevance: np.ndarray, masks: np.ndarray, top_percent
     return {k: arr[:, i] for i, k in enumerate(LOCALISATION)}
 
 
+CONFOUND = ("energy_in_confound", "confound_area")
+
+
+def confound_per_image(relevance: np.ndarray, confound_masks: np.ndarray) -> dict[str, np.ndarray]:
+    """Each image's share of |relevance| inside its confound mask (where a known shortcut lives: lower is better)
+    and the mask's area, its chance level; NaN for an image whose confound mask is empty."""
+    rows = []
+    for r, m in zip(np.abs(relevance), confound_masks.reshape(len(confound_masks), *relevance.shape[1:]) > 0.5):
+        if not m.any():
+            rows.append((np.nan, np.nan))
+            continue
+        total = r.sum()
+        area = float(m.mean())
+        rows.append((float((r * m).sum() / total) if total > 0 else area, area))
+    arr = np.array(rows, dtype=float).reshape(len(rows), len(CONFOUND))
+    return {k: arr[:, i] for i, k in enumerate(CONFOUND)}
+
+
 # --- sanity ------------------------------------------------------------------------------------------------------
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     """Mean over images of the Spearman rank correlation of two sets of pixel maps (N, H, W)."""
@@ -178,13 +196,14 @@ def rank_correlations(a: np.ndarray, b: np.ndarray) -> list[float]:
 # --- all of them ---------------------------------------------------------------------------------------------------
 def score_method(model: nn.Module, explainer: Any, inputs: torch.Tensor, target: np.ndarray | None,
                  attributions: np.ndarray, masks: np.ndarray | None, cfg: dict, device: Any, batch_size: int,
-                 randomised: np.ndarray | None = None, per_image: dict[str, np.ndarray] | None = None
-                 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+                 randomised: np.ndarray | None = None, per_image: dict[str, np.ndarray] | None = None,
+                 confound_masks: np.ndarray | None = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """The configured scores of one method's attributions, and its deletion / insertion curves.
 
     ``randomised``: the same method's attributions on the randomised model (the sanity check's input), when the
     randomisation score is wanted. ``per_image``: a dict that receives the scores of each image (localisation,
-    randomisation), for comparisons paired image by image.
+    randomisation), for comparisons paired image by image. ``confound_masks``: where a known shortcut lives; the
+    localisation score then adds energy_in_confound.
     """
     per_image = {} if per_image is None else per_image
     wanted = set(cfg["scores"])
@@ -209,6 +228,10 @@ def score_method(model: nn.Module, explainer: Any, inputs: torch.Tensor, target:
     if "localisation" in wanted and masks is not None:
         scores.update(localisation(pixel_map(attributions, "abs"), masks, cfg["top_percent"]))
         per_image.update(localisation_per_image(pixel_map(attributions, "abs"), masks, cfg["top_percent"]))
+    if "localisation" in wanted and confound_masks is not None:
+        each = confound_per_image(pixel_map(attributions, "abs"), confound_masks)
+        per_image.update(each)
+        scores.update({k: float(np.nanmean(v)) for k, v in each.items() if np.isfinite(v).any()})
     if "randomisation" in wanted and randomised is not None:
         rhos = rank_correlations(pixel_map(attributions, "abs"), pixel_map(randomised, "abs"))
         per_image["randomisation_spearman"] = np.asarray(rhos, dtype=float)

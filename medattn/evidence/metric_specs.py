@@ -36,6 +36,7 @@ class MetricSpec:
     shown: bool = False  # printed in the experiment summary
     source: str = "test"  # test: the classification metrics; loss; pad: presentation-attack; quality: explanations;
     # calibration, conformal, uncertainty, decision: the clinical outputs of the test job (medattn.evidence)
+    # shortcut: reliance on a confound (the test job, per image)
     score: str | None = None  # quality: the explain.quality.scores entry that computes it
     alias_of: str | None = None  # the same number under another name
     chance: str | None = None  # the metric (of the same rows) that holds its chance level
@@ -114,6 +115,14 @@ METRICS: tuple[MetricSpec, ...] = (
                comparable=True, source="quality", score="localisation"),
     MetricSpec("mask_area", "fraction of the image the mask covers: the chance level of energy_in_mask", "none",
                source="quality", score="localisation"),
+    MetricSpec("energy_in_confound", "fraction of the relevance inside the confound mask (where a known shortcut "
+               "lives: chance is confound_area)", "min", comparable=True, source="quality", score="localisation",
+               chance="confound_area"),
+    MetricSpec("confound_area", "fraction of the image the confound mask covers: the chance level of "
+               "energy_in_confound", "none", source="quality", score="localisation"),
+    MetricSpec("reliance", "mean over the test images of how far the confound moves the probability of the true "
+               "class, |P(y | with it) - P(y | without it)| (shortcut.reliance; data sets that render both)",
+               "min", comparable=True, source="shortcut"),
     MetricSpec("randomisation_spearman", "rank correlation of the map with the map of the model with randomised "
                "weights (high: the map hardly depends on what the model learnt)", "min", (-1.0, 1.0),
                comparable=True, source="quality", score="randomisation"),

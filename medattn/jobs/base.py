@@ -25,9 +25,10 @@ class Job:
     def __init__(self, registry: Any = None) -> None:
         self.registry = registry  # the registry the job was found in (to build components)
 
-    def check(self, config: dict[str, Any]) -> list[str]:
+    def check(self, config: dict[str, Any]) -> list[str | tuple[tuple, str]]:
         """Problems with this job's config that the schema cannot see (e.g. a list it needs but that has no
-        default), each ``dotted.path: message``; checked at planning, before any work."""
+        default), each ``dotted.path: message`` or a (config path, message) pair, which is reported with the
+        file and line of that path; checked at planning (``run`` and ``validate``), before any work."""
         return []
 
     def check_model(self, config: dict[str, Any], model: Any) -> list[tuple[tuple, str]]:

@@ -177,6 +177,7 @@ class TestJob(Job):
                 metrics = _write(run, name, ev)
                 if ev.extra:
                     metrics = _write_splits(run, name, metrics, ev)
+                metrics = _write_reliance(run, name, metrics, dist.device)
                 _log(run, name, metrics, ev.threshold, ev.source)
 
     def rows(self, run: RunView) -> dict[str, list[dict]]:
@@ -207,20 +208,21 @@ def comparisons(exp: ExperimentView, spec: dict[str, Any]) -> list[dict]:
     from ..evidence.metric_specs import metric_spec
 
     checkpoint = spec["checkpoint"] or exp.config["test"]["checkpoints"][0]
-    groups: dict[tuple[bool, str], list[str]] = {}  # (quality?, split or method) -> metric names
+    groups: dict[tuple[str, str], list[str]] = {}  # (source, split or method) -> metric names
     for name in spec["metrics"]:
         prefix, _, base = name.rpartition(".")
-        groups.setdefault((metric_spec(base).source == "quality", prefix or "test"), []).append(name)
+        groups.setdefault((metric_spec(base).source, prefix or "test"), []).append(name)
     attention = {v.variant: v.config["model"]["attention"]["name"] for v in exp.runs}
     manifests = {(v.variant, v.seed): v.dir.read_manifest() for v in exp.runs if v.dir.manifest.is_file()}
     context = {"attention": attention, "choices": {variant: m.get("choices") or {}
                                                    for (variant, _), m in manifests.items()}}
     test_sets = {key: (m.get("data") or {}).get("fingerprint") for key, m in manifests.items()}
     rows: list[dict] = []
-    for (quality, prefix), names in groups.items():
+    for (source, prefix), names in groups.items():
         bases = [n.rpartition(".")[2] for n in names]
-        if quality:
-            found = _quality_scores(exp, prefix, bases)
+        if source in ("quality", "shortcut"):  # per-image scores, paired image by image
+            found = (_quality_scores(exp, prefix, bases) if source == "quality" else
+                     _shortcut_scores(exp, checkpoint, bases))
             part = stats.compare_scores(found, spec["reference"], bases, **context) if len(
                 {v for v, _ in found}) > 1 else []
         else:
@@ -256,6 +258,16 @@ def _quality_scores(exp: ExperimentView, method: str, metrics: list[str]) -> dic
     return out
 
 
+def _shortcut_scores(exp: ExperimentView, checkpoint: str, metrics: list[str]) -> dict[tuple, dict[str, dict]]:
+    """{(variant, seed): {metric: {image id: value}}} from each run's shortcut_<checkpoint>.csv."""
+    out = {}
+    for v in exp.runs:
+        rows = v.dir.read_shortcut_images(checkpoint)
+        if rows:
+            out[(v.variant, v.seed)] = {m: {r["id"]: float(r[m]) for r in rows} for m in metrics}
+    return out
+
+
 def _unprefixed(message: str) -> str:
     """A message without its leading ``test.field:`` (validation prints the field with the file and line)."""
     head, sep, rest = message.partition(": ")
@@ -279,8 +291,8 @@ class Evaluation:
     conformal: dict | None = None
     threshold_rule: dict | None = None
     refitted: bool = False
-    sampled: dict | None = None
-    metadata: list[dict] | None = None  # each test image's metadata columns (test.subgroups)  # test.tta / test.mc_dropout: mean scores and per-image entropy, spread, ...
+    sampled: dict | None = None  # test.tta / test.mc_dropout: mean scores and per-image entropy, spread, ...
+    metadata: list[dict] | None = None  # each test image's metadata columns (test.subgroups)
 
 
 def _conformal_split_problem(spec: dict[str, Any], splits: dict[str, Any], class_names: list[str]) -> str | None:
@@ -417,6 +429,49 @@ def _update_model_file(run, name: str, ev: Evaluation) -> None:
     run.log(f"   {name}: calibration {calibration.describe(ev.calibration)}"
             + (f", conformal sets (alpha {ev.conformal['alpha']:g}, {ev.conformal['score']})" if ev.conformal else "")
             + f" fitted for this test section; kept in {path.name}")
+
+
+def confound_reliance(model: Any, split: Any, device: Any, batch_size: int) -> dict[str, Any]:
+    """Per test image: the probability of the true class with the confound and without it (the split's
+    ``confound_pair``), and the reliance |difference|; None when the split cannot render the pair."""
+    import numpy as np
+    import torch
+
+    base = getattr(split, "base", split)
+    if not callable(getattr(base, "confound_pair", None)):
+        return {}
+    ids, labels, with_p, without_p = [], [], [], []
+    model.eval()
+    for start in range(0, len(split), batch_size):
+        index = range(start, min(start + batch_size, len(split)))
+        pairs = [split.confound_pair(i) for i in index]
+        items = [base[i] for i in index]
+        y = np.array([int(it["label"]) for it in items])
+        with torch.no_grad():
+            for images, out in ((torch.stack([p[0] for p in pairs]), with_p),
+                                (torch.stack([p[1] for p in pairs]), without_p)):
+                p = model.probabilities(model(images.to(device))).float().cpu().numpy()
+                out.append(np.where(y == 1, p, 1 - p) if p.ndim == 1 else p[np.arange(len(y)), y])
+        ids += [str(it["id"]) for it in items]
+        labels += y.tolist()
+    w, wo = np.concatenate(with_p), np.concatenate(without_p)
+    return {"ids": ids, "labels": labels, "with": w, "without": wo, "reliance": np.abs(w - wo)}
+
+
+def _write_reliance(run, name: str, metrics: dict, device: Any) -> dict:
+    """``shortcut.reliance`` of the test split (when the data set renders each image with and without its
+    confound) in test_<name>.json, and its per-image values in shortcut_<name>.csv (what compare pairs)."""
+    _, splits = run.data()
+    model = run.load_model(name).to(device)
+    found = confound_reliance(model, splits["test"], device, int(run.config["test"]["batch_size"]))
+    if not found:
+        return metrics
+    write_rows(run.dir.shortcut_images(name), ["id", "label", "p_with", "p_without", "reliance"],
+               [[i, y, f"{a:.6f}", f"{b:.6f}", f"{r:.6f}"] for i, y, a, b, r in
+                zip(found["ids"], found["labels"], found["with"], found["without"], found["reliance"])])
+    metrics = {**metrics, "shortcut.reliance": float(found["reliance"].mean())}
+    atomic_write_text(run.dir.test_metrics(name), json.dumps(metrics, indent=2, allow_nan=True))
+    return metrics
 
 
 def _write_splits(run, name: str, metrics: dict, ev: Evaluation) -> dict:
@@ -708,3 +763,5 @@ def _log(run, name: str, metrics: dict, threshold: float, source: str) -> None:
     for split, values in (metrics.get("splits") or {}).items():
         shown = " ".join(f"{k}={values[k]:.4f}" for k in ("accuracy", "roc_auc") if k in values)
         run.log(f"   {split} {name}: {shown}")
+    if "shortcut.reliance" in metrics:
+        run.log(f"   shortcut {name}: reliance={metrics['shortcut.reliance']:.4f}")

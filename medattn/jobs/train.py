@@ -78,8 +78,19 @@ PARAMS = {
         "augment": slot("transform", "train-time augmentation preset (a transform component)"),
         "loss": _key({"type": "array", "minItems": 1,
                       "items": slot("loss", "a loss term", {
-                          "weight": {"type": "number", "minimum": 0, "default": 1.0,
-                                     "description": "the term's weight in the training loss"}})},
+                          "weight": {"anyOf": [
+                              {"type": "number", "minimum": 0},
+                              {"type": "object", "additionalProperties": False, "required": ["start", "end", "epochs"],
+                               "properties": {
+                                   "start": {"type": "number", "minimum": 0, "description": "weight in the first epoch"},
+                                   "end": {"type": "number", "minimum": 0,
+                                           "description": "weight from epoch `epochs` + 1 on"},
+                                   "epochs": {"type": "integer", "minimum": 1,
+                                              "description": "epochs of the linear warm-up from start to end"}}}],
+                              "default": 1.0,
+                              "description": "the term's weight in the training loss: a number, or a warm-up "
+                                             "{start, end, epochs} (linear from start in the first epoch to end "
+                                             "after `epochs` epochs)"}})},
                      [{"name": "classification"}],
                      "the training loss: a weighted sum of loss terms, e.g. [{name: classification}, {name: "
                      "attention_mask, weight: 1.0}]; each is logged per epoch as loss_<term> (validation loss: "
@@ -144,11 +155,33 @@ class TrainJob(Job):
     writes = ("checkpoint", "history")
     distributed = True
 
+    def check(self, config: dict[str, Any]) -> list[str | tuple[tuple, str]]:
+        """What reads the explanation score (the best_val_explanation checkpoint, early stopping on it) needs
+        train.explanation_score; a term's weight schedule must fit in train.epochs."""
+        from ..components.losses import schedule_problems
+
+        cfg, out = config["train"], list(schedule_problems(config))
+        if not cfg["explanation_score"]:
+            need = (f"needs train.explanation_score (e.g. explanation_score: {{explainer: {{name: saliency}}}}), "
+                    f"which measures {EXPLANATION} every epoch; without it the checkpoint is never written")
+            out += [(("train", "checkpoints", i), f"best_{EXPLANATION} {need}")
+                    for i, name in enumerate(cfg["checkpoints"]) if name == f"best_{EXPLANATION}"]
+            if cfg["early_stopping"]["patience"] > 0 and cfg["early_stopping"]["monitor"] == EXPLANATION:
+                out.append((("train", "early_stopping", "monitor"), f"{EXPLANATION} {need}"))
+        return out
+
+    def check_model(self, config: dict[str, Any], model: Any) -> list[tuple[tuple, str]]:
+        """What a loss term can only check against the built model (the attention maps it names)."""
+        from ..components.losses import model_problems
+
+        return model_problems(self.registry, config, model)
+
     def check_data(self, config: dict[str, Any], bundle: Any, splits: dict[str, Any]) -> list[tuple[tuple, str]]:
         """A loss term that needs masks on a data set without them."""
         from ..components.losses import mask_problems
 
-        found = mask_problems(self.registry, config, bool(bundle.has_masks))
+        found = mask_problems(self.registry, config, bool(bundle.has_masks),
+                              bool(getattr(bundle, "has_confound_masks", False)))
         if config["train"]["explanation_score"] and not bundle.has_masks:
             found.append((("train", "explanation_score"), f"needs lesion masks, but dataset "
                                                           f"{config['dataset']['name']!r} gives none"))
@@ -190,7 +223,8 @@ def _trainer(run: Any, dist: Any) -> Any:
     weights = E.class_weights_for(cfg["class_weights"], E.split_labels(splits["train"])
                                   if cfg["class_weights"] == "balanced" else [], len(bundle.class_names))
     train_loader, val_loader, val_sampler = _loaders(run, dist, splits)
-    terms = build_losses(run.registry, run.config, model, bundle.has_masks, weights).to(dist.device)
+    terms = build_losses(run.registry, run.config, model, bundle.has_masks, weights,
+                         bool(getattr(bundle, "has_confound_masks", False))).to(dist.device)
     return Trainer(model=model, optimizer=optimizer,
                    scheduler=E.make_scheduler(optimizer, cfg["scheduler"], cfg["epochs"]),
                    schedule=cfg["scheduler"], precision=precision, loss_fn=E.loss_function(model, weights),

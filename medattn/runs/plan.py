@@ -104,7 +104,7 @@ def runs_of(exp: Experiment, output_dir: str | None = None, jobs: list[str] | No
         if unknown:
             raise UserError(f"--jobs: unknown job(s) {', '.join(unknown)}; known: {', '.join(known)}")
         for name in run_jobs:
-            problems.extend(f"{variant.name}: {p}" for p in job(exp.registry, name).check(cfg))
+            problems.extend(_check_line(variant, p, len(exp.variants) > 1) for p in job(exp.registry, name).check(cfg))
         base = Path(output_dir or cfg["output_dir"])
         folder = ExperimentDir(base / exp.name)
         for seed in cfg.get("seeds") or [None]:
@@ -118,6 +118,17 @@ def runs_of(exp: Experiment, output_dir: str | None = None, jobs: list[str] | No
     if problems:
         raise UserError("\n".join(dict.fromkeys(problems)))
     return out
+
+
+def _check_line(variant, problem: str | tuple[tuple, str], several: bool) -> str:
+    """A job's config problem as a line: ``VARIANT: dotted.path: message``, or for a (path, message) pair
+    ``FILE:LINE:COL dotted.path: message`` with the variant named when the experiment has several."""
+    if isinstance(problem, str):
+        return f"{variant.name}: {problem}"
+    path, message = problem
+    mark = variant.config.mark(path)
+    head = " ".join(x for x in (str(mark) if mark else "", f"{'.'.join(map(str, path))}:") if x)
+    return f"{head} {message}" + (f" [variant {variant.name}]" if several else "")
 
 
 def compare_problems(config: dict, variants: list[str]) -> list[str]:

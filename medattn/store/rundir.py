@@ -99,6 +99,10 @@ class RunDir:
     def roc(self, checkpoint: str) -> Path:
         return self.metrics / f"roc_{checkpoint}.csv"
 
+    def shortcut_images(self, checkpoint: str) -> Path:
+        """One row per test image: the true class's probability with and without the confound, and the reliance."""
+        return self.metrics / f"shortcut_{checkpoint}.csv"
+
     def pad_roc(self, checkpoint: str) -> Path:
         return self.metrics / f"pad_roc_{checkpoint}.csv"
 
@@ -185,6 +189,10 @@ class RunDir:
 
     def read_predictions(self, checkpoint: str, split: str = "test") -> list[dict[str, str]]:
         return _csv_rows(self.predictions(checkpoint, split))
+
+    def read_shortcut_images(self, checkpoint: str) -> list[dict[str, str]]:
+        f = self.shortcut_images(checkpoint)
+        return _csv_rows(f) if f.is_file() else []
 
     def read_npz(self, path: Path) -> dict[str, Any] | None:
         """An .npz file of this run as a dict of arrays (no pickles), or None when it is missing."""

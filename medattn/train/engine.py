@@ -338,7 +338,11 @@ def train_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
                         logits = net(x)
                         loss = compute_loss(model, loss_fn, logits, y)
                     else:
-                        logits, loss, parts = _terms_loss(model, net, terms, batch, x, y, loss_fn)
+                        scale = scaler.get_scale() if scaler is not None and scaler.is_enabled() else 1.0
+                        logits, loss, parts = _terms_loss(model, net, terms, batch, x, y, loss_fn, scale)
+                        if scale != 1.0 and _scaled_gradients_overflowed(scaler, terms, loss):
+                            optimizer.zero_grad(set_to_none=True)  # the window is lost, as a skipped step's
+                            continue
                         for key, part in parts.items():
                             term_sums[key] = term_sums.get(key, 0.0) + part.float() * len(y)
                 losses.add(step, loss, len(y))
@@ -372,6 +376,19 @@ def train_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
                    terms={k: float(v) / max(count, 1) for k, v in term_sums.items()})
 
 
+def _scaled_gradients_overflowed(scaler: Any, terms: Any, loss: torch.Tensor) -> bool:
+    """Under fp16 with a GradScaler, whether a non-finite loss is the overflow of a term's scaled gradients
+    (input gradients, a Grad-CAM): then the scale is lowered (the GradScaler's backoff, as after an overflowing
+    backward) and the step skipped. It reads the loss back (one sync per step, only for such terms under fp16).
+    Below a scale of 1 scaling is not the cause any more: the loss itself diverged (LossSum reports it)."""
+    if not (terms.needs_input_gradients or terms.needs_features) or scaler.get_scale() <= 1.0:
+        return False
+    if bool(torch.isfinite(loss.detach()).all()):
+        return False
+    scaler.update(scaler.get_scale() * scaler.get_backoff_factor())
+    return True
+
+
 class _MapsNotAsked(Mapping):
     """``LossBatch.attention`` when no term declared ``needs_attention_maps``: the maps are not built (the position
     attention's (B, N, N) weights would be, with their graph, on every step), and a term that reads them anyway gets
@@ -399,10 +416,12 @@ MAPS_NOT_ASKED = _MapsNotAsked()
 
 
 def _terms_loss(model: nn.Module, net: nn.Module, terms: Any, batch: dict, x: torch.Tensor, y: torch.Tensor,
-                loss_fn: nn.Module) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+                loss_fn: nn.Module, grad_scale: float = 1.0
+                ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """(logits, weighted loss, {term: value}) of one batch through the terms of ``train.loss``: the forward
     with what the terms asked for (input gradients, the backbone's levels and the attention's output; the attention
-    maps only when a term declares ``needs_attention_maps``), then each term on a LossBatch."""
+    maps only when a term declares ``needs_attention_maps``), then each term on a LossBatch (``grad_scale``: the
+    fp16 GradScaler's scale, for the terms' own gradients)."""
     from ..hookspecs import LossBatch
 
     if terms.needs_input_gradients:
@@ -415,7 +434,7 @@ def _terms_loss(model: nn.Module, net: nn.Module, terms: Any, batch: dict, x: to
     finally:
         if hook is not None:
             hook.remove()
-    masks = batch.get("mask")
+    masks, confound = batch.get("mask"), batch.get("confound_mask")
     groups = batch.get("group")
     lb = LossBatch(images=x, labels=y, logits=logits, model=model, ids=[str(i) for i in batch["id"]],
                    masks=masks.to(x.device, non_blocking=True).float() if masks is not None else None,
@@ -423,7 +442,8 @@ def _terms_loss(model: nn.Module, net: nn.Module, terms: Any, batch: dict, x: to
                    attention=(model.attention_maps() if hasattr(model, "attention_maps") else {})
                    if terms.needs_attention_maps else MAPS_NOT_ASKED,
                    features=seen.get("features"), attended=seen.get("attended"),
-                   classification=lambda z: compute_loss(model, loss_fn, z, y))
+                   classification=lambda z: compute_loss(model, loss_fn, z, y), grad_scale=grad_scale,
+                   confound_masks=confound.to(x.device, non_blocking=True).float() if confound is not None else None)
     loss, parts = terms(lb)
     return logits, loss, parts
 

@@ -167,6 +167,8 @@ class Trainer:
         """Train on the epoch's shuffled loader, validate, record the row, step the scheduler."""
         net = self.net if self.net is not None else self.model
         device = self.dist.device
+        if self.terms is not None and hasattr(self.terms, "set_epoch"):
+            self.terms.set_epoch(epoch)  # scheduled term weights
         try:
             tr = E.train_epoch(self.model, self.train_loader(epoch), self.optimizer, device, f"epoch {epoch + 1}",
                                self.loss_fn, self.precision, self.accumulate, self.clip_grad_norm, net, self.progress,

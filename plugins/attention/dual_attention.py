@@ -126,6 +126,10 @@ class AGPAD(nn.Module):
         maps = {"pam": self.pam.last_map, "cam": self.cam.last_map}
         return {k: m for k, m in maps.items() if m is not None}
 
+    def attention_map_kinds(self) -> dict[str, str]:
+        """``pam`` is position attention, ``cam`` channel attention (it has no place in the image)."""
+        return {"pam": "position", "cam": "channel"}
+
 
 class DualAttention(nn.Module):
     """DANet position + channel attention on one level (gamma 0: the identity at init), fused by sum or mean."""
@@ -148,6 +152,10 @@ class DualAttention(nn.Module):
         the last forward's queries and keys, and CAM weights (B, C, C) of the last forward."""
         maps = {"pam": self.pam.last_map, "cam": self.cam.last_map}
         return {k: m for k, m in maps.items() if m is not None}
+
+    def attention_map_kinds(self) -> dict[str, str]:
+        """``pam`` is position attention, ``cam`` channel attention (it has no place in the image)."""
+        return {"pam": "position", "cam": "channel"}
 
 
 def build_agpad(params: dict[str, Any], ctx: AttentionContext) -> nn.Module:

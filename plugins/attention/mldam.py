@@ -131,6 +131,10 @@ class MLDAM(nn.Module):
         pam_map = attention_map(q.flatten(2), k.flatten(2), SOFTMAX[self.pam_kind], tuple(q.shape[-2:]))
         return {"pam": pam_map, "cam": self._last["cam"]}
 
+    def attention_map_kinds(self) -> dict[str, str]:
+        """``pam`` is position attention, ``cam`` channel attention (it has no place in the image)."""
+        return {"pam": "position", "cam": "channel"}
+
 
 def _taps(params: dict[str, Any], ctx: AttentionContext) -> dict[str, str]:
     """The q, k, v, x levels: ``taps`` or the variant's table for the backbone's arch."""

@@ -85,10 +85,31 @@ SYNTHETIC = _schema({
                       maximum=0.25),
     "decoys": _p("number", "Expected number of fainter lesions of the other class's shape per image (where to "
                  "look then matters: the most conspicuous lesion decides the label)", 0, minimum=0, maximum=6),
-    "shortcut": _p("number", "Share of the train / val / test images in which a bright corner marker agrees "
-                   "with the label (0: no marker). With a marker the data set has a `shifted` test split "
-                   "(n_test images) in which the marker is independent of the label (test.splits)", 0,
-                   minimum=0, maximum=1),
+    "shortcut": {
+        "description": "A bright corner marker, a shortcut a model can learn instead of the lesion. A number: the "
+                       "share of the train / val / test images in which the marker agrees with the label (0: no "
+                       "marker), with a `shifted` test split of other images where it agrees in half. Or {agree, "
+                       "strength, splits}: the agreement in train / val / test, the marker's brightness, and extra "
+                       "test splits showing the test images with the marker at another agreement (flipped: 0.0, "
+                       "the marker in the class-0 images; shifted: 0.5; nomarker: none, no marker)",
+        "default": 0,
+        "anyOf": [
+            {"type": "number", "minimum": 0, "maximum": 1},
+            {"type": "object", "additionalProperties": False, "required": ["agree"], "properties": {
+                "agree": {"type": "number", "minimum": 0, "maximum": 1,
+                          "description": "share of the train / val / test images whose marker agrees with the "
+                                         "label (1: a class-1 image always has it, a class-0 image never)"},
+                "strength": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.35,
+                             "description": "brightness the marker adds"},
+                "splits": {"type": "object", "default": {},
+                           "propertyNames": {"pattern": "^[A-Za-z][A-Za-z0-9_-]*$",
+                                             "not": {"enum": ["train", "val", "test"]}},
+                           "additionalProperties": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+                           "description": "extra test splits: name -> agreement of the marker on the test images "
+                                          "(null: no marker)"},
+            }},
+        ],
+    },
     "seed_offset": _p("integer", "Added to the image seed to draw a different data set", 0),
     "sites": _p("integer", "Acquisition sites (0: none). Each image gets a site (metadata column `site`, for "
                 "test.subgroups) drawn independently of its label; site 0 shows images as generated, later sites "
@@ -110,6 +131,10 @@ IMAGE_FOLDER = _schema({
     "masks": _p("string", "Optional folder of lesion masks (relative to root, or absolute) laid out like the "
                 "images: the mask of ROOT/train/benign/a.png is MASKS/train/benign/a.<any image extension>; an "
                 "image without one gets an empty mask (it trains without mask terms)", format="path"),
+    "confound_masks": _p("string", "Optional folder of confound masks, laid out like `masks`: where a known "
+                         "shortcut lives in each image (a ruler, a hospital token, burnt-in text), for rrr "
+                         "region: confound and the energy_in_confound score; an image without one gets an empty "
+                         "confound mask (skipped by the confound terms)", format="path"),
     **_common(),
 }, ("root",))
 
@@ -178,6 +203,9 @@ CSV = _schema({
     "group_column": _p("string", "Optional column with the patient / group id"),
     "mask_column": _p("string", "Optional column with the path of each image's lesion mask (relative to "
                       "image_root); a blank cell is an empty mask (the image trains without mask terms)"),
+    "confound_mask_column": _p("string", "Optional column with the path of each image's confound mask: where a "
+                               "known shortcut lives (a ruler, a token, burnt-in text); a blank cell is an empty "
+                               "confound mask (skipped by the confound terms)"),
     "image_root": _p("string", "Folder the paths are relative to (default: the CSV's folder)", format="path"),
     "classes": _p("array", "Label values in class order (default: sorted distinct labels)",
                   items={"type": ["string", "integer"]}, minItems=2),

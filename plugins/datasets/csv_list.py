@@ -27,7 +27,8 @@ def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
     scol = params.get("split_column") or None  # split_column, group_column, image_root, classes: optional
     gcol = params.get("group_column") or None
     mcol = params.get("mask_column") or None
-    table = Table(csv_path, [c for c in (pcol, lcol, scol, gcol, mcol) if c])
+    ccol = params.get("confound_mask_column") or None
+    table = Table(csv_path, [c for c in (pcol, lcol, scol, gcol, mcol, ccol) if c])
     image_root = Path(str(params["image_root"])) if params.get("image_root") else csv_path.parent
     if not image_root.is_absolute():
         image_root = root / image_root
@@ -63,6 +64,9 @@ def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
         mask = r[mcol].strip() if mcol else ""
         if mask:
             sample.mask_paths = [str(Path(mask) if Path(mask).is_absolute() else image_root / mask)]
+        confound = r[ccol].strip() if ccol else ""
+        if confound:
+            sample.confound_paths = [str(Path(confound) if Path(confound).is_absolute() else image_root / confound)]
         parts.setdefault(split, []).append(sample)
     if "train" not in parts:
         raise UserError(f"{csv_path}: no row has {scol} = train")
@@ -72,4 +76,4 @@ def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
         if not any(s.label == c for v in parts.values() for s in v):
             raise UserError(f"{csv_path}: class '{name}' has no samples")
     return build_bundle("csv", parts, classes, params, ctx, opts, skips, has_masks=mcol is not None,
-                        info={"csv": str(csv_path)}, source=str(csv_path))
+                        info={"csv": str(csv_path)}, source=str(csv_path), has_confound_masks=ccol is not None)

@@ -42,6 +42,7 @@ class Sample:
     source: str = ""  # where it was listed, e.g. "calc_case_description_train_set.csv line 12"
     mask_paths: list[str] = field(default_factory=list)
     meta: dict[str, str] = field(default_factory=dict)  # metadata columns (site, device, ...) for test.subgroups
+    confound_paths: list[str] = field(default_factory=list)  # masks of where a known shortcut lives
 
 
 @dataclass
@@ -104,7 +105,7 @@ def check_files(samples: list[Sample], opts: LoadOptions, skips: SkipLog, verify
     good = []
     for s in samples:
         problem = None
-        for p in [s.path, *s.mask_paths]:
+        for p in [s.path, *s.mask_paths, *s.confound_paths]:
             if not os.path.isfile(p):
                 problem = (p, "file not found")
                 break
@@ -148,16 +149,19 @@ class FileDataset(Dataset):
     """Images listed as :class:`Sample` records, decoded on demand (a map-style torch Dataset)."""
 
     def __init__(self, samples: list[Sample], opts: LoadOptions, skips: SkipLog, has_masks: bool = False,
-                 dataset: str = "") -> None:
+                 dataset: str = "", has_confound_masks: bool = False) -> None:
         self.samples = samples
         self.opts = opts
         self.skips = skips
         self.has_masks = has_masks
+        self.has_confound_masks = has_confound_masks
         self._cache = None
         if opts.cache_dir is not None:
             from .cache import DiskCache
 
             settings = f"{dataset}|{opts.size}|{opts.channels}|voi={opts.dicom_voi}|masks={has_masks}|v1"
+            if has_confound_masks:  # without them the keys stay those of caches written before the option
+                settings += "|confound"
             if opts.resize != "stretch":  # stretched images keep the keys of caches written before the option
                 settings += f"|resize={opts.resize}"
             self._cache = DiskCache(Path(opts.cache_dir) / "decoded", settings)
@@ -185,21 +189,19 @@ class FileDataset(Dataset):
     def _decode(self, s: Sample) -> np.ndarray:
         key = None
         if self._cache is not None:
-            key = self._cache.key([s.path, *s.mask_paths])
+            key = self._cache.key([s.path, *s.mask_paths, *s.confound_paths])
             hit = self._from_cache(self._cache.get(key))
             if hit is not None:
                 return hit
         img = to_tensor(read_image(s.path, self.opts.dicom_voi), self.opts.size, self.opts.channels,
                         self.opts.resize).numpy()
-        if self.has_masks:
-            if s.mask_paths:
+        for wanted, paths in ((self.has_masks, s.mask_paths), (self.has_confound_masks, s.confound_paths)):
+            if wanted:  # an image without one gets an empty mask
                 mask = np.zeros(self.opts.size, dtype=np.float32)
-                for mp in s.mask_paths:
+                for mp in paths:
                     mask = np.maximum(mask, mask_to_tensor(read_image(mp, False), self.opts.size,
                                                                 self.opts.resize).numpy()[0])
-            else:
-                mask = np.zeros(self.opts.size, dtype=np.float32)
-            img = np.concatenate([img, mask[None]], axis=0)
+                img = np.concatenate([img, mask[None]], axis=0)
         if self._cache is not None and key is not None:
             self._cache.put(key, self._for_cache(img))
         return img
@@ -217,7 +219,7 @@ class FileDataset(Dataset):
         all the channels (written before the cache kept one) as it is; any other shape is a miss (decoded again)."""
         if arr is None or arr.ndim != 3 or tuple(arr.shape[1:]) != tuple(self.opts.size):
             return None
-        c, extra = self.opts.channels, int(self.has_masks)
+        c, extra = self.opts.channels, int(self.has_masks) + int(self.has_confound_masks)
         if arr.shape[0] == c + extra:
             return arr
         if arr.shape[0] == 1 + extra:
@@ -250,13 +252,17 @@ class FileDataset(Dataset):
             item: dict[str, Any] = {"image": t[:c], "label": s.label, "id": s.id, "group": s.group}
             if self.has_masks:
                 item["mask"] = t[c:c + 1]
+            if self.has_confound_masks:
+                at = c + int(self.has_masks)
+                item["confound_mask"] = t[at:at + 1]
             return item
         raise UserError(f"every image of this split is unreadable (last: {self.samples[index].path})")
 
 
 def build_bundle(dataset: str, split_samples: dict[str, list[Sample]], class_names: list[str],
                  params: dict[str, Any], ctx: DataContext, opts: LoadOptions, skips: SkipLog, *,
-                 has_masks: bool = False, info: dict[str, Any] | None = None, source: str = "") -> DataBundle:
+                 has_masks: bool = False, info: dict[str, Any] | None = None, source: str = "",
+                 has_confound_masks: bool = False) -> DataBundle:
     """Turn per-split sample lists into a checked DataBundle.
 
     ``split_samples`` holds "train" and whichever of "val" / "test" the release defines. Missing splits
@@ -287,8 +293,8 @@ def build_bundle(dataset: str, split_samples: dict[str, list[Sample]], class_nam
         if not parts[k]:
             raise UserError(f"{where}: the '{k}' split came out empty; add data or change "
                             "dataset.params.val_fraction / test_fraction")
-    splits = {k: FileDataset(parts[k], opts, skips, has_masks=has_masks, dataset=dataset)
-              for k in ("train", "val", "test")}
+    splits = {k: FileDataset(parts[k], opts, skips, has_masks=has_masks, dataset=dataset,
+                             has_confound_masks=has_confound_masks) for k in ("train", "val", "test")}
     info = dict(info or {})
     info["split_mode"] = "carved " + "+".join(missing) if missing and mode != "grouped" else mode
     info["skipped_at_listing"] = skips.count
@@ -296,4 +302,4 @@ def build_bundle(dataset: str, split_samples: dict[str, list[Sample]], class_nam
         ctx.log(f"{dataset}: skipped {skips.count} file(s) while listing"
                 + (f"; see {skips.path}" if skips.path else ""))
     return finalize_bundle(splits, class_names, ctx, has_masks=has_masks, info=info, dataset=dataset,
-                           source=source)
+                           source=source, has_confound_masks=has_confound_masks)

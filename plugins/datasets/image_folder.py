@@ -86,10 +86,12 @@ def build_from_root(root: Path, params: dict[str, Any], ctx: DataContext, datase
         if any(k in split_dirs for k in ("val", "test")):
             raise UserError(f"{root}: has val/test folders but no train/ folder")
     masks = mask_root(root, params.get("masks"))
+    confounds = mask_root(root, params.get("confound_masks"), "confound_masks")
+    skipped = {m.resolve() for m in (masks, confounds) if m is not None}
     class_dirs: dict[str, set[str]] = {}
     for split, d in split_dirs.items():
         class_dirs[split] = {c.name for c in d.iterdir() if c.is_dir() and not c.name.startswith(".")
-                             and (masks is None or c.resolve() != masks.resolve())}
+                             and c.resolve() not in skipped}
     classes = params.get("classes") or sorted(class_dirs["train"])  # no schema default: read from the data
     if not classes:
         raise UserError(f"{split_dirs['train']}: no class sub-folders found (expected e.g. "
@@ -121,22 +123,27 @@ def build_from_root(root: Path, params: dict[str, Any], ctx: DataContext, datase
     if masks is not None:
         info["masks"] = attach_masks(parts, root, masks, exts)
         ctx.log(f"{dataset}: masks for {info['masks']['with_mask']} of {info['masks']['images']} images ({masks})")
+    if confounds is not None:
+        info["confound_masks"] = attach_masks(parts, root, confounds, exts, "confound_masks")
+        ctx.log(f"{dataset}: confound masks for {info['confound_masks']['with_mask']} of "
+                f"{info['confound_masks']['images']} images ({confounds})")
     return build_bundle(dataset, parts, list(classes), params, ctx, opts, skips, has_masks=masks is not None,
-                        info=info, source=f"{dataset} at {root}")
+                        info=info, source=f"{dataset} at {root}", has_confound_masks=confounds is not None)
 
 
-def mask_root(root: Path, given: Any) -> Path | None:
-    """The folder of lesion masks (``masks``), or None when there is none."""
+def mask_root(root: Path, given: Any, param: str = "masks") -> Path | None:
+    """The folder of lesion masks (``masks``) or confound masks (``confound_masks``), or None when there is none."""
     if not given:
         return None
     path = Path(str(given)).expanduser()
     path = path if path.is_absolute() else root / path
     if not path.is_dir():
-        raise UserError(f"dataset.params.masks: mask folder not found: {path}")
+        raise UserError(f"dataset.params.{param}: mask folder not found: {path}")
     return path
 
 
-def attach_masks(parts: dict[str, list[Sample]], root: Path, masks: Path, exts: tuple[str, ...]) -> dict[str, int]:
+def attach_masks(parts: dict[str, list[Sample]], root: Path, masks: Path, exts: tuple[str, ...],
+                 param: str = "masks") -> dict[str, int]:
     """Give each sample the mask at the same relative path under ``masks`` (any image extension)."""
     found = {p.relative_to(masks).with_suffix("").as_posix(): p for p in list_images(masks, exts)}
     images = with_mask = 0
@@ -145,9 +152,12 @@ def attach_masks(parts: dict[str, list[Sample]], root: Path, masks: Path, exts: 
             images += 1
             hit = found.get(Path(s.path).relative_to(root).with_suffix("").as_posix())
             if hit is not None:
-                s.mask_paths = [str(hit)]
+                if param == "masks":
+                    s.mask_paths = [str(hit)]
+                else:
+                    s.confound_paths = [str(hit)]
                 with_mask += 1
     if not with_mask:
-        raise UserError(f"dataset.params.masks: no mask in {masks} matches an image (the mask of "
+        raise UserError(f"dataset.params.{param}: no mask in {masks} matches an image (the mask of "
                         f"{root}/<split>/<class>/<name>.png is {masks}/<split>/<class>/<name>.<ext>)")
     return {"images": images, "with_mask": with_mask}

@@ -74,7 +74,8 @@ def _meta(ds: Any) -> tuple[list[str], list[str], list[int]]:
 
 
 def finalize_bundle(splits: dict[str, Any], class_names: list[str], ctx: DataContext, *, has_masks: bool,
-                    info: dict[str, Any], dataset: str, source: str = "") -> DataBundle:
+                    info: dict[str, Any], dataset: str, source: str = "", has_confound_masks: bool = False
+                    ) -> DataBundle:
     """Check the splits (none empty, no patient in two, every class trained on), write splits.json."""
     where = source or f"dataset {dataset}"
     metas = {}
@@ -113,4 +114,5 @@ def finalize_bundle(splits: dict[str, Any], class_names: list[str], ctx: DataCon
                "splits": {name: metas[name][0] for name in SPLITS},
                "groups": {name: metas[name][1] for name in SPLITS}}
         atomic_write_text(ctx.run_dir.splits, json.dumps(doc, indent=1))
-    return DataBundle(splits=dict(splits), class_names=list(class_names), has_masks=has_masks, info=info)
+    return DataBundle(splits=dict(splits), class_names=list(class_names), has_masks=has_masks, info=info,
+                      has_confound_masks=has_confound_masks)

@@ -8,14 +8,18 @@ radial spikes) of about the same integrated brightness. Both sit on smoothed noi
 ``difficulty`` lowers the lesion contrast, raises the noise and adds round distractor blobs (in both
 classes) and more streaks, so the spikes are the only cue; ``decoys`` adds fainter lesions of the other class's
 shape, so that the most conspicuous lesion decides the label and where to look matters; ``shortcut`` adds a
-corner marker that agrees with the label in that share of the images, and a ``shifted`` test split where it does
-not (a shortcut a model can learn instead of the lesion). The mask is the lesion's footprint.
+corner marker that agrees with the label in a share of the images (a shortcut a model can learn instead of the
+lesion), and test splits where it does not: ``shifted`` (the number form), or any named in the mapping form
+(``{agree: 1.0, splits: {flipped: 0.0, nomarker: null}}``: the test images with the marker in the class-0 images,
+or without it). The mask is the lesion's footprint; the confound mask is the marker's box.
 
 No library generates such images, so the generator is hand-written (numpy only).
 """
 from __future__ import annotations
 
+import json
 import zlib
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -100,26 +104,33 @@ def _tissue(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, difficulty
     return img
 
 
-def _marker(seed: int, code: int, index: int, label: int, split: str, shortcut: float, img: np.ndarray) -> None:
-    """The shortcut: a bright square in the top-left corner, present in class-1 images and absent in class-0 ones
-    for a share ``shortcut`` of the images (the other way round for the rest); in the ``shifted`` split it is
-    present in half the images whatever their label. Drawn from a generator of its own, so the rest of the
-    image is the same with and without it."""
-    agree = 0.5 if split == SHIFTED else shortcut
+def marker_box(size: tuple[int, int]) -> tuple[slice, slice]:
+    """Where the marker goes: a square of 7% of the shorter side, two pixels from the top-left corner."""
+    side = max(2, int(round(0.07 * min(size))))
+    return slice(2, 2 + side), slice(2, 2 + side)
+
+
+def _marker_drawn(seed: int, code: int, index: int, label: int, agree: float | None) -> bool:
+    """Whether the marker is in an image: in class-1 images and not in class-0 ones for a share ``agree`` of the
+    images (the other way round for the rest; None: never). Drawn from a generator of its own, so the rest of
+    the image is the same with and without it."""
+    if agree is None:
+        return False
     draw = np.random.default_rng([int(seed) & 0xFFFFFFFF, code, int(index), 1]).random()
-    if (label == 1) == (draw < agree):
-        side = max(2, int(round(0.07 * min(img.shape))))
-        img[2:2 + side, 2:2 + side] += 0.35
+    return (label == 1) == (draw < agree)
 
 
-def generate(seed: int, split: str, index: int, size: tuple[int, int], difficulty: float, lesion_size: float,
-             decoys: float, shortcut: float = 0.0) -> tuple[np.ndarray, np.ndarray, int]:
-    """One (image HxW float32 in [0,1], mask HxW float32, label) for (seed, split, index).
+def _split_code(split: str) -> int:
+    return _SPLIT_CODE.get(split, zlib.crc32(split.encode()))
 
-    ``decoys``: expected number of fainter lesions of the *other* class's shape elsewhere in the image, so that
-    the label is only told by the most conspicuous lesion: where to look matters (the mask is the true lesion).
-    ``shortcut``: the share of images whose corner marker agrees with the label (0: no marker; see _marker)."""
-    code = _SPLIT_CODE.get(split, zlib.crc32(split.encode()))
+
+def render(seed: int, split: str, index: int, size: tuple[int, int], difficulty: float, lesion_size: float,
+           decoys: float, agree: float | None = None, strength: float = 0.35, images_of: str | None = None,
+           marker: bool | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """One (image, mask, label) of ``split``: the image of (seed, ``images_of`` or ``split``, index), with the
+    corner marker where the agreement ``agree`` of ``split`` puts it (None: no marker), or where ``marker``
+    says (True / False: the same image with and without it)."""
+    code = _split_code(images_of or split)
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, code, int(index)])
     h, w = size
     s = float(min(h, w))
@@ -148,17 +159,29 @@ def generate(seed: int, split: str, index: int, size: tuple[int, int], difficult
             dr = r * rng.uniform(0.7, 0.9)
             dy, dx = rng.uniform(dr, h - dr), rng.uniform(dr, w - dr)
             img += 0.5 * contrast * _lesion(rng, yy, xx, dy, dx, dr, edge, 1 - label) * (1.0 - mask)
-    if shortcut > 0:  # only when asked, so that shortcut: 0 leaves every image as it was
-        _marker(seed, code, index, label, split, shortcut, img)
+    drawn = _marker_drawn(seed, _split_code(split), index, label, agree) if marker is None else marker
+    if drawn:  # uses no draw of the image's generator: the image is the same with and without it
+        img[marker_box(size)] += strength
     img += rng.normal(0.0, 0.02 + 0.05 * difficulty, size=(h, w)).astype(np.float32)
     return np.clip(img, 0.0, 1.0).astype(np.float32), mask, label
+
+
+def generate(seed: int, split: str, index: int, size: tuple[int, int], difficulty: float, lesion_size: float,
+             decoys: float, shortcut: float = 0.0) -> tuple[np.ndarray, np.ndarray, int]:
+    """One (image HxW float32 in [0,1], mask HxW float32, label) for (seed, split, index).
+
+    ``decoys``: expected number of fainter lesions of the *other* class's shape elsewhere in the image, so that
+    the label is only told by the most conspicuous lesion: where to look matters (the mask is the true lesion).
+    ``shortcut``: the share of images whose corner marker agrees with the label (0: no marker), a half in the
+    ``shifted`` split (the number form of the param)."""
+    agree = None if shortcut <= 0 else 0.5 if split == SHIFTED else shortcut
+    return render(seed, split, index, size, difficulty, lesion_size, decoys, agree)
 
 
 def site_of(seed: int, split: str, index: int, sites: int) -> int:
     """The acquisition site of an image (0 .. sites - 1), from a generator of its own (so the image is the same
     with and without sites, and the site does not follow the label)."""
-    code = _SPLIT_CODE.get(split, zlib.crc32(split.encode()))
-    return int(np.random.default_rng([int(seed) & 0xFFFFFFFF, code, int(index), 2]).integers(sites))
+    return int(np.random.default_rng([int(seed) & 0xFFFFFFFF, _split_code(split), int(index), 2]).integers(sites))
 
 
 def site_contrast(img: np.ndarray, site: int, sites: int) -> np.ndarray:
@@ -170,30 +193,81 @@ def site_contrast(img: np.ndarray, site: int, sites: int) -> np.ndarray:
     return np.clip(0.5 + (img - 0.5) * gain, 0.0, 1.0).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class MarkerPlan:
+    """The marker of one split: its agreement (None: no marker), brightness, and whose images it is drawn on."""
+
+    agree: float | None = None
+    strength: float = 0.35
+    images_of: str | None = None  # the test split's images, for the extra splits of the mapping form
+
+    @property
+    def present(self) -> bool:
+        return self.agree is not None
+
+
+def marker_plans(shortcut: Any) -> dict[str, MarkerPlan]:
+    """{split: MarkerPlan} of the ``shortcut`` param: a number (train / val / test at that agreement and a
+    ``shifted`` split of other images at one half; 0: none), or {agree, strength, splits} (extra splits show the
+    test images)."""
+    if not isinstance(shortcut, dict):
+        value = float(shortcut or 0)
+        if value <= 0:
+            return {}
+        return {**{k: MarkerPlan(value) for k in _SPLIT_CODE}, SHIFTED: MarkerPlan(0.5)}
+    strength = float(shortcut.get("strength", 0.35))
+    plans = {k: MarkerPlan(float(shortcut["agree"]), strength) for k in _SPLIT_CODE}
+    for name, agree in (shortcut.get("splits") or {}).items():
+        plans[name] = MarkerPlan(None if agree is None else float(agree), strength, images_of="test")
+    return plans
+
+
 class SyntheticLesions(Dataset):
-    """A split of ``synthetic_lesions``: items generated on demand, deterministic by (seed, split, index)."""
+    """A split of ``synthetic_lesions``: items generated on demand, deterministic by (seed, split, index). With a
+    marker in the data set every item carries ``confound_mask``, the marker's box (whether the marker is drawn
+    in that image or not: it is where the shortcut lives), and :meth:`confound_pair` renders an image with and
+    without the marker."""
 
     def __init__(self, split: str, n: int, seed: int, size: tuple[int, int], channels: int,
-                 difficulty: float, lesion_size: float, decoys: float, shortcut: float = 0.0, sites: int = 0) -> None:
+                 difficulty: float, lesion_size: float, decoys: float, plan: MarkerPlan | None = None,
+                 confound: bool = False, sites: int = 0) -> None:
         self.split, self.n, self.seed, self.size, self.channels = split, n, seed, size, channels
-        self.difficulty, self.lesion_size, self.decoys, self.shortcut = difficulty, lesion_size, decoys, shortcut
+        self.difficulty, self.lesion_size, self.decoys = difficulty, lesion_size, decoys
+        self.plan, self.confound = plan or MarkerPlan(), confound
         self.sites = int(sites)
 
     def __len__(self) -> int:
         return self.n
 
+    def _render(self, index: int, marker: bool | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+        p = self.plan
+        img, mask, label = render(self.seed, self.split, index, self.size, self.difficulty, self.lesion_size,
+                                  self.decoys, p.agree, p.strength, p.images_of, marker)
+        if self.sites:  # only when asked, so that sites: 0 leaves every image as it was
+            img = site_contrast(img, site_of(self.seed, self.split, index, self.sites), self.sites)
+        return img, mask, label
+
+    def _tensor(self, img: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(img)[None]
+        return t.expand(3, -1, -1).clone() if self.channels == 3 else t
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < self.n:
             raise IndexError(index)
-        img, mask, label = generate(self.seed, self.split, index, self.size, self.difficulty, self.lesion_size,
-                                     self.decoys, self.shortcut)
-        if self.sites:  # only when asked, so that sites: 0 leaves every image as it was
-            img = site_contrast(img, site_of(self.seed, self.split, index, self.sites), self.sites)
-        t = torch.from_numpy(img)[None]
-        if self.channels == 3:
-            t = t.expand(3, -1, -1).clone()
-        return {"image": t, "label": label, "id": self.item_id(index), "mask": torch.from_numpy(mask)[None],
-                "group": self.item_id(index)}
+        img, mask, label = self._render(index)
+        item = {"image": self._tensor(img), "label": label, "id": self.item_id(index),
+                "mask": torch.from_numpy(mask)[None], "group": self.item_id(index)}
+        if self.confound:
+            box = torch.zeros(1, *self.size)
+            box[(0, *marker_box(self.size))] = 1.0
+            item["confound_mask"] = box
+        return item
+
+    def confound_pair(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image with the marker, the same image without it): how much a model relies on the shortcut."""
+        if not 0 <= index < self.n:
+            raise IndexError(index)
+        return self._tensor(self._render(index, True)[0]), self._tensor(self._render(index, False)[0])
 
     def item_id(self, index: int) -> str:
         """The sample id of one index."""
@@ -223,16 +297,23 @@ def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
     """Factory of ``synthetic_lesions`` (params validated, defaults filled in)."""
     seed = int(ctx.seed) + int(params["seed_offset"])  # ctx.seed: dataset.seed, else the experiment's seed
     size = (int(ctx.image_size[0]), int(ctx.image_size[1]))
-    look = {k: float(params[k]) for k in ("difficulty", "lesion_size", "decoys", "shortcut")}
+    look = {k: float(params[k]) for k in ("difficulty", "lesion_size", "decoys")}
+    shortcut = params["shortcut"]
+    plans = marker_plans(shortcut)
     counts = {"train": int(params["n_train"]), "val": int(params["n_val"]), "test": int(params["n_test"])}
-    if look["shortcut"] > 0:  # the test split of the marker that no longer agrees with the label
-        counts[SHIFTED] = int(params["n_test"])
+    counts.update({name: int(params["n_test"]) for name in plans if name not in counts})  # the shortcut's splits
+    confound = bool(plans)
     sites = int(params.get("sites") or 0)
-    splits = {name: SyntheticLesions(name, n, seed, size, ctx.channels, **look, sites=sites)
-              for name, n in counts.items()}
+    splits = {name: SyntheticLesions(name, n, seed, size, ctx.channels, **look, plan=plans.get(name),
+                                     confound=confound, sites=sites) for name, n in counts.items()}
     shown = f"{look['difficulty']}:{look['lesion_size']}" + (f":{look['decoys']}" if look["decoys"] else "")
-    shown += f":shortcut={look['shortcut']}" if look["shortcut"] else ""
     shown += f":sites={sites}" if sites else ""
-    info = {"counts": counts, **look, "seed": seed,
+    if isinstance(shortcut, dict):
+        shown += ":shortcut=" + json.dumps(shortcut, sort_keys=True)
+    elif shortcut:
+        shown += f":shortcut={float(shortcut)}"
+    info = {"counts": counts, **look, "shortcut": shortcut if isinstance(shortcut, dict) else float(shortcut),
+            "seed": seed,
             "fingerprint": f"synthetic_lesions:{seed}:{shown}:{size}:{counts}"}
-    return finalize_bundle(splits, CLASS_NAMES, ctx, has_masks=True, info=info, dataset="synthetic_lesions")
+    return finalize_bundle(splits, CLASS_NAMES, ctx, has_masks=True, info=info, dataset="synthetic_lesions",
+                           has_confound_masks=confound)

@@ -6,31 +6,35 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from medattn.api import NotApplicable
+from medattn.api import NotApplicable, attention_map_kinds
 
 from .base import Explainer
 
 
 def render_attention(maps: dict[str, torch.Tensor], features: dict[str, torch.Tensor],
-                     size: tuple[int, int]) -> dict[str, torch.Tensor]:
+                     size: tuple[int, int], kinds: dict[str, str] | None = None) -> dict[str, torch.Tensor]:
     """Attention maps as (B, 1, H, W) images: spatial gates as they are, position attention (B, N, N) by how much
     each position is attended to (column mean), channel weights (B, C, 1, 1) or channel attention (B, C, C)
-    (row mean) by weighting the channels of the level they act on. Maps that fit none of these are left out."""
+    (row mean) by weighting the channels of the level they act on. Maps that fit none of these are left out.
+    ``kinds``: the module's declared map kinds; a square map declared ``channel`` is never read as positions."""
     shapes = {n: tuple(f.shape[1:]) for n, f in features.items() if f.ndim == 4}
     out = {}
     for key, m in maps.items():
-        img = _as_image(m.detach().float(), features, shapes)
+        img = _as_image(m.detach().float(), features, shapes, (kinds or {}).get(key))
         if img is not None:
             out[key] = F.interpolate(img, size=size, mode="bilinear", align_corners=False)
     return out
 
 
-def _as_image(m: torch.Tensor, features: dict[str, torch.Tensor], shapes: dict) -> torch.Tensor | None:
+def _as_image(m: torch.Tensor, features: dict[str, torch.Tensor], shapes: dict,
+              kind: str | None = None) -> torch.Tensor | None:
     """One map as (B, 1, h, w) at its level's resolution, or None."""
     if m.ndim == 4 and m.shape[1] == 1:
         return m
     if m.ndim == 4 and m.shape[2:] == (1, 1):
         return _weighted(m[:, :, 0, 0], features, shapes)
+    if m.ndim == 3 and m.shape[1] == m.shape[2] and kind == "channel":
+        return _weighted(m.mean(dim=1), features, shapes)
     if m.ndim == 3 and m.shape[1] == m.shape[2]:
         n = m.shape[1]
         hw = next(((h, w) for c, h, w in reversed(list(shapes.values())) if h * w == n), None)
@@ -64,7 +68,9 @@ class AttentionMaps(Explainer):
                 model(inputs)
         finally:
             handle.remove()
-        rendered = render_attention(model.attention_maps(), seen.get("features") or {}, tuple(inputs.shape[-2:]))
+        maps = model.attention_maps()
+        rendered = render_attention(maps, seen.get("features") or {}, tuple(inputs.shape[-2:]),
+                                    attention_map_kinds(model.attention, maps))
         if not rendered:
             raise NotApplicable("the attention module exposes no map that can be drawn over the image")
         key = self.params["key"]

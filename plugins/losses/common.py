@@ -19,11 +19,26 @@ def mask_weights(batch: LossBatch, term: str) -> torch.Tensor:
     it) and that may use it (``batch.mask_weight``), else 0."""
     if batch.masks is None:
         raise UserError(f"loss {term}: the batch has no lesion masks (the data set gives none)")
-    area = (batch.masks > 0.5).float().flatten(1).mean(1)
+    return informative(batch.masks, batch.mask_weight)
+
+
+def penalised_region(batch: LossBatch, region: str, term: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """((B, 1, H, W) where relevance is penalised, (B,) which images take part): outside the lesion mask
+    (``outside_mask``), or inside the confound mask (``confound``, where a known shortcut lives). An image whose
+    mask covers nothing or all of it tells nothing: it is skipped (weight 0)."""
+    if region == "outside_mask":
+        return 1 - batch.masks if batch.masks is not None else batch.masks, mask_weights(batch, term)
+    if batch.confound_masks is None:
+        raise UserError(f"loss {term}: region: confound needs confound masks, and the batch has none (the data "
+                        f"set gives none: see confound_masks / confound_mask_column)")
+    return batch.confound_masks, informative(batch.confound_masks, batch.mask_weight)
+
+
+def informative(masks: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+    """(B,) 1 where a mask covers part of the image (neither nothing nor all of it) and the image may use it."""
+    area = (masks > 0.5).float().flatten(1).mean(1)
     w = ((area > 0) & (area < 1)).float()
-    if batch.mask_weight is not None:
-        w = w * batch.mask_weight.to(w)
-    return w
+    return w * allowed.to(w) if allowed is not None else w
 
 
 def weighted_mean(per_image: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -39,10 +54,14 @@ def mask_at(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def outside_fraction(relevance: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """(B,) the share of each map's (non-negative) mass that lies outside the mask: 0 when all of it is inside."""
+    """(B,) the share of each map's (non-negative) mass that lies outside the mask: 0 when all of it is inside,
+    1 when all of it is outside, and 1 for an empty map (all zero), which points nowhere: the evaluation scores
+    it at chance, so it must not earn the term for free."""
     inside = mask_at(masks, tuple(relevance.shape[-2:]))
     total = relevance.flatten(1).sum(1)
-    return (relevance * (1 - inside)).flatten(1).sum(1) / (total + EPS)
+    some = total > 0
+    share = (relevance * (1 - inside)).flatten(1).sum(1) / torch.where(some, total, torch.ones_like(total))
+    return torch.where(some, share, torch.ones_like(share))
 
 
 def label_probability(batch: LossBatch, logits: torch.Tensor) -> torch.Tensor:

@@ -17,8 +17,10 @@ class Scorer:
     """Scores of each method's maps on the images of one run, collected for quality.json."""
 
     def __init__(self, cfg: dict, model: nn.Module, inputs: torch.Tensor, target: np.ndarray | None,
-                 masks: np.ndarray | None, device: Any, batch_size: int, seed: int) -> None:
+                 masks: np.ndarray | None, device: Any, batch_size: int, seed: int,
+                 confound_masks: np.ndarray | None = None) -> None:
         self.cfg, self.model, self.inputs, self.target, self.masks = cfg, model, inputs, target, masks
+        self.confound_masks = confound_masks
         self.device, self.batch_size, self.seed = device, batch_size, seed
         self.scores: dict[str, dict[str, float]] = {}
         self.per_image: dict[str, dict[str, np.ndarray]] = {}  # method label -> score -> (N,) values
@@ -42,7 +44,7 @@ class Scorer:
             rand = attribute(explainer, self.randomised(), self.inputs, self.target, self.batch_size, self.device)
         each: dict[str, np.ndarray] = {}
         s, c = quality.score_method(self.model, explainer, self.inputs, self.target, attributions, self.masks,
-                                    self.cfg, self.device, self.batch_size, rand, each)
+                                    self.cfg, self.device, self.batch_size, rand, each, self.confound_masks)
         if each:
             self.per_image[label] = each
         self.scores[label] = s

@@ -120,7 +120,8 @@ def select(run: Any, rd: RunDir, cfg: dict, model: nn.Module, ds) -> dict | None
 
 def chosen_arrays(picked: list[tuple[int, dict, np.ndarray, dict]]) -> dict:
     """The picked images as arrays: index, ids, labels, scores, preds, images (un-normalised), inputs (the model's
-    tensors), attention (the attention module's maps, when it has any) and masks (when every image has one)."""
+    tensors), attention (the attention module's maps, when it has any), masks and confound_masks (when every image
+    has one)."""
     import torch
 
     from ...evidence.metrics import predictions
@@ -139,6 +140,8 @@ def chosen_arrays(picked: list[tuple[int, dict, np.ndarray, dict]]) -> dict:
         out["attention"] = {k: np.stack([m[k] for _, _, _, m in picked]) for k in maps}
     if all("mask" in it for it in items):
         out["masks"] = torch.stack([it["mask"] for it in items]).numpy().astype(np.float32)
+    if all("confound_mask" in it for it in items):
+        out["confound_masks"] = torch.stack([it["confound_mask"] for it in items]).numpy().astype(np.float32)
     return out
 
 

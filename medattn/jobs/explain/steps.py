@@ -41,7 +41,7 @@ def attribute_all(run: Any, rd: RunDir, model: Any, chosen: dict, inputs: Any, t
     check_layers(explainers, model)
     attributed = model_to_attribute(explainers, model, inputs[:1].to(run.device), run.log)
     scorer = Scorer(cfg["quality"], attributed, inputs, target, chosen.get("masks"), run.device, bs,
-                    int(run.config["seed"]))
+                    int(run.config["seed"]), chosen.get("confound_masks"))
     for label, spec, explainer in explainers:
         try:
             attributions = attribute(explainer, attributed, inputs, target, bs, run.device)
