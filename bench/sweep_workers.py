@@ -4,7 +4,7 @@
 One worker may use every core (torch's threads); N workers get the cores divided between them. The trials of
 a small model scale poorly over threads, so independent workers finish the study sooner.
 Final line: ``trials_done=12 duplicates=0 workers2_vs_1=...`` (seconds with 1 worker / seconds with 2), with
-trials_done and duplicates counted over the 2-worker study.
+trials_done and duplicates (params trained twice) counted over the 2-worker study.
 
     python bench/sweep_workers.py [--trials 12] [--epochs 2] [--n-train 64] [--workers 2]
 """
@@ -52,15 +52,17 @@ def timed_sweep(file: Path, workers: int) -> float:
 
 
 def study_counts(out: Path) -> tuple[int, int]:
-    """(finished trials, finished trials whose params repeat another's) of the bench study."""
+    """(finished trials, trained trials whose params repeat another trained trial's) of the bench study; a repeated
+    draw that reused a finished trial's result (``medattn:repeat_of``) was not trained and is no duplicate."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     storage = JournalStorage(JournalFileBackend(str(out / "bench" / "sweep" / "default.journal")))
     trials = optuna.load_study(study_name="bench/default", storage=storage).get_trials(deepcopy=False)
-    done = [tuple(sorted(t.params.items())) for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
-    return len(done), len(done) - len(set(done))
+    done = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    trained = [tuple(sorted(t.params.items())) for t in done if "medattn:repeat_of" not in t.user_attrs]
+    return len(done), len(trained) - len(set(trained))
 
 
 def main() -> None:

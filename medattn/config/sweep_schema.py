@@ -77,7 +77,8 @@ _SWEEP = {
         "params": {"type": "object", "minProperties": 1, "additionalProperties": SPACE,
                    "description": "dotted.key: {type: float|int|categorical, ...}, e.g. train.optimizer.lr: "
                                   "{type: float, low: 1.0e-4, high: 1.0e-2, log: true}"},
-        "trials": _key({"type": "integer", "minimum": 1}, 20, "finished (complete or pruned) trials per variant"),
+        "trials": _key({"type": "integer", "minimum": 1}, 20,
+                       "finished (complete or pruned) trials per variant; more failed ones stop the variant"),
         "best_checkpoints": _key({"type": "boolean"}, False,
                                  "trials keep train.checkpoints (best_*.pt); false: last.pt only (resume), which "
                                  "saves disk and time (--finalize trains the winners again over seeds)"),
@@ -98,7 +99,7 @@ _SWEEP = {
             "properties": {
                 "name": _key({"enum": ["tpe", "random"]}, "tpe", "TPESampler or RandomSampler"),
                 "seed": _key({"type": "integer", "minimum": 0}, 0,
-                             "seed (each trial's draw is seeded from it and the trial number)"),
+                             "seed (each draw is seeded from a hash of it, the variant and the trial number)"),
                 "startup_trials": _key({"type": "integer", "minimum": 0}, 10, "tpe: random trials first"),
             },
         },
@@ -110,14 +111,14 @@ _SWEEP = {
                              "MedianPruner, HyperbandPruner or none"),
                 "startup_trials": _key({"type": "integer", "minimum": 0}, 5, "median: trials never pruned first"),
                 "warmup_epochs": _key({"type": "integer", "minimum": 0}, 1,
-                                      "median: epochs of a trial never pruned"),
+                                      "median: a trial's first epochs, never pruned"),
                 "reduction_factor": _key({"type": "integer", "minimum": 2}, 3, "hyperband: reduction factor"),
             },
         },
         "heartbeat": {
             "type": "object", "additionalProperties": False, "default": {},
             "description": "a trial whose worker died (kill -9, node lost) is failed after `grace` seconds "
-                           "without a heartbeat, and retried once",
+                           "without a heartbeat, and retried once; a claim lock unrenewed that long is taken over",
             "properties": {
                 "interval": _key({"type": "integer", "minimum": 1}, 30, "seconds between heartbeats"),
                 "grace": _key({"type": "integer", "minimum": 1}, 120,

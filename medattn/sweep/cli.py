@@ -19,8 +19,13 @@ def add_parser(sub: argparse._SubParsersAction, config_args) -> None:
                     help="an RDB URL (postgresql://..., mysql://..., sqlite:///...) instead of the journal files")
     sw.add_argument("--status", action="store_true", help="print a table per variant and exit")
     sw.add_argument("--finalize", action="store_true",
-                    help="write NAME-tuned.yaml: each variant's best params, with seeds: and compare:")
-    sw.add_argument("--output", "-o", type=Path, help="--finalize: write the tuned file here")
+                    help="write FILE-tuned.yaml beside FILE (FILE's name without .yaml): each variant's best params, "
+                         "with seeds:, compare: and the test and figure jobs")
+    sw.add_argument("--output", "-o", type=Path,
+                    help="--finalize: write the tuned file here instead (extends and plugin files are rebased)")
+    sw.add_argument("--retry-failed", action="store_true",
+                    help="after fixing what made trials fail: the failed trials so far no longer count toward a "
+                         "variant's failure limit, so the variants that stopped go on")
     sl = sw.add_argument_group("Slurm (through submitit; flags override the file's sweep.slurm section)")
     sl.add_argument("--slurm", action="store_true", help="submit a job array of workers instead of running here")
     sl.add_argument("--partition", help="Slurm partition")
@@ -34,8 +39,8 @@ def add_parser(sub: argparse._SubParsersAction, config_args) -> None:
 
 def cmd_sweep(args) -> int:
     from ..config import load_experiment
-    from .results import status_text, write_finalized
-    from .study import run_workers, sweep_spec
+    from .results import status_rows, status_text, stopped_variants, write_finalized
+    from .study import retry_failed, run_workers, sweep_spec
 
     exp = load_experiment(args.file, args.overrides)
     sweep_spec(exp)
@@ -48,13 +53,24 @@ def cmd_sweep(args) -> int:
         path = write_finalized(exp, args.output, args.output_dir, args.storage)
         print(f"{path}: the tuned experiment; run it with: medattn run {path}")
         return 0
+    if args.retry_failed:
+        again = retry_failed(exp, args.output_dir, args.storage)
+        print(f"--retry-failed: earlier failed trials no longer count; {', '.join(again) or 'no variant'} had stopped")
     if args.slurm:
         return _submit(exp, args)
     failed = run_workers(exp, args.workers, args.output_dir, args.device, args.storage)
-    print(status_text(exp, args.output_dir, args.storage))
+    rows = status_rows(exp, args.output_dir, args.storage)
+    print(status_text(exp, args.output_dir, args.storage, rows))
+    problems = []
     if failed:
-        raise UserError("worker(s) ended early: " + ", ".join(f"worker {i} (exit {c})" for i, c in failed)
+        problems.append("worker(s) ended early: " + ", ".join(f"worker {i} (exit {c})" for i, c in failed)
                         + "; run the same command again to continue the studies")
+    stopped = stopped_variants(rows)
+    if stopped:
+        problems.append(f"variant(s) {', '.join(stopped)} stopped: more failed trials than sweep.trials (the last "
+                        f"reason is in the table above). Fix the cause, then: medattn sweep {args.file} --retry-failed")
+    if problems:
+        raise UserError("\n".join(problems))
     return 0
 
 
