@@ -155,8 +155,7 @@ class RunDir:
         rd = cls("")
         made = [rd.checkpoint("best_<split>_<metric>"), rd.test_metrics("<ckpt>"), rd.predictions("<ckpt>"),
                 rd.predictions("<ckpt>", "<split>"), rd.roc("<ckpt>"), rd.pad_roc("<ckpt>"), rd.triage("<ckpt>"),
-                rd.subgroups("<ckpt>"),
-                rd.metrics_file("<file>"), rd.attributions("<method>"), rd.figure("<kind>", "<format>")]
+                rd.subgroups("<ckpt>"), rd.shortcut_images("<ckpt>"), rd.metrics_file("<file>"), rd.attributions("<method>"), rd.figure("<kind>", "<format>")]
         fixed = [p.relative for k in dir(cls) if isinstance(p := getattr(cls, k), _Fixed)]
         return sorted({*fixed, *(p.as_posix() for p in made)})
 
