@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError
-from ..evidence import held_out
 from ..files import atomic_write_text, write_rows
 from ..store.rundir import RunDir
 from ..store.views import ExperimentView, RunView
@@ -137,6 +136,7 @@ class TestJob(Job):
     def check_data(self, config: dict[str, Any], bundle: Any, splits: dict[str, Any]) -> list[tuple[tuple, str]]:
         """Every split of test.splits is one the data set gives; the conformal split is one too, not the test
         split, and large enough for its alpha; every column of test.subgroups is one the test images carry."""
+        from ..evidence import held_out
         from ..train.engine import split_metadata
 
         out = [(("test", "splits", i), f"the data set has no split {s!r}; it has {', '.join(splits)}")
@@ -319,6 +319,7 @@ def _conformal_split_problem(spec: dict[str, Any], splits: dict[str, Any], class
 def _evaluate(run, dist, name: str) -> Evaluation:
     """The test outputs of one checkpoint on every rank, with its threshold, calibration and conformal sets."""
     from .. import distributed
+    from ..evidence import held_out
     from ..evidence import metrics as M
     from ..train import engine as E
 
@@ -625,6 +626,7 @@ def _calibration(run, metrics: dict, ev: Evaluation) -> None:
     """The calibration block (before / after with intervals, AUC change, reliability) and its top-level numbers
     (the calibrated values, or the model's own without calibration)."""
     from ..evidence import calibration as C
+    from ..evidence import held_out
 
     te, cal = ev.test, ev.calibration
     if te.logits is None or not len(te.labels):
