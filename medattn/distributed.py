@@ -100,9 +100,10 @@ def gather_outputs(out: Any, sampler_: Any, dist: Dist) -> Any:
     loss_sum = sum(p.loss * p.images for p in parts)
     images = sum(p.images for p in parts)
     _, first = np.unique(index, return_index=True)  # sorted by dataset index, one copy of each
+    logits = np.concatenate([p.logits for p in parts])[first] if all(p.logits is not None for p in parts) else None
     out = type(out)(loss_sum / max(images, 1), labels[first], scores[first],
                     [ids[i] for i in first] if ids else [], [groups[i] for i in first] if groups else None,
-                    images, max(p.seconds for p in parts), index[first])
+                    images, max(p.seconds for p in parts), index[first], logits=logits)
     return out
 
 

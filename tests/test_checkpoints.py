@@ -17,7 +17,7 @@ from medattn.store.rundir import RunDir
 from tests.test_engine import FAST, QUIET
 
 META_KEYS = {"config", "class_names", "image_size", "channels", "mean", "std", "threshold", "versions",
-             "data_fingerprint", "plugins", "components"}
+             "data_fingerprint", "plugins", "components", "calibration", "conformal"}
 
 
 @pytest.fixture(scope="module")

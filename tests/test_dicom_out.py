@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from medattn.errors import UserError
 from medattn.inference.dicom_sr import PRIVATE_SCHEME, class_code, model_uncertainty, read_finding
 from medattn.inference.parametric_map import to_source_grid
 from medattn.store import checkpoints
@@ -27,8 +28,10 @@ def model(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("model")
     file = model_file(tmp)
     state = torch.load(file, weights_only=True)
-    state["meta"]["calibration"] = {"method": "temperature", "temperature": 2.0}
-    state["meta"]["conformal"] = {"alpha": 0.1, "score": "lac", "threshold": 0.52}
+    state["meta"]["calibration"] = {"method": "temperature", "output": "sigmoid", "weight": [0.5], "bias": [0.0],
+                                    "temperature": 2.0, "split": "val", "n": 10}
+    state["meta"]["conformal"] = {"alpha": 0.1, "score": "lac", "class_conditional": False,
+                                  "thresholds": [0.52, 0.52], "split": "val", "n": 10, "n_per_class": [5, 5]}
     checkpoints.save(state, file)
     return file
 
@@ -68,8 +71,8 @@ def test_srs_and_maps_are_valid_and_read_back(model, cli, tmp_path):
         assert got["probabilities"] == pytest.approx(probs, abs=1e-6)
         assert got["probability"] == pytest.approx(probs[row["predicted"]], abs=1e-6)
         assert got["threshold"] == pytest.approx(float(row["threshold"]))
-        p = np.array([probs["round"], probs["spiculated"]])
-        calibrated = np.exp(np.log(p) / 2.0) / np.exp(np.log(p) / 2.0).sum()
+        # predict's probabilities are the calibrated ones (the model file's temperature applied to the logits)
+        calibrated = np.array([probs["round"], probs["spiculated"]])
         assert got["calibrated"] == pytest.approx(calibrated[["round", "spiculated"].index(row["predicted"])],
                                                   abs=1e-5)
         assert got["conformal_set"] == [c for k, c in enumerate(("round", "spiculated")) if 1 - calibrated[k] <= 0.52]
@@ -106,18 +109,18 @@ def test_class_codes_snomed_where_dicom_has_one():
 
 
 def test_uncertainty_read_from_the_model_file_or_skipped():
-    p = np.array([0.1, 0.6, 0.3])
+    p = np.array([0.1, 0.6, 0.3])  # as the Predictor gives them: calibrated when the model file calibrates
     assert model_uncertainty({}, p).calibrated is None and model_uncertainty({}, p).conformal_set is None
-    same = model_uncertainty({"calibration": {"method": "temperature", "temperature": 1.0}}, p)
-    np.testing.assert_allclose(same.calibrated, p, atol=1e-6)
-    flat = model_uncertainty({"calibration": {"method": "temperature", "temperature": 1e6}}, p)
-    np.testing.assert_allclose(flat.calibrated, 1 / 3, atol=1e-4)
-    assert model_uncertainty({"calibration": {"method": "vector", "weights": [1, 1, 1]}}, p).calibrated is None
-    lac = model_uncertainty({"conformal": {"alpha": 0.2, "score": "lac", "threshold": 0.75}}, p)
+    cal = {"method": "temperature", "output": "softmax", "weight": [0.5], "bias": [0.0], "temperature": 2.0}
+    np.testing.assert_allclose(model_uncertainty({"calibration": cal}, p).calibrated, p, atol=1e-6)
+    assert model_uncertainty({"calibration": None}, p).calibrated is None  # test.calibration: none
+    with pytest.raises(UserError, match="meta.calibration: not a calibration medattn wrote"):
+        model_uncertainty({"calibration": {"method": "vector", "weights": [1, 1, 1]}}, p)
+    lac = model_uncertainty({"conformal": {"alpha": 0.2, "score": "lac", "thresholds": [0.75] * 3}}, p)
     assert lac.conformal_set == [1, 2] and lac.alpha == 0.2
     per_class = model_uncertainty({"conformal": {"score": "lac", "thresholds": [0.95, 0.3, 0.5]}}, p)
     assert per_class.conformal_set == [0]
-    aps = model_uncertainty({"conformal": {"score": "aps", "threshold": 0.85}}, p)
+    aps = model_uncertainty({"conformal": {"score": "aps", "thresholds": [0.85] * 3}}, p)
     assert aps.conformal_set == [1]  # mass 0.6 for class 1, 0.9 with class 2, 1.0 with class 0
 
 

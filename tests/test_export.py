@@ -139,7 +139,7 @@ def test_cli_export_default_name_in_the_current_folder(tmp_path, cli, monkeypatc
     assert (tmp_path / "default_best_val_loss.onnx").is_file()
     contract = json.loads((tmp_path / "default_best_val_loss.json").read_text())
     assert contract["threshold"] is None and contract["decision"] == "argmax of softmax(logits)"
-    assert contract["output"] == {"name": "logits", "shape": ["batch", 3], "activation": "softmax"}
+    assert contract["output"] == {"name": "logits", "shape": ["batch", 3], "activation": "softmax", "calibrated": False}
 
 
 @pytest.mark.parametrize(("attention", "fmt", "module"), [("inverse_scale", "onnx", "InverseScale"),

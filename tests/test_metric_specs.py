@@ -40,7 +40,8 @@ def test_declarations_are_complete_and_consistent():
     assert len(names) == len(set(names))
     for m in METRICS:
         assert m.direction in ("max", "min", "none") and m.description, m.name
-        assert m.source in ("test", "loss", "pad", "quality", "shortcut"), m.name
+        assert m.source in ("test", "loss", "pad", "quality", "shortcut", "calibration", "conformal", "uncertainty",
+                            "decision"), m.name
         assert m.alias_of is None or metric_spec(m.alias_of).alias_of is None
         assert (m.score is not None) == (m.source == "quality"), m.name
         low, high = m.range
@@ -50,7 +51,7 @@ def test_declarations_are_complete_and_consistent():
 
     y = np.array([0, 1, 0, 1, 1, 0])
     s = np.array([0.2, 0.7, 0.6, 0.9, 0.4, 0.1])
-    for name in set(comparable_metrics()) | set(metric_names(has_ci=True)):
+    for name in set(comparable_metrics()) | set(metric_names(has_ci=True, source="test")):
         assert np.isfinite(M.weighted_metric(name, y, M.predictions(s), s, np.ones((1, 6)))[0]), name
 
 

@@ -120,12 +120,12 @@ def test_bootstrap_is_seeded_grouped_and_matches_sklearn_weights():
         assert got["balanced_accuracy"][r] == pytest.approx(skm.balanced_accuracy_score(y, p, sample_weight=w[r]))
         assert got["precision"][r] == pytest.approx(skm.precision_score(y, p, sample_weight=w[r]))
     # every declared interval, binary and multi-class (PR-AUC included)
-    assert set(a) == set(metric_names(has_ci=True))
+    assert set(a) == set(metric_names(has_ci=True, source="test"))
     # multi-class is repeatable too, and resamples where a class is absent give no ROC / PR area
     probs = np.eye(3)[rng.integers(0, 3, 30)] * 0.5 + 0.5 / 3
     yy = rng.integers(0, 3, 30)
     assert M.bootstrap_ci(yy, probs, 0.5, 20, 1, None, 0.95) == M.bootstrap_ci(yy, probs, 0.5, 20, 1, None, 0.95)
-    assert set(M.bootstrap_ci(yy, probs, 0.5, 20, 1, None, 0.95)) == set(metric_names(has_ci=True))
+    assert set(M.bootstrap_ci(yy, probs, 0.5, 20, 1, None, 0.95)) == set(metric_names(has_ci=True, source="test"))
 
 
 def test_the_resampler_is_the_same_however_it_is_chunked():
@@ -164,7 +164,7 @@ def test_weighted_metrics_are_the_test_metrics(classes):
         scores /= scores.sum(axis=1, keepdims=True)
     want = M.classification_metrics(y, scores)
     ones = np.ones((1, n))
-    for metric in metric_names(has_ci=True) + ("sensitivity",):
+    for metric in metric_names(has_ci=True, source="test") + ("sensitivity",):
         assert M.weighted_metric(metric, y, M.predictions(scores), scores, ones)[0] == pytest.approx(want[metric])
     twice = np.vstack([ones, 2 * ones])  # doubling every image changes nothing
     assert np.ptp(M.weighted_metric("f1", y, M.predictions(scores), scores, twice)) == pytest.approx(0)

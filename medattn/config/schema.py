@@ -62,6 +62,20 @@ COMPARE = {
 }
 
 
+CARD = {
+    "type": ["object", "null"], "additionalProperties": False, "default": None,
+    "description": "what the model card of report.html takes from the authors (the rest comes from the run)",
+    "properties": {
+        "intended_use": {"type": ["string", "null"], "default": None,
+                         "description": "what the model is for, for whom, and what it is not for"},
+        "caveats": {"type": ["string", "null"], "default": None,
+                    "description": "known limits, populations and settings it was not tested on"},
+        "authors": {"type": ["string", "null"], "default": None, "description": "who built and reports it"},
+        "contact": {"type": ["string", "null"], "default": None, "description": "where to report problems"},
+    },
+}
+
+
 def core_schema(reg: Registry) -> dict:
     """The core schema with slot markers (before composition)."""
     job_props = {}
@@ -107,6 +121,7 @@ def core_schema(reg: Registry) -> dict:
                       "description": "repeats, in place of seed: every variant runs once per seed, in "
                                      "VARIANT/seed-N/ (null: one run with seed)"},
             "compare": COMPARE,
+            "card": CARD,
             "sweep": sweep_section(),
             "device": {"type": "string", "pattern": "^(auto|cpu|mps|cuda(:[0-9]+)?)$", "default": "auto",
                        "description": "auto | cpu | cuda | cuda:N | mps"},

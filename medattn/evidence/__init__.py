@@ -1,1 +1,2 @@
-"""Pure numbers: metric declarations, metrics, statistics and explanation quality. No run paths."""
+"""Pure numbers: metric declarations, metrics, statistics, explanation quality, calibration, conformal prediction
+sets, uncertainty, operating points and decision curves, subgroups. No run paths."""

@@ -35,6 +35,7 @@ class MetricSpec:
     history: bool = False  # a column of every training history row (train_/val_), so it can be monitored
     shown: bool = False  # printed in the experiment summary
     source: str = "test"  # test: the classification metrics; loss; pad: presentation-attack; quality: explanations;
+    # calibration, conformal, uncertainty, decision: the clinical outputs of the test job (medattn.evidence)
     # shortcut: reliance on a confound (the test job, per image)
     score: str | None = None  # quality: the explain.quality.scores entry that computes it
     alias_of: str | None = None  # the same number under another name
@@ -68,6 +69,30 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("brier", "mean squared distance of the class probabilities to the one-hot label", "min",
                (0.0, 2.0), history=True),
     MetricSpec("ece", "expected calibration error over 10 equal-width confidence bins", "min", history=True),
+    MetricSpec("ece15", "expected calibration error, 15 equal-width bins (torchmetrics: P(class 1) for a binary "
+               "task, the top-class confidence otherwise), of the probabilities after test.calibration", "min",
+               has_ci=True, source="calibration"),
+    MetricSpec("adaptive_ece", "expected calibration error over 15 equal-mass bins, after test.calibration", "min",
+               has_ci=True, source="calibration"),
+    MetricSpec("mce", "maximum calibration error: the largest gap of the 15 equal-width bins", "min", has_ci=True,
+               source="calibration"),
+    MetricSpec("nll", "negative log-likelihood of the true class (mean), after test.calibration", "min", _UNBOUNDED,
+               has_ci=True, source="calibration"),
+    MetricSpec("auc_change", "ROC AUC after test.calibration minus before it (0 for temperature scaling of a binary "
+               "model)", "none", (-1.0, 1.0), source="calibration"),
+    MetricSpec("coverage", "fraction of test images whose conformal prediction set holds the true class (target: "
+               "1 - test.conformal.alpha)", "none", has_ci=True, source="conformal"),
+    MetricSpec("class_coverage_min", "the lowest coverage of any class", has_ci=True, source="conformal"),
+    MetricSpec("set_size", "mean number of classes in a conformal prediction set", "min", (0.0, None), has_ci=True,
+               source="conformal"),
+    MetricSpec("aurc", "area under the risk-coverage curve, images kept from the least uncertain (test.tta / "
+               "test.mc_dropout predictive entropy)", "min", has_ci=True, source="uncertainty"),
+    MetricSpec("aurc_max_probability", "area under the risk-coverage curve ranked by the plain model's top "
+               "probability (the baseline of aurc)", "min", has_ci=True, source="uncertainty"),
+    MetricSpec("sensitivity_at_specificity", "sensitivity at the ROC point reaching test.operating_points."
+               "specificity (torchmetrics BinarySensitivityAtSpecificity)", has_ci=True, source="decision"),
+    MetricSpec("specificity_at_sensitivity", "specificity at the ROC point reaching test.operating_points."
+               "sensitivity (torchmetrics BinarySpecificityAtSensitivity)", has_ci=True, source="decision"),
     MetricSpec("apcer", "attacks accepted as bona fide (class 1 = attack)", "min", needs_threshold=True,
                source="pad"),
     MetricSpec("bpcer", "bona fide images rejected as attacks", "min", needs_threshold=True, source="pad"),

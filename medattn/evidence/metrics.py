@@ -251,7 +251,7 @@ def bootstrap_weights(n: int, groups: Sequence[Any] | None = None, resamples: in
 
 def bootstrap_ci(labels: np.ndarray, scores: np.ndarray, threshold: float, resamples: int, seed: int,
                  groups: Sequence[str] | None, confidence: float,
-                 keys: Sequence[str] = metric_names(has_ci=True)) -> dict[str, list[float]]:
+                 keys: Sequence[str] = metric_names(has_ci=True, source="test")) -> dict[str, list[float]]:
     """Percentile bootstrap intervals ``{metric: [low, high]}``; resamples whole groups (patients) when given.
 
     Every resample is a row of image multiplicities (:func:`bootstrap_chunks`) and the metrics are computed
@@ -347,7 +347,8 @@ def weighted_metric(metric: str, labels: np.ndarray, predicted: np.ndarray, scor
                  "f1": _ratio(2 * tp, support + called, 0.0),
                  "specificity": _ratio(tn, tn + called - tp, NAN if binary else 0.0)}
     if metric not in per_class:
-        raise UserError(f"{metric!r} has no resampled form (choose from {', '.join(metric_names(has_ci=True))})")
+        raise UserError(f"{metric!r} has no resampled form (choose from "
+                        f"{', '.join(metric_names(has_ci=True, source='test'))})")
     values = per_class[metric]
     return values[:, 1] if binary else values.mean(axis=1)
 

@@ -49,6 +49,14 @@ def add_parsers(sub: Any) -> None:
     pre.add_argument("--explain", metavar="METHOD",
                      help="also write attributions (.npz) and overlays (.png) of this explainer (e.g. saliency, "
                           "gradcam) into <output stem>_<METHOD>/")
+    pre.add_argument("--tta", choices=["none", "flips", "d4"], default="none",
+                     help="average test-time views of each image, stacked into the batch: flips (4 views) or d4 (8 views: "
+                          "flips, 90-degree turns and transposes; square inputs only)")
+    pre.add_argument("--mc-dropout", type=_batch_size, default=0, metavar="N",
+                     help="average N Monte Carlo dropout passes (the model needs dropout)")
+    pre.add_argument("--uncertainty", action="store_true",
+                     help="add each image's entropy, spread and mutual_information columns (over the --tta views "
+                          "and --mc-dropout samples)")
     pre.add_argument("--batch-size", type=_batch_size, default=32, help="images per forward pass (default: 32)")
     pre.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
     pre.add_argument("--path-column", default="path", help="the path column of CSV inputs (default: path)")
@@ -158,27 +166,34 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return cmd_predict_dicomweb(args)
     sources = collect_inputs(args.inputs, args.path_column)
     predictor = load_run(args.run_dir, args.checkpoint, args.device, allow_changed_plugins=args.allow_changed_plugins)
+    predictor.check_sampling(args.tta, args.mc_dropout)
     explainer = predictor.explainer(args.explain, args.batch_size) if args.explain else None
+    spread = ("entropy", "spread", "mutual_information") if args.uncertainty else ()
     folder = args.output.with_name(f"{args.output.stem}_{args.explain}") if args.explain else None
     writer = None
     if args.dicom_out is not None:
         from .dicom_out import DicomWriter
 
         writer = DicomWriter(predictor, args.dicom_out, args.explain)
-    rows: dict[int, dict[str, Any]] = {i: predictor_row(predictor, s.name, error=s.error)
-                                       for i, s in enumerate(sources) if s.error}
+    rows: dict[int, dict[str, Any]] = {i: {**predictor_row(predictor, s.name, error=s.error),
+                                           **dict.fromkeys(spread, "")} for i, s in enumerate(sources) if s.error}
     readable = [i for i, s in enumerate(sources) if s.error is None]
     with tqdm(total=len(sources), unit="img", desc="predict", disable=not sys.stderr.isatty()) as bar:
         bar.update(len(rows))
-        for batch in predictor.batches([sources[i].path for i in readable], args.batch_size):
+        for batch in predictor.batches([sources[i].path for i in readable], args.batch_size, tta=args.tta,
+                                       mc_samples=args.mc_dropout, uncertainty=args.uncertainty):
             for k, why in batch.errors.items():
                 rows[readable[k]] = predictor_row(predictor, sources[readable[k]].name, error=why)
+                rows[readable[k]].update(dict.fromkeys(spread, ""))
             if batch.ok:
                 maps = predictor.attribute(explainer, batch) if explainer is not None else None
                 probs = class_probabilities(batch.scores)
+                sets = predictor.sets(probs)
                 for j, (k, index) in enumerate(zip(batch.ok, predictor.classify(batch.scores))):
                     i = readable[k]
-                    rows[i] = predictor_row(predictor, sources[i].name, probs[j], int(index))
+                    rows[i] = predictor_row(predictor, sources[i].name, probs[j], int(index),
+                                            conformal_set=None if sets is None else sets[j])
+                    rows[i].update({k: f"{batch.uncertainty[k][j]:.6f}" for k in spread})
                     if maps is not None:
                         rows[i].update(save_explanation(folder, i, sources[i], predictor, args.explain,
                                                         batch.raw[j].numpy(), maps[j], probs[j], rows[i]))
@@ -186,7 +201,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                         rows[i].update(write_dicom(writer, sources[i], probs[j], int(index),
                                                    maps[j] if maps is not None else None))
             bar.update(len(batch.items))
-    columns = ["path", *(f"prob_{c}" for c in predictor.class_names), "predicted", "threshold", "error"]
+    columns = ["path", *(f"prob_{c}" for c in predictor.class_names), "predicted", "threshold",
+               *(["set"] if predictor.conformal is not None else []), *spread, "error"]
     columns += ["attribution", "overlay"] if explainer is not None else []
     columns += ["sr", "note"] if writer is not None else []
     write_csv(args.output, [rows[i] for i in range(len(sources))], columns)
@@ -196,6 +212,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise UserError(f"none of the {len(sources)} input(s) could be predicted (rows in {args.output}); "
                         f"first: {first}")
     bad = len(sources) - done
+    if predictor.made_before_calibration:
+        print(f"note: {predictor.file} was made before medattn kept a calibration in its model files: the "
+              "probabilities are the model's own (run the test job with test.calibration to add one)",
+              file=sys.stderr)
     reports = sum(1 for r in rows.values() if r.get("sr"))
     print(f"{done} of {len(sources)} image(s) predicted with {predictor.file} -> {args.output}"
           + (f"; {bad} could not be read (see the error column)" if bad else "")
@@ -262,12 +282,17 @@ def cmd_predict_dicomweb(args: argparse.Namespace) -> int:
     return 0
 
 
-def predictor_row(predictor: Any, name: str, probabilities: Any = None, index: int = -1, error: str | None = None
-                  ) -> dict[str, Any]:
-    """One CSV row: path, prob_<class>..., predicted, threshold, error."""
+def predictor_row(predictor: Any, name: str, probabilities: Any = None, index: int = -1, error: str | None = None,
+                  conformal_set: Any = None) -> dict[str, Any]:
+    """One CSV row: path, prob_<class>..., predicted, threshold, (set,) error."""
+    import numpy as np
+
     from .predictor import prediction_row
 
-    return prediction_row(name, predictor.class_names, probabilities, index, predictor.threshold, error)
+    if predictor.conformal is not None and conformal_set is None:  # an unread input: an empty set cell
+        conformal_set = np.zeros(len(predictor.class_names), dtype=bool)
+    return prediction_row(name, predictor.class_names, probabilities, index, predictor.threshold, error,
+                          conformal_set)
 
 
 def save_explanation(folder: Path, position: int, source: Source, predictor: Any, method: str, image: Any,

@@ -130,34 +130,24 @@ class Uncertainty:
 
 
 def model_uncertainty(meta: dict[str, Any], probabilities: np.ndarray) -> Uncertainty:
-    """Calibrated probabilities and the conformal set of one input's class probabilities, where the model file has
-    them (issue 23's ``meta["calibration"]`` and ``meta["conformal"]``); nothing where it has not.
+    """Calibrated probabilities and the conformal set of one input, where the model file has them
+    (``meta["calibration"]``, ``meta["conformal"]``: medattn.evidence.calibration and .conformal); nothing where
+    it has not (a model file made before medattn calibrated).
 
-    Read here, in one place, so that the format those keys settle on changes one function:
-    ``calibration: {method: temperature, temperature: T}`` rescales the logits (recovered from the probabilities
-    as log p, exact for softmax and sigmoid); other methods need the logits and are skipped.
-    ``conformal: {alpha, score: lac | aps, threshold: q | thresholds: [q per class]}``: the set of classes whose
-    score (LAC: 1 - p; APS: the probability mass of the classes at least as likely) is at most the class's q,
-    computed on the calibrated probabilities when there are some."""
-    p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1.0)
+    ``probabilities`` are the input's class probabilities as the :class:`~medattn.inference.predictor.Predictor`
+    gives them: with a calibration in the model file they are the calibrated ones already (the Predictor applies
+    it to the logits), so ``calibrated`` is they themselves and says that they are. The conformal set is the
+    classes whose score (LAC: 1 - p; APS: the probability mass of the classes at least as likely) is at most that
+    class's threshold, on those probabilities (what ``Predictor.sets`` and the test job give)."""
+    from ..evidence import calibration, conformal
+
+    p = np.asarray(probabilities, dtype=np.float64)
     out = Uncertainty()
-    cal = meta.get("calibration")
-    if isinstance(cal, dict) and str(cal.get("method", "temperature")) == "temperature" and cal.get("temperature"):
-        z = np.log(p) / float(cal["temperature"])
-        z = np.exp(z - z.max())
-        out.calibrated = (z / z.sum()).astype(np.float32)
-    conf = meta.get("conformal")
-    if isinstance(conf, dict) and (conf.get("threshold") is not None or conf.get("thresholds") is not None):
-        q = np.broadcast_to(np.asarray(conf.get("thresholds", conf.get("threshold")), dtype=np.float64), p.shape)
-        base = out.calibrated if out.calibrated is not None else p
-        if str(conf.get("score", "lac")) == "aps":
-            order = np.argsort(-base, kind="stable")
-            mass = np.empty_like(base)
-            mass[order] = np.cumsum(base[order])
-            score = mass
-        else:
-            score = 1.0 - base
-        out.conformal_set = [int(k) for k in np.flatnonzero(score <= q)]
+    if calibration.check(meta.get("calibration"), "meta.calibration") is not None:
+        out.calibrated = p.astype(np.float32)
+    conf = conformal.check(meta.get("conformal"), len(p), "meta.conformal")
+    if conf is not None:
+        out.conformal_set = [int(k) for k in np.flatnonzero(conformal.predict_sets(p[None], conf)[0])]
         out.alpha = float(conf["alpha"]) if conf.get("alpha") is not None else None
     return out
 

@@ -164,12 +164,33 @@ def export_run(run: str | Path, fmt: str, checkpoint: str = "best_val_loss", out
     predictor = load_run(run, checkpoint, "cpu", allow_changed_plugins=allow_changed_plugins)
     shape = (predictor.transform.channels, *predictor.transform.image_size)
     try:
-        data, diff = export_model(predictor.model, fmt_exporter, shape)
+        data, diff = export_model(calibrated(predictor), fmt_exporter, shape)
     except UserError as exc:
         raise UserError(f"{predictor.file}: {exc}") from None
     atomic_write_bytes(out, data)
     atomic_write_text(contract_file, json.dumps(contract(predictor, fmt_exporter, out, diff), indent=2) + "\n")
     return out, contract_file
+
+
+def calibrated(predictor: Any) -> nn.Module:
+    """The module to export: the model, followed by the model file's calibration when it has one (so the exported
+    logits are the calibrated ones)."""
+    from torch import nn
+
+    from ..evidence import calibration
+
+    if predictor.calibration is None:
+        return predictor.model
+
+    class Calibrated(nn.Module):
+        def __init__(self, model: nn.Module, scaling: nn.Module) -> None:
+            super().__init__()
+            self.model, self.calibration = model, scaling
+
+        def forward(self, x):
+            return self.calibration(self.model(x))
+
+    return Calibrated(predictor.model, calibration.module(predictor.calibration)).eval()
 
 
 def _stem(run: Path, checkpoint: str) -> str:
@@ -305,12 +326,23 @@ def contract(predictor: Any, fmt: Exporter, file: Path, diff: float) -> dict[str
     else:
         decision = "argmax of softmax(logits)"
     meta = predictor.meta
+    from ..evidence import calibration as C
+
+    cal = predictor.calibration
+    conformal = predictor.conformal
     return {
         "format": fmt.name, "file": file.name, **fmt.contract_fields(),
         "input": {"name": "image", "shape": ["batch", pre.channels, *pre.image_size], "dtype": "float32",
                   "layout": "NCHW", "normalised": pre.mean is not None},
         "output": {"name": "logits", "shape": ["batch", int(getattr(model, "num_outputs", len(names)))],
-                   "activation": "sigmoid" if sigmoid else "softmax"},
+                   "activation": "sigmoid" if sigmoid else "softmax", "calibrated": cal is not None},
+        "calibration": None if cal is None else {
+            **cal, "applied": f"inside the exported model: its logits are the model's logits * weight + bias "
+                              f"({C.describe(cal)}); apply the activation to them, nothing else"},
+        "conformal": None if conformal is None else {
+            **conformal, "rule": "class k is in an image's set when its score for k <= thresholds[k]; score lac: "
+                                 "1 - p_k; aps: the sum of the probabilities of the classes at least as probable as "
+                                 "k (p: the calibrated class probabilities, [1 - p, p] for one output)"},
         "image_size": list(pre.image_size), "channels": pre.channels,
         "mean": list(pre.mean) if pre.mean is not None else None,
         "std": list(pre.std) if pre.std is not None else None,

@@ -118,6 +118,8 @@ class Predictions:
     threshold: float | None  # binary models: class 1 when P(class 1) >= threshold; else None (argmax)
     errors: list[str | None]
     sources: list[str] = field(default_factory=list)  # how each input is named (its path, else type and shape)
+    sets: np.ndarray | None = None  # (N, classes) bool conformal prediction sets, when the model file has them
+    uncertainty: dict[str, np.ndarray] | None = None  # per-image entropy, spread, ... (predict(uncertainty=...))
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -127,22 +129,43 @@ class Predictions:
         """The predicted class name of each input (None where it could not be read)."""
         return [self.class_names[i] if i >= 0 else None for i in self.indices]
 
+    @property
+    def set_labels(self) -> list[list[str]] | None:
+        """Each input's conformal prediction set as class names (None without conformal sets; [] unread)."""
+        if self.sets is None:
+            return None
+        return [[self.class_names[k] for k in np.flatnonzero(row)] if self.indices[i] >= 0 else []
+                for i, row in enumerate(self.sets)]
+
     def rows(self) -> list[dict[str, Any]]:
-        """One dict per input: path, prob_<class>..., predicted, threshold, error (a CSV's rows)."""
+        """One dict per input: path, prob_<class>..., predicted, threshold, (set, uncertainty columns), error."""
         names = self.sources or [str(k) for k in range(len(self))]
-        return [prediction_row(name, self.class_names, self.probabilities[i] if self.indices[i] >= 0 else None,
-                               int(self.indices[i]), self.threshold, self.errors[i]) for i, name in enumerate(names)]
+        out = []
+        for i, name in enumerate(names):
+            ok = self.indices[i] >= 0
+            extra = {k: v[i] for k, v in (self.uncertainty or {}).items()} if ok else dict.fromkeys(
+                self.uncertainty or {}, None)
+            out.append(prediction_row(name, self.class_names, self.probabilities[i] if ok else None,
+                                      int(self.indices[i]), self.threshold, self.errors[i],
+                                      None if self.sets is None else self.sets[i], extra))
+        return out
 
 
 def prediction_row(name: str, class_names: list[str], probabilities: Any, index: int, threshold: float | None,
-                   error: str | None = None) -> dict[str, Any]:
-    """One row of a predictions CSV: path, prob_<class>... (6 decimals), predicted, threshold, error;
-    ``probabilities`` holds one per class, None when the input was not read."""
+                   error: str | None = None, conformal_set: Any = None, uncertainty: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
+    """One row of a predictions CSV: path, prob_<class>... (6 decimals), predicted, threshold, then ``set`` (the
+    conformal set, class names joined by |) when ``conformal_set`` is given, one column per ``uncertainty``
+    value, and error; ``probabilities`` holds one per class, None when the input was not read."""
     ok = probabilities is not None and index >= 0
     row: dict[str, Any] = {"path": name}
     row.update({f"prob_{c}": f"{float(probabilities[k]):.6f}" if ok else "" for k, c in enumerate(class_names)})
-    row.update(predicted=class_names[index] if ok else "", threshold="" if threshold is None else f"{threshold:.6g}",
-               error=error or "")
+    row.update(predicted=class_names[index] if ok else "", threshold="" if threshold is None else f"{threshold:.6g}")
+    if conformal_set is not None:
+        row["set"] = "|".join(str(class_names[k]) for k in np.flatnonzero(conformal_set)) if ok else ""
+    for key, value in (uncertainty or {}).items():
+        row[key] = f"{float(value):.6f}" if ok and value is not None else ""
+    row["error"] = error or ""
     return row
 
 
@@ -170,6 +193,7 @@ class Batch:
     errors: dict[int, str]  # position -> why it could not be read
     raw: torch.Tensor | None  # (len(ok), C, H, W) model inputs before normalisation, in [0, 1]
     scores: np.ndarray | None  # the model's class scores: (len(ok),) P(class 1) for sigmoid, else (len(ok), K)
+    uncertainty: dict[str, np.ndarray] | None = None  # entropy, spread, mutual_information (sampled batches)
 
 
 def overlay(image: np.ndarray, attribution: np.ndarray, min_side: int = 224) -> Any:
@@ -211,6 +235,14 @@ class Predictor:
         self.threshold_rule = dict(meta.get("threshold") or {})
         value = self.threshold_rule.get("value")
         self.threshold = (float(value) if value is not None else 0.5) if len(self.class_names) == 2 else None
+        from ..evidence import calibration, conformal
+
+        # a model file from before medattn calibrated has no such keys: its probabilities stay the model's own
+        self.calibration: dict[str, Any] | None = calibration.check(meta.get("calibration"),
+                                                                   f"{file}: meta.calibration")
+        self.conformal: dict[str, Any] | None = conformal.check(meta.get("conformal"), len(self.class_names),
+                                                               f"{file}: meta.conformal")
+        self.made_before_calibration = "calibration" not in meta
         self._prepared: torch.nn.Module | None = None
         self._registry: Any = None
         self.allow_changed_plugins = bool(allow_changed_plugins)
@@ -221,11 +253,14 @@ class Predictor:
                 f"device={self.device})")
 
     # -- predicting --------------------------------------------------------------------------------------
-    def predict(self, images: Any, batch_size: int = 32, errors: str = "raise", progress: bool = False) -> Predictions:
+    def predict(self, images: Any, batch_size: int = 32, errors: str = "raise", progress: bool = False, *,
+                tta: str = "none", mc_samples: int = 0, uncertainty: bool = False) -> Predictions:
         """Class probabilities and predicted classes of ``images`` (one or a list of paths, PIL images, arrays or
         tensors; a 4-D array or tensor is a batch). ``errors="raise"``: an unreadable input is a UserError
-        naming it; ``"keep"``: its row holds the error instead."""
-        return self._run(as_items(images), batch_size, errors, progress, None)[0]
+        naming it; ``"keep"``: its row holds the error instead. ``tta`` (flips | d4) averages the views of each
+        image, ``mc_samples`` (>= 2) Monte Carlo dropout samples; ``uncertainty`` adds each image's entropy,
+        spread and mutual information (``Predictions.uncertainty``, and columns of ``rows()``)."""
+        return self._run(as_items(images), batch_size, errors, progress, None, (tta, mc_samples, uncertainty))[0]
 
     def explain(self, images: Any, method: str = "saliency", *, target: str | int = "predicted", batch_size: int = 8,
                 errors: str = "raise", progress: bool = False, **params: Any) -> Explanation:
@@ -261,7 +296,8 @@ class Predictor:
         return result
 
     def _run(self, items: list[Any], batch_size: int, errors: str, progress: bool,
-             explain: tuple[Callable, str | int] | None) -> tuple[Predictions, Any, Any]:
+             explain: tuple[Callable, str | int] | None,
+             sampling: tuple[str, int, bool] = ("none", 0, False)) -> tuple[Predictions, Any, Any]:
         from tqdm.auto import tqdm
 
         if errors not in ("raise", "keep"):
@@ -271,10 +307,12 @@ class Predictor:
         idx, errs = np.full(n, -1, dtype=np.int64), [None] * n
         attributions: dict[int, np.ndarray] = {}
         raw: dict[int, np.ndarray] = {}
+        tta, mc_samples, want_uncertainty = sampling
+        spread = {k: np.full(n, np.nan) for k in ("entropy", "spread", "mutual_information")}
         from ..evidence.metrics import class_probabilities
 
         with tqdm(total=n, unit="img", disable=not progress, leave=False) as bar:
-            for b in self.batches(items, batch_size):
+            for b in self.batches(items, batch_size, tta=tta, mc_samples=mc_samples, uncertainty=want_uncertainty):
                 if b.errors and errors == "raise":
                     i, why = next(iter(b.errors.items()))
                     raise UserError(f"{describe(items[i])}: {why}")
@@ -283,18 +321,29 @@ class Predictor:
                 if b.ok:
                     probs[b.ok] = class_probabilities(np.asarray(b.scores, dtype=np.float32))
                     idx[b.ok] = self.classify(b.scores)
+                    for k, v in (b.uncertainty or {}).items():
+                        spread[k][b.ok] = v
                     if explain is not None:
                         attributions.update(zip(b.ok, self.attribute(explain[0], b, explain[1])))
                         raw.update(zip(b.ok, b.raw.numpy()))
                 bar.update(len(b.items))
-        preds = Predictions(self.class_names, probs, idx, self.threshold, errs, [describe(x) for x in items])
+        sets = self.sets(probs)  # (N, classes) probabilities: what the sets are defined on
+        if sets is not None:
+            sets[idx < 0] = False
+        preds = Predictions(self.class_names, probs, idx, self.threshold, errs, [describe(x) for x in items], sets,
+                            spread if want_uncertainty else None)
         return preds, _stack(attributions, n), _stack(raw, n)
 
-    def batches(self, images: Iterable[Any], batch_size: int = 32) -> Iterator[Batch]:
-        """Read, preprocess and score ``images`` batch by batch; the next batch is read while this one runs."""
+    def batches(self, images: Iterable[Any], batch_size: int = 32, *, tta: str = "none", mc_samples: int = 0,
+                uncertainty: bool = False) -> Iterator[Batch]:
+        """Read, preprocess and score ``images`` batch by batch; the next batch is read while this one runs.
+        ``tta``, ``mc_samples``, ``uncertainty``: as :meth:`predict` (the scores are then the averaged ones)."""
         items = list(images)
         if int(batch_size) < 1:
             raise UserError(f"batch size {batch_size}: must be at least 1")
+        sampled = tta != "none" or mc_samples or uncertainty
+        if sampled:
+            self.check_sampling(tta, mc_samples)
         chunks = [list(range(s, min(s + int(batch_size), len(items)))) for s in range(0, len(items), int(batch_size))]
         if not chunks:
             return
@@ -305,8 +354,14 @@ class Predictor:
                 if k + 1 < len(chunks):
                     pending = pool.submit(self._read, items, chunks[k + 1])
                 raw = torch.stack(tensors) if tensors else None
-                scores = self.scores(self.transform.normalise(raw)) if raw is not None else None
-                yield Batch(chunk, ok, errors, raw, scores)
+                spread = None
+                if raw is None:
+                    scores = None
+                elif sampled:
+                    scores, spread = self.sample(self.transform.normalise(raw), tta, mc_samples)
+                else:
+                    scores = self.scores(self.transform.normalise(raw))
+                yield Batch(chunk, ok, errors, raw, scores, spread)
 
     def _read(self, items: list[Any], positions: list[int]) -> tuple[list[int], list[torch.Tensor], dict[int, str]]:
         ok, tensors, errors = [], [], {}
@@ -322,10 +377,53 @@ class Predictor:
 
     def scores(self, x: torch.Tensor) -> np.ndarray:
         """The model's class scores of a normalised batch (B, C, H, W): (B,) P(class 1) for a sigmoid model,
-        else (B, classes) softmax probabilities (as the test job records them)."""
+        else (B, classes) softmax probabilities (as the test job records them), calibrated by the model file's
+        calibration when it has one."""
         with torch.inference_mode():
             logits = self.model(x.to(self.device))
+            return self.scores_of(logits)
+
+    def scores_of(self, logits: torch.Tensor) -> np.ndarray:
+        """Class scores (float32) of a batch of the model's logits, calibrated as the model file says."""
+        if self.calibration is None:
             return self.model.probabilities(logits.float()).float().cpu().numpy()
+        from ..evidence import calibration
+
+        z = calibration.apply(self.calibration, logits.float().cpu().numpy())
+        return calibration.probabilities(z, self.calibration["output"]).astype(np.float32)
+
+    def check_sampling(self, tta: str = "none", mc_samples: int = 0) -> None:
+        """A UserError for a TTA group that does not fit the input shape, too few MC samples, or MC dropout on a
+        model without dropout."""
+        from ..evidence import uncertainty
+
+        uncertainty.check_tta(tta, self.transform.image_size, "--tta")
+        if mc_samples:
+            if int(mc_samples) < 2:
+                raise UserError(f"--mc-dropout {mc_samples}: give at least 2 samples")
+            uncertainty.check_mc_dropout(self.model, "--mc-dropout")
+
+    def sample(self, x: torch.Tensor, tta: str = "none", mc_samples: int = 0) -> tuple[np.ndarray, dict]:
+        """(mean class scores, {entropy, spread, mutual_information}) of a normalised batch over the views of
+        ``tta`` (one forward of all views) and ``mc_samples`` MC-dropout passes, calibrated as the file says."""
+        from ..evidence import uncertainty
+        from ..evidence.metrics import class_probabilities
+
+        z = uncertainty.sample_logits(self.model, x.to(self.device), uncertainty.GROUPS[tta], mc_samples or 1,
+                                      self.model, chunk=len(x))
+        probs = np.stack([class_probabilities(self.scores_of(torch.from_numpy(zi)).astype(np.float64)) for zi in z])
+        summary = uncertainty.summarise(probs)
+        mean = summary.pop("mean").astype(np.float32)
+        return (mean[:, 1] if self.model.output == "sigmoid" else mean), summary
+
+    def sets(self, scores: np.ndarray) -> np.ndarray | None:
+        """(B, classes) bool conformal prediction sets of class scores, or None when the model file has none."""
+        if self.conformal is None:
+            return None
+        from ..evidence import conformal
+        from ..evidence.metrics import class_probabilities
+
+        return conformal.predict_sets(class_probabilities(np.asarray(scores, dtype=np.float64)), self.conformal)
 
     def classify(self, scores: np.ndarray) -> np.ndarray:
         """Predicted class indices of scores: the test job's rule (binary: P(class 1) >= threshold; else argmax)."""

@@ -9,6 +9,7 @@ threshold are kept beside them.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError
@@ -56,6 +57,57 @@ PARAMS = {
         },
         "calibration_bins": {"type": "integer", "minimum": 2, "default": 10,
                              "description": "bins of the reliability diagram and the ECE"},
+        "calibration": {"enum": ["none", "temperature", "vector"], "default": "none",
+                        "description": "recalibrate the probabilities, fitted on the validation split by minimising "
+                                       "the NLL and kept in every model file (predict, load_run and export apply it): "
+                                       "temperature (one T; the ranking stays) or vector (a weight and bias per "
+                                       "class; Platt scaling for one output)"},
+        "conformal": {
+            "type": ["object", "null"], "additionalProperties": False, "default": None,
+            "description": "split-conformal prediction sets (null: none); the thresholds go into the model file and "
+                           "predict writes each image's set",
+            "properties": {
+                "alpha": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.1,
+                          "description": "miscoverage: each set holds the true class of at least 1 - alpha of the "
+                                         "images"},
+                "score": {"enum": ["lac", "aps"], "default": "lac",
+                          "description": "lac: 1 - p(class); aps: the probability mass down to the class"},
+                "class_conditional": {"type": "boolean", "default": True,
+                                      "description": "one threshold per class (Mondrian), so a rare class is "
+                                                     "covered too; needs 1/alpha - 1 calibration images per class"},
+                "split": {"type": "string", "default": "val",
+                          "description": "the calibration split: val, or a split the data set carves for it (e.g. "
+                                         "by patient); never test"},
+            },
+        },
+        "tta": {"enum": ["none", "flips", "d4"], "default": "none",
+                "description": "test-time augmentation for the per-image uncertainty: flips (identity, horizontal, "
+                               "vertical, both) or d4 (those and the 90-degree turns and transposes: square images "
+                               "only), the views stacked into the batch, probabilities averaged"},
+        "mc_dropout": {
+            "type": ["object", "null"], "additionalProperties": False, "default": None,
+            "description": "Monte Carlo dropout for the per-image uncertainty (null: off; the model needs dropout)",
+            "properties": {"samples": {"type": "integer", "minimum": 2, "default": 10,
+                                       "description": "forward passes with dropout on"}},
+        },
+        "triage": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                   "default": [0.05, 0.1, 0.2],
+                   "description": "shares of the most uncertain test images sent to a reader in the triage table"},
+        "operating_points": {
+            "type": "object", "additionalProperties": False, "default": {},
+            "description": "binary tasks: sensitivity at a fixed specificity and the reverse, with CIs (null: skip)",
+            "properties": {
+                "specificity": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1, "default": 0.889,
+                                "description": "report the sensitivity at this specificity (screening benchmark)"},
+                "sensitivity": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1, "default": 0.869,
+                                "description": "report the specificity at this sensitivity (screening benchmark)"},
+            },
+        },
+        "subgroups": {"type": "array", "uniqueItems": True, "items": {"type": "string", "minLength": 1},
+                      "default": [],
+                      "description": "metadata columns of the test images (the data set's metadata(): e.g. a CSV "
+                                     "list's other columns) to report every metric per group, with bootstrap CIs, the "
+                                     "worst group and the largest gap (metrics/subgroups_<ckpt>.csv)"},
         "pad": {
             "type": "object", "additionalProperties": False, "default": {},
             "description": "presentation-attack detection metrics (AG-PAD; class 1 = attack)",
@@ -82,9 +134,35 @@ class TestJob(Job):
         return {"checkpoint": [run.checkpoint(c) for c in config["test"]["checkpoints"]]}
 
     def check_data(self, config: dict[str, Any], bundle: Any, splits: dict[str, Any]) -> list[tuple[tuple, str]]:
-        """Every split of test.splits is one the data set gives."""
-        return [(("test", "splits", i), f"the data set has no split {s!r}; it has {', '.join(splits)}")
-                for i, s in enumerate(config["test"]["splits"]) if s not in splits]
+        """Every split of test.splits is one the data set gives; the conformal split is one too, not the test
+        split, and large enough for its alpha; every column of test.subgroups is one the test images carry."""
+        from ..evidence import held_out
+        from ..train.engine import split_metadata
+
+        out = [(("test", "splits", i), f"the data set has no split {s!r}; it has {', '.join(splits)}")
+               for i, s in enumerate(config["test"]["splits"]) if s not in splits]
+        if config["test"]["subgroups"] and "test" in splits:
+            have = sorted({c for row in split_metadata(splits["test"]).values() for c in row})
+            out += [(("test", "subgroups", i), f"the test images carry no column {c!r} (they carry: "
+                                               f"{', '.join(have) or 'no metadata'})")
+                    for i, c in enumerate(config["test"]["subgroups"]) if c not in have]
+        spec = held_out.conformal_settings(config["test"])
+        if spec is not None:
+            problem = _conformal_split_problem(spec, splits, bundle.class_names)
+            if problem:
+                out.append((("test", "conformal", "split"), _unprefixed(problem)))
+        return out
+
+    def check_model(self, config: dict[str, Any], model: Any) -> list[tuple[tuple, str]]:
+        """test.tta fits the input shape, and test.mc_dropout has dropout to sample."""
+        from ..components.model import image_size
+
+        try:
+            check_sampling(config["test"], model, image_size(config))
+        except UserError as exc:
+            key = "tta" if str(exc).startswith("test.tta") else "mc_dropout"
+            return [(("test", key), _unprefixed(str(exc)))]
+        return []
 
     def run(self, run) -> None:
         from .. import distributed
@@ -92,13 +170,15 @@ class TestJob(Job):
         cfg = run.config["test"]
         dist = distributed.setup(run.device)
         for name in cfg["checkpoints"]:
-            te, classes, threshold, source, extra = _evaluate(run, dist, name)
+            ev = _evaluate(run, dist, name)
             if dist.main:
-                metrics = _write(run, name, te, classes, threshold, source)
-                if extra:
-                    metrics = _write_splits(run, name, metrics, extra, classes, threshold)
+                if ev.refitted:
+                    _update_model_file(run, name, ev)
+                metrics = _write(run, name, ev)
+                if ev.extra:
+                    metrics = _write_splits(run, name, metrics, ev)
                 metrics = _write_reliance(run, name, metrics, dist.device)
-                _log(run, name, metrics, threshold, source)
+                _log(run, name, metrics, ev.threshold, ev.source)
 
     def rows(self, run: RunView) -> dict[str, list[dict]]:
         """One summary row per tested checkpoint: the numbers at the top of its test_<ckpt>.json."""
@@ -188,9 +268,58 @@ def _shortcut_scores(exp: ExperimentView, checkpoint: str, metrics: list[str]) -
     return out
 
 
-def _evaluate(run, dist, name: str):
-    """(test outputs, threshold, where the threshold came from) of one checkpoint on every rank."""
+def _unprefixed(message: str) -> str:
+    """A message without its leading ``test.field:`` (validation prints the field with the file and line)."""
+    head, sep, rest = message.partition(": ")
+    return rest if sep and head.startswith("test.") and " " not in head else message
+
+
+@dataclass
+class Evaluation:
+    """One checkpoint on the test split (and the extra splits): the outputs, the scores the metrics use
+    (calibrated when test.calibration asks), the threshold and the model file's calibration and conformal
+    predictor (``refitted``: fitted anew here, for a config that changed after training)."""
+
+    test: Any  # engine.Outputs
+    classes: list[str]
+    threshold: float
+    source: str
+    scores: Any
+    extra: dict[str, Any] = field(default_factory=dict)  # split -> Outputs
+    extra_scores: dict[str, Any] = field(default_factory=dict)
+    calibration: dict | None = None
+    conformal: dict | None = None
+    threshold_rule: dict | None = None
+    refitted: bool = False
+    sampled: dict | None = None  # test.tta / test.mc_dropout: mean scores and per-image entropy, spread, ...
+    metadata: list[dict] | None = None  # each test image's metadata columns (test.subgroups)
+
+
+def _conformal_split_problem(spec: dict[str, Any], splits: dict[str, Any], class_names: list[str]) -> str | None:
+    """Why the conformal calibration split cannot be used (absent, the test split, too small), or None."""
+    import numpy as np
+
+    from ..evidence import conformal
+    from ..train.engine import split_labels
+
+    split = spec["split"]
+    if split == "test":
+        return "test.conformal.split: the test split cannot calibrate the sets it is tested on; use val or another split"
+    if split not in splits:
+        return f"test.conformal.split: the data set has no split {split!r}; it has {', '.join(splits)}"
+    labels = np.asarray(split_labels(splits[split]))
+    try:
+        probs = np.full((len(labels), len(class_names)), 1.0 / len(class_names))  # only the counts matter here
+        conformal.fit(probs, labels, spec["alpha"], spec["score"], spec["class_conditional"], split, class_names)
+    except UserError as exc:
+        return str(exc)
+    return None
+
+
+def _evaluate(run, dist, name: str) -> Evaluation:
+    """The test outputs of one checkpoint on every rank, with its threshold, calibration and conformal sets."""
     from .. import distributed
+    from ..evidence import held_out
     from ..evidence import metrics as M
     from ..train import engine as E
 
@@ -203,7 +332,13 @@ def _evaluate(run, dist, name: str):
         loader = E.make_loader(splits[split], int(cfg["batch_size"]), False, 0, dist.device, settings, sampler)
         return distributed.gather_outputs(E.collect(model, loader, dist.device, desc), sampler, dist)
 
+    spec = held_out.conformal_settings(cfg)
     model = run.load_model(name).to(dist.device)
+    classes = list(model.class_names)
+    if spec is not None:
+        problem = _conformal_split_problem(spec, splits, classes)
+        if problem:
+            raise UserError(problem)
     te = outputs(model, "test", f"test {name}")
     extra = {}
     for split in cfg["splits"]:
@@ -212,12 +347,89 @@ def _evaluate(run, dist, name: str):
         if split not in splits:
             raise UserError(f"test.splits: the data set has no split {split!r}; it has {', '.join(splits)}")
         extra[split] = outputs(model, split, f"{split} {name}")
-    classes = list(model.class_names)
+    meta = getattr(model, "meta", {}) or {}
+    refit = not held_out.matches(meta, cfg)
+    cal, conf = (meta.get("calibration"), meta.get("conformal")) if not refit else (None, None)
+    va = None
+    if refit or cfg["threshold_method"] != "fixed":
+        va = outputs(model, "val", f"val {name}")
+    if refit:
+        side = None
+        if spec is not None and spec["split"] != "val":
+            out = outputs(model, spec["split"], f"{spec['split']} {name}")
+            side = (out.labels, out.logits, out.scores)
+        fitted = held_out.fit(va.labels, va.logits, va.scores, cfg, classes, side)
+        cal, conf = fitted["calibration"], fitted["conformal"]
+    scores = held_out.scores(cal, te.logits, te.scores)
+    extra_scores = {s: held_out.scores(cal, out.logits, out.scores) for s, out in extra.items()}
     if cfg["threshold_method"] == "fixed":
-        return te, classes, float(cfg["threshold"]), "fixed", extra
-    va = outputs(model, "val", f"val {name}")
-    point = M.operating_point(va.labels, va.scores, cfg)  # the rule the model file froze, on the same split
-    return te, classes, point["value"], point["source"], extra
+        point = {"value": float(cfg["threshold"]), "rule": "fixed", "source": "fixed"}
+    else:  # the rule the model file froze, on the same split (calibrated scores when calibrated)
+        point = M.operating_point(va.labels, held_out.scores(cal, va.logits, va.scores), cfg)
+    sampled = _sampled(run, dist, model, splits["test"], cal) if dist.main else None
+    metadata = None
+    if cfg["subgroups"]:
+        found = E.split_metadata(splits["test"])
+        metadata = [found.get(i, {}) for i in te.ids]
+    return Evaluation(te, classes, point["value"], point["source"], scores, extra, extra_scores, cal, conf, point,
+                      refit, sampled, metadata)
+
+
+def check_sampling(cfg: dict[str, Any], model: Any, image_size: tuple[int, int]) -> tuple[tuple[str, ...], int]:
+    """(views of test.tta, MC-dropout samples or 0), checked against the model (one clear error)."""
+    from ..evidence import uncertainty as U
+
+    names = U.check_tta(cfg["tta"], image_size)
+    samples = int((cfg.get("mc_dropout") or {}).get("samples", 10)) if cfg.get("mc_dropout") else 0
+    if samples:
+        U.check_mc_dropout(model)
+    return names, samples
+
+
+def _sampled(run, dist, model, dataset, cal: dict | None) -> dict | None:
+    """Mean scores over the views of test.tta and the samples of test.mc_dropout, and each image's entropy, spread
+    and mutual information (None when neither is asked for)."""
+    import numpy as np
+
+    from ..components.model import image_size
+    from ..evidence import calibration as C
+    from ..evidence import metrics as M
+    from ..evidence import uncertainty as U
+    from ..train import engine as E
+
+    cfg = run.config["test"]
+    names, samples = check_sampling(cfg, model, image_size(run.config))
+    if len(names) == 1 and not samples:
+        return None
+    settings = E.LoaderSettings(int(run.config["dataset"]["num_workers"]), **run.config["train"]["loader"])
+    loader = E.make_loader(dataset, int(cfg["batch_size"]), False, 0, dist.device, settings)
+    output = getattr(model, "output", "softmax")
+    model.eval()
+    parts = []
+    for batch in loader:
+        z = U.sample_logits(model, batch["image"].to(dist.device), names, samples or 1, model,
+                            chunk=int(cfg["batch_size"]))  # (S, B, out)
+        parts.append(np.stack([M.class_probabilities(C.probabilities(C.apply(cal, zi), output)) for zi in z]))
+    summary = U.summarise(np.concatenate(parts, axis=1))
+    mean = summary["mean"]
+    return {"scores": mean[:, 1] if output == "sigmoid" else mean, "views": list(names), "samples": samples,
+            **{k: summary[k] for k in ("entropy", "spread", "mutual_information")}}
+
+
+def _update_model_file(run, name: str, ev: Evaluation) -> None:
+    """The tested model file's meta gets the calibration, threshold and conformal predictor fitted for the
+    current test section (the weights and everything else stay; an atomic rewrite)."""
+    from ..evidence import calibration
+    from ..store import checkpoints
+
+    path = run.dir.checkpoint(name)
+    data = checkpoints.load(path)
+    data["meta"] = {**data["meta"], "calibration": ev.calibration, "conformal": ev.conformal,
+                    "threshold": ev.threshold_rule}
+    checkpoints.save(data, path)
+    run.log(f"   {name}: calibration {calibration.describe(ev.calibration)}"
+            + (f", conformal sets (alpha {ev.conformal['alpha']:g}, {ev.conformal['score']})" if ev.conformal else "")
+            + f" fitted for this test section; kept in {path.name}")
 
 
 def confound_reliance(model: Any, split: Any, device: Any, batch_size: int) -> dict[str, Any]:
@@ -263,29 +475,32 @@ def _write_reliance(run, name: str, metrics: dict, device: Any) -> dict:
     return metrics
 
 
-def _write_splits(run, name: str, metrics: dict, extra: dict, classes: list[str], threshold: float) -> dict:
+def _write_splits(run, name: str, metrics: dict, ev: Evaluation) -> dict:
     """The metrics of every extra split of test.splits: ``S.metric`` keys (and their intervals under
     ``splits``) added to test_<name>.json, one predictions file per split."""
     from ..evidence import metrics as M
 
     metrics = dict(metrics)
     metrics.setdefault("splits", {})
-    for split, out in extra.items():
+    threshold = ev.threshold
+    for split, out in ev.extra.items():
+        scores = ev.extra_scores[split]
         values = {"n_positive": int((out.labels == 1).sum()),
-                  **M.classification_metrics(out.labels, out.scores, threshold)}
+                  **M.classification_metrics(out.labels, scores, threshold)}
         metrics.update({f"{split}.{k}": v for k, v in values.items()})
-        metrics["splits"][split] = {"loss": out.loss, **values, **_intervals(run, out, threshold)}
-        _predictions(run, name, out, classes, threshold, split)
+        metrics["splits"][split] = {"loss": out.loss, **values, **_intervals(run, out, threshold, scores)}
+        _predictions(run, name, out, ev.classes, threshold, split, scores, _sets(ev, scores))
     atomic_write_text(run.dir.test_metrics(name), json.dumps(metrics, indent=2, allow_nan=True))
     return metrics
 
 
-def _write(run, name: str, te, classes: list[str], threshold: float, source: str) -> dict:
+def _write(run, name: str, ev: Evaluation) -> dict:
     """metrics/test_<name>.json, predictions_<name>.csv and the ROC files of one checkpoint."""
     from ..evidence import metrics as M
 
     cfg = run.config["test"]
-    labels, scores = te.labels, te.scores
+    te, classes, threshold, source = ev.test, ev.classes, ev.threshold, ev.source
+    labels, scores = te.labels, ev.scores
     metrics = {"checkpoint": name, "loss": te.loss, "n_positive": int((labels == 1).sum()),
                **M.classification_metrics(labels, scores, threshold), "threshold": float(threshold)}
     if cfg["pad"]["enabled"]:
@@ -298,11 +513,168 @@ def _write(run, name: str, te, classes: list[str], threshold: float, source: str
     metrics["confusion_matrix"] = {"labels": classes, "matrix": M.confusion(labels, scores, threshold)}
     metrics["per_class"] = M.per_class(labels, scores, classes, threshold)
     metrics["reliability"] = M.reliability(labels, scores, int(cfg["calibration_bins"]))
-    metrics.update(_intervals(run, te, threshold))
+    metrics.update(_intervals(run, te, threshold, scores))
+    _calibration(run, metrics, ev)
+    _uncertainty(run, name, metrics, ev)
+    _decision(run, metrics, ev)
+    _subgroups(run, name, metrics, ev)
+    sets = _sets(ev, scores)
+    if sets is not None:
+        _conformal(run, metrics, ev, sets)
     atomic_write_text(run.dir.test_metrics(name), json.dumps(metrics, indent=2, allow_nan=True))
-    _predictions(run, name, te, classes, threshold)
+    _predictions(run, name, te, classes, threshold, "test", scores, sets, ev.sampled)
     _roc(run, name, labels, scores)
     return metrics
+
+
+def _uncertainty(run, name: str, metrics: dict, ev: Evaluation) -> None:
+    """Risk-coverage and AURC of the model's predictions ranked by its top probability and, with test.tta or
+    test.mc_dropout, by the predictive entropy of the averaged views and samples; the triage table (also as
+    metrics/triage_<ckpt>.csv)."""
+    import numpy as np
+
+    from ..evidence import metrics as M
+    from ..evidence import uncertainty as U
+
+    labels = ev.test.labels
+    if not len(labels):
+        return
+    predicted = M.predictions(ev.scores, ev.threshold)
+    correct = predicted == labels
+    plain = 1.0 - M.class_probabilities(np.asarray(ev.scores, dtype=float)).max(axis=1)
+    ranked = ev.sampled["entropy"] if ev.sampled else plain
+    boot = _bootstrap_settings(run)
+    groups = ev.test.groups if run.config["test"]["bootstrap"]["by_group"] else None
+    block: dict[str, Any] = {"uncertainty": "entropy of the mean over " + (
+        f"{len(ev.sampled['views'])} view(s) x {max(1, ev.sampled['samples'])} sample(s)" if ev.sampled else
+        "one forward (1 - top probability ranks alike for two classes)")}
+    curves = {"aurc": U.risk_coverage(correct, ranked), "aurc_max_probability": U.risk_coverage(correct, plain)}
+    for key, curve in curves.items():
+        metrics[key] = block[key] = curve["aurc"]
+        block[f"risk_coverage_{key}"] = {"coverage": curve["coverage"], "risk": curve["risk"]}
+    if boot["resamples"] > 0 and len(labels) > 1:
+        tail = (1 - boot["confidence"]) / 2
+        for key, unc in (("aurc", ranked), ("aurc_max_probability", plain)):
+            v = np.concatenate([U.weighted_aurc(correct, unc, w) for w in
+                                M.bootstrap_chunks(len(labels), groups, boot["resamples"], boot["seed"])])
+            v = v[np.isfinite(v)]
+            if len(v):
+                metrics.setdefault("ci", {})[key] = [float(np.quantile(v, tail)), float(np.quantile(v, 1 - tail))]
+    if ev.sampled:
+        block["averaged"] = M.classification_metrics(labels, ev.sampled["scores"], ev.threshold)
+    rows = U.triage(labels, predicted, ranked, tuple(run.config["test"]["triage"]))
+    block["triage"] = rows
+    metrics["uncertainty"] = block
+    write_rows(run.dir.triage(name), list(rows[0]),
+               [[_cell(r[c]) for c in rows[0]] for r in rows])
+
+
+def _subgroups(run, name: str, metrics: dict, ev: Evaluation) -> None:
+    """metrics/subgroups_<ckpt>.csv (one row per column, group and metric, with CIs) and the worst group and
+    largest gap of every metric in test_<ckpt>.json."""
+    from ..evidence import subgroups
+
+    columns = run.config["test"]["subgroups"]
+    if not columns or ev.metadata is None:
+        return
+    boot = _bootstrap_settings(run)
+    table = subgroups.subgroup_table(ev.test.labels, ev.scores, ev.metadata, columns, threshold=ev.threshold,
+                                     resamples=min(boot["resamples"], 200), seed=boot["seed"],
+                                     confidence=boot["confidence"])
+    write_rows(run.dir.subgroups(name), list(subgroups.COLUMNS),
+               [[_cell(r[c]) for c in subgroups.COLUMNS] for r in table["rows"]])
+    metrics["subgroups"] = {"columns": list(columns), "worst": table["worst"], "gaps": table["gaps"],
+                            "file": run.dir.subgroups(name).name}
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _decision(run, metrics: dict, ev: Evaluation) -> None:
+    """Binary tasks: sensitivity at the specificity of test.operating_points and the reverse (with CIs), and the
+    decision curve's net benefit against treating all and none."""
+    import numpy as np
+
+    from ..evidence import decision as D
+    from ..evidence import metrics as M
+
+    pos = M.positive_scores(np.asarray(ev.scores, dtype=float))
+    labels = ev.test.labels
+    if pos is None or len(np.unique(labels)) < 2:
+        return
+    cfg = run.config["test"]["operating_points"]
+    boot = _bootstrap_settings(run)
+    groups = ev.test.groups if run.config["test"]["bootstrap"]["by_group"] else None
+    points = D.operating_points(labels, pos, cfg.get("sensitivity"), cfg.get("specificity"),
+                                resamples=boot["resamples"], seed=boot["seed"], groups=groups,
+                                confidence=boot["confidence"])
+    for key in ("sensitivity_at_specificity", "specificity_at_sensitivity"):
+        if key in points:
+            metrics[key] = points[key]
+    metrics.setdefault("ci", {}).update(points.get("ci", {}))
+    metrics["decision"] = {**points, "curve": D.decision_curve(labels, pos)}
+
+
+def _bootstrap_settings(run) -> dict[str, Any]:
+    boot = run.config["test"]["bootstrap"]
+    return {"resamples": int(boot["resamples"]), "confidence": float(boot["confidence"]),
+            "seed": int(boot["seed"]) if boot["seed"] is not None else int(run.config["seed"])}
+
+
+def _calibration(run, metrics: dict, ev: Evaluation) -> None:
+    """The calibration block (before / after with intervals, AUC change, reliability) and its top-level numbers
+    (the calibrated values, or the model's own without calibration)."""
+    from ..evidence import calibration as C
+    from ..evidence import held_out
+
+    te, cal = ev.test, ev.calibration
+    if te.logits is None or not len(te.labels):
+        return
+    output = held_out.output_of(te.logits)
+    boot = _bootstrap_settings(run)
+    groups = te.groups if run.config["test"]["bootstrap"]["by_group"] else None
+    raw = C.probabilities(te.logits, output)
+    odds = None
+    if cal is not None and C.log_odds(te.logits, output) is not None:
+        odds = (C.log_odds(te.logits, output), C.log_odds(C.apply(cal, te.logits), output))
+    block = C.report(te.labels, raw, ev.scores if cal is not None else None, resamples=boot["resamples"],
+                     seed=boot["seed"], groups=groups, confidence=boot["confidence"], log_odds=odds)
+    key = "after" if cal is not None else "before"
+    metrics.update({k: v for k, v in block[key].items() if k != "brier"})  # brier: the classification metric's
+    if "auc_change" in block:
+        metrics["auc_change"] = block["auc_change"]
+    metrics.setdefault("ci", {}).update({k: v for k, v in block.get(f"ci_{key}", {}).items() if k != "brier"})
+    metrics["calibration"] = {"method": cal["method"] if cal else "none", "fitted": cal, **block}
+
+
+def _sets(ev: Evaluation, scores) -> Any:
+    """(N, K) conformal prediction sets of the scores, or None without test.conformal."""
+    import numpy as np
+
+    from ..evidence import conformal
+    from ..evidence import metrics as M
+
+    if ev.conformal is None:
+        return None
+    return conformal.predict_sets(M.class_probabilities(np.asarray(scores, dtype=float)), ev.conformal)
+
+
+def _conformal(run, metrics: dict, ev: Evaluation, sets) -> None:
+    """Coverage overall and per class and the set sizes, with intervals; coverage, class_coverage_min and
+    set_size at the top."""
+    from ..evidence import conformal
+
+    boot = _bootstrap_settings(run)
+    groups = ev.test.groups if run.config["test"]["bootstrap"]["by_group"] else None
+    rep = conformal.coverage_report(ev.test.labels, sets, ev.classes, resamples=boot["resamples"], seed=boot["seed"],
+                                    groups=groups, confidence=boot["confidence"])
+    for key in ("coverage", "class_coverage_min", "set_size"):
+        metrics[key] = rep[key]
+    metrics.setdefault("ci", {}).update(rep.get("ci", {}))
+    metrics["conformal"] = {**{k: ev.conformal[k] for k in ("alpha", "score", "class_conditional", "split",
+                                                            "thresholds", "n")},
+                            "target_coverage": 1 - ev.conformal["alpha"], **rep}
 
 
 def _pad(run, name: str, labels, scores, threshold: float) -> dict:
@@ -317,7 +689,7 @@ def _pad(run, name: str, labels, scores, threshold: float) -> dict:
     return pm
 
 
-def _intervals(run, te, threshold: float) -> dict:
+def _intervals(run, te, threshold: float, scores=None) -> dict:
     """{"ci": ...}: percentile bootstrap intervals of the test metrics (by patient group when known)."""
     from ..evidence import metrics as M
 
@@ -329,24 +701,33 @@ def _intervals(run, te, threshold: float) -> dict:
     confidence = float(boot["confidence"])
     return {"ci": {"confidence": confidence, "resamples": int(boot["resamples"]),
                    "unit": "group" if groups is not None else "image", "seed": seed,
-                   **M.bootstrap_ci(te.labels, te.scores, threshold, int(boot["resamples"]), seed, groups,
-                                    confidence)}}
+                   **M.bootstrap_ci(te.labels, te.scores if scores is None else scores, threshold,
+                                    int(boot["resamples"]), seed, groups, confidence)}}
 
 
-def _predictions(run, name: str, te, classes: list[str], threshold: float, split: str = "test") -> None:
-    """predictions_<name>.csv: id, (group), label, prediction and the scores of every image."""
+def _predictions(run, name: str, te, classes: list[str], threshold: float, split: str = "test", scores=None,
+                 sets=None, sampled: dict | None = None) -> None:
+    """predictions_<name>.csv: id, (group), label, prediction and the scores of every image (calibrated when
+    test.calibration asks), and its conformal set (class names joined by |) with test.conformal."""
+    from ..evidence import conformal
     from ..evidence import metrics as M
 
-    scores = te.scores
+    scores = te.scores if scores is None else scores
     preds = M.predictions(scores, threshold)
     columns = ["id", "label", "prediction"] + (["score"] if scores.ndim == 1 else
                                                [f"score_{c}" for c in classes])
     if te.groups is not None:
         columns.insert(1, "group")
+    names = conformal.set_names(sets, classes) if sets is not None else None
+    if names is not None:
+        columns.append("set")
+    spread = ("entropy", "spread", "mutual_information") if sampled else ()
+    columns.extend(spread)
     rows = []
     for i, (sid, y, p, s) in enumerate(zip(te.ids, te.labels, preds, scores)):
         vals = [f"{s:.6f}"] if scores.ndim == 1 else [f"{v:.6f}" for v in s]
-        rows.append([sid, *([te.groups[i]] if te.groups is not None else []), int(y), int(p), *vals])
+        rows.append([sid, *([te.groups[i]] if te.groups is not None else []), int(y), int(p), *vals,
+                     *([names[i]] if names is not None else []), *(f"{sampled[k][i]:.6f}" for k in spread)])
     write_rows(run.dir.predictions(name, split), columns, rows)
 
 
@@ -371,6 +752,16 @@ def _log(run, name: str, metrics: dict, threshold: float, source: str) -> None:
     shown = " ".join(f"{k}={metrics[k]:.4f}" + (f" [{ci[k][0]:.3f}, {ci[k][1]:.3f}]" if k in ci else "")
                      for k in ("accuracy", "precision", "recall", "f1", "roc_auc") if k in metrics)
     run.log(f"   test {name} (threshold {threshold:.4g}, {source}): {shown}")
+    cal = metrics.get("calibration") or {}
+    if cal.get("after"):
+        run.log(f"   calibration ({cal['method']}): ece15 {cal['before']['ece15']:.4f} -> {cal['after']['ece15']:.4f}, "
+                f"nll {cal['before']['nll']:.4f} -> {cal['after']['nll']:.4f}"
+                + (f", roc_auc change {cal['auc_change']:+.2g}" if "auc_change" in cal else ""))
+    conf = metrics.get("conformal")
+    if conf:
+        run.log(f"   conformal sets (alpha {conf['alpha']:g}, {conf['score']}"
+                f"{', per class' if conf['class_conditional'] else ''}): coverage {conf['coverage']:.3f} "
+                f"(lowest class {conf['class_coverage_min']:.3f}), mean set size {conf['set_size']:.2f}")
     for split, values in (metrics.get("splits") or {}).items():
         shown = " ".join(f"{k}={values[k]:.4f}" for k in ("accuracy", "roc_auc") if k in values)
         run.log(f"   {split} {name}: {shown}")

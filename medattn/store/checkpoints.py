@@ -8,10 +8,15 @@ A checkpoint holds only tensors, dicts, lists, tuples, str, int, float, bool and
               "components": {kind: {name, plugin, version}}, "class_names": [...], "image_size": [h, w], "channels": int,
               "mean": [...] | None, "std": [...] | None,
               "threshold": {"value": float, "rule": "fixed" | "youden" | ..., "source": str},
+              "calibration": None | {"method": "temperature" | "vector", "output", "weight", "bias", ...},
+              "conformal": None | {"alpha", "score", "class_conditional", "thresholds", "split", ...},
               "versions": {"medattn": ..., "torch": ..., "<plugin>": ...}, "data_fingerprint": str | None}}
 
 ``mean``/``std`` are None when the config says ``dataset.normalize: none``; the threshold was chosen on that
-epoch's validation outputs by the rule of the config's ``test`` section. ``last.pt`` also holds what an exact
+epoch's validation outputs by the rule of the config's ``test`` section, on the probabilities as calibrated by
+``calibration`` (test.calibration; medattn.evidence.calibration), and ``conformal`` holds the prediction-set
+thresholds of test.conformal (medattn.evidence.conformal); the test job refits both when the ``test`` section
+changed after training. A file written before medattn calibrated has neither key: it predicts uncalibrated. ``last.pt`` also holds what an exact
 resume needs: optimizer, scheduler, scaler, rng (tensors and lists), history, best, stale, es_best, stopped.
 
 Files are written atomically (a temporary file, then a rename), so a kill leaves the previous file or the new

@@ -106,6 +106,14 @@ class RunDir:
     def pad_roc(self, checkpoint: str) -> Path:
         return self.metrics / f"pad_roc_{checkpoint}.csv"
 
+    def triage(self, checkpoint: str) -> Path:
+        """The triage table of a tested checkpoint (test.triage: the most uncertain images sent to a reader)."""
+        return self.metrics / f"triage_{checkpoint}.csv"
+
+    def subgroups(self, checkpoint: str) -> Path:
+        """The metrics per group of test.subgroups of a tested checkpoint."""
+        return self.metrics / f"subgroups_{checkpoint}.csv"
+
     def metrics_file(self, name: str) -> Path:
         """Any other file under metrics/ (a plugin's own, e.g. ``original_results.txt``)."""
         return self.metrics / name
@@ -146,8 +154,8 @@ class RunDir:
         checks it): a new path of a run is a new property, or a new method called here, and a row on that page."""
         rd = cls("")
         made = [rd.checkpoint("best_<split>_<metric>"), rd.test_metrics("<ckpt>"), rd.predictions("<ckpt>"),
-                rd.predictions("<ckpt>", "<split>"), rd.roc("<ckpt>"), rd.pad_roc("<ckpt>"),
-                rd.metrics_file("<file>"), rd.attributions("<method>"), rd.figure("<kind>", "<format>")]
+                rd.predictions("<ckpt>", "<split>"), rd.roc("<ckpt>"), rd.pad_roc("<ckpt>"), rd.triage("<ckpt>"),
+                rd.subgroups("<ckpt>"), rd.shortcut_images("<ckpt>"), rd.metrics_file("<file>"), rd.attributions("<method>"), rd.figure("<kind>", "<format>")]
         fixed = [p.relative for k in dir(cls) if isinstance(p := getattr(cls, k), _Fixed)]
         return sorted({*fixed, *(p.as_posix() for p in made)})
 

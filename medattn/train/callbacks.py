@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
+from ..evidence import held_out
 from ..evidence.metric_specs import mode_of
 from ..evidence.metrics import operating_point
 from ..files import write_csv
@@ -76,24 +77,40 @@ class ExplanationScore(Callback):
 
 
 class ModelFile:
-    """The model-file part of every kept checkpoint: weights, epoch and meta with that epoch's threshold.
+    """The model-file part of every kept checkpoint: weights, epoch and meta with that epoch's threshold,
+    calibration and conformal predictor.
 
-    The threshold is chosen once per epoch on the validation outputs, by the rule of the config's ``test``
-    section (the same function the test job uses), and shared by the best and last checkpoints of the epoch.
+    They are fitted once per epoch on the validation outputs, by the rules of the config's ``test`` section (the
+    same function the test job uses, medattn.evidence.held_out), and shared by the best and last checkpoints of
+    the epoch. A conformal predictor on another split than validation, or one the validation split is too small
+    for, is left to the test job (which says why).
     """
 
     def __init__(self, meta: dict[str, Any], test: dict[str, Any]) -> None:
         self.meta, self.test = meta, test
-        self._threshold: tuple[int, dict[str, Any]] | None = None
+        self._fitted: tuple[int, dict[str, Any]] | None = None
+
+    def fitted(self, result: EpochResult) -> dict[str, Any]:
+        """{"threshold", "calibration", "conformal"} of this epoch."""
+        if self._fitted is None or self._fitted[0] != result.epoch:
+            val = result.val
+            if val.logits is None:  # outputs without logits (a custom loop): the threshold alone, as before
+                found = {"threshold": operating_point(val.labels, val.scores, self.test)}
+            else:
+                try:
+                    found = held_out.fit(val.labels, val.logits, val.scores, self.test, self.meta["class_names"])
+                except UserError:  # e.g. a split too small for test.conformal: the test job reports it
+                    test = {**self.test, "conformal": None}
+                    found = held_out.fit(val.labels, val.logits, val.scores, test, self.meta["class_names"])
+            self._fitted = (result.epoch, found)
+        return self._fitted[1]
 
     def threshold(self, result: EpochResult) -> dict[str, Any]:
-        if self._threshold is None or self._threshold[0] != result.epoch:
-            self._threshold = (result.epoch, operating_point(result.val.labels, result.val.scores, self.test))
-        return self._threshold[1]
+        return self.fitted(result)["threshold"]
 
     def state(self, trainer: Trainer, result: EpochResult, monitor: str | None, value: float | None) -> dict:
         return {"format": checkpoints.FORMAT, "model": trainer.model.state_dict(), "epoch": result.epoch,
-                "monitor": monitor, "value": value, "meta": {**self.meta, "threshold": self.threshold(result)}}
+                "monitor": monitor, "value": value, "meta": {**self.meta, **self.fitted(result)}}
 
 
 class BestCheckpoints(Callback):

@@ -250,6 +250,7 @@ class Outputs:
     seconds: float = 0.0
     index: np.ndarray | None = None  # dataset indices, in loader order (for de-duplicating DDP shards)
     terms: dict[str, float] = field(default_factory=dict)  # mean of each train.loss term (training passes)
+    logits: np.ndarray | None = None  # (N, outputs) float32 (evaluation passes): what calibration is fitted on
 
     @property
     def images_per_second(self) -> float:
@@ -457,7 +458,7 @@ def collect(model: nn.Module, loader: Any, device: torch.device, desc: str = "ev
     net.eval()
     prec = precision or Precision()
     loss_fn = (loss_fn or loss_function(model)).to(device)
-    labels, scores, ids, groups = [], [], [], []
+    labels, scores, ids, groups, raw = [], [], [], [], []
     losses = LossSum(desc, 0)  # not checked: a non-finite evaluation loss is recorded as it is
     t0 = time.perf_counter()
     for step, batch in enumerate(_batches(loader, desc, progress)):
@@ -468,6 +469,7 @@ def collect(model: nn.Module, loader: Any, device: torch.device, desc: str = "ev
         losses.add(step, compute_loss(model, loss_fn, logits, y), len(y), check=False)
         labels.append(y)
         scores.append(model.probabilities(logits.float()).float())
+        raw.append(logits.detach().float().reshape(len(y), -1))
         ids.extend(str(i) for i in batch["id"])
         if "group" in batch:
             groups.extend(str(g) for g in batch["group"])
@@ -475,7 +477,16 @@ def collect(model: nn.Module, loader: Any, device: torch.device, desc: str = "ev
     count = losses.count
     return Outputs(loss, torch.cat(labels).cpu().numpy() if labels else np.zeros(0, int),
                    torch.cat(scores).cpu().numpy() if scores else np.zeros(0), ids,
-                   groups if len(groups) == count and count else None, count, time.perf_counter() - t0)
+                   groups if len(groups) == count and count else None, count, time.perf_counter() - t0,
+                   logits=torch.cat(raw).cpu().numpy() if raw else None)
+
+
+def split_metadata(ds: Any) -> dict[str, dict[str, str]]:
+    """{image id: metadata columns} of a (prepared) split, from the data set's ``metadata()`` when it has one
+    (a data set's own columns, e.g. the site of each image), else empty."""
+    base = getattr(ds, "base", ds)
+    found = getattr(base, "metadata", None)
+    return dict(found()) if callable(found) else {}
 
 
 def split_labels(ds: Any) -> list[int]:

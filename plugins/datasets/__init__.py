@@ -111,6 +111,9 @@ SYNTHETIC = _schema({
         ],
     },
     "seed_offset": _p("integer", "Added to the image seed to draw a different data set", 0),
+    "sites": _p("integer", "Acquisition sites (0: none). Each image gets a site (metadata column `site`, for "
+                "test.subgroups) drawn independently of its label; site 0 shows images as generated, later sites "
+                "with lower contrast (55% at the last)", 0, minimum=0, maximum=8),
 })
 
 IMAGE_FOLDER = _schema({

@@ -1,4 +1,5 @@
-"""``csv``: images listed in a CSV file with path and label columns, optional split and group columns."""
+"""``csv``: images listed in a CSV file with path and label columns, optional split and group columns; any other
+column (site, device, age band, ...) is metadata that test.subgroups can group the test images by."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,6 +33,7 @@ def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
     if not image_root.is_absolute():
         image_root = root / image_root
     rows = list(table.rows())
+    used = {c for c in (pcol, lcol, scol, gcol, mcol) if c}  # the other columns are metadata (test.subgroups)
     if not rows:
         raise UserError(f"{csv_path}: CSV has a header but no rows")
     given = params.get("classes")
@@ -57,7 +59,8 @@ def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
             raise UserError(f"{where}: empty {pcol}")
         path = Path(rel) if Path(rel).is_absolute() else image_root / rel
         group = r[gcol].strip() if gcol else rel
-        sample = Sample(str(path), index[label], rel, group or rel, where)
+        sample = Sample(str(path), index[label], rel, group or rel, where,
+                        meta={k: str(v).strip() for k, v in r.items() if k not in used})
         mask = r[mcol].strip() if mcol else ""
         if mask:
             sample.mask_paths = [str(Path(mask) if Path(mask).is_absolute() else image_root / mask)]

@@ -41,6 +41,7 @@ class Sample:
     group: str
     source: str = ""  # where it was listed, e.g. "calc_case_description_train_set.csv line 12"
     mask_paths: list[str] = field(default_factory=list)
+    meta: dict[str, str] = field(default_factory=dict)  # metadata columns (site, device, ...) for test.subgroups
     confound_paths: list[str] = field(default_factory=list)  # masks of where a known shortcut lives
 
 
@@ -180,6 +181,10 @@ class FileDataset(Dataset):
     def labels(self) -> list[int]:
         """Labels in order."""
         return [s.label for s in self.samples]
+
+    def metadata(self) -> dict[str, dict[str, str]]:
+        """{sample id: its metadata columns} (the csv data set's other columns): what test.subgroups reads."""
+        return {s.id: dict(s.meta) for s in self.samples}
 
     def _decode(self, s: Sample) -> np.ndarray:
         key = None

@@ -178,6 +178,21 @@ def generate(seed: int, split: str, index: int, size: tuple[int, int], difficult
     return render(seed, split, index, size, difficulty, lesion_size, decoys, agree)
 
 
+def site_of(seed: int, split: str, index: int, sites: int) -> int:
+    """The acquisition site of an image (0 .. sites - 1), from a generator of its own (so the image is the same
+    with and without sites, and the site does not follow the label)."""
+    return int(np.random.default_rng([int(seed) & 0xFFFFFFFF, _split_code(split), int(index), 2]).integers(sites))
+
+
+def site_contrast(img: np.ndarray, site: int, sites: int) -> np.ndarray:
+    """The image as site ``site`` records it: site 0 as generated, later sites with contrast around mid-grey
+    lowered step by step to 55% at the last one (a scanner or protocol that shows lesions less clearly)."""
+    if site == 0:
+        return img
+    gain = 1.0 - 0.45 * site / max(1, sites - 1)
+    return np.clip(0.5 + (img - 0.5) * gain, 0.0, 1.0).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class MarkerPlan:
     """The marker of one split: its agreement (None: no marker), brightness, and whose images it is drawn on."""
@@ -215,18 +230,22 @@ class SyntheticLesions(Dataset):
 
     def __init__(self, split: str, n: int, seed: int, size: tuple[int, int], channels: int,
                  difficulty: float, lesion_size: float, decoys: float, plan: MarkerPlan | None = None,
-                 confound: bool = False) -> None:
+                 confound: bool = False, sites: int = 0) -> None:
         self.split, self.n, self.seed, self.size, self.channels = split, n, seed, size, channels
         self.difficulty, self.lesion_size, self.decoys = difficulty, lesion_size, decoys
         self.plan, self.confound = plan or MarkerPlan(), confound
+        self.sites = int(sites)
 
     def __len__(self) -> int:
         return self.n
 
     def _render(self, index: int, marker: bool | None = None) -> tuple[np.ndarray, np.ndarray, int]:
         p = self.plan
-        return render(self.seed, self.split, index, self.size, self.difficulty, self.lesion_size, self.decoys,
-                      p.agree, p.strength, p.images_of, marker)
+        img, mask, label = render(self.seed, self.split, index, self.size, self.difficulty, self.lesion_size,
+                                  self.decoys, p.agree, p.strength, p.images_of, marker)
+        if self.sites:  # only when asked, so that sites: 0 leaves every image as it was
+            img = site_contrast(img, site_of(self.seed, self.split, index, self.sites), self.sites)
+        return img, mask, label
 
     def _tensor(self, img: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(img)[None]
@@ -266,6 +285,13 @@ class SyntheticLesions(Dataset):
         """Every label (alternating, so the classes are balanced)."""
         return [i % 2 for i in range(self.n)]
 
+    def metadata(self) -> dict[str, dict[str, str]]:
+        """{id: {"site": "site<k>"}} with ``sites``; empty without (what test.subgroups reads)."""
+        if not self.sites:
+            return {}
+        return {self.item_id(i): {"site": f"site{site_of(self.seed, self.split, i, self.sites)}"}
+                for i in range(self.n)}
+
 
 def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
     """Factory of ``synthetic_lesions`` (params validated, defaults filled in)."""
@@ -277,9 +303,11 @@ def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
     counts = {"train": int(params["n_train"]), "val": int(params["n_val"]), "test": int(params["n_test"])}
     counts.update({name: int(params["n_test"]) for name in plans if name not in counts})  # the shortcut's splits
     confound = bool(plans)
+    sites = int(params.get("sites") or 0)
     splits = {name: SyntheticLesions(name, n, seed, size, ctx.channels, **look, plan=plans.get(name),
-                                     confound=confound) for name, n in counts.items()}
+                                     confound=confound, sites=sites) for name, n in counts.items()}
     shown = f"{look['difficulty']}:{look['lesion_size']}" + (f":{look['decoys']}" if look["decoys"] else "")
+    shown += f":sites={sites}" if sites else ""
     if isinstance(shortcut, dict):
         shown += ":shortcut=" + json.dumps(shortcut, sort_keys=True)
     elif shortcut:

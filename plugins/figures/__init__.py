@@ -48,6 +48,15 @@ def medattn_components() -> list[Component]:
         Component("figure", "reliability", f"{_P}.classification:reliability",
                   "reliability diagram with the expected calibration error and a score histogram (bins: "
                   "test.calibration_bins)", _obj()),
+        Component("figure", "calibration", f"{_P}.classification:calibration",
+                  "reliability before and after test.calibration (15 bins), ECE and NLL of each", _obj()),
+        Component("figure", "decision_curve", f"{_P}.clinical:decision_curve",
+                  "decision curve: net benefit against treating all and none (binary tasks)", _obj()),
+        Component("figure", "risk_coverage", f"{_P}.clinical:risk_coverage",
+                  "risk-coverage curves of selective prediction (test.tta / test.mc_dropout uncertainty against "
+                  "the top probability), AURC in the legend", _obj()),
+        Component("figure", "subgroups", f"{_P}.clinical:subgroups",
+                  "forest plot of the metrics per group of test.subgroups, with bootstrap intervals", _obj()),
         Component("figure", "confusion", f"{_P}.classification:confusion",
                   "confusion matrix (counts and row rates) per tested checkpoint", _obj()),
         Component("figure", "tdr_fdr", f"{_P}.classification:tdr_fdr",

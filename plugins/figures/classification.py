@@ -120,6 +120,33 @@ def _reliability(data: dict, binary: bool, heading: str):
     return fig
 
 
+def calibration(params: dict, view: RunView) -> list:
+    """Reliability before and after test.calibration (15 equal-width bins), with ECE and NLL in the legend;
+    nothing for a checkpoint tested without calibration."""
+    out = []
+    for ckpt in view.dir.tested_checkpoints():
+        metrics = view.dir.read_test_metrics(ckpt) or {}
+        block = metrics.get("calibration") or {}
+        if not block.get("after"):
+            continue
+        binary = len((metrics.get("confusion_matrix") or {}).get("labels") or []) <= 2
+        fig, ax = plt.subplots(figsize=(4.8, 4.4))
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfectly calibrated")
+        for key, style in (("before", "o-"), ("after", "s-")):
+            data = block[f"reliability_{key}"]
+            seen = [(c, o) for c, o in zip(data["confidence"], data["observed"]) if c is not None]
+            what = "model" if key == "before" else block["method"]
+            ax.plot([c for c, _ in seen], [o for _, o in seen], style, ms=4,
+                    label=f"{what} (ECE {block[key]['ece15']:.3f}, NLL {block[key]['nll']:.3f})")
+        ax.set(xlabel="predicted P(class 1)" if binary else "confidence (top class probability)",
+               ylabel="fraction of positives" if binary else "accuracy", xlim=(0, 1), ylim=(0, 1.02),
+               title=title(view, f"calibration ({ckpt}, {block['bins']} bins)"))
+        ax.legend(fontsize=8, loc="upper left")
+        ax.grid(alpha=0.3)
+        out.append(save_figure(fig, view, f"calibration_{ckpt}"))
+    return out
+
+
 def confusion(params: dict, view: RunView) -> list:
     """Confusion matrix (counts, with row-normalised rates in brackets) at the test job's threshold."""
     def one(pred, pos, ckpt):

@@ -3,6 +3,7 @@ variants, and a report (Markdown and HTML) gathering the summary's tables and ev
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -223,12 +224,139 @@ def _sections(view: ExperimentView) -> list[tuple[str, str, list[Path]]]:
         sections.append(("Test results", format_table(rows, tuple(c for c in _columns(rows) if "." not in c)), []))
     if quality:
         sections.append(("Explanation quality", format_table(quality) + _quality_help(), []))
+    tested = any(run.dir.tested_checkpoints() for run in view.runs)  # a card needs a tested model
+    if tested:
+        sections.append(("Model card", model_card(view), []))
     sections.append(("Across variants", "", _images(view.dir.figures)))
     for run in view.runs:
         figs = _images(run.dir.figures)
         if figs:
             sections.append((f"Variant {run.label}", "", figs))
+    if tested:
+        sections.append(("Appendix: reporting checklist (CLAIM, TRIPOD+AI)", checklist(view), []))
     return sections
+
+
+def _ci(metrics: dict, key: str) -> str:
+    value = metrics.get(key)
+    if not isinstance(value, (int, float)):
+        return ""
+    ci = (metrics.get("ci") or {}).get(key)
+    return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def _tested(run) -> tuple[str, dict]:
+    """(checkpoint, test metrics) of a run's first tested checkpoint of test.checkpoints."""
+    wanted = list((run.config.get("test") or {}).get("checkpoints") or [])
+    have = run.dir.tested_checkpoints()
+    ckpt = next((c for c in wanted if c in have), have[0] if have else "")
+    return ckpt, (run.dir.read_test_metrics(ckpt) or {}) if ckpt else {}
+
+
+def model_card(view: ExperimentView) -> str:
+    """The model card (Mitchell et al. 2019) of the experiment: intended use and caveats from ``card:``, the rest
+    from the runs (data, splits, metrics with CIs, calibration, conformal sets, subgroups, explanation quality)."""
+    card = view.config.get("card") or {}
+    blank = "_(not given: add it under `card:` in the experiment file)_"
+    lines = [f"**Intended use.** {card.get('intended_use') or blank}\n",
+             f"**Caveats.** {card.get('caveats') or blank}\n"]
+    if card.get("authors") or card.get("contact"):
+        lines.append(f"**Authors.** {card.get('authors') or ''} {card.get('contact') or ''}\n")
+    first = view.runs[0]
+    manifest = first.dir.read_manifest() if first.dir.manifest.is_file() else {}
+    data = manifest.get("data") or {}
+    dataset = first.config.get("dataset") or {}
+    lines.append(f"**Data.** {dataset.get('name')} at {dataset.get('image_size')} px; classes "
+                 f"{', '.join(data.get('classes') or [])}; images per split "
+                 f"{', '.join(f'{k} {v}' for k, v in (data.get('sizes') or {}).items())}; fingerprint "
+                 f"`{data.get('fingerprint')}`.\n")
+    rows = []
+    for run in view.runs:
+        ckpt, m = _tested(run)
+        if not m:
+            continue
+        cal = m.get("calibration") or {}
+        conf = m.get("conformal") or {}
+        rows.append({"variant": run.label, "checkpoint": ckpt, "roc_auc [95% CI]": _ci(m, "roc_auc"),
+                     "sensitivity": _ci(m, "recall"), "specificity": _ci(m, "specificity"),
+                     "calibration": cal.get("method", "none"), "ece15": _ci(m, "ece15"),
+                     "conformal coverage": _ci(m, "coverage") if conf else "",
+                     "worst subgroup": "; ".join(f"{w['column']}={w['group']} ({w['metric']} {w['value']:.3f})"
+                                                 for w in (m.get("subgroups") or {}).get("worst", [])
+                                                 if w["metric"] == "roc_auc") or ""})
+    if rows:
+        lines.append("**Metrics** (test split, percentile bootstrap 95% CIs):\n\n" + format_table(rows))
+    quality = view.tables.get("quality") or []
+    if quality:
+        lines.append(f"**Explanation quality.** {len(quality)} row(s) in the table above (methods x variants).\n")
+    return "\n".join(lines) + "\n"
+
+
+# the CLAIM (2024) and TRIPOD+AI (2024) items a run can fill; the others are listed for the authors
+CHECKLIST = (
+    ("Data partitions and patient disjointness", "partitioning"),
+    ("Preprocessing (size, channels, normalisation)", "preprocessing"),
+    ("Model (backbone, attention, head)", "model"),
+    ("Initialisation of the weights", "initialisation"),
+    ("Training (epochs, optimiser, augmentation, seed)", "training"),
+    ("Model selection (checkpoint, decision threshold)", "selection"),
+    ("Performance metrics with confidence intervals", "metrics"),
+    ("Calibration", "calibration"),
+    ("Robustness on a shifted split", "robustness"),
+    ("Performance by subgroup", "subgroups"),
+    ("Explainability", "explainability"),
+    ("Code and configuration (versions, hashes)", "code"),
+    ("Intended use and clinical setting", "intended_use"),
+    ("Study design and participants (eligibility, recruitment, dates)", None),
+    ("Reference standard and its readers", None),
+    ("Sample size justification", None),
+    ("Handling of missing data and poor-quality inputs", None),
+    ("Ethics approval, consent, funding and conflicts of interest", None),
+)
+
+
+def checklist(view: ExperimentView) -> str:
+    """The checklist appendix: each item with what the run says, or a blank for the authors."""
+    run = view.runs[0]
+    config = run.config
+    manifest = run.dir.read_manifest() if run.dir.manifest.is_file() else {}
+    ckpt, m = _tested(run)
+    test = config.get("test") or {}
+    train = config.get("train") or {}
+    model = config.get("model") or {}
+    dataset = config.get("dataset") or {}
+    backbone = model.get("backbone") or {}
+    sizes = (manifest.get("data") or {}).get("sizes") or {}
+    filled = {
+        "partitioning": f"splits {', '.join(f'{k} {v}' for k, v in sizes.items())}; split by patient group where "
+                        "the data set gives one (splits.json)",
+        "preprocessing": f"{dataset.get('image_size')} px, normalisation {dataset.get('normalize', 'backbone')}",
+        "model": f"{backbone.get('name')} + {(model.get('attention') or {}).get('name')} "
+                 f"({(model.get('head') or {}).get('name', 'default head')})",
+        "initialisation": "pretrained weights" if (backbone.get("params") or {}).get("pretrained") else
+        "random initialisation (from scratch)",
+        "training": f"{train.get('epochs')} epochs, {(train.get('optimizer') or {}).get('name')} lr "
+                    f"{(train.get('optimizer') or {}).get('lr')}, augment {train.get('augment')}, seed "
+                    f"{config.get('seed')}",
+        "selection": f"checkpoint {ckpt}; threshold {m.get('threshold', '')} "
+                     f"({(m.get('operating_point') or {}).get('source', '')})",
+        "metrics": f"ROC AUC {_ci(m, 'roc_auc')}; accuracy {_ci(m, 'accuracy')} "
+                   f"({(m.get('ci') or {}).get('resamples', '')} bootstrap resamples)" if m else "",
+        "calibration": f"{test.get('calibration', 'none')}; ECE (15 bins) {_ci(m, 'ece15')}" if "ece15" in m else "",
+        "robustness": ", ".join(f"{k}: ROC AUC {v.get('roc_auc', float('nan')):.3f}"
+                                for k, v in (m.get("splits") or {}).items()),
+        "subgroups": ", ".join(test.get("subgroups") or []) and f"by {', '.join(test['subgroups'])} "
+                     "(metrics/subgroups_<checkpoint>.csv)",
+        "explainability": ", ".join(x.get("name", "") for x in (config.get("explain") or {}).get("methods") or [])
+        if "explain" in (config.get("jobs") or []) else "",
+        "intended_use": (config.get("card") or {}).get("intended_use") or "",
+        "code": f"medattn {(manifest.get('versions') or {}).get('medattn', '')}, git {manifest.get('git_sha')}, "
+                f"config sha256 {str(manifest.get('config_sha256', ''))[:16]}",
+    }
+    rows = [{"item": item, "where this run reports it": (filled.get(key) or "") if key else "",
+             "status": ("filled by the run" if key and filled.get(key) else "blank: for the authors")}
+            for item, key in CHECKLIST]
+    return format_table(rows) + "\nItems marked blank need the authors' own text (CLAIM 2024, TRIPOD+AI 2024).\n"
 
 
 def _quality_help() -> str:
@@ -263,6 +391,8 @@ def _md_table_html(text: str) -> str:
             out.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>" +
                        "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rest) + "</table>")
             table = []
-        if line.strip():
-            out.append(f"<p>{html.escape(line)}</p>")
+        if line.strip():  # **bold** and `code` of the model card's paragraphs
+            text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(line))
+            text = re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+            out.append(f"<p>{text}</p>")
     return "\n".join(out)

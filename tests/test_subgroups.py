@@ -1,0 +1,76 @@
+"""Subgroup performance (medattn.evidence.subgroups): fairlearn MetricFrame per metadata column, intervals, the
+worst group and the largest gap, and clear answers for a missing column or a one-class group."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from medattn.errors import UserError
+from medattn.evidence.subgroups import subgroup_table
+
+
+def data(n: int = 300, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    site = rng.choice(["north", "south"], n)
+    y = rng.integers(0, 2, n)
+    noise = np.where(site == "south", 0.45, 0.2)  # the model is worse at the south site
+    s = np.clip(0.5 + (y - 0.5) * 0.6 + rng.normal(0, 1, n) * noise, 0, 1)
+    return y, s, [{"site": a, "device": "A" if i % 2 else "B"} for i, a in enumerate(site)]
+
+
+def test_per_group_metrics_worst_group_and_gap():
+    y, s, meta = data()
+    out = subgroup_table(y, s, meta, ["site", "device"], resamples=100, seed=1)
+    rows = {(r["column"], r["group"], r["metric"]): r for r in out["rows"]}
+    south = np.array([m["site"] == "south" for m in meta])
+    assert rows[("site", "south", "roc_auc")]["value"] == pytest.approx(roc_auc_score(y[south], s[south]))
+    assert rows[("site", "south", "roc_auc")]["n"] == south.sum()
+    r = rows[("site", "north", "accuracy")]
+    assert r["ci_low"] <= r["value"] <= r["ci_high"]
+    worst = {(w["column"], w["metric"]): w for w in out["worst"]}
+    assert worst[("site", "roc_auc")]["group"] == "south"
+    gap = {(g["column"], g["metric"]): g for g in out["gaps"]}[("site", "roc_auc")]
+    assert gap["gap"] == pytest.approx(rows[("site", "north", "roc_auc")]["value"] - worst[("site", "roc_auc")]["value"])
+
+
+def test_a_missing_column_and_a_one_class_group():
+    y, s, meta = data(60)
+    with pytest.raises(UserError, match=r"test.subgroups: the test images carry no column 'density' \(they carry: "
+                                        r"device, site\)"):
+        subgroup_table(y, s, meta, ["density"], resamples=0)
+    meta = [{**m, "view": "MLO" if label else "CC"} for m, label in zip(meta, y)]  # each view has one class
+    out = subgroup_table(y, s, meta, ["view"], resamples=20)
+    auc = [r for r in out["rows"] if r["metric"] == "roc_auc"]
+    assert all(np.isnan(r["value"]) and r["note"] == "one class in this group: no ROC AUC" for r in auc)
+    assert {r["metric"] for r in out["rows"] if np.isfinite(r["value"])} >= {"accuracy"}
+
+
+def test_multi_class_groups():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 120)
+    s = rng.dirichlet(np.ones(3), 120) + np.eye(3)[y] * 0.5
+    s /= s.sum(axis=1, keepdims=True)
+    meta = [{"site": "a" if i < 60 else "b"} for i in range(120)]
+    out = subgroup_table(y, s, meta, ["site"], resamples=0)
+    assert {r["metric"] for r in out["rows"]} == {"accuracy", "balanced_accuracy", "roc_auc"}
+
+
+def test_synthetic_lesions_sites_are_off_by_default_and_differ_in_contrast():
+    from medattn_plugins.datasets.synthetic_lesions import SyntheticLesions, generate
+
+    look = {"difficulty": 0.5, "lesion_size": 0.12, "decoys": 0.0}
+    plain = SyntheticLesions("test", 12, 7, (32, 32), 1, **look)
+    sited = SyntheticLesions("test", 12, 7, (32, 32), 1, **look, sites=3)
+    assert plain.metadata() == {}
+    for i in range(12):  # sites: 0 leaves every image as it was, byte for byte
+        assert np.array_equal(plain[i]["image"][0].numpy(), generate(7, "test", i, (32, 32), 0.5, 0.12, 0.0)[0])
+    meta = sited.metadata()
+    assert set(meta) == set(sited.ids()) and {m["site"] for m in meta.values()} <= {"site0", "site1", "site2"}
+    assert len({m["site"] for m in meta.values()}) > 1
+    for i, sid in enumerate(sited.ids()):
+        a, b = plain[i]["image"].numpy(), sited[i]["image"].numpy()
+        if meta[sid]["site"] == "site0":
+            assert np.array_equal(a, b)
+        else:
+            assert np.abs(b - 0.5).mean() < np.abs(a - 0.5).mean()  # lower contrast around mid-grey
