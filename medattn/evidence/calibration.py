@@ -300,18 +300,8 @@ def intervals(labels: np.ndarray, scores: np.ndarray, resamples: int, seed: int,
     units = len(labels) if groups is None else len(set(map(str, groups)))
     if units < 2 or resamples <= 0:
         return {}
-    values: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
-    for w in M.bootstrap_chunks(len(labels), groups, resamples, seed):
-        for m in METRICS:
-            values[m].append(weighted(m, labels, scores, w))
-    tail = (1 - confidence) / 2
-    out = {}
-    for m, parts in values.items():
-        v = np.concatenate(parts)
-        v = v[np.isfinite(v)]
-        if len(v):
-            out[m] = [float(np.quantile(v, tail)), float(np.quantile(v, 1 - tail))]
-    return out
+    return M.percentile_intervals(len(labels), groups, resamples, seed, confidence,
+                                  lambda w: {m: weighted(m, labels, scores, w) for m in METRICS})
 
 
 def log_odds(logits: Any, output: str) -> np.ndarray | None:

@@ -155,17 +155,7 @@ def coverage_report(labels: Any, sets: Any, class_names: Sequence[str], *, resam
     out["set_sizes"] = {"empty": float(np.mean(size == 0)), "single": float(np.mean(size == 1)),
                         "multiple": float(np.mean(size > 1))}
     if resamples > 0 and n > 1:
-        draws: dict[str, list[np.ndarray]] = {key: [] for key in point}
-        for w in M.bootstrap_chunks(n, groups, resamples, seed):
-            for key, v in values(w).items():
-                draws[key].append(v)
-        tail = (1 - confidence) / 2
-        out["ci"] = {}
-        for key, parts in draws.items():
-            v = np.concatenate(parts)
-            v = v[np.isfinite(v)]
-            if len(v):
-                out["ci"][key] = [float(np.quantile(v, tail)), float(np.quantile(v, 1 - tail))]
+        out["ci"] = M.percentile_intervals(n, groups, resamples, seed, confidence, values)
     return out
 
 

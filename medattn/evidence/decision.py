@@ -70,17 +70,9 @@ def operating_points(labels: Any, scores: Any, sensitivity: float | None, specif
         out[f"{name}_target"] = float(target)
         out[f"{name}_threshold"] = float(threshold)
     if resamples > 0 and len(y) > 1:
-        draws: dict[str, list[np.ndarray]] = {k: [] for k, t in wanted.items() if t is not None}
-        for w in M.bootstrap_chunks(len(y), groups, resamples, seed):
-            for name in draws:
-                draws[name].append(weighted_at(name, y, pos, wanted[name], w))
-        tail = (1 - confidence) / 2
-        out["ci"] = {}
-        for name, parts in draws.items():
-            v = np.concatenate(parts)
-            v = v[np.isfinite(v)]
-            if len(v):
-                out["ci"][name] = [float(np.quantile(v, tail)), float(np.quantile(v, 1 - tail))]
+        names = [k for k, t in wanted.items() if t is not None]
+        out["ci"] = M.percentile_intervals(len(y), groups, resamples, seed, confidence,
+                                           lambda w: {k: weighted_at(k, y, pos, wanted[k], w) for k in names})
     return out
 
 

@@ -11,7 +11,7 @@ job's bootstrap intervals (:func:`bootstrap_ci`).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -265,17 +265,25 @@ def bootstrap_ci(labels: np.ndarray, scores: np.ndarray, threshold: float, resam
     if units < 2 or resamples <= 0:
         return {}
     predicted = predictions(scores, threshold)
-    values: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    return percentile_intervals(n, groups, resamples, seed, confidence,
+                                lambda w: {k: weighted_metric(k, labels, predicted, scores, w) for k in keys})
+
+
+def percentile_intervals(n: int, groups: Sequence[Any] | None, resamples: int, seed: int, confidence: float,
+                         statistics: Callable[[np.ndarray], dict[str, np.ndarray]]) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals of named statistics: ``statistics(weights)`` gives each statistic's values
+    on a chunk of resamples (:func:`bootstrap_chunks`); values that are not finite are left out."""
+    draws: dict[str, list[np.ndarray]] = {}
     for weights in bootstrap_chunks(n, groups, resamples, seed):
-        for k in keys:
-            values[k].append(weighted_metric(k, labels, predicted, scores, weights))
-    alpha = (1 - confidence) / 2
+        for key, values in statistics(weights).items():
+            draws.setdefault(key, []).append(values)
+    tail = (1 - confidence) / 2
     out = {}
-    for k, parts in values.items():
+    for key, parts in draws.items():
         v = np.concatenate(parts)
         v = v[np.isfinite(v)]
         if len(v):
-            out[k] = [float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha))]
+            out[key] = [float(np.quantile(v, tail)), float(np.quantile(v, 1 - tail))]
     return out
 
 
