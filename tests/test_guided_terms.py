@@ -230,18 +230,24 @@ def test_gain_mining_on_a_one_logit_model_never_rewards_predicting_the_other_cla
 
 
 # --- RRR: a linear model's input gradient is its weight ------------------------------------------------------------
+class Linear(nn.Module):
+    """A one-logit linear model of 8x8 grey images: its input gradient is its weight."""
+
+    output = "sigmoid"
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(64, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x.flatten(1))
+
+
 def test_rrr_on_a_linear_model_penalises_the_weights_outside_the_mask():
-    torch.manual_seed(0)
-    lin = nn.Linear(64, 1)
-
-    class Linear(nn.Module):
-        output = "sigmoid"
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return lin(x.flatten(1))
-
-    data = batch_data(8, channels=1)
     model = Linear()
+    lin = model.lin
+    data = batch_data(8, channels=1)
     x = data["image"].clone().requires_grad_(True)
     batch = LossBatch(images=x, labels=data["label"], logits=model(x), model=model, ids=data["id"],
                       masks=data["mask"])

@@ -19,7 +19,7 @@ from medattn.registry import default_registry
 from medattn.train import engine as E
 
 from .conftest import TINY
-from .test_guided_terms import GAIN, batch_data, pooled_model, term_value
+from .test_guided_terms import GAIN, Linear, batch_data, pooled_model, term_value
 
 DECOY = {"n_train": 256, "n_val": 8, "n_test": 64, "difficulty": 0.8, "lesion_size": 0.12, "decoys": 0.0,
          "seed_offset": 0, "shortcut": {"agree": 1.0, "strength": 0.8}}
@@ -79,23 +79,16 @@ def test_thirty_steps_of_rrr_on_the_confound_cut_the_reliance_on_a_decoy_where_t
 
 
 def test_rrr_on_the_confound_of_a_linear_model_penalises_the_weights_in_the_box():
-    torch.manual_seed(0)
-    lin = nn.Linear(64, 1)
-
-    class Linear(nn.Module):
-        output = "sigmoid"
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return lin(x.flatten(1))
-
+    model = Linear()
+    lin = model.lin
     data = batch_data(8, channels=1)
     box = torch.zeros(4, 1, 8, 8)
     box[:, :, :2, :2] = 1
     data["confound_mask"] = box
-    value = term_value(Linear(), T.RightReasons("l2", "class_logit", "confound"), data)
+    value = term_value(model, T.RightReasons("l2", "class_logit", "confound"), data)
     torch.testing.assert_close(value, (lin.weight.detach().view(8, 8)[:2, :2] ** 2).sum())
     data["confound_mask"] = torch.zeros_like(box)  # empty confound masks: every image skipped, nothing to learn
-    assert term_value(Linear(), T.RightReasons("l2", "class_logit", "confound"), data).item() == 0.0
+    assert term_value(model, T.RightReasons("l2", "class_logit", "confound"), data).item() == 0.0
 
 
 def test_grad_cam_rrr_penalises_the_scaled_map_in_the_region():
