@@ -95,7 +95,7 @@ def test_fragment_marker_is_only_used_before_yaml_blocks():
 def test_readme_is_a_front_door():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(text.splitlines()) <= README_MAX_LINES
-    for command in ("pip install -c constraints.txt -e .", "medattn run experiments/demo.yaml", "medattn predict", "medattn export",
+    for command in ("pip install -e . -c constraints.txt", "medattn run experiments/demo.yaml", "medattn predict", "medattn export",
                     "tox"):
         assert command in text, command
     for link in re.findall(r"\]\((docs/[^)#\s]+)", text):
