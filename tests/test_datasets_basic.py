@@ -194,3 +194,77 @@ def test_grouped_split_property() -> None:
     a = grouped_split(labels, groups, [0.7, 0.15, 0.15], 1)
     b = grouped_split(labels, groups, [0.7, 0.15, 0.15], 1)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_image_folder_metadata_csv(tmp_path: Path) -> None:
+    """A metadata sheet gives image_folder's images the fields test.subgroups groups by: rows name an image by its
+    path relative to root (with or without extension) or by a unique file name; a missing image gets blanks, a
+    row naming no image is logged, and duplicates or ambiguous names are errors naming the line."""
+    root = tmp_path / "sp"
+    _write_folder(root, {"train/a": 3, "train/b": 3, "val/a": 2, "val/b": 2, "test/a": 2, "test/b": 2})
+    (root / "meta.csv").write_text("image,site,device\ntrain/a/p0_0.png,north,A\ntrain/a/p1_1,south,B\n"
+                                   "test/b/p0_0.png,south,A\np1_1.png,east,C\nmissing.png,x,y\n")
+    # p1_1.png is in train/a, train/b, val/a, val/b, test/a, test/b: a bare name is ambiguous -> error below
+    with pytest.raises(UserError, match=r"meta.csv line 5: 'p1_1.png' names 6 images"):
+        image_folder.build(filled("image_folder", {"root": str(root), "metadata": "meta.csv"}), ctx(None, 16, 1))
+    (root / "meta.csv").write_text("image,site,device\ntrain/a/p0_0.png,north,A\n./train/a/p1_1,south,B\n"
+                                   "test\\b\\p0_0.png,south , A\nmissing.png,x,y\n")
+    logged: list[str] = []
+    c = DataContext(seed=42, image_size=(16, 16), channels=1, run_dir=None, log=logged.append)
+    b = image_folder.build(filled("image_folder", {"root": str(root), "metadata": "meta.csv"}), c)
+    meta = {**b.splits["train"].metadata(), **b.splits["test"].metadata()}
+    assert meta["train/a/p0_0.png"] == {"site": "north", "device": "A"}
+    assert meta["train/a/p1_1.png"] == {"site": "south", "device": "B"}
+    assert meta["test/b/p0_0.png"] == {"site": "south", "device": "A"}
+    assert meta["train/b/p0_0.png"] == {"site": "", "device": ""}
+    assert b.info["metadata"]["with_metadata"] == 3 and b.info["metadata"]["fields"] == ["site", "device"]
+    assert any("metadata for 3 of 14 images" in m and "1 row(s) name no image (e.g. missing.png)" in m for m in logged)
+    (root / "meta.csv").write_text("image,site\ntrain/a/p0_0.png,north\ntrain/a/p0_0,south\n")
+    with pytest.raises(UserError, match=r"meta.csv line 3: a second row for train/a/p0_0.png \(the first is line 2\)"):
+        image_folder.build(filled("image_folder", {"root": str(root), "metadata": "meta.csv"}), ctx(None, 16, 1))
+    (root / "meta.csv").write_text("file,site\ntrain/a/p0_0.png,north\n")
+    with pytest.raises(UserError, match=r"meta.csv line 1: missing required column\(s\) \['image'\]"):
+        image_folder.build(filled("image_folder", {"root": str(root), "metadata": "meta.csv"}), ctx(None, 16, 1))
+    b = image_folder.build(filled("image_folder", {"root": str(root), "metadata": "meta.csv", "metadata_key": "file"}),
+                           ctx(None, 16, 1))
+    assert b.splits["train"].metadata()["train/a/p0_0.png"] == {"site": "north"}
+    (root / "meta.csv").write_text("image,site\nnothing.png,north\n")
+    with pytest.raises(UserError, match="no row of the metadata CSV names an image"):
+        image_folder.build(filled("image_folder", {"root": str(root), "metadata": "meta.csv"}), ctx(None, 16, 1))
+    with pytest.raises(UserError, match="metadata CSV not found"):
+        image_folder.build(filled("image_folder", {"root": str(root), "metadata": "nope.csv"}), ctx(None, 16, 1))
+
+
+def test_calibration_split_carved_by_patient(tmp_path: Path) -> None:
+    """calibration_fraction moves whole patients of the train split into a `calibration` split: no patient in two
+    splits, listed in splits.json; 0 (the default) leaves the splits as they were."""
+    _write_folder(tmp_path / "many", {"a": 40, "b": 40})
+    for i, f in enumerate(sorted((tmp_path / "many").rglob("*.png"))):
+        f.rename(f.with_name(f"pt{i // 2}_{f.name}"))  # 40 patients of two images each
+    base = {"root": str(tmp_path / "many"), "group_regex": r"^(pt\d+)_"}
+    plain = image_folder.build(filled("image_folder", base), ctx(None, 16, 1))
+    assert "calibration" not in plain.splits
+    run = tmp_path / "run"
+    run.mkdir()
+    b = image_folder.build(filled("image_folder", {**base, "calibration_fraction": 0.25}), ctx(run, 16, 1))
+    assert b.splits["val"].ids() == plain.splits["val"].ids() and b.splits["test"].ids() == plain.splits["test"].ids()
+    cal, train = b.splits["calibration"], b.splits["train"]
+    assert sorted(cal.ids() + train.ids()) == sorted(plain.splits["train"].ids())
+    assert abs(len(cal) - 0.25 * len(plain.splits["train"])) <= 4 and set(cal.labels()) == {0, 1}
+    assert not set(cal.groups()) & set(train.groups())
+    doc = json.loads((run / "splits.json").read_text())
+    assert doc["splits"]["calibration"] == cal.ids() and doc["counts"]["calibration"] == len(cal)
+    assert "calibration carved from train" in b.info["split_mode"]
+    with pytest.raises(UserError, match="calibration_fraction"):
+        filled("image_folder", {**base, "calibration_fraction": 0.7})
+
+
+def test_synthetic_calibration_split_is_drawn_like_test() -> None:
+    plain = synthetic_lesions.build(filled("synthetic_lesions", {"n_train": 4, "n_val": 4, "n_test": 4}), ctx(None, 16, 1))
+    b = synthetic_lesions.build(filled("synthetic_lesions", {"n_train": 4, "n_val": 4, "n_test": 4, "n_calibration": 6}),
+                                ctx(None, 16, 1))
+    assert "calibration" not in plain.splits and len(b.splits["calibration"]) == 6
+    assert plain.info["fingerprint"] == synthetic_lesions.build(
+        filled("synthetic_lesions", {"n_train": 4, "n_val": 4, "n_test": 4, "n_calibration": 0}), ctx(None, 16, 1)).info["fingerprint"]
+    assert torch.equal(b.splits["test"][0]["image"], plain.splits["test"][0]["image"])
+    assert not set(b.splits["calibration"].ids()) & set(b.splits["test"].ids())

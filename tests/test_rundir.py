@@ -179,3 +179,22 @@ def test_the_layout_names_every_path_a_run_dir_gives(monkeypatch):
             "metrics/predictions_<ckpt>.<split>.csv", "explanations/<method>.npz"} <= set(layout)
     files = [p for p in layout if not p.endswith("/")]
     assert not [p for p in files if any(q.startswith(p + "/") for q in layout)], "a folder is declared with _at"
+
+
+def test_a_dataset_param_added_at_its_default_keeps_the_run():
+    """A run directory written before a release added a dataset param (off by default) is still the same run; the
+    param set to anything else makes a different run."""
+    from medattn.registry import default_registry
+    from medattn.store.identity import identity
+    from medattn.store.manifest import canonical
+
+    reg = default_registry()
+    old = {"seed": 1, "dataset": {"name": "image_folder", "params": {"root": "/a", "val_fraction": 0.15}}}
+    new = {"seed": 1, "dataset": {"name": "image_folder", "params": {"root": "/b", "val_fraction": 0.15,
+                                                                     "calibration_fraction": 0, "metadata": "m.csv"}}}
+    assert canonical(identity(old, reg)) == canonical(identity(new, reg))
+    new["dataset"]["params"]["calibration_fraction"] = 0.2
+    assert canonical(identity(old, reg)) != canonical(identity(new, reg))
+    new["dataset"]["params"]["calibration_fraction"] = 0
+    new["dataset"]["params"]["val_fraction"] = 0.2
+    assert canonical(identity(old, reg)) != canonical(identity(new, reg))

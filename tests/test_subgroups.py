@@ -2,6 +2,8 @@
 worst group and the largest gap, and clear answers for a missing column or a one-class group."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -74,3 +76,84 @@ def test_synthetic_lesions_sites_are_off_by_default_and_differ_in_contrast():
             assert np.array_equal(a, b)
         else:
             assert np.abs(b - 0.5).mean() < np.abs(a - 0.5).mean()  # lower contrast around mid-grey
+
+
+SITES = """\
+name: sites
+seed: 3
+device: cpu
+output_dir: {out}
+dataset:
+  name: synthetic_lesions
+  image_size: 32
+  seed: 1
+  params: {{n_train: 16, n_val: 8, n_test: 24, n_calibration: 12, sites: 2}}
+model:
+  backbone: {{name: resnet18, params: {{pretrained: false}}}}
+  attention: {{name: none}}
+train: {{epochs: 1, batch_size: 8}}
+test:
+  checkpoints: [last]
+  bootstrap: {{resamples: 0}}
+  subgroups: [site]
+  conformal: {{alpha: 0.25, split: calibration, class_conditional: false}}
+compare: {{reference: none, metrics: [roc_auc, site=site1.roc_auc, site=site0.accuracy], resamples: 50}}
+jobs: [train, test]
+matrix:
+  attention:
+    none: {{model.attention: {{name: none}}}}
+    se: {{model.attention: {{name: timm_attn, params: {{type: se}}}}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def sited(tmp_path_factory):
+    """Two variants on the synthetic sites, with a carved conformal calibration split, compared per site."""
+    from medattn.cli import main
+
+    root = tmp_path_factory.mktemp("sites")
+    path = root / "sites.yaml"
+    path.write_text(SITES.format(out=root / "runs"))
+    assert main(["run", str(path)]) == 0
+    return root, path
+
+
+def test_compare_tests_one_groups_difference_between_variants(sited):
+    import csv
+
+    root, _ = sited
+    exp = root / "runs" / "sites"
+
+    def table(path):
+        with open(path, newline="") as fh:
+            return list(csv.DictReader(fh))
+
+    preds = {v: table(exp / v / "metrics" / "predictions_last.csv") for v in ("none", "se")}
+    assert all(r["subgroup_site"] in ("site0", "site1") for r in preds["none"])
+    rows = {r["metric"]: r for r in table(exp / "comparisons.csv")}
+    assert list(rows) == ["roc_auc", "site=site1.roc_auc", "site=site0.accuracy"]
+    mine = {v: [r for r in p if r["subgroup_site"] == "site1"] for v, p in preds.items()}
+    assert rows["site=site1.roc_auc"]["n_images"] == str(len(mine["none"])) < str(len(preds["none"]))
+    auc = {v: roc_auc_score([int(r["label"]) for r in m], [float(r["score"]) for r in m]) for v, m in mine.items()}
+    assert float(rows["site=site1.roc_auc"]["delta"]) == pytest.approx(auc["se"] - auc["none"], abs=1e-6)
+    assert rows["site=site1.roc_auc"]["test"] == "DeLong" and rows["site=site0.accuracy"]["test"].startswith("McNemar")
+    ps = [float(r["p"]) for r in rows.values()]
+    assert all(float(r["p_adjusted"]) >= float(r["p"]) for r in rows.values()) and all(0 <= p <= 1 for p in ps)
+    # the conformal thresholds came from the carved calibration split, not from validation
+    from medattn.store import checkpoints
+
+    fitted = checkpoints.read_meta(exp / "se" / "checkpoints" / "last.pt")["conformal"]
+    assert fitted["split"] == "calibration" and fitted["n"] == 12 and fitted["n_per_class"] == [6, 6]
+    metrics = json.loads((exp / "se" / "metrics" / "test_last.json").read_text())
+    assert metrics["conformal"]["split"] == "calibration" and metrics["conformal"]["n"] == 24  # the test images
+
+
+def test_compare_of_a_group_the_test_does_not_write_is_refused(sited, cli, write):
+    root, path = sited
+    text = path.read_text()
+    code, out, err = cli("validate", write("nosub.yaml", text.replace("subgroups: [site]", "subgroups: []")))
+    assert code == 2 and "compare.metrics: 'site=site1.roc_auc'" in err and "test.subgroups does not list 'site'" in err
+    code, out, err = cli("run", write("noval.yaml", text.replace("site=site0.accuracy", "site=site7.accuracy")),
+                         "--jobs", "test")
+    assert code == 2 and "no test image of" in err and "site = 'site7'" in err and "'site0', 'site1'" in err
+    assert "Traceback" not in err

@@ -41,13 +41,15 @@ COMPARE = {
                               "then": {"pattern": "^([A-Za-z0-9_-]+\\.(" + "|".join(
                                   [*comparable_metrics(), *metric_names(comparable=True, source="quality")])
                                   + ")|shortcut\\.(" + "|".join(metric_names(comparable=True, source="shortcut"))
-                                  + "))$"},
+                                  + ")|[^=.]+=.*\\.(" + "|".join(comparable_metrics()) + "))$"},
                               "else": {"enum": list(comparable_metrics())}},
                     "default": ["roc_auc", "accuracy"],
                     "description": "metrics to compare: a test metric (roc_auc), the same on another split of "
                                    "test.splits (shifted.roc_auc), an explanation-quality score of a method, "
-                                   "paired image by image (saliency.energy_in_mask), or the reliance on a "
-                                   "confound, paired image by image (shortcut.reliance)"},
+                                   "paired image by image (saliency.energy_in_mask), the reliance on a "
+                                   "confound, paired image by image (shortcut.reliance), or a test metric on the "
+                                   "test images of one subgroup, column=value (site=north.roc_auc; the column "
+                                   "must be one of test.subgroups)"},
         "correction": {"enum": list(CORRECTIONS), "default": "holm",
                        "description": "multiple-comparison correction over the whole table"},
         "mcnemar": {"enum": list(MCNEMAR_TESTS), "default": "exact",

@@ -9,6 +9,7 @@ threshold are kept beside them.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,8 +77,10 @@ PARAMS = {
                                       "description": "one threshold per class (Mondrian), so a rare class is "
                                                      "covered too; needs 1/alpha - 1 calibration images per class"},
                 "split": {"type": "string", "default": "val",
-                          "description": "the calibration split: val, or a split the data set carves for it (e.g. "
-                                         "by patient); never test"},
+                          "description": "the calibration split: val, or a split the data set gives for it "
+                                         "(calibration: one the data set carves by patient when its params ask, "
+                                         "which training, model selection and temperature scaling never see); "
+                                         "never test"},
             },
         },
         "tta": {"enum": ["none", "flips", "d4"], "default": "none",
@@ -208,7 +211,7 @@ def comparisons(exp: ExperimentView, spec: dict[str, Any]) -> list[dict]:
     from ..evidence.metric_specs import metric_spec
 
     checkpoint = spec["checkpoint"] or exp.config["test"]["checkpoints"][0]
-    groups: dict[tuple[str, str], list[str]] = {}  # (source, split or method) -> metric names
+    groups: dict[tuple[str, str], list[str]] = {}  # (source, split, method or column=value) -> metric names
     for name in spec["metrics"]:
         prefix, _, base = name.rpartition(".")
         groups.setdefault((metric_spec(base).source, prefix or "test"), []).append(name)
@@ -226,14 +229,20 @@ def comparisons(exp: ExperimentView, spec: dict[str, Any]) -> list[dict]:
             part = stats.compare_scores(found, spec["reference"], bases, **context) if len(
                 {v for v, _ in found}) > 1 else []
         else:
-            preds = {(v.variant, v.seed): stats.predictions_from_rows(v.dir.read_predictions(checkpoint, prefix),
-                                                                      str(v.dir.root))
-                     for v in exp.runs if v.dir.predictions(checkpoint, prefix).is_file()}
+            split = "test" if "=" in prefix else prefix
+            preds = {(v.variant, v.seed): stats.predictions_from_rows(
+                _group_rows(v, checkpoint, prefix, names) if split != prefix else
+                v.dir.read_predictions(checkpoint, split), str(v.dir.root))
+                for v in exp.runs if v.dir.predictions(checkpoint, split).is_file()}
             if len({variant for variant, _ in preds}) < 2:
                 continue
             part = stats.compare(preds, spec["reference"], bases, "none", test_sets=test_sets,
                                  resamples=int(spec["resamples"]), seed=int(exp.config["seed"]),
                                  mcnemar=spec.get("mcnemar", "exact"), **context)  # older configs lack it
+            if split != prefix and all(len(set(p.labels.tolist())) < 2 for p in preds.values()):
+                for row in part:  # e.g. no ROC AUC, or no specificity, among positives alone
+                    if not math.isfinite(float(row["delta"])):
+                        row["test"] = f"undefined: every image of {prefix} is of one class"
         rename = dict(zip(bases, names))
         rows.extend({**row, "metric": rename[row["metric"]]} for row in part)
     order = {name: i for i, name in enumerate(spec["metrics"])}
@@ -241,6 +250,25 @@ def comparisons(exp: ExperimentView, spec: dict[str, Any]) -> list[dict]:
     for row, p in zip(rows, stats.adjust([row["p"] for row in rows], spec["correction"])):
         row["p_adjusted"] = float(p)
     return [{"checkpoint": checkpoint, **row} for row in rows]
+
+
+def _group_rows(view: RunView, checkpoint: str, prefix: str, names: list[str]) -> list[dict[str, str]]:
+    """The rows of a run's test predictions whose ``subgroup_<column>`` is ``value`` (``prefix``: column=value), for
+    one group's difference between variants; a clear error when the predictions lack the column or the group."""
+    column, _, value = prefix.partition("=")
+    path = view.dir.predictions(checkpoint, "test")
+    rows = view.dir.read_predictions(checkpoint, "test")
+    key = SUBGROUP_PREFIX + column
+    if rows and key not in rows[0]:
+        raise UserError(f"compare.metrics: {names[0]}: {path} has no {key} column (its test job ran without "
+                        f"{column} in test.subgroups); run the test job again: medattn run FILE --jobs test "
+                        "--force test")
+    mine = [r for r in rows if r[key] == value]
+    if not mine:
+        found = sorted({r[key] for r in rows})
+        raise UserError(f"compare.metrics: {names[0]}: no test image of {path} has {column} = {value!r} (its groups: "
+                        f"{', '.join(map(repr, found[:12]))}{', ...' if len(found) > 12 else ''})")
+    return mine
 
 
 def _quality_scores(exp: ExperimentView, method: str, metrics: list[str]) -> dict[tuple, dict[str, dict]]:
@@ -306,7 +334,8 @@ def _conformal_split_problem(spec: dict[str, Any], splits: dict[str, Any], class
     if split == "test":
         return "test.conformal.split: the test split cannot calibrate the sets it is tested on; use val or another split"
     if split not in splits:
-        return f"test.conformal.split: the data set has no split {split!r}; it has {', '.join(splits)}"
+        return (f"test.conformal.split: the data set has no split {split!r}; it has {', '.join(splits)} (a data set "
+                "may carve one when a param asks: see its params in docs/datasets.md)")
     labels = np.asarray(split_labels(splits[split]))
     try:
         probs = np.full((len(labels), len(class_names)), 1.0 / len(class_names))  # only the counts matter here
@@ -522,7 +551,7 @@ def _write(run, name: str, ev: Evaluation) -> dict:
     if sets is not None:
         _conformal(run, metrics, ev, sets)
     atomic_write_text(run.dir.test_metrics(name), json.dumps(metrics, indent=2, allow_nan=True))
-    _predictions(run, name, te, classes, threshold, "test", scores, sets, ev.sampled)
+    _predictions(run, name, te, classes, threshold, "test", scores, sets, ev.sampled, ev.metadata)
     _roc(run, name, labels, scores)
     return metrics
 
@@ -705,10 +734,15 @@ def _intervals(run, te, threshold: float, scores=None) -> dict:
                                     int(boot["resamples"]), seed, groups, confidence)}}
 
 
+SUBGROUP_PREFIX = "subgroup_"  # the predictions CSV's column of each test.subgroups column
+
+
 def _predictions(run, name: str, te, classes: list[str], threshold: float, split: str = "test", scores=None,
-                 sets=None, sampled: dict | None = None) -> None:
+                 sets=None, sampled: dict | None = None, metadata: list[dict] | None = None) -> None:
     """predictions_<name>.csv: id, (group), label, prediction and the scores of every image (calibrated when
-    test.calibration asks), and its conformal set (class names joined by |) with test.conformal."""
+    test.calibration asks), its conformal set (class names joined by |) with test.conformal, the uncertainty of
+    test.tta / test.mc_dropout, and a ``subgroup_<column>`` column per test.subgroups column (what ``compare``
+    reads for one group's difference between variants)."""
     from ..evidence import conformal
     from ..evidence import metrics as M
 
@@ -723,11 +757,14 @@ def _predictions(run, name: str, te, classes: list[str], threshold: float, split
         columns.append("set")
     spread = ("entropy", "spread", "mutual_information") if sampled else ()
     columns.extend(spread)
+    fields = list(run.config["test"]["subgroups"]) if metadata is not None else []
+    columns.extend(SUBGROUP_PREFIX + c for c in fields)
     rows = []
     for i, (sid, y, p, s) in enumerate(zip(te.ids, te.labels, preds, scores)):
         vals = [f"{s:.6f}"] if scores.ndim == 1 else [f"{v:.6f}" for v in s]
         rows.append([sid, *([te.groups[i]] if te.groups is not None else []), int(y), int(p), *vals,
-                     *([names[i]] if names is not None else []), *(f"{sampled[k][i]:.6f}" for k in spread)])
+                     *([names[i]] if names is not None else []), *(f"{sampled[k][i]:.6f}" for k in spread),
+                     *(str(metadata[i].get(c, "")) for c in fields)])
     write_rows(run.dir.predictions(name, split), columns, rows)
 
 

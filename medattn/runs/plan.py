@@ -142,6 +142,13 @@ def compare_problems(config: dict, variants: list[str]) -> list[str]:
         if name not in variants:
             problems.append(f"compare.reference: {name!r} is not a variant of this experiment "
                             f"(variants: {', '.join(variants)}; none: each against its variant without attention)")
+    for name in spec["metrics"]:
+        column, sep, _ = name.rpartition(".")[0].partition("=")
+        if sep and column not in config["test"]["subgroups"]:
+            problems.append(f"compare.metrics: {name!r} compares the images whose {column} is a value, but "
+                            f"test.subgroups does not list {column!r} (listed: "
+                            f"{', '.join(config['test']['subgroups']) or 'none'}): add it there so the test job "
+                            "writes it into the predictions")
     checkpoint = spec["checkpoint"]
     if checkpoint is not None and checkpoint not in config["test"]["checkpoints"]:
         problems.append(f"compare.checkpoint: {checkpoint!r} is not tested (test.checkpoints: "

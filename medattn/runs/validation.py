@@ -108,10 +108,13 @@ def _class_counts(bundle, splits) -> tuple[str, list[str]]:
     if len(names) < 2:
         problems.append(f"the data set has {len(names)} class(es) ({', '.join(names) or 'none'}); a classifier "
                         "needs at least 2 (is the root one level too deep?)")
-    for split in ("train", "val", "test"):
+    main = ("train", "val", "test")
+    for split in [*main, *(s for s in splits if s not in main)]:  # then the extra splits (calibration, shifted ...)
         counts = Counter(split_labels(splits[split]))
         shown = ", ".join(f"{names[k] if k < len(names) else k} {counts[k]}" for k in sorted(counts))
         parts.append(f"{split} {sum(counts.values())} ({shown})")
+        if split not in main:
+            continue
         if len(names) >= 2 and len(counts) < 2 and sum(counts.values()) > 0:
             problems.append(f"the {split} split holds a single class ({shown}); every split needs at least 2")
         if sum(counts.values()) == 0:

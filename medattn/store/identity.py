@@ -16,8 +16,9 @@ VOLATILE = {"train": ("progress", "tensorboard", "loader", "epochs"), "dataset":
 
 
 def identity(config: dict, registry: Any = None) -> dict:
-    """The identity keys of a config, without volatile keys and without the dataset's location params
-    (params whose schema says ``"format": "path"``: the data fingerprint stands for them)."""
+    """The identity keys of a config, without volatile keys, without the dataset's location params (params whose
+    schema says ``"format": "path"``: the data fingerprint stands for them) and without dataset params at their
+    schema default (so that a param a later release adds, off by default, leaves earlier runs the same run)."""
     out: dict[str, Any] = {}
     for key in IDENTITY_KEYS:
         value = config.get(key)
@@ -26,17 +27,23 @@ def identity(config: dict, registry: Any = None) -> dict:
         out[key] = value
     dataset = out.get("dataset")
     if registry is not None and isinstance(dataset, dict) and isinstance(dataset.get("params"), dict):
-        paths = _location_params(registry, dataset.get("name"))
-        dataset["params"] = {k: v for k, v in dataset["params"].items() if k not in paths}
+        props = _dataset_params(registry, dataset.get("name"))
+        dataset["params"] = {k: v for k, v in dataset["params"].items() if not _no_identity(props.get(k), v)}
     return out
 
 
-def _location_params(registry: Any, name: Any) -> set[str]:
+def _dataset_params(registry: Any, name: Any) -> dict[str, Any]:
     try:
-        props = registry.get("dataset", str(name)).params_schema.get("properties", {})
+        return registry.get("dataset", str(name)).params_schema.get("properties", {})
     except UserError:
-        return set()
-    return {k for k, v in props.items() if isinstance(v, dict) and v.get("format") == "path"}
+        return {}
+
+
+def _no_identity(prop: Any, value: Any) -> bool:
+    """A location param, or a param at its schema default."""
+    if not isinstance(prop, dict):
+        return False
+    return prop.get("format") == "path" or ("default" in prop and canonical(prop["default"]) == canonical(value))
 
 
 def check_run_dir(run) -> str:

@@ -38,6 +38,10 @@ def _common(split: bool = True, carve: tuple[float, float] = (0.15, 0.15)) -> di
                            "release has no validation split", carve[0], minimum=0, maximum=0.9),
         "test_fraction": _p("number", "Fraction carved from train (by patient) for test when the release "
                             "has no test split", carve[1], minimum=0, maximum=0.9),
+        "calibration_fraction": _p("number", "Fraction of the train split (after any val / test carve) moved, by "
+                                   "patient and stratified by class, into a `calibration` split for "
+                                   "test.conformal.split: calibration (0: none); training, model selection and "
+                                   "temperature scaling never see it", 0, minimum=0, maximum=0.5),
     }
     if split:
         props["split"] = _p("string", "official: the release's split lists (missing ones carved from "
@@ -79,6 +83,9 @@ SYNTHETIC = _schema({
     "n_train": _p("integer", "Number of training images", 320, minimum=1),
     "n_val": _p("integer", "Number of validation images", 80, minimum=1),
     "n_test": _p("integer", "Number of test images", 80, minimum=1),
+    "n_calibration": _p("integer", "Number of images of a `calibration` split drawn like the test split (0: none): "
+                        "a conformal calibration split (test.conformal.split: calibration) that training, model "
+                        "selection and temperature scaling never see", 0, minimum=0),
     "difficulty": _p("number", "0 = high-contrast lesions and little clutter; 1 = faint lesions, more "
                      "noise, streaks and round distractors", 0.5, minimum=0, maximum=1),
     "lesion_size": _p("number", "Lesion radius as a fraction of the image side", 0.12, minimum=0.03,
@@ -135,6 +142,13 @@ IMAGE_FOLDER = _schema({
                          "shortcut lives in each image (a ruler, a hospital token, burnt-in text), for rrr "
                          "region: confound and the energy_in_confound score; an image without one gets an empty "
                          "confound mask (skipped by the confound terms)", format="path"),
+    "metadata": _p("string", "Optional CSV of per-image metadata (relative to root, or absolute): a key column "
+                   "(metadata_key) naming each image, and one column per field (site, device, age band, view ...) "
+                   "that test.subgroups can group the test images by; an image without a row gets blank fields",
+                   format="path"),
+    "metadata_key": _p("string", "The column of `metadata` that names each image: its path relative to root "
+                       "(train/benign/a.png, with or without the extension) or, where names are unique, its file "
+                       "name", "image"),
     **_common(),
 }, ("root",))
 

@@ -28,7 +28,7 @@ from medattn.api import (
     to_tensor,
 )
 
-from .splits import check_fractions, finalize_bundle, grouped_split
+from .splits import CALIBRATION, check_fractions, finalize_bundle, grouped_split
 
 
 @dataclass
@@ -293,10 +293,21 @@ def build_bundle(dataset: str, split_samples: dict[str, list[Sample]], class_nam
         if not parts[k]:
             raise UserError(f"{where}: the '{k}' split came out empty; add data or change "
                             "dataset.params.val_fraction / test_fraction")
-    splits = {k: FileDataset(parts[k], opts, skips, has_masks=has_masks, dataset=dataset,
-                             has_confound_masks=has_confound_masks) for k in ("train", "val", "test")}
+    cal_f = float(params.get("calibration_fraction") or 0)
+    if cal_f > 0:  # a conformal calibration split, by patient, from what trains
+        pool = parts["train"]
+        idx = grouped_split([s.label for s in pool], [s.group for s in pool], [1.0 - cal_f, cal_f], ctx.seed)
+        parts["train"], parts[CALIBRATION] = [pool[i] for i in idx[0]], [pool[i] for i in idx[1]]
+        if not parts[CALIBRATION]:
+            raise UserError(f"{where}: the '{CALIBRATION}' split came out empty (dataset.params.calibration_fraction "
+                            f"{cal_f} of {len(pool)} training images from {len({s.group for s in pool})} patients); "
+                            "raise it or add data")
+    splits = {k: FileDataset(v, opts, skips, has_masks=has_masks, dataset=dataset,
+                             has_confound_masks=has_confound_masks) for k, v in parts.items()}
     info = dict(info or {})
     info["split_mode"] = "carved " + "+".join(missing) if missing and mode != "grouped" else mode
+    if cal_f > 0:
+        info["split_mode"] += f", {CALIBRATION} carved from train"
     info["skipped_at_listing"] = skips.count
     if skips.count:
         ctx.log(f"{dataset}: skipped {skips.count} file(s) while listing"

@@ -9,6 +9,7 @@ from medattn.api import DataBundle, DataContext, UserError
 
 from . import IMAGE_FOLDER, params_for
 from .file_dataset import Sample, SkipLog, build_bundle, check_files, options_from
+from .tables import Table
 
 IMAGE_EXTENSIONS = tuple(IMAGE_FOLDER["properties"]["extensions"]["default"])
 SPLIT_DIRS = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
@@ -127,6 +128,9 @@ def build_from_root(root: Path, params: dict[str, Any], ctx: DataContext, datase
         info["confound_masks"] = attach_masks(parts, root, confounds, exts, "confound_masks")
         ctx.log(f"{dataset}: confound masks for {info['confound_masks']['with_mask']} of "
                 f"{info['confound_masks']['images']} images ({confounds})")
+    if params.get("metadata"):
+        info["metadata"] = attach_metadata(parts, root, params["metadata"], params.get("metadata_key") or "image",
+                                           ctx.log, dataset)
     return build_bundle(dataset, parts, list(classes), params, ctx, opts, skips, has_masks=masks is not None,
                         info=info, source=f"{dataset} at {root}", has_confound_masks=confounds is not None)
 
@@ -161,3 +165,71 @@ def attach_masks(parts: dict[str, list[Sample]], root: Path, masks: Path, exts: 
         raise UserError(f"dataset.params.{param}: no mask in {masks} matches an image (the mask of "
                         f"{root}/<split>/<class>/<name>.png is {masks}/<split>/<class>/<name>.<ext>)")
     return {"images": images, "with_mask": with_mask}
+
+
+def _key(text: str) -> str:
+    """A metadata key or relative path as compared: slashes forward, no leading ./, case kept."""
+    key = text.strip().replace("\\", "/")
+    while key.startswith("./"):
+        key = key[2:]
+    return key
+
+
+def attach_metadata(parts: dict[str, list[Sample]], root: Path, given: Any, key_column: str, log: Any,
+                    dataset: str) -> dict[str, Any]:
+    """Give each sample the fields of its row in the metadata CSV (``dataset.params.metadata``).
+
+    A row names its image by the path relative to root (with or without the extension) or by the file name (with
+    or without the extension) when only one image has it. Two rows for one image, or a file name shared by several
+    images, are errors naming the line; rows that name no image and images without a row are counted in the log
+    (a metadata sheet often covers more images than a folder holds)."""
+    path = Path(str(given)).expanduser()
+    path = path if path.is_absolute() else root / path
+    if not path.is_file():
+        raise UserError(f"dataset.params.metadata: metadata CSV not found: {path}")
+    table = Table(path, [key_column])
+    fields = [c for c in table.header if c != key_column]
+    if not fields:
+        raise UserError(f"{path} line 1: the metadata CSV has only its key column {key_column!r}; add a column per "
+                        "field (site, device, ...)")
+    samples = [s for split in parts.values() for s in split]
+    by_name: dict[str, list[Sample]] = {}
+    exact: dict[str, Sample] = {}
+    for s in samples:
+        rel = Path(s.path).relative_to(root)
+        exact[rel.as_posix()] = exact[rel.with_suffix("").as_posix()] = s
+        for name in {rel.name, rel.stem}:
+            by_name.setdefault(name, []).append(s)
+    seen: dict[int, int] = {}  # id(sample) -> the line that gave its fields
+    unmatched: list[str] = []
+    for line, row in table.rows():
+        key = _key(row[key_column])
+        if not key:
+            raise UserError(f"{table.where(line)}: empty {key_column}")
+        hit = exact.get(key)
+        if hit is None:
+            named = by_name.get(key, [])
+            if len(named) > 1:
+                shown = ", ".join(Path(s.path).relative_to(root).as_posix() for s in named[:3])
+                raise UserError(f"{table.where(line)}: {key!r} names {len(named)} images ({shown}"
+                                f"{', ...' if len(named) > 3 else ''}); give the path relative to {root}")
+            hit = named[0] if named else None
+        if hit is None:
+            unmatched.append(key)
+            continue
+        if id(hit) in seen:
+            raise UserError(f"{table.where(line)}: a second row for {hit.id} (the first is line {seen[id(hit)]})")
+        seen[id(hit)] = line
+        hit.meta.update({c: row[c].strip() for c in fields})
+    if not seen:
+        raise UserError(f"{path}: no row of the metadata CSV names an image under {root} (column {key_column!r}: "
+                        "the path relative to root, e.g. train/<class>/<name>.png, or the file name)")
+    for s in samples:
+        for c in fields:
+            s.meta.setdefault(c, "")
+    missing = len(samples) - len(seen)
+    if unmatched or missing:
+        notes = ([f"{missing} without a row get blank fields"] if missing else []) + (
+            [f"{len(unmatched)} row(s) name no image (e.g. {unmatched[0]})"] if unmatched else [])
+        log(f"{dataset}: metadata for {len(seen)} of {len(samples)} images ({path}); {'; '.join(notes)}")
+    return {"file": str(path), "fields": fields, "images": len(samples), "with_metadata": len(seen)}

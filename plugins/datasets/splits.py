@@ -10,6 +10,7 @@ import numpy as np
 from medattn.api import DataBundle, DataContext, UserError, atomic_write_text
 
 SPLITS = ("train", "val", "test")
+CALIBRATION = "calibration"  # the conformal calibration split a data set may add (test.conformal.split)
 
 
 def grouped_split(labels: Sequence[int], groups: Sequence[str], fractions: Sequence[float], seed: int,
@@ -79,7 +80,8 @@ def finalize_bundle(splits: dict[str, Any], class_names: list[str], ctx: DataCon
     """Check the splits (none empty, no patient in two, every class trained on), write splits.json."""
     where = source or f"dataset {dataset}"
     metas = {}
-    for name in SPLITS:
+    checked = SPLITS + ((CALIBRATION,) if CALIBRATION in splits else ())  # disjoint by patient, in splits.json
+    for name in checked:
         if name not in splits:
             raise UserError(f"{where}: no '{name}' split was produced")
         ids, groups, labels = _meta(splits[name])
@@ -89,7 +91,7 @@ def finalize_bundle(splits: dict[str, Any], class_names: list[str], ctx: DataCon
         metas[name] = (ids, groups, labels)
     seen: dict[str, str] = {}
     leaks: list[str] = []
-    for name in SPLITS:
+    for name in checked:
         for g in set(metas[name][1]):
             other = seen.setdefault(g, name)
             if other != name:
@@ -105,14 +107,14 @@ def finalize_bundle(splits: dict[str, Any], class_names: list[str], ctx: DataCon
     if missing:
         raise UserError(f"{where}: class(es) {missing} have no samples in the train split "
                         f"(classes: {class_names})")
-    counts = {name: len(metas[name][0]) for name in SPLITS}
+    counts = {name: len(metas[name][0]) for name in checked}
     per_class = {name: {class_names[c]: int(sum(1 for x in metas[name][2] if x == c))
-                        for c in range(len(class_names))} for name in SPLITS}
+                        for c in range(len(class_names))} for name in checked}
     info = {**info, "counts": counts, "per_class": per_class}
     if ctx.run_dir is not None:  # None under `medattn validate`, which writes nothing
         doc = {"dataset": dataset, "class_names": class_names, "counts": counts,
-               "splits": {name: metas[name][0] for name in SPLITS},
-               "groups": {name: metas[name][1] for name in SPLITS}}
+               "splits": {name: metas[name][0] for name in checked},
+               "groups": {name: metas[name][1] for name in checked}}
         atomic_write_text(ctx.run_dir.splits, json.dumps(doc, indent=1))
     return DataBundle(splits=dict(splits), class_names=list(class_names), has_masks=has_masks, info=info,
                       has_confound_masks=has_confound_masks)

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 from medattn.api import DataBundle, DataContext
 
-from .splits import finalize_bundle
+from .splits import CALIBRATION, finalize_bundle
 
 CLASS_NAMES = ["round", "spiculated"]
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
@@ -302,6 +302,10 @@ def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
     plans = marker_plans(shortcut)
     counts = {"train": int(params["n_train"]), "val": int(params["n_val"]), "test": int(params["n_test"])}
     counts.update({name: int(params["n_test"]) for name in plans if name not in counts})  # the shortcut's splits
+    if int(params.get("n_calibration") or 0):  # drawn like the test split, for test.conformal.split: calibration
+        counts[CALIBRATION] = int(params["n_calibration"])
+        if plans:
+            plans[CALIBRATION] = plans["test"]
     confound = bool(plans)
     sites = int(params.get("sites") or 0)
     splits = {name: SyntheticLesions(name, n, seed, size, ctx.channels, **look, plan=plans.get(name),
