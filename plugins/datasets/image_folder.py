@@ -193,13 +193,12 @@ def attach_metadata(parts: dict[str, list[Sample]], root: Path, given: Any, key_
         raise UserError(f"{path} line 1: the metadata CSV has only its key column {key_column!r}; add a column per "
                         "field (site, device, ...)")
     samples = [s for split in parts.values() for s in split]
-    by_name: dict[str, list[Sample]] = {}
-    exact: dict[str, Sample] = {}
+    exact = {Path(s.path).relative_to(root).as_posix(): s for s in samples}
+    loose: dict[str, list[Sample]] = {}  # the path without extension, the file name with and without it
     for s in samples:
         rel = Path(s.path).relative_to(root)
-        exact[rel.as_posix()] = exact[rel.with_suffix("").as_posix()] = s
-        for name in {rel.name, rel.stem}:
-            by_name.setdefault(name, []).append(s)
+        for name in {rel.with_suffix("").as_posix(), rel.name, rel.stem}:
+            loose.setdefault(name, []).append(s)
     seen: dict[int, int] = {}  # id(sample) -> the line that gave its fields
     unmatched: list[str] = []
     for line, row in table.rows():
@@ -208,11 +207,12 @@ def attach_metadata(parts: dict[str, list[Sample]], root: Path, given: Any, key_
             raise UserError(f"{table.where(line)}: empty {key_column}")
         hit = exact.get(key)
         if hit is None:
-            named = by_name.get(key, [])
+            named = loose.get(key, [])
             if len(named) > 1:
                 shown = ", ".join(Path(s.path).relative_to(root).as_posix() for s in named[:3])
                 raise UserError(f"{table.where(line)}: {key!r} names {len(named)} images ({shown}"
-                                f"{', ...' if len(named) > 3 else ''}); give the path relative to {root}")
+                                f"{', ...' if len(named) > 3 else ''}); give the path relative to {root}, "
+                                "with its extension")
             hit = named[0] if named else None
         if hit is None:
             unmatched.append(key)
