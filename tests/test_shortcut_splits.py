@@ -65,3 +65,13 @@ def test_every_image_renders_with_and_without_the_marker():
         with_it, without = test.confound_pair(i)
         assert torch.equal(with_it[0][~box], without[0][~box]) and (with_it[0][box] > without[0][box]).all()
         assert torch.equal(test[i]["image"], with_it if test[i]["label"] == 1 else without)
+
+
+def test_without_a_marker_there_is_no_reliance_to_report():
+    """A data set without a shortcut offers no (with, without) pair, so the test job reports no reliance on a
+    marker the model never saw."""
+    from medattn.jobs.test import confound_reliance
+
+    b = bundle(0)
+    assert b.splits["test"].confound_pair is None and "confound_mask" not in b.splits["test"][0]
+    assert confound_reliance(torch.nn.Identity(), b.splits["test"], "cpu", 4) == {}

@@ -263,8 +263,14 @@ class SyntheticLesions(Dataset):
             item["confound_mask"] = box
         return item
 
-    def confound_pair(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(image with the marker, the same image without it): how much a model relies on the shortcut."""
+    @property
+    def confound_pair(self) -> Any:
+        """``confound_pair(index)`` -> (image with the marker, the same image without it), how much a model relies
+        on the shortcut; None without a marker in the data set (no ``shortcut`` param): there is then no shortcut
+        to rely on, and the test job reports no ``shortcut.reliance``."""
+        return self._marker_pair if self.confound else None
+
+    def _marker_pair(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not 0 <= index < self.n:
             raise IndexError(index)
         return self._tensor(self._render(index, True)[0]), self._tensor(self._render(index, False)[0])
