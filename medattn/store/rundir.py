@@ -249,30 +249,26 @@ class ExperimentDir:
 def _yaml(path: Path) -> dict:
     import yaml
 
-    from ..errors import UserError
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: not found (is this a medattn run directory?)") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not readable YAML ({type(exc).__name__}); move the run directory away") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping, got {type(data).__name__}")
-    return data
+    return _mapping(path, "YAML", yaml.safe_load, yaml.YAMLError)
 
 
 def _json(path: Path) -> dict:
+    return _mapping(path, "JSON", json.loads, json.JSONDecodeError)
+
+
+def _mapping(path: Path, kind: str, parse: Any, errors: type[Exception]) -> dict:
+    """The mapping a YAML or JSON file of a run holds, or a UserError naming the file."""
     from ..errors import UserError
 
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path}: not found (is this a medattn run directory?)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not readable JSON ({exc})") from None
+    except (errors, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{path}: not readable {kind} ({first}); move the run directory away") from None
     if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        raise UserError(f"{path}: expected a mapping, got {type(data).__name__}")
     return data
 
 
