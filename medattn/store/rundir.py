@@ -193,6 +193,10 @@ class RunDir:
         f = self.shortcut_images(checkpoint)
         return _csv_rows(f) if f.is_file() else []
 
+    def read_subgroups(self, checkpoint: str) -> list[dict[str, str]]:
+        f = self.subgroups(checkpoint)
+        return _csv_rows(f) if f.is_file() else []
+
     def read_npz(self, path: Path) -> dict[str, Any] | None:
         """An .npz file of this run as a dict of arrays (no pickles), or None when it is missing."""
         import numpy as np

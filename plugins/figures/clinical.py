@@ -3,8 +3,6 @@ against treating all and none), the risk-coverage curves (selective prediction) 
 metrics per subgroup with their intervals."""
 from __future__ import annotations
 
-import csv
-
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -62,9 +60,7 @@ def subgroups(params: dict, view: RunView) -> list:
     """Forest plot: each metric per group of each test.subgroups column, with its bootstrap interval."""
     out = []
     for ckpt, _ in _tested(view, "subgroups"):
-        path = view.dir.subgroups(ckpt)
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = [r for r in csv.DictReader(fh) if r["value"] not in ("", "nan")]
+        rows = [r for r in view.dir.read_subgroups(ckpt) if r["value"] not in ("", "nan")]
         names = list(dict.fromkeys(r["metric"] for r in rows))
         if not names:
             continue
