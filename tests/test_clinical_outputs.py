@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from medattn.errors import UserError
 from medattn.inference.notebook import run_experiment_file
 from medattn.inference.predictor import load_run
 from medattn.store import checkpoints
@@ -166,7 +167,7 @@ def test_a_model_file_made_before_calibration_predicts_as_before(tmp_path, cli):
     code, _, err = cli("predict", file, image, "--output", tmp_path / "p.csv", "--device", "cpu")
     assert code == 0 and "made before medattn kept a calibration" in err and "Traceback" not in err
     assert "set" not in rows(tmp_path / "p.csv")[0]
-    with pytest.raises(Exception, match="meta.calibration: not a calibration medattn wrote"):
+    with pytest.raises(UserError, match="meta.calibration: not a calibration medattn wrote"):
         load_run(with_meta(file, calibration={"method": "temperature"}))
 
 
@@ -240,5 +241,5 @@ def test_the_clinical_figures_and_the_report_model_card(trained):
             "subgroups_best_val_loss.png"} <= names
     report = (run.root.parent / "report.html").read_text()
     assert "Model card" in report and "A test of the model card." in report and "temperature" in report
-    assert "<b>Caveats.</b> <i>" not in report and "not given: add it under" in report  # caveats left blank
+    assert "<b>Caveats.</b> <i>(not given: add it under <code>card:</code>" in report  # caveats left blank: the hint
     assert "reporting checklist" in report and "filled by the run" in report and "blank: for the authors" in report

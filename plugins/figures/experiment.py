@@ -391,8 +391,9 @@ def _md_table_html(text: str) -> str:
             out.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>" +
                        "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rest) + "</table>")
             table = []
-        if line.strip():  # **bold** and `code` of the model card's paragraphs
+        if line.strip():  # **bold**, _italics_ and `code` of the model card's paragraphs
             text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(line))
+            text = re.sub(r"(?<!\w)_(.+?)_(?!\w)", r"<i>\1</i>", text)
             text = re.sub(r"`(.+?)`", r"<code>\1</code>", text)
             out.append(f"<p>{text}</p>")
     return "\n".join(out)
