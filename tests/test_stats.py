@@ -409,3 +409,14 @@ def test_comparisons_figure_draws_a_forest_plot(tmp_path):
     jsonschema.validate({"metrics": ["roc_auc"], "alpha": 0.01}, comparisons.PARAMS)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"alpha": 2}, comparisons.PARAMS)
+
+
+def test_a_metric_undefined_on_one_class_says_so():
+    """Images all of one class (a subgroup of positives, say) have no ROC AUC: the row says why, not just NaN."""
+    ids = np.array([str(i) for i in range(12)])
+    y = np.ones(12, int)
+    runs = {("a", None): {"ids": ids, "labels": y, "predictions": np.arange(12) % 2, "scores": np.linspace(0.1, 0.9, 12)},
+            ("b", None): {"ids": ids, "labels": y, "predictions": np.ones(12, int), "scores": np.linspace(0.2, 0.8, 12)}}
+    rows = {r["metric"]: r for r in S.compare(runs, "a", ["roc_auc", "accuracy"], resamples=20)}
+    assert rows["roc_auc"]["test"] == "undefined: every image compared is of one class"
+    assert rows["accuracy"]["test"].startswith("McNemar") and np.isfinite(rows["accuracy"]["delta"])

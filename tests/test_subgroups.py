@@ -133,7 +133,7 @@ def test_compare_tests_one_groups_difference_between_variants(sited):
     rows = {r["metric"]: r for r in table(exp / "comparisons.csv")}
     assert list(rows) == ["roc_auc", "site=site1.roc_auc", "site=site0.accuracy"]
     mine = {v: [r for r in p if r["subgroup_site"] == "site1"] for v, p in preds.items()}
-    assert rows["site=site1.roc_auc"]["n_images"] == str(len(mine["none"])) < str(len(preds["none"]))
+    assert int(rows["site=site1.roc_auc"]["n_images"]) == len(mine["none"]) < len(preds["none"])
     auc = {v: roc_auc_score([int(r["label"]) for r in m], [float(r["score"]) for r in m]) for v, m in mine.items()}
     assert float(rows["site=site1.roc_auc"]["delta"]) == pytest.approx(auc["se"] - auc["none"], abs=1e-6)
     assert rows["site=site1.roc_auc"]["test"] == "DeLong" and rows["site=site0.accuracy"]["test"].startswith("McNemar")
@@ -146,6 +146,7 @@ def test_compare_tests_one_groups_difference_between_variants(sited):
     assert fitted["split"] == "calibration" and fitted["n"] == 12 and fitted["n_per_class"] == [6, 6]
     metrics = json.loads((exp / "se" / "metrics" / "test_last.json").read_text())
     assert metrics["conformal"]["split"] == "calibration" and metrics["conformal"]["n"] == 24  # the test images
+    assert metrics["conformal"]["n_calibration"] == 12
 
 
 def test_compare_of_a_group_the_test_does_not_write_is_refused(sited, cli, write):

@@ -78,26 +78,37 @@ def fit(probabilities: Any, labels: Any, alpha: float, score: str = "lac", class
     p = np.asarray(probabilities, dtype=np.float64)
     y = np.asarray(labels).astype(int)
     k = p.shape[1]
-    names = list(class_names) if class_names else [str(c) for c in range(k)]
+    counts = check_counts(y, k, alpha, class_conditional, split, class_names)
     true = class_scores(p, score)[np.arange(len(y)), y]
-    counts = np.bincount(y, minlength=k)
+    if class_conditional:
+        thresholds = [_quantile(true[y == c], alpha) for c in range(k)]
+    else:
+        thresholds = [_quantile(true, alpha)] * k
+    return {"alpha": alpha, "score": score, "class_conditional": bool(class_conditional),
+            "thresholds": [float(t) for t in thresholds], "split": split, "n": int(len(y)),
+            "n_per_class": counts.astype(int).tolist()}
+
+
+def check_counts(labels: Any, classes: int, alpha: float, class_conditional: bool = True, split: str = "val",
+                 class_names: Sequence[str] | None = None) -> np.ndarray:
+    """The images per class of a calibration split, or a UserError when it is too small for ``alpha`` (overall,
+    or for a class in class-conditional mode)."""
+    alpha = check_alpha(alpha)
+    y = np.asarray(labels).astype(int)
+    names = list(class_names) if class_names else [str(c) for c in range(classes)]
+    counts = np.bincount(y, minlength=classes)
     least = needed(alpha)
     if class_conditional:
-        short = [f"{names[c]} ({counts[c]})" for c in range(k) if counts[c] < least]
+        short = [f"{names[c]} ({counts[c]})" for c in range(classes) if counts[c] < least]
         if short:
             raise UserError(f"test.conformal: the calibration split {split!r} is too small for class-conditional "
                             f"sets at alpha {alpha:g}: each class needs at least {least} images (1/alpha - 1); "
                             f"too few: {', '.join(short)}. Raise alpha, set class_conditional: false, or "
                             "calibrate on a larger split")
-        thresholds = [_quantile(true[y == c], alpha) for c in range(k)]
-    else:
-        if len(y) < least:
-            raise UserError(f"test.conformal: the calibration split {split!r} has {len(y)} images; alpha {alpha:g} "
-                            f"needs at least {least} (1/alpha - 1). Raise alpha or calibrate on a larger split")
-        thresholds = [_quantile(true, alpha)] * k
-    return {"alpha": alpha, "score": score, "class_conditional": bool(class_conditional),
-            "thresholds": [float(t) for t in thresholds], "split": split, "n": int(len(y)),
-            "n_per_class": counts.astype(int).tolist()}
+    elif len(y) < least:
+        raise UserError(f"test.conformal: the calibration split {split!r} has {len(y)} images; alpha {alpha:g} "
+                        f"needs at least {least} (1/alpha - 1). Raise alpha or calibrate on a larger split")
+    return counts
 
 
 def check(conformal: Any, classes: int, where: str = "conformal") -> dict[str, Any] | None:

@@ -16,8 +16,6 @@ from typing import Any
 
 import numpy as np
 
-SCREENING = {"sensitivity": 0.869, "specificity": 0.889}
-
 
 def _roc_by_weight(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(R, T) true- and false-positive rates at every distinct score used as the threshold (score >= t,

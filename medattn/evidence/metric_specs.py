@@ -174,6 +174,14 @@ def metric_spec(name: str, default: Any = _MISSING) -> MetricSpec:
     raise UserError(f"unknown metric {name!r}{hint}")
 
 
+def metric_subgroup(name: str) -> tuple[str, str] | None:
+    """(column, value) of a metric of one subgroup of the test images (``site=north.roc_auc`` -> ("site",
+    "north"); the value may hold dots), or None for any other name."""
+    prefix = name.rpartition(".")[0]
+    column, sep, value = prefix.partition("=")
+    return (column, value) if sep else None
+
+
 def mode_of(metric: str) -> str:
     """'min' for losses, calibration and error rates, 'max' for the rest (``val_f1`` -> max); unknown: max."""
     spec = metric_spec(metric, None)

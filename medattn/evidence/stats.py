@@ -433,7 +433,10 @@ def _pair_rows(variant: str, ref: str, runs: Mapping[tuple[str, Any], Prediction
                     for s in seeds]
         results = [compare_across_test_sets(m, per_seed, confidence) for m in metrics]
         n_images = min(len(p[0].ids) for p in per_seed)
+    one_class = all(len(np.unique(runs[k].labels)) < 2 for k in keys)  # e.g. a subgroup of positives alone
     for metric, result in zip(metrics, results):
+        if one_class and not math.isfinite(result["delta"]):
+            result = {**result, "test": "undefined: every image compared is of one class"}
         out.append({"variant": variant, "reference": ref, "metric": metric, **result, "n_seeds": len(seeds),
                     "n_images": n_images})
     return out

@@ -9,7 +9,6 @@ threshold are kept beside them.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -208,7 +207,7 @@ def comparisons(exp: ExperimentView, spec: dict[str, Any]) -> list[dict]:
     metrics on the predictions of their split (``shifted.roc_auc``: test.splits), explanation-quality scores on
     the scores of each image (``saliency.energy_in_mask``); one correction over the whole table."""
     from ..evidence import stats
-    from ..evidence.metric_specs import metric_spec
+    from ..evidence.metric_specs import metric_spec, metric_subgroup
 
     checkpoint = spec["checkpoint"] or exp.config["test"]["checkpoints"][0]
     groups: dict[tuple[str, str], list[str]] = {}  # (source, split, method or column=value) -> metric names
@@ -229,9 +228,10 @@ def comparisons(exp: ExperimentView, spec: dict[str, Any]) -> list[dict]:
             part = stats.compare_scores(found, spec["reference"], bases, **context) if len(
                 {v for v, _ in found}) > 1 else []
         else:
-            split = "test" if "=" in prefix else prefix
+            group = metric_subgroup(names[0])  # the names of one prefix share it
+            split = "test" if group else prefix
             preds = {(v.variant, v.seed): stats.predictions_from_rows(
-                _group_rows(v, checkpoint, prefix, names) if split != prefix else
+                _group_rows(v, checkpoint, group, names[0]) if group else
                 v.dir.read_predictions(checkpoint, split), str(v.dir.root))
                 for v in exp.runs if v.dir.predictions(checkpoint, split).is_file()}
             if len({variant for variant, _ in preds}) < 2:
@@ -239,10 +239,6 @@ def comparisons(exp: ExperimentView, spec: dict[str, Any]) -> list[dict]:
             part = stats.compare(preds, spec["reference"], bases, "none", test_sets=test_sets,
                                  resamples=int(spec["resamples"]), seed=int(exp.config["seed"]),
                                  mcnemar=spec.get("mcnemar", "exact"), **context)  # older configs lack it
-            if split != prefix and all(len(set(p.labels.tolist())) < 2 for p in preds.values()):
-                for row in part:  # e.g. no ROC AUC, or no specificity, among positives alone
-                    if not math.isfinite(float(row["delta"])):
-                        row["test"] = f"undefined: every image of {prefix} is of one class"
         rename = dict(zip(bases, names))
         rows.extend({**row, "metric": rename[row["metric"]]} for row in part)
     order = {name: i for i, name in enumerate(spec["metrics"])}
@@ -252,21 +248,22 @@ def comparisons(exp: ExperimentView, spec: dict[str, Any]) -> list[dict]:
     return [{"checkpoint": checkpoint, **row} for row in rows]
 
 
-def _group_rows(view: RunView, checkpoint: str, prefix: str, names: list[str]) -> list[dict[str, str]]:
-    """The rows of a run's test predictions whose ``subgroup_<column>`` is ``value`` (``prefix``: column=value), for
-    one group's difference between variants; a clear error when the predictions lack the column or the group."""
-    column, _, value = prefix.partition("=")
+def _group_rows(view: RunView, checkpoint: str, group: tuple[str, str], name: str) -> list[dict[str, str]]:
+    """The rows of a run's test predictions whose ``subgroup_<column>`` is ``value`` (``group``: (column, value) of
+    the metric ``name``), for one group's difference between variants; a clear error when the predictions lack
+    the column or the group."""
+    column, value = group
     path = view.dir.predictions(checkpoint, "test")
     rows = view.dir.read_predictions(checkpoint, "test")
     key = SUBGROUP_PREFIX + column
     if rows and key not in rows[0]:
-        raise UserError(f"compare.metrics: {names[0]}: {path} has no {key} column (its test job ran without "
+        raise UserError(f"compare.metrics: {name}: {path} has no {key} column (its test job ran without "
                         f"{column} in test.subgroups); run the test job again: medattn run FILE --jobs test "
                         "--force test")
     mine = [r for r in rows if r[key] == value]
     if not mine:
         found = sorted({r[key] for r in rows})
-        raise UserError(f"compare.metrics: {names[0]}: no test image of {path} has {column} = {value!r} (its groups: "
+        raise UserError(f"compare.metrics: {name}: no test image of {path} has {column} = {value!r} (its groups: "
                         f"{', '.join(map(repr, found[:12]))}{', ...' if len(found) > 12 else ''})")
     return mine
 
@@ -325,8 +322,6 @@ class Evaluation:
 
 def _conformal_split_problem(spec: dict[str, Any], splits: dict[str, Any], class_names: list[str]) -> str | None:
     """Why the conformal calibration split cannot be used (absent, the test split, too small), or None."""
-    import numpy as np
-
     from ..evidence import conformal
     from ..train.engine import split_labels
 
@@ -336,10 +331,9 @@ def _conformal_split_problem(spec: dict[str, Any], splits: dict[str, Any], class
     if split not in splits:
         return (f"test.conformal.split: the data set has no split {split!r}; it has {', '.join(splits)} (a data set "
                 "may carve one when a param asks: see its params in docs/datasets.md)")
-    labels = np.asarray(split_labels(splits[split]))
     try:
-        probs = np.full((len(labels), len(class_names)), 1.0 / len(class_names))  # only the counts matter here
-        conformal.fit(probs, labels, spec["alpha"], spec["score"], spec["class_conditional"], split, class_names)
+        conformal.check_counts(split_labels(splits[split]), len(class_names), spec["alpha"],
+                               spec["class_conditional"], split, class_names)
     except UserError as exc:
         return str(exc)
     return None
@@ -391,10 +385,11 @@ def _evaluate(run, dist, name: str) -> Evaluation:
         cal, conf = fitted["calibration"], fitted["conformal"]
     scores = held_out.scores(cal, te.logits, te.scores)
     extra_scores = {s: held_out.scores(cal, out.logits, out.scores) for s, out in extra.items()}
-    if cfg["threshold_method"] == "fixed":
-        point = {"value": float(cfg["threshold"]), "rule": "fixed", "source": "fixed"}
-    else:  # the rule the model file froze, on the same split (calibrated scores when calibrated)
-        point = M.operating_point(va.labels, held_out.scores(cal, va.logits, va.scores), cfg)
+    if refit:  # fitted together with the calibration
+        point = fitted["threshold"]
+    else:  # the rule the model file froze, on the same split (calibrated scores when calibrated); fixed needs none
+        point = M.operating_point(None, None, cfg) if va is None else \
+            M.operating_point(va.labels, held_out.scores(cal, va.logits, va.scores), cfg)
     sampled = _sampled(run, dist, model, splits["test"], cal) if dist.main else None
     metadata = None
     if cfg["subgroups"]:
@@ -461,15 +456,20 @@ def _update_model_file(run, name: str, ev: Evaluation) -> None:
             + f" fitted for this test section; kept in {path.name}")
 
 
+def renders_confound(split: Any) -> bool:
+    """Whether a (prepared) split renders each image with and without its confound (``confound_pair``)."""
+    return callable(getattr(getattr(split, "base", split), "confound_pair", None))
+
+
 def confound_reliance(model: Any, split: Any, device: Any, batch_size: int) -> dict[str, Any]:
     """Per test image: the probability of the true class with the confound and without it (the split's
     ``confound_pair``), and the reliance |difference|; None when the split cannot render the pair."""
     import numpy as np
     import torch
 
-    base = getattr(split, "base", split)
-    if not callable(getattr(base, "confound_pair", None)):
+    if not renders_confound(split):
         return {}
+    base = getattr(split, "base", split)
     ids, labels, with_p, without_p = [], [], [], []
     model.eval()
     for start in range(0, len(split), batch_size):
@@ -492,6 +492,8 @@ def _write_reliance(run, name: str, metrics: dict, device: Any) -> dict:
     """``shortcut.reliance`` of the test split (when the data set renders each image with and without its
     confound) in test_<name>.json, and its per-image values in shortcut_<name>.csv (what compare pairs)."""
     _, splits = run.data()
+    if not renders_confound(splits["test"]):  # no model to load
+        return metrics
     model = run.load_model(name).to(device)
     found = confound_reliance(model, splits["test"], device, int(run.config["test"]["batch_size"]))
     if not found:
@@ -577,18 +579,19 @@ def _uncertainty(run, name: str, metrics: dict, ev: Evaluation) -> None:
     block: dict[str, Any] = {"uncertainty": "entropy of the mean over " + (
         f"{len(ev.sampled['views'])} view(s) x {max(1, ev.sampled['samples'])} sample(s)" if ev.sampled else
         "one forward (1 - top probability ranks alike for two classes)")}
-    curves = {"aurc": U.risk_coverage(correct, ranked), "aurc_max_probability": U.risk_coverage(correct, plain)}
+    base = U.risk_coverage(correct, plain)
+    curves = {"aurc": base if ranked is plain else U.risk_coverage(correct, ranked), "aurc_max_probability": base}
     for key, curve in curves.items():
         metrics[key] = block[key] = curve["aurc"]
         block[f"risk_coverage_{key}"] = {"coverage": curve["coverage"], "risk": curve["risk"]}
     if boot["resamples"] > 0 and len(labels) > 1:
-        tail = (1 - boot["confidence"]) / 2
-        for key, unc in (("aurc", ranked), ("aurc_max_probability", plain)):
-            v = np.concatenate([U.weighted_aurc(correct, unc, w) for w in
-                                M.bootstrap_chunks(len(labels), groups, boot["resamples"], boot["seed"])])
-            v = v[np.isfinite(v)]
-            if len(v):
-                metrics.setdefault("ci", {})[key] = [float(np.quantile(v, tail)), float(np.quantile(v, 1 - tail))]
+        def aurcs(w: np.ndarray) -> dict[str, np.ndarray]:
+            plain_w = U.weighted_aurc(correct, plain, w)
+            return {"aurc": plain_w if ranked is plain else U.weighted_aurc(correct, ranked, w),
+                    "aurc_max_probability": plain_w}
+
+        metrics.setdefault("ci", {}).update(M.percentile_intervals(
+            len(labels), groups, boot["resamples"], boot["seed"], boot["confidence"], aurcs))
     if ev.sampled:
         block["averaged"] = M.classification_metrics(labels, ev.sampled["scores"], ev.threshold)
     rows = U.triage(labels, predicted, ranked, tuple(run.config["test"]["triage"]))
@@ -702,7 +705,8 @@ def _conformal(run, metrics: dict, ev: Evaluation, sets) -> None:
         metrics[key] = rep[key]
     metrics.setdefault("ci", {}).update(rep.get("ci", {}))
     metrics["conformal"] = {**{k: ev.conformal[k] for k in ("alpha", "score", "class_conditional", "split",
-                                                            "thresholds", "n")},
+                                                            "thresholds")},
+                            "n_calibration": ev.conformal.get("n"),  # model files record it; "n" is the test's
                             "target_coverage": 1 - ev.conformal["alpha"], **rep}
 
 

@@ -133,6 +133,8 @@ def _check_line(variant, problem: str | tuple[tuple, str], several: bool) -> str
 
 def compare_problems(config: dict, variants: list[str]) -> list[str]:
     """``compare:`` names variants and a checkpoint the schema cannot know: check them before any training."""
+    from ..evidence.metric_specs import metric_subgroup
+
     spec = config.get("compare")
     if not spec:
         return []
@@ -143,8 +145,8 @@ def compare_problems(config: dict, variants: list[str]) -> list[str]:
             problems.append(f"compare.reference: {name!r} is not a variant of this experiment "
                             f"(variants: {', '.join(variants)}; none: each against its variant without attention)")
     for name in spec["metrics"]:
-        column, sep, _ = name.rpartition(".")[0].partition("=")
-        if sep and column not in config["test"]["subgroups"]:
+        column = (metric_subgroup(name) or (None, None))[0]
+        if column is not None and column not in config["test"]["subgroups"]:
             problems.append(f"compare.metrics: {name!r} compares the images whose {column} is a value, but "
                             f"test.subgroups does not list {column!r} (listed: "
                             f"{', '.join(config['test']['subgroups']) or 'none'}): add it there so the test job "
