@@ -75,18 +75,23 @@ class ClaimLock:
         self.lock = SoftFileLease(str(path), lease_duration=self.grace)
 
     def __enter__(self) -> ClaimLock:
-        from filelock import Timeout
+        from filelock import LeaseSettingsMismatch, Timeout
 
         start = time.monotonic()
         try:
-            self.lock.acquire(timeout=min(5.0, self.grace / 2))
-        except Timeout as exc:
-            self.log(f"   {exc} Waiting; a holder that stops renewing it for {self.grace:g} s is taken over.")
-            self.lock.acquire()
-            waited = time.monotonic() - start
-            if waited >= self.grace:
-                self.log(f"   {self.path}: taken over after {waited:.0f} s; its holder stopped renewing it "
-                         "(a worker killed or a node lost while claiming)")
+            try:
+                self.lock.acquire(timeout=min(5.0, self.grace / 2))
+            except Timeout as exc:
+                self.log(f"   {exc} Waiting; a holder that stops renewing it for {self.grace:g} s is taken over.")
+                self.lock.acquire()
+                waited = time.monotonic() - start
+                if waited >= self.grace:
+                    self.log(f"   {self.path}: taken over after {waited:.0f} s; its holder stopped renewing it "
+                             "(a worker killed or a node lost while claiming)")
+        except LeaseSettingsMismatch as exc:  # a live holder took its lease with another grace
+            raise UserError(f"sweep.heartbeat.grace: {self.grace:g} s here, but a worker that holds {self.path} "
+                            f"now was started with another grace ({exc}); every worker of a sweep must use the "
+                            "same sweep.heartbeat.grace: stop the others or run this one with theirs") from None
         return self
 
     def __exit__(self, *exc: Any) -> None:
