@@ -9,6 +9,7 @@ from typing import Any
 from ..config import Experiment
 from ..errors import UserError
 from ..files import atomic_write_text, format_table
+from ..registry import is_file_spec
 from .study import (
     FINISHED,
     REPEAT_OF,
@@ -102,11 +103,6 @@ def rebased(path: str, old_dir: Path, new_dir: Path) -> str:
         return target
 
 
-def is_plugin_file(spec: str) -> bool:
-    """A ``plugins:`` entry naming a file (loaded relative to the experiment file), not a module."""
-    return spec.endswith(".py") or "/" in spec or "\\" in spec
-
-
 def figure_kinds(exp: Experiment, storage: str | None) -> list | None:
     """The tuned file's figure.kinds: the file's own with ``sweep`` and ``report`` added, or None (every kind, the
     default) when the file lists none and the studies are the journals the sweep kind finds by itself."""
@@ -146,7 +142,7 @@ def finalized(exp: Experiment, best: dict[str, dict], folder: Path | None = None
         elif isinstance(data.get("extends"), list):
             data["extends"] = [rebased(p, here, there) for p in data["extends"]]
         if first.get("plugins"):  # the merged list: a parent's plugin files load relative to this file too
-            data["plugins"] = [rebased(p, here, there) if is_plugin_file(p) else p for p in first["plugins"]]
+            data["plugins"] = [rebased(p, here, there) if is_file_spec(p) else p for p in first["plugins"]]
     data["seeds"] = first.get("seeds") or [first["seed"] + i for i in range(3)]
     dataset = data.get("dataset") or {}
     data["dataset"] = {"name": dataset} if isinstance(dataset, str) else dataset
