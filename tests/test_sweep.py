@@ -422,6 +422,7 @@ def test_a_failing_trial_fails_alone_and_a_variant_at_its_limit_stops_alone(writ
     code, out, _ = cli("sweep", path, "--status")
     row = next(line for line in out.splitlines() if line.startswith("| none"))
     assert "STOPPED (3 failed) trial 2: RuntimeError: CUDA out of memory" in row
+    assert "stopped" not in next(line for line in out.splitlines() if line.startswith("| variant"))  # not printed
     monkeypatch.setattr(runner, "execute_run", lambda exp, run, jobs, log: (
         run.dir.history.parent.mkdir(parents=True, exist_ok=True), run.dir.history.write_text("epoch,val_loss\n1,0.4\n")))
     code, out, err = cli("sweep", path, "--retry-failed")  # the cause fixed: the variant goes on
