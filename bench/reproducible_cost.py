@@ -1,6 +1,6 @@
-"""What the reproducible mode costs: a training step and an inference pass of the demo's model, in the mode and
-out of it, each side in its own fresh process (the mode must be set before torch loads), alternating, best of
-``--repeats``.
+"""What the reproducible mode costs: a training step and an inference pass of the demo's backbone (a bare timm
+ResNet-18), in the mode and out of it, each side in its own fresh process (the mode must be set before torch
+loads), alternating, best of ``--repeats``.
 
 Final line: ``plain_step_ms=... reproducible_step_ms=... reproducible_step_slowdown=...x
 reproducible_forward_slowdown=...x``.
@@ -15,7 +15,8 @@ import os
 import subprocess
 import sys
 
-# runs in the child process: times the demo's ResNet-18 (medattn's own model build) on random images
+# runs in the child process: times a bare timm ResNet-18 (the demo's backbone, without medattn's attention and head)
+# on random images, after medattn has applied the mode and resolve_device has configured torch
 CHILD = """
 import json, sys, time
 import medattn  # applies the mode when MEDATTN_REPRODUCIBLE=1, before torch loads

@@ -54,6 +54,11 @@ def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def is_file_spec(spec: str) -> bool:
+    """A ``plugins:`` entry that names a ``.py`` file (loaded relative to the experiment file), else a module."""
+    return spec.endswith(".py") or "/" in spec or "\\" in spec
+
+
 def disabled_names(value: str | None = None) -> list[str]:
     """The names listed in ``MEDATTN_DISABLE_PLUGINS`` (or in ``value``), comma-separated."""
     text = os.environ.get(DISABLE_ENV, "") if value is None else value
@@ -106,7 +111,7 @@ class Registry:
         """
         before = len(self.errors)
         try:
-            if spec.endswith(".py") or "/" in spec or "\\" in spec:
+            if is_file_spec(spec):
                 module, label = _import_file(spec, base_dir)
                 version = ""
             else:

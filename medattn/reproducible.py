@@ -113,10 +113,19 @@ def configure_torch() -> None:
         pass
     torch.backends.mkldnn.enabled = False
     torch.backends.nnpack.set_flags(False)  # NNPACK, too, blocks by cache size; without it: im2col + MKL's gemm
+    deterministic_algorithms()
+    _state["torch"] = True
+
+
+def deterministic_algorithms() -> None:
+    """torch's deterministic algorithms, no cuDNN autotuning, and the fixed cuBLAS workspace that they ask for on
+    CUDA (unless set already): the mode's, and ``train.deterministic: true``'s."""
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
-    _state["torch"] = True
 
 
 def describe() -> dict[str, Any]:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from medattn import reproducible
@@ -66,6 +67,8 @@ def same_bits(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"),
+                    reason="the reproducible mode needs an x86-64 CPU with AVX2")
 def test_the_modes_digits_do_not_depend_on_the_cpu_underneath(tmp_path):
     plain = [train_probe(tmp_path, f"plain-{i}", m, mode="") for i, m in enumerate((NARROW, WIDE))]
     assert not same_bits(*plain)  # the variation is real: without the mode it changes the weights

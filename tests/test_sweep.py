@@ -373,6 +373,17 @@ def test_a_claim_lock_whose_holder_stopped_renewing_it_is_taken_over_with_a_mess
         holder.wait()
 
 
+def test_a_claim_lock_held_with_another_grace_is_a_user_error_naming_the_setting(tmp_path):
+    """Workers started with different sweep.heartbeat.grace disagree on the claim lock's lease: the one that meets
+    a live holder with another grace is told which setting to align, not shown filelock's traceback."""
+    from medattn.errors import UserError
+    from medattn.sweep.study import ClaimLock
+
+    with ClaimLock(tmp_path / "v.claim", 10):
+        with pytest.raises(UserError, match=r"sweep\.heartbeat\.grace: 20 s here"):
+            ClaimLock(tmp_path / "v.claim", 20).__enter__()
+
+
 def test_a_changed_objective_refuses_to_continue_the_study(write, tmp_path, cli, untrained):
     path = grid_file(write, tmp_path, trials=2)
     code, out, err = cli("sweep", path)
@@ -411,6 +422,7 @@ def test_a_failing_trial_fails_alone_and_a_variant_at_its_limit_stops_alone(writ
     code, out, _ = cli("sweep", path, "--status")
     row = next(line for line in out.splitlines() if line.startswith("| none"))
     assert "STOPPED (3 failed) trial 2: RuntimeError: CUDA out of memory" in row
+    assert "stopped" not in next(line for line in out.splitlines() if line.startswith("| variant"))  # not printed
     monkeypatch.setattr(runner, "execute_run", lambda exp, run, jobs, log: (
         run.dir.history.parent.mkdir(parents=True, exist_ok=True), run.dir.history.write_text("epoch,val_loss\n1,0.4\n")))
     code, out, err = cli("sweep", path, "--retry-failed")  # the cause fixed: the variant goes on

@@ -51,17 +51,22 @@ def seconds(stdout: str) -> int:
     return int(list(DONE.finditer(stdout))[-1]["seconds"])
 
 
-def readme_block(text: str) -> str:
-    """The README's quoted summary (the fenced block that starts with ``| variant``)."""
+def _block(text: str) -> re.Match:
+    """The README's fenced block that starts with ``| variant``; a ValueError when it has none."""
     found = BLOCK.search(text)
     if found is None:
         raise ValueError("README.md has no fenced block that starts with '| variant'")
-    return found["body"]
+    return found
+
+
+def readme_block(text: str) -> str:
+    """The README's quoted summary (the fenced block that starts with ``| variant``)."""
+    return _block(text)["body"]
 
 
 def rewritten(text: str, summary: str, secs: int) -> str:
     """The README with its block replaced by ``summary`` and the time before it by ``secs``."""
-    block = BLOCK.search(text)
+    block = _block(text)
     head = text[:block.start()]
     times = list(TIME.finditer(head))
     if times:  # the last **N s** before the block is the demo's measured time

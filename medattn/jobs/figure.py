@@ -51,13 +51,17 @@ def draw(registry: Registry, config: dict, scope: str, view) -> list[Path]:
     return written
 
 
+def default_kinds(registry: Registry) -> list[str]:
+    """The figure kinds an empty ``figure.kinds`` draws: every registered kind but those whose record says
+    ``defaults={"opt_in": True}``."""
+    return [n for n in registry.names("figure") if not registry.get("figure", n).defaults.get("opt_in")]
+
+
 def selected_kinds(registry: Registry, config: dict, scope: str) -> list[dict]:
-    """The figure specs of ``figure.kinds`` (when empty: every registered kind but those whose record says
-    ``defaults={"opt_in": True}``) of one scope: run or experiment.
+    """The figure specs of ``figure.kinds`` (when empty: :func:`default_kinds`) of one scope: run or experiment.
 
     Kinds run in the listed order, except that a component's ``defaults["order"]`` (default 0) sorts it later:
     the report (order 100) gathers what the others drew."""
-    kinds = config["figure"]["kinds"] or [{"name": n, "params": {}} for n in registry.names("figure")
-                                          if not registry.get("figure", n).defaults.get("opt_in")]
+    kinds = config["figure"]["kinds"] or [{"name": n, "params": {}} for n in default_kinds(registry)]
     kinds = [k for k in kinds if registry.get("figure", k["name"]).defaults.get("scope", "run") == scope]
     return sorted(kinds, key=lambda k: registry.get("figure", k["name"]).defaults.get("order", 0))

@@ -50,13 +50,9 @@ class Plan:
     def __len__(self) -> int:
         return len(self.runs)
 
-    @property
-    def jobs(self) -> list[str]:
-        """The jobs of this command that some chosen run has left, in order."""
-        return jobs_of(self.todo)
-
 
 def jobs_of(todo: Todo) -> list[str]:
+    """The jobs that some run of ``todo`` has, each once, in order."""
     return list(dict.fromkeys(j for _, run_jobs in todo for j in run_jobs))
 
 

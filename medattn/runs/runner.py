@@ -83,7 +83,7 @@ def run_in_order(exp: Experiment, todo: Todo, log: Callable[[str], None]) -> Non
         log(f"== {run.experiment}/{run.label} on {run.device}: {', '.join(run_jobs)}")
         if is_main():
             write_run_files(run)
-    for name in dict.fromkeys(j for _, run_jobs in todo for j in run_jobs):
+    for name in jobs_of(todo):
         batch = [run for run, run_jobs in todo if name in run_jobs]
         for i, run in enumerate(batch, 1):
             log(f"== {name} [{i}/{len(batch)}] {run.experiment}/{run.label}")

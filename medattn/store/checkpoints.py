@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from ..errors import UserError
+from ..registry import is_file_spec
 
 FORMAT = 3
 _PLAIN = (str, int, float, bool, type(None))
@@ -195,7 +196,7 @@ def portable_config(config: dict[str, Any], registry: Any) -> dict[str, Any]:
     loaded = [name for name, _ in registry.pm.list_name_plugin()]
     specs = []
     for spec in config.get("plugins") or []:
-        if (spec.endswith(".py") or "/" in spec or "\\" in spec) and not Path(spec).is_absolute():
+        if is_file_spec(spec) and not Path(spec).is_absolute():
             tail = Path(spec).parts
             found = [name for name in loaded if Path(name).parts[-len(tail):] == tail]
             spec = str(Path(found[0]).resolve()) if found else spec

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MedattnWarning, UserError
-from ..registry import Registry
+from ..registry import Registry, is_file_spec
 from .rundir import RunDir
 
 ALLOW_HINT = "--allow-changed-plugins (Python: allow_changed_plugins=True)"
@@ -20,11 +20,6 @@ ALLOW_HINT = "--allow-changed-plugins (Python: allow_changed_plugins=True)"
 
 class ChangedPluginWarning(MedattnWarning):
     """A plugin file differs from the one the model was trained with, and the caller allowed it."""
-
-
-def is_file_spec(spec: str) -> bool:
-    """A ``plugins:`` entry that names a ``.py`` file (else a module)."""
-    return spec.endswith(".py") or "/" in spec or "\\" in spec
 
 
 def sha256(path: Path) -> str:

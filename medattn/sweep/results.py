@@ -9,12 +9,14 @@ from typing import Any
 from ..config import Experiment
 from ..errors import UserError
 from ..files import atomic_write_text, format_table
+from ..jobs.figure import default_kinds
+from ..registry import is_file_spec
 from .study import (
     FINISHED,
     REPEAT_OF,
     counted_failures,
-    failure_limit,
     failure_reason,
+    is_stopped,
     open_studies,
     sweep_spec,
 )
@@ -26,8 +28,8 @@ def _shown(value: Any) -> Any:
 
 def status_rows(exp: Experiment, output_dir: str | None = None, storage: str | None = None) -> list[dict]:
     """One row per variant: trials done (complete; ``repeats`` of them reused a finished twin's result), pruned,
-    failed, running and waiting, the best value and params, and the last failure's reason (``stopped`` when the
-    variant is at its failure limit)."""
+    failed, running and waiting, the best value and params, the last failure's reason (``STOPPED`` first when the
+    variant is at its failure limit), and ``stopped`` (that, as a boolean; :func:`status_text` leaves it out)."""
     from optuna.trial import TrialState
 
     rows = []
@@ -37,10 +39,10 @@ def status_rows(exp: Experiment, output_dir: str | None = None, storage: str | N
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         best = vs.study.best_trial if complete else None
         failed = [t for t in trials if t.state == TrialState.FAIL]
-        counted = counted_failures(vs.study, trials)
+        stopped = is_stopped(vs, trials)
         last = f"trial {failed[-1].number}: {failure_reason(failed[-1])}" if failed else ""
-        if len(counted) > failure_limit(vs.spec):
-            last = f"STOPPED ({len(counted)} failed) {last}"
+        if stopped:
+            last = f"STOPPED ({len(counted_failures(vs.study, trials))} failed) {last}"
         rows.append({"variant": vs.name, "done": n[TrialState.COMPLETE],
                      "repeats": sum(REPEAT_OF in t.user_attrs for t in trials if t.state in FINISHED),
                      "pruned": n[TrialState.PRUNED], "failed": n[TrialState.FAIL], "running": n[TrialState.RUNNING],
@@ -48,13 +50,13 @@ def status_rows(exp: Experiment, output_dir: str | None = None, storage: str | N
                      "best": best.value if best else "",
                      "best params": ", ".join(f"{k}={_shown(v)}" for k, v in best.params.items()) if best else "",
                      "best trial": best.number if best else "",
-                     "last failure": last if len(last) <= 100 else last[:97] + "..."})
+                     "last failure": last if len(last) <= 100 else last[:97] + "...", "stopped": stopped})
     return rows
 
 
 def stopped_variants(rows: list[dict]) -> list[str]:
     """The variants of :func:`status_rows` that stopped at their failure limit."""
-    return [r["variant"] for r in rows if r["last failure"].startswith("STOPPED")]
+    return [r["variant"] for r in rows if r["stopped"]]
 
 
 def status_text(exp: Experiment, output_dir: str | None = None, storage: str | None = None,
@@ -64,9 +66,8 @@ def status_text(exp: Experiment, output_dir: str | None = None, storage: str | N
     finished = sum(r["done"] + r["pruned"] >= r["of"] for r in rows)
     head = (f"{exp.name}: sweep of {spec['objective']['metric']} ({spec['objective']['epoch']} epoch), "
             f"{spec['trials']} trials per variant; {finished} of {len(rows)} variant(s) finished")
-    if not any(r["last failure"] for r in rows):
-        rows = [{k: v for k, v in r.items() if k != "last failure"} for r in rows]
-    return head + "\n" + format_table(rows)
+    hidden = {"stopped"} if any(r["last failure"] for r in rows) else {"stopped", "last failure"}
+    return head + "\n" + format_table([{k: v for k, v in r.items() if k not in hidden} for r in rows])
 
 
 def best_params(exp: Experiment, output_dir: str | None = None, storage: str | None = None) -> dict[str, dict]:
@@ -102,11 +103,6 @@ def rebased(path: str, old_dir: Path, new_dir: Path) -> str:
         return target
 
 
-def is_plugin_file(spec: str) -> bool:
-    """A ``plugins:`` entry naming a file (loaded relative to the experiment file), not a module."""
-    return spec.endswith(".py") or "/" in spec or "\\" in spec
-
-
 def figure_kinds(exp: Experiment, storage: str | None) -> list | None:
     """The tuned file's figure.kinds: the file's own with ``sweep`` and ``report`` added, or None (every kind, the
     default) when the file lists none and the studies are the journals the sweep kind finds by itself."""
@@ -115,8 +111,7 @@ def figure_kinds(exp: Experiment, storage: str | None) -> list | None:
     if not kinds and not storage:
         return None
     if not kinds:  # every kind the default would draw, listed, so that the sweep kind can be given the storage
-        reg = exp.registry
-        kinds = [{"name": n} for n in reg.names("figure") if not reg.get("figure", n).defaults.get("opt_in")]
+        kinds = [{"name": n} for n in default_kinds(exp.registry)]
     for name in ("sweep", "report"):
         if not any(k["name"] == name for k in kinds):
             kinds.append({"name": name})
@@ -146,7 +141,7 @@ def finalized(exp: Experiment, best: dict[str, dict], folder: Path | None = None
         elif isinstance(data.get("extends"), list):
             data["extends"] = [rebased(p, here, there) for p in data["extends"]]
         if first.get("plugins"):  # the merged list: a parent's plugin files load relative to this file too
-            data["plugins"] = [rebased(p, here, there) if is_plugin_file(p) else p for p in first["plugins"]]
+            data["plugins"] = [rebased(p, here, there) if is_file_spec(p) else p for p in first["plugins"]]
     data["seeds"] = first.get("seeds") or [first["seed"] + i for i in range(3)]
     dataset = data.get("dataset") or {}
     data["dataset"] = {"name": dataset} if isinstance(dataset, str) else dataset

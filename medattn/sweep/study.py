@@ -75,18 +75,23 @@ class ClaimLock:
         self.lock = SoftFileLease(str(path), lease_duration=self.grace)
 
     def __enter__(self) -> ClaimLock:
-        from filelock import Timeout
+        from filelock import LeaseSettingsMismatch, Timeout
 
         start = time.monotonic()
         try:
-            self.lock.acquire(timeout=min(5.0, self.grace / 2))
-        except Timeout as exc:
-            self.log(f"   {exc} Waiting; a holder that stops renewing it for {self.grace:g} s is taken over.")
-            self.lock.acquire()
-            waited = time.monotonic() - start
-            if waited >= self.grace:
-                self.log(f"   {self.path}: taken over after {waited:.0f} s; its holder stopped renewing it "
-                         "(a worker killed or a node lost while claiming)")
+            try:
+                self.lock.acquire(timeout=min(5.0, self.grace / 2))
+            except Timeout as exc:
+                self.log(f"   {exc} Waiting; a holder that stops renewing it for {self.grace:g} s is taken over.")
+                self.lock.acquire()
+                waited = time.monotonic() - start
+                if waited >= self.grace:
+                    self.log(f"   {self.path}: taken over after {waited:.0f} s; its holder stopped renewing it "
+                             "(a worker killed or a node lost while claiming)")
+        except LeaseSettingsMismatch as exc:  # a live holder took its lease with another grace
+            raise UserError(f"sweep.heartbeat.grace: {self.grace:g} s here, but a worker that holds {self.path} "
+                            f"now was started with another grace ({exc}); every worker of a sweep must use the "
+                            "same sweep.heartbeat.grace: stop the others or run this one with theirs") from None
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -255,11 +260,21 @@ def failure_limit(spec: dict) -> int:
     return int(spec["trials"])
 
 
+def is_stopped(vs: VariantStudy, trials: list[FrozenTrial]) -> bool:
+    """Whether the variant has stopped: more of its trials have failed than :func:`failure_limit` allows."""
+    return len(counted_failures(vs.study, trials)) > failure_limit(vs.spec)
+
+
 def failure_reason(trial: FrozenTrial) -> str:
     """Why a failed trial failed, as --status shows it."""
     if ERROR in trial.user_attrs:
         return str(trial.user_attrs[ERROR])
     return "no heartbeat (its worker was killed or lost)"
+
+
+def queue_retry(vs: VariantStudy, trial: Any) -> None:
+    """Queue one more trial with ``trial``'s params that trains in its run directory (a retry of it)."""
+    vs.study.enqueue_trial(dict(trial.params), user_attrs={RETRY_OF: trial.number, RUN: trial_number(trial)})
 
 
 def fail_stale(vs: VariantStudy, trials: list[FrozenTrial]) -> None:
@@ -275,7 +290,7 @@ def fail_stale(vs: VariantStudy, trials: list[FrozenTrial]) -> None:
         vs.log(f"   {vs.name} trial {t.number}: no heartbeat for {now - last_beat(t):.0f} s (its worker was killed "
                f"or lost): failed" + ("" if RETRY_OF in t.user_attrs else "; queued once more with its params"))
         if RETRY_OF not in t.user_attrs:
-            vs.study.enqueue_trial(dict(t.params), user_attrs={RETRY_OF: t.number, RUN: t.user_attrs.get(RUN, t.number)})
+            queue_retry(vs, t)
 
 
 def finished_twin(trials: list[FrozenTrial], trial: Any) -> FrozenTrial | None:
@@ -311,7 +326,7 @@ def claim(vs: VariantStudy) -> Any:
             finished = n[TrialState.COMPLETE] + n[TrialState.PRUNED]
             if finished >= vs.spec["trials"]:
                 return "done"
-            if len(counted_failures(vs.study, trials)) > failure_limit(vs.spec):
+            if is_stopped(vs, trials):
                 return "stopped"
             if finished + n[TrialState.RUNNING] >= vs.spec["trials"]:
                 return "busy"
@@ -497,7 +512,7 @@ def run_trial(exp: Experiment, vs: VariantStudy, trial: Any, output_dir: str | N
         return "failed"
     except BaseException:  # Ctrl-C, or SIGTERM raised as SystemExit: fail it, queue its retry, and stop
         if _finish(vs, trial, log, state=TrialState.FAIL, error="interrupted") and RETRY_OF not in trial.user_attrs:
-            vs.study.enqueue_trial(dict(trial.params), user_attrs={RETRY_OF: trial.number, RUN: number})
+            queue_retry(vs, trial)
         raise
     if _finish(vs, trial, log, value=value):
         log(f"   trial {trial.number}: {vs.spec['objective']['metric']} {value:.4f}")
@@ -574,10 +589,10 @@ def run_workers(exp: Experiment, workers: int, output_dir: str | None = None, de
     one worker runs in this process. Returns (worker, exit code) of the workers that failed."""
     import multiprocessing as mp
 
-    open_studies(exp, output_dir, storage, log)  # created once here, not raced by the workers
     if workers == 1:
         work(exp, output_dir, device, storage, log)
         return []
+    open_studies(exp, output_dir, storage, log)  # created once here, not raced by the workers
     threads = max(1, available_cores() // workers)
     log(f"== {workers} workers, {threads} thread(s) each")
     ctx = mp.get_context("spawn")
@@ -606,7 +621,7 @@ def retry_failed(exp: Experiment, output_dir: str | None = None, storage: str | 
     for vs in open_studies(exp, output_dir, storage):
         with vs.lock:
             trials = vs.study.get_trials(deepcopy=False)
-            if len(counted_failures(vs.study, trials)) > failure_limit(vs.spec):
+            if is_stopped(vs, trials):
                 out.append(vs.name)
             vs.study.set_user_attr(FAILURES_FROM, len(trials))
     return out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -166,13 +165,11 @@ def precision_for(device: torch.device, amp: str, channels_last: bool, log: Call
 
 
 def configure_determinism(deterministic: bool) -> None:
-    """``deterministic: true``: torch deterministic algorithms, no cuDNN autotuning (fixed cuBLAS workspace)."""
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-    elif not reproducible.active() and torch.are_deterministic_algorithms_enabled():  # (imports torch._inductor: 2 s)
+    """``deterministic: true``, and always in the reproducible mode: torch deterministic algorithms, no cuDNN
+    autotuning, fixed cuBLAS workspace (:func:`medattn.reproducible.deterministic_algorithms`); else they are off."""
+    if deterministic or reproducible.active():
+        reproducible.deterministic_algorithms()
+    elif torch.are_deterministic_algorithms_enabled():  # (imports torch._inductor: 2 s)
         torch.use_deterministic_algorithms(False)
 
 
@@ -339,7 +336,10 @@ def train_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
                         logits = net(x)
                         loss = compute_loss(model, loss_fn, logits, y)
                     else:
-                        scale = scaler.get_scale() if scaler is not None and scaler.is_enabled() else 1.0
+                        # the scale (a host sync) only for terms that take gradients of their own: those whose
+                        # overflow _scaled_gradients_overflowed rescues
+                        scale = (scaler.get_scale() if scaler is not None and scaler.is_enabled()
+                                 and (terms.needs_input_gradients or terms.needs_features) else 1.0)
                         logits, loss, parts = _terms_loss(model, net, terms, batch, x, y, loss_fn, scale)
                         if scale != 1.0 and _scaled_gradients_overflowed(scaler, terms, loss):
                             optimizer.zero_grad(set_to_none=True)  # the window is lost, as a skipped step's
