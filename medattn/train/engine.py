@@ -336,10 +336,7 @@ def train_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
                         logits = net(x)
                         loss = compute_loss(model, loss_fn, logits, y)
                     else:
-                        # the scale (a host sync) only for terms that take gradients of their own: those whose
-                        # overflow _scaled_gradients_overflowed rescues
-                        scale = (scaler.get_scale() if scaler is not None and scaler.is_enabled()
-                                 and (terms.needs_input_gradients or terms.needs_features) else 1.0)
+                        scale = scaler.get_scale() if scaler is not None and scaler.is_enabled() else 1.0
                         logits, loss, parts = _terms_loss(model, net, terms, batch, x, y, loss_fn, scale)
                         if scale != 1.0 and _scaled_gradients_overflowed(scaler, terms, loss):
                             optimizer.zero_grad(set_to_none=True)  # the window is lost, as a skipped step's
