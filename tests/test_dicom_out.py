@@ -134,3 +134,22 @@ def test_dicom_options_that_do_not_go_together(model, cli, tmp_path):
         assert code == 2 and message in err and "Traceback" not in err
     code, _, err = cli("predict", model, "-o", tmp_path / "p.csv")
     assert code == 2 and "no INPUT" in err
+
+
+def test_file_names_stay_in_the_folder_and_do_not_collide(model, tmp_path):
+    from medattn.inference.dicom_out import DicomWriter, dicom_header
+    from medattn.inference.predictor import load_run
+
+    (source,) = study(tmp_path / "ct", 1, grid=True)
+    out = tmp_path / "nested" / "dicom"
+    writer = DicomWriter(load_run(model), out)
+    probs = np.array([0.3, 0.7], dtype=np.float32)
+    files = [writer.write(dicom_header(source), probs, 1).files[0] for _ in range(2)]  # the same input twice
+    hostile = dicom_header(source)
+    hostile.SOPInstanceUID = "../../evil"
+    written = writer.write(hostile, probs, 1)
+    files += written.files
+    assert len(set(files)) == 3 and all(f.parent == out and f.is_file() for f in files)
+    assert files[1].name == files[0].name.replace(".sr.dcm", "-2.sr.dcm")
+    assert files[2].name == f"{written.sr.SOPInstanceUID}.sr.dcm"  # named after the SR, not the hostile UID
+    assert not (tmp_path / "evil.sr.dcm").exists() and not list(tmp_path.glob("*.sr.dcm"))
