@@ -153,3 +153,10 @@ def test_file_names_stay_in_the_folder_and_do_not_collide(model, tmp_path):
     assert files[1].name == files[0].name.replace(".sr.dcm", "-2.sr.dcm")
     assert files[2].name == f"{written.sr.SOPInstanceUID}.sr.dcm"  # named after the SR, not the hostile UID
     assert not (tmp_path / "evil.sr.dcm").exists() and not list(tmp_path.glob("*.sr.dcm"))
+
+
+def test_malformed_dicomweb_urls_before_the_model_loads(cli, tmp_path):
+    missing = tmp_path / "no-such-run"  # the URL is checked first: no error about the run
+    for url in ("http://", "http://:80/x", "http://pacs:port/dicom-web", "pacs:8042/dicom-web"):
+        code, _, err = cli("predict", missing, "--dicomweb", url, "--study", "1.2.3", "-o", tmp_path / "p.csv")
+        assert code == 2 and f"--dicomweb {url}:" in err and "no-such-run" not in err and "Traceback" not in err

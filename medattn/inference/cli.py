@@ -227,8 +227,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def check_dicom_arguments(args: argparse.Namespace) -> None:
-    """The DICOM options that go together: --dicomweb with one of --study/--series/--query and no INPUT; those
-    options and --store only with --dicomweb; --dicom-out not an existing file."""
+    """The DICOM options that go together: --dicomweb (a well-formed URL) with one of --study/--series/--query
+    and no INPUT; those options and --store only with --dicomweb; --dicom-out not an existing file. Checked
+    before the model loads."""
     chosen = [f"--{k}" for k in ("study", "series", "query") if getattr(args, k)]
     if args.dicomweb:
         if args.inputs:
@@ -238,6 +239,9 @@ def check_dicom_arguments(args: argparse.Namespace) -> None:
             raise UserError("--dicomweb: give --study UID, --series UID or --query 'KEYWORD=VALUE&...'")
         if args.query and (args.study or args.series):
             raise UserError("--query goes alone: put the study or series into it (StudyInstanceUID=...)")
+        from .dicomweb import check_url
+
+        check_url(args.dicomweb)
     else:
         used = chosen + (["--store"] if args.store else [])
         if used:

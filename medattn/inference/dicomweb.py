@@ -52,12 +52,32 @@ def connect(url: str, timeout: float = 30.0, retries: int = 3, env: Mapping[str,
     connection failures), waiting 0.4 s, 0.8 s ... between tries."""
     from dicomweb_client.api import DICOMwebClient
 
-    if not str(url).startswith(("http://", "https://")):
-        raise UserError(f"--dicomweb {url}: expected an http:// or https:// URL of the server's DICOMweb root")
-    client = DICOMwebClient(str(url).rstrip("/"), session=session_from_env(env), timeout=float(timeout))
+    check_url(url)
+    try:
+        client = DICOMwebClient(str(url).rstrip("/"), session=session_from_env(env), timeout=float(timeout))
+    except ValueError as exc:  # dicomweb-client's own URL check ("Malformed URL")
+        raise UserError(f"--dicomweb {url}: {exc}; expected the server's DICOMweb root, e.g. "
+                        "http://pacs:8042/dicom-web") from None
     client.set_http_retry_params(retry=retries > 1, max_attempts=max(1, int(retries)),
                                  wait_exponential_multiplier=200, retriable_error_codes=RETRIED)
     return client
+
+
+def check_url(url: str) -> None:
+    """A UserError naming --dicomweb and ``url`` unless it is an http:// or https:// URL with a host (and a
+    numeric port, when it has one)."""
+    from urllib.parse import urlparse
+
+    expected = "expected an http:// or https:// URL of the server's DICOMweb root, e.g. http://pacs:8042/dicom-web"
+    if not str(url).startswith(("http://", "https://")):
+        raise UserError(f"--dicomweb {url}: {expected}")
+    try:
+        parts = urlparse(str(url))
+        parts.port  # noqa: B018 (a port that is not a number raises ValueError)
+    except ValueError as exc:
+        raise UserError(f"--dicomweb {url}: {exc}; {expected}") from None
+    if not parts.hostname:
+        raise UserError(f"--dicomweb {url}: no host; {expected}")
 
 
 def http_problem(exc: BaseException, url: str, timeout: float | None = None) -> tuple[str, str]:
