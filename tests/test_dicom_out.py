@@ -134,6 +134,9 @@ def test_dicom_options_that_do_not_go_together(model, cli, tmp_path):
         assert code == 2 and message in err and "Traceback" not in err
     code, _, err = cli("predict", model, "-o", tmp_path / "p.csv")
     assert code == 2 and "no INPUT" in err
+    code, _, err = cli("predict", model, "--dicomweb", "http://pacs:8042/dicom-web", "--study", "1.2.3", "--tta",
+                       "flips", "--mc-dropout", "2", "--uncertainty", "-o", tmp_path / "p.csv")
+    assert code == 2 and "--tta, --mc-dropout, --uncertainty: not with --dicomweb" in err
 
 
 def test_file_names_stay_in_the_folder_and_do_not_collide(model, tmp_path):

@@ -127,6 +127,7 @@ def test_python_api_query_and_one_missing_instance(orthanc, uploaded, model, mon
     for key, value in ADMIN.items():
         monkeypatch.setenv(key, value)
     predictor = load_run(model)
+    predictor.conformal = {"alpha": 0.1, "score": "lac", "thresholds": [0.9, 0.9]}  # sets as the file path has them
     real = dicomweb.find_instances
 
     def with_a_ghost(*args, **kwargs):  # an instance the search names but the server no longer has
@@ -138,6 +139,9 @@ def test_python_api_query_and_one_missing_instance(orthanc, uploaded, model, mon
     assert result.tally["predicted"] == 1 and result.tally["not found"] == 1
     assert len(result.messages) == 1 and "cannot fetch: HTTP 404" in result.messages[0]
     assert result.predictions.labels[0] in predictor.class_names and result.predictions.labels[1] is None
+    p = result.predictions.probabilities[0]
+    assert result.rows[0]["set"] == "|".join(c for k, c in enumerate(predictor.class_names) if 1 - p[k] <= 0.9)
+    assert result.rows[0]["set"] and result.rows[1]["set"] == "" and not result.predictions.sets[1].any()
     with pytest.raises(UserError, match=r"'Modalty' is not a DICOM attribute keyword \(did you mean 'Modality'\?\)"):
         predictor.predict_dicomweb(orthanc.url, query="Modalty=MG")
 

@@ -290,8 +290,11 @@ class Predictor:
                                    attribute=attribute if explainer is not None else None, method=explain,
                                    batch_size=batch_size, workers=workers, timeout=timeout, retries=retries,
                                    progress=progress)
+        sets = self.sets(result.probabilities)
+        if sets is not None:
+            sets[result.indices < 0] = False
         result.predictions = Predictions(self.class_names, result.probabilities, result.indices, self.threshold,
-                                         result.errors, result.names)
+                                         result.errors, result.names, sets)
         result.rows = [{**row, **extra} for row, extra in zip(result.predictions.rows(), result.extras)]
         return result
 
