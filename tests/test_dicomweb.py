@@ -172,6 +172,7 @@ class Stub(http.server.BaseHTTPRequestHandler):
     of the instances it is sent (409 and a Failed SOP Sequence); it records each request's Authorization."""
 
     hits: list[tuple[str, str]] = []
+    reason: int | None = 0xA700  # the FailureReason of the refused instance (None: the item has none)
 
     def log_message(self, *args):
         pass
@@ -187,7 +188,9 @@ class Stub(http.server.BaseHTTPRequestHandler):
         Stub.hits.append((self.path, self.headers.get("Authorization", "")))
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         failed = pydicom.Dataset()
-        failed.ReferencedSOPInstanceUID, failed.FailureReason = Stub.refuse, 0xA700
+        failed.ReferencedSOPInstanceUID = Stub.refuse
+        if Stub.reason is not None:
+            failed.FailureReason = Stub.reason
         answer = pydicom.Dataset()
         answer.FailedSOPSequence = [failed]
         body = answer.to_json().encode()
@@ -226,3 +229,10 @@ def test_bounded_retries_timeout_bearer_token_and_a_stow_failure(stub):
     answers = dicomweb.store(dicomweb.connect(stub, retries=1), [a, b])
     assert answers == {str(a.SOPInstanceUID): None,
                        str(b.SOPInstanceUID): "STOW-RS rejected: failure reason 0xA700"}
+    Stub.reason = None  # failed all the same: not counted as stored
+    try:
+        answers = dicomweb.store(dicomweb.connect(stub, retries=1), [a, b])
+    finally:
+        Stub.reason = 0xA700
+    assert answers == {str(a.SOPInstanceUID): None,
+                       str(b.SOPInstanceUID): "STOW-RS rejected: failure reason not given"}

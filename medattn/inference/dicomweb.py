@@ -232,8 +232,12 @@ def store(client: Any, datasets: list[Any], chunk: int = STOW_CHUNK) -> dict[str
         failed = {str(item.get("ReferencedSOPInstanceUID", "")): item.get("FailureReason")
                   for item in (answer or Dataset()).get("FailedSOPSequence", [])}
         for uid in uids:
-            reason = failed.get(uid, "absent") if uid in failed else None
-            out[uid] = None if reason is None else f"STOW-RS rejected: failure reason {_hex(reason)}"
+            if uid not in failed:
+                out[uid] = None
+            elif failed[uid] in (None, ""):  # in the failed list all the same
+                out[uid] = "STOW-RS rejected: failure reason not given"
+            else:
+                out[uid] = f"STOW-RS rejected: failure reason {_hex(failed[uid])}"
     return out
 
 
