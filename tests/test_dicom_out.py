@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from medattn.errors import UserError
 from medattn.inference.dicom_sr import PRIVATE_SCHEME, class_code, model_uncertainty, read_finding
 from medattn.inference.parametric_map import to_source_grid
+from medattn.inference.predictor import load_run
 from medattn.store import checkpoints
 
 from .dicom_studies import dciodvfy_errors, study
@@ -59,8 +59,11 @@ def test_srs_and_maps_are_valid_and_read_back(model, cli, tmp_path):
         assert dciodvfy_errors(path) == [], path.name
 
     sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    uncalibrated = load_run(model)
+    uncalibrated.calibration = None  # the model's own probabilities: what the SR must not state
+    own = uncalibrated.predict([*mg, *ct]).probabilities
     series = set()
-    for row, source_file in zip(rows[:4], [*mg, *ct]):
+    for at, (row, source_file) in enumerate(zip(rows[:4], [*mg, *ct])):
         source = pydicom.dcmread(source_file)
         sr = pydicom.dcmread(row["sr"])
         got = read_finding(sr)
@@ -75,6 +78,8 @@ def test_srs_and_maps_are_valid_and_read_back(model, cli, tmp_path):
         calibrated = np.array([probs["round"], probs["spiculated"]])
         assert got["calibrated"] == pytest.approx(calibrated[["round", "spiculated"].index(row["predicted"])],
                                                   abs=1e-5)
+        # ... not the model's own: temperature 2 draws them towards 1/2
+        assert not np.allclose(calibrated, own[at], atol=1e-3) and np.all(abs(calibrated - 0.5) < abs(own[at] - 0.5))
         assert got["conformal_set"] == [c for k, c in enumerate(("round", "spiculated")) if 1 - calibrated[k] <= 0.52]
         assert got["alpha"] == pytest.approx(0.1)
         assert got["algorithm"]["parameters"][0] == f"model sha256 {sha}"
@@ -108,19 +113,29 @@ def test_class_codes_snomed_where_dicom_has_one():
     assert long.value == "CLASS3" and long.meaning == "ground glass opacity, bilateral"
 
 
-def test_uncertainty_read_from_the_model_file_or_skipped():
+def holding(calibration=None, conformal=None):
+    """A Predictor's calibration and conformal thresholds (as load_run checks them) without a model."""
+    from types import SimpleNamespace
+
+    from medattn.evidence import conformal as conformal_module
+    from medattn.inference.predictor import Predictor
+
+    out = SimpleNamespace(calibration=calibration, conformal=conformal_module.check(conformal, 3, "meta.conformal"))
+    out.sets = lambda scores: Predictor.sets(out, scores)
+    return out
+
+
+def test_uncertainty_of_the_predictor_or_skipped():
     p = np.array([0.1, 0.6, 0.3])  # as the Predictor gives them: calibrated when the model file calibrates
-    assert model_uncertainty({}, p).calibrated is None and model_uncertainty({}, p).conformal_set is None
+    assert model_uncertainty(holding(), p).calibrated is None and model_uncertainty(holding(), p).conformal_set is None
     cal = {"method": "temperature", "output": "softmax", "weight": [0.5], "bias": [0.0], "temperature": 2.0}
-    np.testing.assert_allclose(model_uncertainty({"calibration": cal}, p).calibrated, p, atol=1e-6)
-    assert model_uncertainty({"calibration": None}, p).calibrated is None  # test.calibration: none
-    with pytest.raises(UserError, match="meta.calibration: not a calibration medattn wrote"):
-        model_uncertainty({"calibration": {"method": "vector", "weights": [1, 1, 1]}}, p)
-    lac = model_uncertainty({"conformal": {"alpha": 0.2, "score": "lac", "thresholds": [0.75] * 3}}, p)
-    assert lac.conformal_set == [1, 2] and lac.alpha == 0.2
-    per_class = model_uncertainty({"conformal": {"score": "lac", "thresholds": [0.95, 0.3, 0.5]}}, p)
+    calibrated = model_uncertainty(holding(cal), p)
+    assert calibrated.calibrated is not None and calibrated.conformal_set is None and calibrated.alpha is None
+    lac = model_uncertainty(holding(conformal={"alpha": 0.2, "score": "lac", "thresholds": [0.75] * 3}), p)
+    assert lac.conformal_set == [1, 2] and lac.alpha == 0.2 and lac.calibrated is None
+    per_class = model_uncertainty(holding(conformal={"score": "lac", "thresholds": [0.95, 0.3, 0.5]}), p)
     assert per_class.conformal_set == [0]
-    aps = model_uncertainty({"conformal": {"score": "aps", "thresholds": [0.85] * 3}}, p)
+    aps = model_uncertainty(holding(conformal={"score": "aps", "thresholds": [0.85] * 3}), p)
     assert aps.conformal_set == [1]  # mass 0.6 for class 1, 0.9 with class 2, 1.0 with class 0
 
 
@@ -141,7 +156,6 @@ def test_dicom_options_that_do_not_go_together(model, cli, tmp_path):
 
 def test_file_names_stay_in_the_folder_and_do_not_collide(model, tmp_path):
     from medattn.inference.dicom_out import DicomWriter, dicom_header
-    from medattn.inference.predictor import load_run
 
     (source,) = study(tmp_path / "ct", 1, grid=True)
     out = tmp_path / "nested" / "dicom"

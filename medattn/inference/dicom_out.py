@@ -42,7 +42,7 @@ def finding_of(predictor: Any, probabilities: np.ndarray, index: int) -> Finding
     """One input's :class:`Finding` from a predictor's class probabilities and predicted index."""
     probs = np.asarray(probabilities, dtype=np.float32)
     return Finding(list(predictor.class_names), probs, int(index), predictor.threshold,
-                   model_uncertainty(predictor.meta, probs))
+                   model_uncertainty(predictor, probs))
 
 
 @dataclass

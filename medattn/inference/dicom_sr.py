@@ -129,27 +129,21 @@ class Uncertainty:
     alpha: float | None = None
 
 
-def model_uncertainty(meta: dict[str, Any], probabilities: np.ndarray) -> Uncertainty:
-    """Calibrated probabilities and the conformal set of one input, where the model file has them
-    (``meta["calibration"]``, ``meta["conformal"]``: medattn.evidence.calibration and .conformal); nothing where
-    it has not (a model file made before medattn calibrated).
+def model_uncertainty(predictor: Any, probabilities: np.ndarray) -> Uncertainty:
+    """Calibrated probabilities and the conformal set of one input, where the model file has them (the
+    :class:`~medattn.inference.predictor.Predictor` read and checked ``meta["calibration"]`` and
+    ``meta["conformal"]`` when it loaded); nothing where it has not (a model file made before medattn calibrated).
 
-    ``probabilities`` are the input's class probabilities as the :class:`~medattn.inference.predictor.Predictor`
-    gives them: with a calibration in the model file they are the calibrated ones already (the Predictor applies
-    it to the logits), so ``calibrated`` is they themselves and says that they are. The conformal set is the
-    classes whose score (LAC: 1 - p; APS: the probability mass of the classes at least as likely) is at most that
-    class's threshold, on those probabilities (what ``Predictor.sets`` and the test job give)."""
-    from ..evidence import calibration, conformal
-
-    p = np.asarray(probabilities, dtype=np.float64)
-    out = Uncertainty()
-    if calibration.check(meta.get("calibration"), "meta.calibration") is not None:
-        out.calibrated = p.astype(np.float32)
-    conf = conformal.check(meta.get("conformal"), len(p), "meta.conformal")
-    if conf is not None:
-        out.conformal_set = [int(k) for k in np.flatnonzero(conformal.predict_sets(p[None], conf)[0])]
-        out.alpha = float(conf["alpha"]) if conf.get("alpha") is not None else None
-    return out
+    ``probabilities`` are the input's class probabilities as the Predictor gives them: with a calibration in the
+    model file they are the calibrated ones already (the Predictor applies it to the logits), so ``calibrated``
+    is they themselves and says that they are. The conformal set is ``Predictor.sets`` of them (what the CSV's
+    ``set`` column and the test job give)."""
+    p = np.asarray(probabilities, dtype=np.float32)
+    sets = predictor.sets(p[None])
+    alpha = (predictor.conformal or {}).get("alpha")
+    return Uncertainty(p if predictor.calibration is not None else None,
+                       None if sets is None else [int(k) for k in np.flatnonzero(sets[0])],
+                       float(alpha) if sets is not None and alpha is not None else None)
 
 
 # ---------------------------------------------------------------------------------------------------------------
