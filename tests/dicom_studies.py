@@ -9,7 +9,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import pydicom
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -82,10 +81,6 @@ def bundled(name: str) -> Path:
     path = get_testdata_file(name, download=False)
     assert path is not None, f"pydicom's bundled test file {name} is missing"
     return Path(path)
-
-
-def read(path: Path) -> pydicom.Dataset:
-    return pydicom.dcmread(path)
 
 
 def dciodvfy(path: Path) -> list[str]:

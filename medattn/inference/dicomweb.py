@@ -86,12 +86,9 @@ def http_problem(exc: BaseException, url: str, timeout: float | None = None) -> 
     import requests
 
     response = getattr(exc, "response", None)
-    last = getattr(exc, "last_attempt", None)  # retrying's RetryError: the tries ran out
-    if last is not None:
-        if last.has_exception:
-            exc, response = last.value[1], None
-        else:
-            response = last.value
+    last = getattr(exc, "last_attempt", None)  # retrying's RetryError: the tries ran out on an HTTP answer
+    if last is not None:  # (on an exception, retrying raises that exception itself: dicomweb-client does not wrap)
+        response = last.value
     if response is not None and (isinstance(exc, requests.HTTPError) or last is not None):
         code, reason = response.status_code, response.reason or ""
         if code in (401, 403):
@@ -114,12 +111,11 @@ def http_problem(exc: BaseException, url: str, timeout: float | None = None) -> 
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Instance:
-    """One instance on the server: its study, series and SOP instance (and class) UIDs."""
+    """One instance on the server: its study, series and SOP instance UIDs."""
 
     study: str
     series: str
     sop: str
-    sop_class: str = ""
 
     def name(self, url: str) -> str:
         """The instance's WADO-RS address (what messages and the CSV call it)."""
@@ -166,11 +162,10 @@ def find_instances(client: Any, study: str | None = None, series: str | None = N
     for row in rows:
         ds = Dataset.from_json(row)
         number = ds.get("InstanceNumber")
-        out.append((str(ds.get("StudyInstanceUID", study or "")), str(ds.get("SeriesInstanceUID", series or "")),
-                    int(number) if number not in (None, "") else 0, Instance(
-                        str(ds.get("StudyInstanceUID", study or "")), str(ds.get("SeriesInstanceUID", series or "")),
-                        str(ds.SOPInstanceUID), str(ds.get("SOPClassUID", "")))))
-    return [i for *_, i in sorted(out, key=lambda t: (t[0], t[1], t[2], t[3].sop))]
+        found = Instance(str(ds.get("StudyInstanceUID", study or "")), str(ds.get("SeriesInstanceUID", series or "")),
+                         str(ds.SOPInstanceUID))
+        out.append((int(number) if number not in (None, "") else 0, found))
+    return [i for _, i in sorted(out, key=lambda t: (t[1].study, t[1].series, t[0], t[1].sop))]
 
 
 @dataclass
