@@ -20,7 +20,6 @@ schemes); it is declared in the report's Coding Scheme Identification Sequence a
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -94,15 +93,12 @@ class Algorithm:
     @classmethod
     def of(cls, file: str | Path, meta: dict[str, Any]) -> Algorithm:
         from .. import __version__
+        from ..files import sha256_file
 
         file = Path(file)
-        digest = hashlib.sha256()
-        with open(file, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
         config = meta.get("config") or {}
         name = "/".join(str(x) for x in (config.get("name"), meta.get("variant")) if x) or file.stem
-        return cls(f"medattn {name}"[:64], str(meta.get("medattn_version") or __version__), digest.hexdigest(),
+        return cls(f"medattn {name}"[:64], str(meta.get("medattn_version") or __version__), sha256_file(file),
                    file.stem)
 
     @property

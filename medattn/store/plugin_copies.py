@@ -5,13 +5,13 @@ plugin is a different model) unless the caller allows changed plugins; a plugin 
 distribution, and a missing one is named with the command that installs it."""
 from __future__ import annotations
 
-import hashlib
 import shutil
 import warnings
 from pathlib import Path
 from typing import Any
 
 from ..errors import MedattnWarning, UserError
+from ..files import sha256_file
 from ..registry import Registry
 from .rundir import RunDir
 
@@ -28,7 +28,7 @@ def is_file_spec(spec: str) -> bool:
 
 
 def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return sha256_file(Path(path))
 
 
 def distribution_of(module: str) -> tuple[str | None, str | None]:
