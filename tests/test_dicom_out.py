@@ -111,6 +111,7 @@ def test_class_codes_snomed_where_dicom_has_one():
     assert (private.value, private.scheme_designator, private.meaning) == ("spiculated", "99MEDATTN", "spiculated")
     long = class_code("ground glass opacity, bilateral", 3)
     assert long.value == "CLASS3" and long.meaning == "ground glass opacity, bilateral"
+    assert class_code("NORMAL", 0) is not class_code("NORMAL", 0)  # a dataset: never shared between reports
 
 
 def holding(calibration=None, conformal=None):

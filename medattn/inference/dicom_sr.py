@@ -57,24 +57,30 @@ def class_probability_concept(index: int, name: str) -> Any:
     return _private(f"PROB{index}", f"Probability of {name}")
 
 
-@lru_cache(maxsize=256)
 def class_code(name: str, index: int) -> Any:
     """The code of a class name: SNOMED CT where DICOM's code dictionary (pydicom.sr.codedict, the SCT concepts
     DICOM's context groups use) has the name as a keyword (``NORMAL`` -> SCT 17621005 "Normal", ``malignant`` ->
     SCT 21594007), else ``99MEDATTN`` with the class name as the value (``CLASS<index>`` when the name does not
-    fit a 16-character code value) and as the meaning."""
+    fit a 16-character code value) and as the meaning. A new concept each call (a dataset, so mutable)."""
     from highdicom.sr import CodedConcept
+
+    return CodedConcept(*_class_code(name, index))
+
+
+@lru_cache(maxsize=256)
+def _class_code(name: str, index: int) -> tuple[str, str, str]:
+    """(value, scheme designator, meaning) of :func:`class_code`."""
     from pydicom.sr.codedict import codes
 
     keyword = "".join(w[:1].upper() + w[1:].lower() for w in re.split(r"[^A-Za-z0-9]+", name) if w)
     if keyword.isidentifier():
         try:
             code = getattr(codes.SCT, keyword)
-            return CodedConcept(code.value, code.scheme_designator, code.meaning)
+            return str(code.value), str(code.scheme_designator), str(code.meaning)
         except AttributeError:
             pass
     value = name if re.fullmatch(r"[A-Za-z0-9_.\-]{1,16}", name) else f"CLASS{index}"
-    return _private(value, name or f"class {index}")
+    return value, PRIVATE_SCHEME, (name or f"class {index}")[:64]
 
 
 # ---------------------------------------------------------------------------------------------------------------
