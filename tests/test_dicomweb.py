@@ -19,7 +19,7 @@ from medattn.inference import dicomweb
 from medattn.inference.dicom_sr import read_finding
 from medattn.inference.predictor import load_run
 
-from .dicom_studies import bundled, dciodvfy_errors, instance
+from .dicom_studies import blob, bundled, dciodvfy_errors, instance
 from .test_export import model_file
 
 ADMIN = {"MEDATTN_DICOMWEB_USER": "medattn", "MEDATTN_DICOMWEB_PASSWORD": "secret"}
@@ -30,12 +30,8 @@ def model(tmp_path_factory) -> Path:
     return model_file(tmp_path_factory.mktemp("model"))
 
 
-def blob(seed: int, size: int = 64) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    cy, cx = rng.integers(size // 4, 3 * size // 4, 2)
-    return np.clip(800 + 2500 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 50) + rng.normal(0, 60, (size, size)),
-                   0, 4095)
+def image(seed: int, size: int = 64) -> np.ndarray:
+    return blob(np.random.default_rng(seed), size, sigma=5.0)
 
 
 def same_study(ds: pydicom.Dataset, study: str) -> pydicom.Dataset:
@@ -52,17 +48,17 @@ def uploaded(orthanc):
     instances a model must not be given: an SR, a palette-colour image, an undecodable JPEG, a 2-frame image and
     a FOR PROCESSING mammogram. Returns (study UID, {SOP instance UID: what it is}, the mammograms' series UID)."""
     study, mg, ct = generate_uid(), generate_uid(), generate_uid()
-    good = [instance(blob(0), study=study, series=mg, number=1), instance(blob(1), study=study, series=mg, number=2),
-            instance(blob(2), study=study, series=mg, number=3, syntax=JPEG2000Lossless),
-            instance(blob(3), study=study, series=mg, number=4, syntax=JPEGLSLossless),
-            instance(blob(4, 32), study=study, series=ct, number=1, grid=True)]
-    frames = instance(blob(5), study=study, series=generate_uid(), NumberOfFrames=2)
+    good = [instance(image(0), study=study, series=mg, number=1), instance(image(1), study=study, series=mg, number=2),
+            instance(image(2), study=study, series=mg, number=3, syntax=JPEG2000Lossless),
+            instance(image(3), study=study, series=mg, number=4, syntax=JPEGLSLossless),
+            instance(image(4, 32), study=study, series=ct, number=1, grid=True)]
+    frames = instance(image(5), study=study, series=generate_uid(), NumberOfFrames=2)
     frames.PixelData = frames.PixelData * 2
     bad = {"not an image": same_study(pydicom.dcmread(bundled("test-SR.dcm")), study),
            "unsupported pixels": same_study(pydicom.dcmread(bundled("examples_palette.dcm")), study),
            "undecodable": same_study(pydicom.dcmread(bundled("JPEG-lossy.dcm")), study),
            "multi-frame": frames,
-           "for processing": instance(blob(6), study=study, series=generate_uid(),
+           "for processing": instance(image(6), study=study, series=generate_uid(),
                                       PresentationIntentType="FOR PROCESSING")}
     client = dicomweb.connect(orthanc.url, env=ADMIN)
     answer = client.store_instances([*good, *bad.values()])
