@@ -162,7 +162,9 @@ def prediction_row(name: str, class_names: list[str], probabilities: Any, index:
     row.update({f"prob_{c}": f"{float(probabilities[k]):.6f}" if ok else "" for k, c in enumerate(class_names)})
     row.update(predicted=class_names[index] if ok else "", threshold="" if threshold is None else f"{threshold:.6g}")
     if conformal_set is not None:
-        row["set"] = "|".join(str(class_names[k]) for k in np.flatnonzero(conformal_set)) if ok else ""
+        from ..evidence.conformal import set_names
+
+        row["set"] = set_names(np.asarray(conformal_set)[None], class_names)[0] if ok else ""
     for key, value in (uncertainty or {}).items():
         row[key] = f"{float(value):.6f}" if ok and value is not None else ""
     row["error"] = error or ""
