@@ -232,3 +232,22 @@ def test_bounded_retries_timeout_bearer_token_and_a_stow_failure(stub):
         Stub.reason = 0xA700
     assert answers == {str(a.SOPInstanceUID): None,
                        str(b.SOPInstanceUID): "STOW-RS rejected: failure reason not given"}
+
+
+def test_fetch_keeps_a_bounded_number_of_instances_in_flight():
+    import time
+    from types import SimpleNamespace
+
+    calls = []
+
+    def retrieve_instance(study, series, sop, media_types=None):
+        calls.append(sop)
+        return pydicom.Dataset()
+
+    client = SimpleNamespace(retrieve_instance=retrieve_instance, base_url="http://x")
+    instances = [dicomweb.Instance("1", "2", str(k)) for k in range(20)]
+    fetched = dicomweb.fetch(client, instances, lambda ds: np.zeros(1), workers=2, ahead=3)
+    first = next(fetched)
+    time.sleep(0.2)
+    assert first.instance.sop == "0" and len(calls) == 4  # the one yielded and 3 ahead, not all 20
+    assert [f.instance.sop for f in fetched] == [str(k) for k in range(1, 20)] and len(calls) == 20

@@ -14,8 +14,9 @@ message naming it; the others go on, and :attr:`DicomwebResult.tally` counts eac
 """
 from __future__ import annotations
 
+import itertools
 import os
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -180,9 +181,11 @@ class Fetched:
     error: str = ""
 
 
-def fetch(client: Any, instances: list[Instance], load: Any, workers: int = 4) -> Iterator[Fetched]:
+def fetch(client: Any, instances: list[Instance], load: Any, workers: int = 4, ahead: int = 64
+          ) -> Iterator[Fetched]:
     """Fetch ``instances`` with WADO-RS, ``workers`` at a time, in any transfer syntax the server holds; each
-    worker also decodes and preprocesses its instance with ``load`` (dataset -> tensor). Yields in order."""
+    worker also decodes and preprocesses its instance with ``load`` (dataset -> tensor). Yields in order, with
+    at most ``ahead`` instances fetched or being fetched beyond the one yielded (the memory bound)."""
     from ..image_io import BadImage
 
     def one(instance: Instance) -> Fetched:
@@ -203,8 +206,20 @@ def fetch(client: Any, instances: list[Instance], load: Any, workers: int = 4) -
                 del ds[key]  # the SR and map need the header only
         return Fetched(instance, ds, image)
 
+    pending: deque = deque()
+    todo = iter(instances)
     with ThreadPoolExecutor(max_workers=max(1, int(workers))) as pool:
-        yield from pool.map(one, instances)
+        try:
+            for instance in itertools.islice(todo, max(1, int(ahead))):
+                pending.append(pool.submit(one, instance))
+            while pending:
+                done = pending.popleft().result()
+                for instance in itertools.islice(todo, 1):
+                    pending.append(pool.submit(one, instance))
+                yield done
+        finally:  # a consumer that stops early: nothing more is fetched
+            for future in pending:
+                future.cancel()
 
 
 def store(client: Any, datasets: list[Any], chunk: int = STOW_CHUNK) -> dict[str, str | None]:
@@ -326,7 +341,7 @@ def predict_instances(predictor: Any, url: str, study: str | None = None, series
     n = len(instances)
     result = DicomwebResult(url, instances, np.full((n, len(predictor.class_names)), np.nan, dtype=np.float32),
                             np.full(n, -1, dtype=np.int64), [None] * n, [{} for _ in range(n)])
-    fetched = fetch(client, instances, predictor.transform.load, workers)
+    fetched = fetch(client, instances, predictor.transform.load, workers, ahead=2 * int(batch_size))
     stored = []  # (what was sent, the server's answers): each batch's results are stored while the next is predicted
     with tqdm(total=n, unit="instance", desc="dicomweb", disable=not progress, leave=False) as bar, \
             ThreadPoolExecutor(max_workers=1) as stow:
