@@ -369,7 +369,7 @@ def _predict(predictor: Any, result: DicomwebResult, ok: list[tuple[int, Fetched
     from ..evidence.metrics import class_probabilities
 
     raw = torch.stack([f.image for _, f in ok])
-    scores = predictor.scores(predictor.transform.normalise(raw))
+    scores, _ = predictor.score_batch(raw)
     probs = class_probabilities(np.asarray(scores, dtype=np.float32))
     indices = predictor.classify(scores)
     maps = attribute(raw, scores) if attribute is not None else None

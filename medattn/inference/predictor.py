@@ -359,14 +359,18 @@ class Predictor:
                 if k + 1 < len(chunks):
                     pending = pool.submit(self._read, items, chunks[k + 1])
                 raw = torch.stack(tensors) if tensors else None
-                spread = None
-                if raw is None:
-                    scores = None
-                elif sampled:
-                    scores, spread = self.sample(self.transform.normalise(raw), tta, mc_samples)
-                else:
-                    scores = self.scores(self.transform.normalise(raw))
+                scores, spread = (None, None) if raw is None else self.score_batch(raw, tta, mc_samples, uncertainty)
                 yield Batch(chunk, ok, errors, raw, scores, spread)
+
+    def score_batch(self, raw: torch.Tensor, tta: str = "none", mc_samples: int = 0, uncertainty: bool = False
+                    ) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+        """(class scores, uncertainty or None) of a batch of model inputs before normalisation (B, C, H, W): the
+        plain forward pass, or with ``tta`` / ``mc_samples`` / ``uncertainty`` the averaged sampled one (what
+        :meth:`batches` and ``predict --dicomweb`` score with)."""
+        x = self.transform.normalise(raw)
+        if tta != "none" or mc_samples or uncertainty:
+            return self.sample(x, tta, mc_samples)
+        return self.scores(x), None
 
     def _read(self, items: list[Any], positions: list[int]) -> tuple[list[int], list[torch.Tensor], dict[int, str]]:
         ok, tensors, errors = [], [], {}
