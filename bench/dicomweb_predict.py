@@ -38,7 +38,7 @@ from pydicom.uid import JPEG2000Lossless, generate_uid  # noqa: E402
 from medattn.cli import main as medattn_main  # noqa: E402
 from medattn.inference import dicomweb  # noqa: E402
 from medattn.inference.dicom_sr import read_finding  # noqa: E402
-from tests.dicom_studies import dciodvfy, instance, orthanc_server  # noqa: E402
+from tests.dicom_studies import blob, dciodvfy, instance, orthanc_server  # noqa: E402
 
 ADMIN = {"MEDATTN_DICOMWEB_USER": "medattn", "MEDATTN_DICOMWEB_PASSWORD": "secret"}
 
@@ -47,14 +47,10 @@ def write_instances(folder: Path, n: int, size: int) -> tuple[str, str, list[Pat
     folder.mkdir(parents=True)
     study, series = generate_uid(), generate_uid()
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:size, :size]
     paths = []
     for k in range(n):
-        cy, cx = rng.integers(size // 4, 3 * size // 4, 2)
-        arr = np.clip(800 + 2500 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (size / 8) ** 2))
-                      + rng.normal(0, 60, (size, size)), 0, 4095)
         path = folder / f"{k:03d}.dcm"
-        instance(arr, study=study, series=series, number=k + 1, syntax=JPEG2000Lossless).save_as(
+        instance(blob(rng, size, size / 8), study=study, series=series, number=k + 1, syntax=JPEG2000Lossless).save_as(
             path, enforce_file_format=True)
         paths.append(path)
     return study, series, paths
@@ -92,8 +88,10 @@ def main() -> None:
         rd = make_model_file(tmp, a.backbone, a.model_size)
         study, series, paths = write_instances(tmp / "files", a.instances, a.size)
         client = dicomweb.connect(server.url)
-        for start in range(0, len(paths), 16):
-            client.store_instances([pydicom.dcmread(p) for p in paths[start:start + 16]])
+        refused = {uid: why for uid, why in dicomweb.store(client, [pydicom.dcmread(p) for p in paths]).items() if why}
+        if refused:
+            raise SystemExit(f"the upload to {server.url} failed for {len(refused)} of {len(paths)} instance(s); "
+                             f"first: {next(iter(refused.items()))}")
         common = ["--batch-size", a.batch_size, "--device", "cpu"]
         files_args = ["predict", rd.root, tmp / "files", "-o", tmp / "files.csv", "--dicom-out", tmp / "out_files",
                       *common]

@@ -7,6 +7,17 @@ import os
 from pathlib import Path
 
 
+def sha256_file(path: Path, block: int = 1 << 20) -> str:
+    """The hex sha256 of a file's bytes, read ``block`` bytes at a time (a model file need not fit in memory)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(block), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename."""
     path = Path(path)

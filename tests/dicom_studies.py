@@ -9,7 +9,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import pydicom
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -56,6 +55,16 @@ def instance(arr: np.ndarray, *, study: str, series: str, number: int = 1, grid:
     return ds
 
 
+def blob(rng: np.random.Generator, size: int, sigma: float | None = None) -> np.ndarray:
+    """A ``size`` x ``size`` 12-bit mammogram-like image: a Gaussian lesion (``sigma`` px, default size / 6) at a
+    random place in its middle half, over a background with noise; ``rng`` draws the place, then the noise."""
+    yy, xx = np.mgrid[:size, :size]
+    cy, cx = rng.integers(size // 4, 3 * size // 4, 2)
+    sigma = size / 6 if sigma is None else sigma
+    lesion = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma ** 2))
+    return np.clip(800 + 2500 * lesion + rng.normal(0, 60, (size, size)), 0, 4095)
+
+
 def study(folder: Path, n: int = 3, *, size: int = 24, grid: bool = False, seed: int = 0, **tags: object
           ) -> list[Path]:
     """``n`` instances of one new study and series written as ``folder/<k>.dcm`` (random lesion-like blobs)."""
@@ -63,13 +72,9 @@ def study(folder: Path, n: int = 3, *, size: int = 24, grid: bool = False, seed:
     rng = np.random.default_rng(seed)
     study_uid, series_uid = generate_uid(), generate_uid()
     out = []
-    yy, xx = np.mgrid[:size, :size]
     for k in range(n):
-        cy, cx = rng.integers(size // 4, 3 * size // 4, 2)
-        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (size / 6) ** 2))
-        arr = np.clip(800 + 2500 * blob + rng.normal(0, 60, (size, size)), 0, 4095)
         path = folder / f"{k:03d}.dcm"
-        instance(arr, study=study_uid, series=series_uid, number=k + 1, grid=grid, **tags).save_as(
+        instance(blob(rng, size), study=study_uid, series=series_uid, number=k + 1, grid=grid, **tags).save_as(
             path, enforce_file_format=True)
         out.append(path)
     return out
@@ -82,10 +87,6 @@ def bundled(name: str) -> Path:
     path = get_testdata_file(name, download=False)
     assert path is not None, f"pydicom's bundled test file {name} is missing"
     return Path(path)
-
-
-def read(path: Path) -> pydicom.Dataset:
-    return pydicom.dcmread(path)
 
 
 def dciodvfy(path: Path) -> list[str]:

@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from medattn.errors import UserError
 from medattn.inference.dicom_sr import PRIVATE_SCHEME, class_code, model_uncertainty, read_finding
 from medattn.inference.parametric_map import to_source_grid
+from medattn.inference.predictor import load_run
 from medattn.store import checkpoints
 
 from .dicom_studies import dciodvfy_errors, study
@@ -59,8 +59,11 @@ def test_srs_and_maps_are_valid_and_read_back(model, cli, tmp_path):
         assert dciodvfy_errors(path) == [], path.name
 
     sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    uncalibrated = load_run(model)
+    uncalibrated.calibration = None  # the model's own probabilities: what the SR must not state
+    own = uncalibrated.predict([*mg, *ct]).probabilities
     series = set()
-    for row, source_file in zip(rows[:4], [*mg, *ct]):
+    for at, (row, source_file) in enumerate(zip(rows[:4], [*mg, *ct])):
         source = pydicom.dcmread(source_file)
         sr = pydicom.dcmread(row["sr"])
         got = read_finding(sr)
@@ -75,6 +78,8 @@ def test_srs_and_maps_are_valid_and_read_back(model, cli, tmp_path):
         calibrated = np.array([probs["round"], probs["spiculated"]])
         assert got["calibrated"] == pytest.approx(calibrated[["round", "spiculated"].index(row["predicted"])],
                                                   abs=1e-5)
+        # ... not the model's own: temperature 2 draws them towards 1/2
+        assert not np.allclose(calibrated, own[at], atol=1e-3) and np.all(abs(calibrated - 0.5) < abs(own[at] - 0.5))
         assert got["conformal_set"] == [c for k, c in enumerate(("round", "spiculated")) if 1 - calibrated[k] <= 0.52]
         assert got["alpha"] == pytest.approx(0.1)
         assert got["algorithm"]["parameters"][0] == f"model sha256 {sha}"
@@ -106,21 +111,32 @@ def test_class_codes_snomed_where_dicom_has_one():
     assert (private.value, private.scheme_designator, private.meaning) == ("spiculated", "99MEDATTN", "spiculated")
     long = class_code("ground glass opacity, bilateral", 3)
     assert long.value == "CLASS3" and long.meaning == "ground glass opacity, bilateral"
+    assert class_code("NORMAL", 0) is not class_code("NORMAL", 0)  # a dataset: never shared between reports
 
 
-def test_uncertainty_read_from_the_model_file_or_skipped():
+def holding(calibration=None, conformal=None):
+    """A Predictor's calibration and conformal thresholds (as load_run checks them) without a model."""
+    from types import SimpleNamespace
+
+    from medattn.evidence import conformal as conformal_module
+    from medattn.inference.predictor import Predictor
+
+    out = SimpleNamespace(calibration=calibration, conformal=conformal_module.check(conformal, 3, "meta.conformal"))
+    out.sets = lambda scores: Predictor.sets(out, scores)
+    return out
+
+
+def test_uncertainty_of_the_predictor_or_skipped():
     p = np.array([0.1, 0.6, 0.3])  # as the Predictor gives them: calibrated when the model file calibrates
-    assert model_uncertainty({}, p).calibrated is None and model_uncertainty({}, p).conformal_set is None
+    assert model_uncertainty(holding(), p).calibrated is None and model_uncertainty(holding(), p).conformal_set is None
     cal = {"method": "temperature", "output": "softmax", "weight": [0.5], "bias": [0.0], "temperature": 2.0}
-    np.testing.assert_allclose(model_uncertainty({"calibration": cal}, p).calibrated, p, atol=1e-6)
-    assert model_uncertainty({"calibration": None}, p).calibrated is None  # test.calibration: none
-    with pytest.raises(UserError, match="meta.calibration: not a calibration medattn wrote"):
-        model_uncertainty({"calibration": {"method": "vector", "weights": [1, 1, 1]}}, p)
-    lac = model_uncertainty({"conformal": {"alpha": 0.2, "score": "lac", "thresholds": [0.75] * 3}}, p)
-    assert lac.conformal_set == [1, 2] and lac.alpha == 0.2
-    per_class = model_uncertainty({"conformal": {"score": "lac", "thresholds": [0.95, 0.3, 0.5]}}, p)
+    calibrated = model_uncertainty(holding(cal), p)
+    assert calibrated.calibrated is not None and calibrated.conformal_set is None and calibrated.alpha is None
+    lac = model_uncertainty(holding(conformal={"alpha": 0.2, "score": "lac", "thresholds": [0.75] * 3}), p)
+    assert lac.conformal_set == [1, 2] and lac.alpha == 0.2 and lac.calibrated is None
+    per_class = model_uncertainty(holding(conformal={"score": "lac", "thresholds": [0.95, 0.3, 0.5]}), p)
     assert per_class.conformal_set == [0]
-    aps = model_uncertainty({"conformal": {"score": "aps", "thresholds": [0.85] * 3}}, p)
+    aps = model_uncertainty(holding(conformal={"score": "aps", "thresholds": [0.85] * 3}), p)
     assert aps.conformal_set == [1]  # mass 0.6 for class 1, 0.9 with class 2, 1.0 with class 0
 
 
@@ -134,3 +150,31 @@ def test_dicom_options_that_do_not_go_together(model, cli, tmp_path):
         assert code == 2 and message in err and "Traceback" not in err
     code, _, err = cli("predict", model, "-o", tmp_path / "p.csv")
     assert code == 2 and "no INPUT" in err
+    code, _, err = cli("predict", model, "--dicomweb", "http://pacs:8042/dicom-web", "--study", "1.2.3", "--tta",
+                       "flips", "--mc-dropout", "2", "--uncertainty", "-o", tmp_path / "p.csv")
+    assert code == 2 and "--tta, --mc-dropout, --uncertainty: not with --dicomweb" in err
+
+
+def test_file_names_stay_in_the_folder_and_do_not_collide(model, tmp_path):
+    from medattn.inference.dicom_out import DicomWriter, dicom_header
+
+    (source,) = study(tmp_path / "ct", 1, grid=True)
+    out = tmp_path / "nested" / "dicom"
+    writer = DicomWriter(load_run(model), out)
+    probs = np.array([0.3, 0.7], dtype=np.float32)
+    files = [writer.write(dicom_header(source), probs, 1).files[0] for _ in range(2)]  # the same input twice
+    hostile = dicom_header(source)
+    hostile.SOPInstanceUID = "../../evil"
+    written = writer.write(hostile, probs, 1)
+    files += written.files
+    assert len(set(files)) == 3 and all(f.parent == out and f.is_file() for f in files)
+    assert files[1].name == files[0].name.replace(".sr.dcm", "-2.sr.dcm")
+    assert files[2].name == f"{written.sr.SOPInstanceUID}.sr.dcm"  # named after the SR, not the hostile UID
+    assert not (tmp_path / "evil.sr.dcm").exists() and not list(tmp_path.glob("*.sr.dcm"))
+
+
+def test_malformed_dicomweb_urls_before_the_model_loads(cli, tmp_path):
+    missing = tmp_path / "no-such-run"  # the URL is checked first: no error about the run
+    for url in ("http://", "http://:80/x", "http://pacs:port/dicom-web", "pacs:8042/dicom-web"):
+        code, _, err = cli("predict", missing, "--dicomweb", url, "--study", "1.2.3", "-o", tmp_path / "p.csv")
+        assert code == 2 and f"--dicomweb {url}:" in err and "no-such-run" not in err and "Traceback" not in err

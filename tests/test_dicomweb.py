@@ -19,7 +19,7 @@ from medattn.inference import dicomweb
 from medattn.inference.dicom_sr import read_finding
 from medattn.inference.predictor import load_run
 
-from .dicom_studies import bundled, dciodvfy_errors, instance
+from .dicom_studies import blob, bundled, dciodvfy_errors, instance
 from .test_export import model_file
 
 ADMIN = {"MEDATTN_DICOMWEB_USER": "medattn", "MEDATTN_DICOMWEB_PASSWORD": "secret"}
@@ -30,12 +30,8 @@ def model(tmp_path_factory) -> Path:
     return model_file(tmp_path_factory.mktemp("model"))
 
 
-def blob(seed: int, size: int = 64) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    cy, cx = rng.integers(size // 4, 3 * size // 4, 2)
-    return np.clip(800 + 2500 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 50) + rng.normal(0, 60, (size, size)),
-                   0, 4095)
+def image(seed: int, size: int = 64) -> np.ndarray:
+    return blob(np.random.default_rng(seed), size, sigma=5.0)
 
 
 def same_study(ds: pydicom.Dataset, study: str) -> pydicom.Dataset:
@@ -52,17 +48,17 @@ def uploaded(orthanc):
     instances a model must not be given: an SR, a palette-colour image, an undecodable JPEG, a 2-frame image and
     a FOR PROCESSING mammogram. Returns (study UID, {SOP instance UID: what it is}, the mammograms' series UID)."""
     study, mg, ct = generate_uid(), generate_uid(), generate_uid()
-    good = [instance(blob(0), study=study, series=mg, number=1), instance(blob(1), study=study, series=mg, number=2),
-            instance(blob(2), study=study, series=mg, number=3, syntax=JPEG2000Lossless),
-            instance(blob(3), study=study, series=mg, number=4, syntax=JPEGLSLossless),
-            instance(blob(4, 32), study=study, series=ct, number=1, grid=True)]
-    frames = instance(blob(5), study=study, series=generate_uid(), NumberOfFrames=2)
+    good = [instance(image(0), study=study, series=mg, number=1), instance(image(1), study=study, series=mg, number=2),
+            instance(image(2), study=study, series=mg, number=3, syntax=JPEG2000Lossless),
+            instance(image(3), study=study, series=mg, number=4, syntax=JPEGLSLossless),
+            instance(image(4, 32), study=study, series=ct, number=1, grid=True)]
+    frames = instance(image(5), study=study, series=generate_uid(), NumberOfFrames=2)
     frames.PixelData = frames.PixelData * 2
     bad = {"not an image": same_study(pydicom.dcmread(bundled("test-SR.dcm")), study),
            "unsupported pixels": same_study(pydicom.dcmread(bundled("examples_palette.dcm")), study),
            "undecodable": same_study(pydicom.dcmread(bundled("JPEG-lossy.dcm")), study),
            "multi-frame": frames,
-           "for processing": instance(blob(6), study=study, series=generate_uid(),
+           "for processing": instance(image(6), study=study, series=generate_uid(),
                                       PresentationIntentType="FOR PROCESSING")}
     client = dicomweb.connect(orthanc.url, env=ADMIN)
     answer = client.store_instances([*good, *bad.values()])
@@ -127,6 +123,7 @@ def test_python_api_query_and_one_missing_instance(orthanc, uploaded, model, mon
     for key, value in ADMIN.items():
         monkeypatch.setenv(key, value)
     predictor = load_run(model)
+    predictor.conformal = {"alpha": 0.1, "score": "lac", "thresholds": [0.9, 0.9]}  # sets as the file path has them
     real = dicomweb.find_instances
 
     def with_a_ghost(*args, **kwargs):  # an instance the search names but the server no longer has
@@ -138,6 +135,9 @@ def test_python_api_query_and_one_missing_instance(orthanc, uploaded, model, mon
     assert result.tally["predicted"] == 1 and result.tally["not found"] == 1
     assert len(result.messages) == 1 and "cannot fetch: HTTP 404" in result.messages[0]
     assert result.predictions.labels[0] in predictor.class_names and result.predictions.labels[1] is None
+    p = result.predictions.probabilities[0]
+    assert result.rows[0]["set"] == "|".join(c for k, c in enumerate(predictor.class_names) if 1 - p[k] <= 0.9)
+    assert result.rows[0]["set"] and result.rows[1]["set"] == "" and not result.predictions.sets[1].any()
     with pytest.raises(UserError, match=r"'Modalty' is not a DICOM attribute keyword \(did you mean 'Modality'\?\)"):
         predictor.predict_dicomweb(orthanc.url, query="Modalty=MG")
 
@@ -168,6 +168,7 @@ class Stub(http.server.BaseHTTPRequestHandler):
     of the instances it is sent (409 and a Failed SOP Sequence); it records each request's Authorization."""
 
     hits: list[tuple[str, str]] = []
+    reason: int | None = 0xA700  # the FailureReason of the refused instance (None: the item has none)
 
     def log_message(self, *args):
         pass
@@ -183,7 +184,9 @@ class Stub(http.server.BaseHTTPRequestHandler):
         Stub.hits.append((self.path, self.headers.get("Authorization", "")))
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         failed = pydicom.Dataset()
-        failed.ReferencedSOPInstanceUID, failed.FailureReason = Stub.refuse, 0xA700
+        failed.ReferencedSOPInstanceUID = Stub.refuse
+        if Stub.reason is not None:
+            failed.FailureReason = Stub.reason
         answer = pydicom.Dataset()
         answer.FailedSOPSequence = [failed]
         body = answer.to_json().encode()
@@ -222,3 +225,29 @@ def test_bounded_retries_timeout_bearer_token_and_a_stow_failure(stub):
     answers = dicomweb.store(dicomweb.connect(stub, retries=1), [a, b])
     assert answers == {str(a.SOPInstanceUID): None,
                        str(b.SOPInstanceUID): "STOW-RS rejected: failure reason 0xA700"}
+    Stub.reason = None  # failed all the same: not counted as stored
+    try:
+        answers = dicomweb.store(dicomweb.connect(stub, retries=1), [a, b])
+    finally:
+        Stub.reason = 0xA700
+    assert answers == {str(a.SOPInstanceUID): None,
+                       str(b.SOPInstanceUID): "STOW-RS rejected: failure reason not given"}
+
+
+def test_fetch_keeps_a_bounded_number_of_instances_in_flight():
+    import time
+    from types import SimpleNamespace
+
+    calls = []
+
+    def retrieve_instance(study, series, sop, media_types=None):
+        calls.append(sop)
+        return pydicom.Dataset()
+
+    client = SimpleNamespace(retrieve_instance=retrieve_instance, base_url="http://x")
+    instances = [dicomweb.Instance("1", "2", str(k)) for k in range(20)]
+    fetched = dicomweb.fetch(client, instances, lambda ds: np.zeros(1), workers=2, ahead=3)
+    first = next(fetched)
+    time.sleep(0.2)
+    assert first.instance.sop == "0" and len(calls) == 4  # the one yielded and 3 ahead, not all 20
+    assert [f.instance.sop for f in fetched] == [str(k) for k in range(1, 20)] and len(calls) == 20

@@ -201,8 +201,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                         rows[i].update(write_dicom(writer, sources[i], probs[j], int(index),
                                                    maps[j] if maps is not None else None))
             bar.update(len(batch.items))
-    columns = ["path", *(f"prob_{c}" for c in predictor.class_names), "predicted", "threshold",
-               *(["set"] if predictor.conformal is not None else []), *spread, "error"]
+    columns = prediction_columns(predictor, spread)
     columns += ["attribution", "overlay"] if explainer is not None else []
     columns += ["sr", "note"] if writer is not None else []
     write_csv(args.output, [rows[i] for i in range(len(sources))], columns)
@@ -227,8 +226,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def check_dicom_arguments(args: argparse.Namespace) -> None:
-    """The DICOM options that go together: --dicomweb with one of --study/--series/--query and no INPUT; those
-    options and --store only with --dicomweb; --dicom-out not an existing file."""
+    """The DICOM options that go together: --dicomweb (a well-formed URL) with one of --study/--series/--query
+    and no INPUT; those options and --store only with --dicomweb; --dicom-out not an existing file. Checked
+    before the model loads."""
     chosen = [f"--{k}" for k in ("study", "series", "query") if getattr(args, k)]
     if args.dicomweb:
         if args.inputs:
@@ -238,6 +238,14 @@ def check_dicom_arguments(args: argparse.Namespace) -> None:
             raise UserError("--dicomweb: give --study UID, --series UID or --query 'KEYWORD=VALUE&...'")
         if args.query and (args.study or args.series):
             raise UserError("--query goes alone: put the study or series into it (StudyInstanceUID=...)")
+        sampled = [name for name, on in (("--tta", args.tta != "none"), ("--mc-dropout", args.mc_dropout),
+                                         ("--uncertainty", args.uncertainty)) if on]
+        if sampled:
+            raise UserError(f"{', '.join(sampled)}: not with --dicomweb (its instances are predicted once each); "
+                            "predict the downloaded files for test-time views, MC dropout or uncertainty")
+        from .dicomweb import check_url
+
+        check_url(args.dicomweb)
     else:
         used = chosen + (["--store"] if args.store else [])
         if used:
@@ -273,13 +281,20 @@ def cmd_predict_dicomweb(args: argparse.Namespace) -> int:
                                         progress=sys.stderr.isatty())
     for line in result.messages:
         print(f"medattn: {line}", file=sys.stderr)
-    columns = ["path", *(f"prob_{c}" for c in predictor.class_names), "predicted", "threshold", "error"]
+    columns = prediction_columns(predictor)
     columns += ["sr", "note"] + (["stored"] if args.store else []) if (args.dicom_out or args.store) else []
     write_csv(args.output, result.rows, columns)
     print(f"{result.summary()} -> {args.output}")
     if not result.tally.get("predicted"):
         raise UserError(f"none of the {len(result.instances)} instance(s) could be predicted (rows in {args.output})")
     return 0
+
+
+def prediction_columns(predictor: Any, uncertainty: tuple[str, ...] = ()) -> list[str]:
+    """The predictions CSV's leading columns (what :func:`predictor_row` fills): path, prob_<class>..., predicted,
+    threshold, set (where the model file has conformal thresholds), the ``uncertainty`` columns, error."""
+    return ["path", *(f"prob_{c}" for c in predictor.class_names), "predicted", "threshold",
+            *(["set"] if predictor.conformal is not None else []), *uncertainty, "error"]
 
 
 def predictor_row(predictor: Any, name: str, probabilities: Any = None, index: int = -1, error: str | None = None,

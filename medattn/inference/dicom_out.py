@@ -2,8 +2,9 @@
 a Parametric Map (:mod:`.parametric_map`), into a folder, atomically, in new series of the source's study.
 
 Files are named after the source instance: ``<source SOP instance UID>.sr.dcm`` and
-``<source SOP instance UID>.<method>.pm.dcm``; each is written to a temporary file beside and renamed, so the
-folder never holds half a file. Every source series gets one new SR series (number 9001) and one map series
+``<source SOP instance UID>.<method>.pm.dcm`` (after the new SR's own UID where the source's is not a valid UID,
+so that no name leaves the folder; with ``-2``, ``-3`` ... where two sources of one run share a UID); each is
+written to a temporary file beside and renamed, so the folder never holds half a file. Every source series gets one new SR series (number 9001) and one map series
 (9002) per command; the patient and study attributes are copied from the source by highdicom.
 """
 from __future__ import annotations
@@ -41,7 +42,7 @@ def finding_of(predictor: Any, probabilities: np.ndarray, index: int) -> Finding
     """One input's :class:`Finding` from a predictor's class probabilities and predicted index."""
     probs = np.asarray(probabilities, dtype=np.float32)
     return Finding(list(predictor.class_names), probs, int(index), predictor.threshold,
-                   model_uncertainty(predictor.meta, probs))
+                   model_uncertainty(predictor, probs))
 
 
 @dataclass
@@ -64,6 +65,7 @@ class DicomWriter:
         self.method = method
         self.algorithm = Algorithm.of(predictor.file, predictor.meta)
         self._series: dict[tuple[str, str], list[Any]] = {}  # (source series, kind) -> [uid, instances so far]
+        self._stems: set[str] = set()  # the file stems used in this run (a repeated source gets a suffix)
 
     def _next(self, source: Any, kind: str) -> tuple[str, int]:
         from pydicom.uid import generate_uid
@@ -71,6 +73,21 @@ class DicomWriter:
         entry = self._series.setdefault((str(source.get("SeriesInstanceUID", "")), kind), [generate_uid(), 0])
         entry[1] += 1
         return entry[0], entry[1]
+
+    def stem(self, source: Any, sr: Any) -> str:
+        """The file stem of a source's results: its SOP instance UID when that is a valid UID (nothing else can
+        name a path outside the folder), else the new SR's own UID; ``-2``, ``-3`` ... on a stem used already."""
+        from pydicom.uid import UID
+
+        stem = str(source.get("SOPInstanceUID", ""))
+        if not UID(stem).is_valid:
+            stem = str(sr.SOPInstanceUID)
+        name, n = stem, 1
+        while name in self._stems:
+            n += 1
+            name = f"{stem}-{n}"
+        self._stems.add(name)
+        return name
 
     def write(self, source: Any, probabilities: np.ndarray, index: int, attribution: np.ndarray | None = None
               ) -> Written:
@@ -94,7 +111,7 @@ class DicomWriter:
             except (AttributeError, ValueError, TypeError, KeyError) as exc:
                 out.note = f"no parametric map: {type(exc).__name__}: {exc}"
         if self.folder is not None:
-            stem = str(source.SOPInstanceUID)
+            stem = self.stem(source, out.sr)
             out.files.append(save_dataset(out.sr, self.folder / f"{stem}.sr.dcm"))
             if out.map is not None:
                 out.files.append(save_dataset(out.map, self.folder / f"{stem}.{self.method}.pm.dcm"))

@@ -20,7 +20,6 @@ schemes); it is declared in the report's Coding Scheme Identification Sequence a
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -58,24 +57,30 @@ def class_probability_concept(index: int, name: str) -> Any:
     return _private(f"PROB{index}", f"Probability of {name}")
 
 
-@lru_cache(maxsize=256)
 def class_code(name: str, index: int) -> Any:
     """The code of a class name: SNOMED CT where DICOM's code dictionary (pydicom.sr.codedict, the SCT concepts
     DICOM's context groups use) has the name as a keyword (``NORMAL`` -> SCT 17621005 "Normal", ``malignant`` ->
     SCT 21594007), else ``99MEDATTN`` with the class name as the value (``CLASS<index>`` when the name does not
-    fit a 16-character code value) and as the meaning."""
+    fit a 16-character code value) and as the meaning. A new concept each call (a dataset, so mutable)."""
     from highdicom.sr import CodedConcept
+
+    return CodedConcept(*_class_code(name, index))
+
+
+@lru_cache(maxsize=256)
+def _class_code(name: str, index: int) -> tuple[str, str, str]:
+    """(value, scheme designator, meaning) of :func:`class_code`."""
     from pydicom.sr.codedict import codes
 
     keyword = "".join(w[:1].upper() + w[1:].lower() for w in re.split(r"[^A-Za-z0-9]+", name) if w)
     if keyword.isidentifier():
         try:
             code = getattr(codes.SCT, keyword)
-            return CodedConcept(code.value, code.scheme_designator, code.meaning)
+            return str(code.value), str(code.scheme_designator), str(code.meaning)
         except AttributeError:
             pass
     value = name if re.fullmatch(r"[A-Za-z0-9_.\-]{1,16}", name) else f"CLASS{index}"
-    return _private(value, name or f"class {index}")
+    return value, PRIVATE_SCHEME, (name or f"class {index}")[:64]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -94,15 +99,12 @@ class Algorithm:
     @classmethod
     def of(cls, file: str | Path, meta: dict[str, Any]) -> Algorithm:
         from .. import __version__
+        from ..files import sha256_file
 
         file = Path(file)
-        digest = hashlib.sha256()
-        with open(file, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
         config = meta.get("config") or {}
         name = "/".join(str(x) for x in (config.get("name"), meta.get("variant")) if x) or file.stem
-        return cls(f"medattn {name}"[:64], str(meta.get("medattn_version") or __version__), digest.hexdigest(),
+        return cls(f"medattn {name}"[:64], str(meta.get("medattn_version") or __version__), sha256_file(file),
                    file.stem)
 
     @property
@@ -129,27 +131,21 @@ class Uncertainty:
     alpha: float | None = None
 
 
-def model_uncertainty(meta: dict[str, Any], probabilities: np.ndarray) -> Uncertainty:
-    """Calibrated probabilities and the conformal set of one input, where the model file has them
-    (``meta["calibration"]``, ``meta["conformal"]``: medattn.evidence.calibration and .conformal); nothing where
-    it has not (a model file made before medattn calibrated).
+def model_uncertainty(predictor: Any, probabilities: np.ndarray) -> Uncertainty:
+    """Calibrated probabilities and the conformal set of one input, where the model file has them (the
+    :class:`~medattn.inference.predictor.Predictor` read and checked ``meta["calibration"]`` and
+    ``meta["conformal"]`` when it loaded); nothing where it has not (a model file made before medattn calibrated).
 
-    ``probabilities`` are the input's class probabilities as the :class:`~medattn.inference.predictor.Predictor`
-    gives them: with a calibration in the model file they are the calibrated ones already (the Predictor applies
-    it to the logits), so ``calibrated`` is they themselves and says that they are. The conformal set is the
-    classes whose score (LAC: 1 - p; APS: the probability mass of the classes at least as likely) is at most that
-    class's threshold, on those probabilities (what ``Predictor.sets`` and the test job give)."""
-    from ..evidence import calibration, conformal
-
-    p = np.asarray(probabilities, dtype=np.float64)
-    out = Uncertainty()
-    if calibration.check(meta.get("calibration"), "meta.calibration") is not None:
-        out.calibrated = p.astype(np.float32)
-    conf = conformal.check(meta.get("conformal"), len(p), "meta.conformal")
-    if conf is not None:
-        out.conformal_set = [int(k) for k in np.flatnonzero(conformal.predict_sets(p[None], conf)[0])]
-        out.alpha = float(conf["alpha"]) if conf.get("alpha") is not None else None
-    return out
+    ``probabilities`` are the input's class probabilities as the Predictor gives them: with a calibration in the
+    model file they are the calibrated ones already (the Predictor applies it to the logits), so ``calibrated``
+    is they themselves and says that they are. The conformal set is ``Predictor.sets`` of them (what the CSV's
+    ``set`` column and the test job give)."""
+    p = np.asarray(probabilities, dtype=np.float32)
+    sets = predictor.sets(p[None])
+    alpha = (predictor.conformal or {}).get("alpha")
+    return Uncertainty(p if predictor.calibration is not None else None,
+                       None if sets is None else [int(k) for k in np.flatnonzero(sets[0])],
+                       float(alpha) if sets is not None and alpha is not None else None)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ message naming it; the others go on, and :attr:`DicomwebResult.tally` counts eac
 """
 from __future__ import annotations
 
+import itertools
 import os
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,12 +53,32 @@ def connect(url: str, timeout: float = 30.0, retries: int = 3, env: Mapping[str,
     connection failures), waiting 0.4 s, 0.8 s ... between tries."""
     from dicomweb_client.api import DICOMwebClient
 
-    if not str(url).startswith(("http://", "https://")):
-        raise UserError(f"--dicomweb {url}: expected an http:// or https:// URL of the server's DICOMweb root")
-    client = DICOMwebClient(str(url).rstrip("/"), session=session_from_env(env), timeout=float(timeout))
+    check_url(url)
+    try:
+        client = DICOMwebClient(str(url).rstrip("/"), session=session_from_env(env), timeout=float(timeout))
+    except ValueError as exc:  # dicomweb-client's own URL check ("Malformed URL")
+        raise UserError(f"--dicomweb {url}: {exc}; expected the server's DICOMweb root, e.g. "
+                        "http://pacs:8042/dicom-web") from None
     client.set_http_retry_params(retry=retries > 1, max_attempts=max(1, int(retries)),
                                  wait_exponential_multiplier=200, retriable_error_codes=RETRIED)
     return client
+
+
+def check_url(url: str) -> None:
+    """A UserError naming --dicomweb and ``url`` unless it is an http:// or https:// URL with a host (and a
+    numeric port, when it has one)."""
+    from urllib.parse import urlparse
+
+    expected = "expected an http:// or https:// URL of the server's DICOMweb root, e.g. http://pacs:8042/dicom-web"
+    if not str(url).startswith(("http://", "https://")):
+        raise UserError(f"--dicomweb {url}: {expected}")
+    try:
+        parts = urlparse(str(url))
+        parts.port  # noqa: B018 (a port that is not a number raises ValueError)
+    except ValueError as exc:
+        raise UserError(f"--dicomweb {url}: {exc}; {expected}") from None
+    if not parts.hostname:
+        raise UserError(f"--dicomweb {url}: no host; {expected}")
 
 
 def http_problem(exc: BaseException, url: str, timeout: float | None = None) -> tuple[str, str]:
@@ -66,12 +87,9 @@ def http_problem(exc: BaseException, url: str, timeout: float | None = None) -> 
     import requests
 
     response = getattr(exc, "response", None)
-    last = getattr(exc, "last_attempt", None)  # retrying's RetryError: the tries ran out
-    if last is not None:
-        if last.has_exception:
-            exc, response = last.value[1], None
-        else:
-            response = last.value
+    last = getattr(exc, "last_attempt", None)  # retrying's RetryError: the tries ran out on an HTTP answer
+    if last is not None:  # (on an exception, retrying raises that exception itself: dicomweb-client does not wrap)
+        response = last.value
     if response is not None and (isinstance(exc, requests.HTTPError) or last is not None):
         code, reason = response.status_code, response.reason or ""
         if code in (401, 403):
@@ -94,12 +112,11 @@ def http_problem(exc: BaseException, url: str, timeout: float | None = None) -> 
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Instance:
-    """One instance on the server: its study, series and SOP instance (and class) UIDs."""
+    """One instance on the server: its study, series and SOP instance UIDs."""
 
     study: str
     series: str
     sop: str
-    sop_class: str = ""
 
     def name(self, url: str) -> str:
         """The instance's WADO-RS address (what messages and the CSV call it)."""
@@ -146,11 +163,10 @@ def find_instances(client: Any, study: str | None = None, series: str | None = N
     for row in rows:
         ds = Dataset.from_json(row)
         number = ds.get("InstanceNumber")
-        out.append((str(ds.get("StudyInstanceUID", study or "")), str(ds.get("SeriesInstanceUID", series or "")),
-                    int(number) if number not in (None, "") else 0, Instance(
-                        str(ds.get("StudyInstanceUID", study or "")), str(ds.get("SeriesInstanceUID", series or "")),
-                        str(ds.SOPInstanceUID), str(ds.get("SOPClassUID", "")))))
-    return [i for *_, i in sorted(out, key=lambda t: (t[0], t[1], t[2], t[3].sop))]
+        found = Instance(str(ds.get("StudyInstanceUID", study or "")), str(ds.get("SeriesInstanceUID", series or "")),
+                         str(ds.SOPInstanceUID))
+        out.append((int(number) if number not in (None, "") else 0, found))
+    return [i for _, i in sorted(out, key=lambda t: (t[1].study, t[1].series, t[0], t[1].sop))]
 
 
 @dataclass
@@ -165,9 +181,11 @@ class Fetched:
     error: str = ""
 
 
-def fetch(client: Any, instances: list[Instance], load: Any, workers: int = 4) -> Iterator[Fetched]:
+def fetch(client: Any, instances: list[Instance], load: Any, workers: int = 4, ahead: int = 64
+          ) -> Iterator[Fetched]:
     """Fetch ``instances`` with WADO-RS, ``workers`` at a time, in any transfer syntax the server holds; each
-    worker also decodes and preprocesses its instance with ``load`` (dataset -> tensor). Yields in order."""
+    worker also decodes and preprocesses its instance with ``load`` (dataset -> tensor). Yields in order, with
+    at most ``ahead`` instances fetched or being fetched beyond the one yielded (the memory bound)."""
     from ..image_io import BadImage
 
     def one(instance: Instance) -> Fetched:
@@ -188,8 +206,20 @@ def fetch(client: Any, instances: list[Instance], load: Any, workers: int = 4) -
                 del ds[key]  # the SR and map need the header only
         return Fetched(instance, ds, image)
 
+    pending: deque = deque()
+    todo = iter(instances)
     with ThreadPoolExecutor(max_workers=max(1, int(workers))) as pool:
-        yield from pool.map(one, instances)
+        try:
+            for instance in itertools.islice(todo, max(1, int(ahead))):
+                pending.append(pool.submit(one, instance))
+            while pending:
+                done = pending.popleft().result()
+                for instance in itertools.islice(todo, 1):
+                    pending.append(pool.submit(one, instance))
+                yield done
+        finally:  # a consumer that stops early: nothing more is fetched
+            for future in pending:
+                future.cancel()
 
 
 def store(client: Any, datasets: list[Any], chunk: int = STOW_CHUNK) -> dict[str, str | None]:
@@ -212,8 +242,12 @@ def store(client: Any, datasets: list[Any], chunk: int = STOW_CHUNK) -> dict[str
         failed = {str(item.get("ReferencedSOPInstanceUID", "")): item.get("FailureReason")
                   for item in (answer or Dataset()).get("FailedSOPSequence", [])}
         for uid in uids:
-            reason = failed.get(uid, "absent") if uid in failed else None
-            out[uid] = None if reason is None else f"STOW-RS rejected: failure reason {_hex(reason)}"
+            if uid not in failed:
+                out[uid] = None
+            elif failed[uid] in (None, ""):  # in the failed list all the same
+                out[uid] = "STOW-RS rejected: failure reason not given"
+            else:
+                out[uid] = f"STOW-RS rejected: failure reason {_hex(failed[uid])}"
     return out
 
 
@@ -307,7 +341,7 @@ def predict_instances(predictor: Any, url: str, study: str | None = None, series
     n = len(instances)
     result = DicomwebResult(url, instances, np.full((n, len(predictor.class_names)), np.nan, dtype=np.float32),
                             np.full(n, -1, dtype=np.int64), [None] * n, [{} for _ in range(n)])
-    fetched = fetch(client, instances, predictor.transform.load, workers)
+    fetched = fetch(client, instances, predictor.transform.load, workers, ahead=2 * int(batch_size))
     stored = []  # (what was sent, the server's answers): each batch's results are stored while the next is predicted
     with tqdm(total=n, unit="instance", desc="dicomweb", disable=not progress, leave=False) as bar, \
             ThreadPoolExecutor(max_workers=1) as stow:
@@ -335,7 +369,7 @@ def _predict(predictor: Any, result: DicomwebResult, ok: list[tuple[int, Fetched
     from ..evidence.metrics import class_probabilities
 
     raw = torch.stack([f.image for _, f in ok])
-    scores = predictor.scores(predictor.transform.normalise(raw))
+    scores, _ = predictor.score_batch(raw)
     probs = class_probabilities(np.asarray(scores, dtype=np.float32))
     indices = predictor.classify(scores)
     maps = attribute(raw, scores) if attribute is not None else None

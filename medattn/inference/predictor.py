@@ -162,7 +162,9 @@ def prediction_row(name: str, class_names: list[str], probabilities: Any, index:
     row.update({f"prob_{c}": f"{float(probabilities[k]):.6f}" if ok else "" for k, c in enumerate(class_names)})
     row.update(predicted=class_names[index] if ok else "", threshold="" if threshold is None else f"{threshold:.6g}")
     if conformal_set is not None:
-        row["set"] = "|".join(str(class_names[k]) for k in np.flatnonzero(conformal_set)) if ok else ""
+        from ..evidence.conformal import set_names
+
+        row["set"] = set_names(np.asarray(conformal_set)[None], class_names)[0] if ok else ""
     for key, value in (uncertainty or {}).items():
         row[key] = f"{float(value):.6f}" if ok and value is not None else ""
     row["error"] = error or ""
@@ -290,8 +292,11 @@ class Predictor:
                                    attribute=attribute if explainer is not None else None, method=explain,
                                    batch_size=batch_size, workers=workers, timeout=timeout, retries=retries,
                                    progress=progress)
+        sets = self.sets(result.probabilities)
+        if sets is not None:
+            sets[result.indices < 0] = False
         result.predictions = Predictions(self.class_names, result.probabilities, result.indices, self.threshold,
-                                         result.errors, result.names)
+                                         result.errors, result.names, sets)
         result.rows = [{**row, **extra} for row, extra in zip(result.predictions.rows(), result.extras)]
         return result
 
@@ -354,14 +359,18 @@ class Predictor:
                 if k + 1 < len(chunks):
                     pending = pool.submit(self._read, items, chunks[k + 1])
                 raw = torch.stack(tensors) if tensors else None
-                spread = None
-                if raw is None:
-                    scores = None
-                elif sampled:
-                    scores, spread = self.sample(self.transform.normalise(raw), tta, mc_samples)
-                else:
-                    scores = self.scores(self.transform.normalise(raw))
+                scores, spread = (None, None) if raw is None else self.score_batch(raw, tta, mc_samples, uncertainty)
                 yield Batch(chunk, ok, errors, raw, scores, spread)
+
+    def score_batch(self, raw: torch.Tensor, tta: str = "none", mc_samples: int = 0, uncertainty: bool = False
+                    ) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+        """(class scores, uncertainty or None) of a batch of model inputs before normalisation (B, C, H, W): the
+        plain forward pass, or with ``tta`` / ``mc_samples`` / ``uncertainty`` the averaged sampled one (what
+        :meth:`batches` and ``predict --dicomweb`` score with)."""
+        x = self.transform.normalise(raw)
+        if tta != "none" or mc_samples or uncertainty:
+            return self.sample(x, tta, mc_samples)
+        return self.scores(x), None
 
     def _read(self, items: list[Any], positions: list[int]) -> tuple[list[int], list[torch.Tensor], dict[int, str]]:
         ok, tensors, errors = [], [], {}

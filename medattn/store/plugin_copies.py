@@ -5,13 +5,13 @@ plugin is a different model) unless the caller allows changed plugins; a plugin 
 distribution, and a missing one is named with the command that installs it."""
 from __future__ import annotations
 
-import hashlib
 import shutil
 import warnings
 from pathlib import Path
 from typing import Any
 
 from ..errors import MedattnWarning, UserError
+from ..files import sha256_file
 from ..registry import Registry, is_file_spec
 from .rundir import RunDir
 
@@ -20,10 +20,6 @@ ALLOW_HINT = "--allow-changed-plugins (Python: allow_changed_plugins=True)"
 
 class ChangedPluginWarning(MedattnWarning):
     """A plugin file differs from the one the model was trained with, and the caller allowed it."""
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def distribution_of(module: str) -> tuple[str | None, str | None]:
@@ -46,7 +42,7 @@ def plugin_records(config: dict[str, Any]) -> list[dict[str, Any]]:
     for spec in config.get("plugins") or []:
         if is_file_spec(spec):
             path = Path(spec)
-            out.append({"file": path.name, "sha256": sha256(path) if path.is_file() else None,
+            out.append({"file": path.name, "sha256": sha256_file(path) if path.is_file() else None,
                         "source": str(path)})
         else:
             dist, version = distribution_of(spec)
@@ -59,7 +55,7 @@ def copy_plugin_files(rd: RunDir, records: list[dict[str, Any]]) -> None:
     for rec in records:
         if "file" in rec and rec["sha256"]:
             target = rd.plugin_files / rec["file"]
-            if not (target.is_file() and sha256(target) == rec["sha256"]):
+            if not (target.is_file() and sha256_file(target) == rec["sha256"]):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(rec["source"], target)
 
@@ -102,7 +98,7 @@ def plugin_file(model_path: Path, rec: dict[str, Any], allow_changed_plugins: bo
     for path in (copy, Path(rec["source"])):
         if not path.is_file():
             continue
-        found = sha256(path)
+        found = sha256_file(path)
         if recorded and found != recorded:
             what = (f"{path}: this plugin file differs from the one {model_path} was trained with (sha256 recorded "
                     f"in the model file {recorded}, this file's {found}); a changed plugin is a different model")
