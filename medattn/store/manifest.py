@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from .. import reproducible
-from ..files import atomic_write_text
+from ..files import atomic_write_text, sha256_file
 
 PACKAGES = ("medattn", "torch", "torchvision", "timm", "captum", "numpy", "scikit-learn")
 
@@ -85,7 +85,7 @@ def data_fingerprint(bundle, run) -> str | None:
     """The dataset's own fingerprint, else a hash of the split lists it wrote."""
     listed = run.dir.splits
     return bundle.info.get("fingerprint") or (
-        "sha256:" + hashlib.sha256(listed.read_bytes()).hexdigest() if listed.is_file() else None)
+        "sha256:" + sha256_file(listed) if listed.is_file() else None)
 
 
 def record_data(run) -> None:
