@@ -51,9 +51,8 @@ def mask_problems(reg: Registry, config: dict, has_masks: bool,
     for i, s in enumerate(config["train"]["loss"]):
         for need in needs(reg, s):
             if need in given and not given[need]:
-                hint = ("give confound_masks (image_folder) or confound_mask_column (csv), or use a data set "
-                        "whose items carry confound_mask" if need == "confound_masks"
-                        else "use a data set with masks (see its params in `medattn plugins`)")
+                hint = ("use a data set that gives confound masks" if need == "confound_masks"
+                        else "use a data set with masks") + " (see its params in `medattn plugins`)"
                 out.append((("train", "loss", i, "name"),
                             f"loss {s['name']!r} needs {GIVEN[need]}, but dataset {dataset!r} gives none ({hint}, "
                             f"or drop the term)"))
