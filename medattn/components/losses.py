@@ -125,10 +125,6 @@ class LossTerms:
         """The epoch (0 = the first) scheduled weights are taken at."""
         self.epoch = int(epoch)
 
-    def weights(self) -> dict[str, float]:
-        """Each term's weight in the current epoch."""
-        return {label: weight_at(weight, self.epoch) for label, weight, _ in self.terms}
-
     def __call__(self, batch: Any) -> tuple[Any, dict[str, Any]]:
         """(weighted sum, {label: detached value}); a single term of weight 1 is returned as it is (bit-exact)."""
         total, parts = None, {}
