@@ -20,7 +20,7 @@ from medattn.registry import default_registry
 from medattn.train import engine as E
 
 from .conftest import TINY
-from .test_guided_terms import GAIN, Linear, batch_data, pooled_model, term_value
+from .conftest_models import GAIN, Linear, batch_data, pooled_model, term_value
 
 DECOY = {"n_train": 256, "n_val": 8, "n_test": 64, "difficulty": 0.8, "lesion_size": 0.12, "decoys": 0.0,
          "seed_offset": 0, "shortcut": {"agree": 1.0, "strength": 0.8}}
