@@ -331,3 +331,14 @@ def test_paper_configs_resnet50_goncalves_and_agpad_224():
     model = build("densenet121", "agpad", size=224, num_outputs=2)
     assert model(torch.randn(1, 3, 224, 224)).shape == (1, 2)
     assert model.attention.attention_maps()["pam"].shape == (1, 49, 49)
+
+
+def test_a_square_map_is_drawn_by_its_kind_never_guessed_from_its_shape():
+    """With the kinds known, a square (B, N, N) map is read as positions only when it is position attention: a
+    map of kind ``other`` with as many rows as a level has positions is left out, not drawn as positions."""
+    from medattn_plugins.explainers.attention_maps import render_attention
+
+    feats = {"l": torch.rand(2, 4, 3, 3)}
+    m = torch.rand(2, 9, 9)
+    out = render_attention({"pam": m, "odd": m}, feats, (12, 12), {"pam": "position", "odd": "other"})
+    assert set(out) == {"pam"} and out["pam"].shape == (2, 1, 12, 12)

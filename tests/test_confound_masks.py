@@ -47,3 +47,5 @@ def test_csv_reads_a_confound_mask_column(tmp_path):
     items = by_id(bundle)
     assert bundle.has_confound_masks and not bundle.has_masks
     assert items["img/0.png"]["confound_mask"].sum() == 4 and items["img/7.png"]["confound_mask"].sum() == 0
+    for split in bundle.splits.values():  # a path column, not metadata for test.subgroups
+        assert all("token" not in meta for meta in split.metadata().values())

@@ -17,25 +17,7 @@ from medattn.hookspecs import LossBatch
 from medattn.train import engine as E
 
 from .conftest import TINY
-from .conftest_models import build
-
-GAIN = {"mining_weight": 1.0, "mask_weight": 1.0, "mask_penalty": "energy", "sigma": 0.5, "omega": 10.0}
-
-
-def batch_data(size: int, n: int = 4, channels: int = 3) -> dict:
-    g = torch.Generator().manual_seed(1)
-    masks = torch.zeros(n, 1, size, size)
-    masks[:, :, size // 8:size // 2, size // 4:3 * size // 4] = 1.0
-    return {"image": torch.randn(n, channels, size, size, generator=g), "label": torch.tensor([0, 1] * (n // 2)),
-            "mask": masks, "id": [f"img-{i}" for i in range(n)]}
-
-
-def term_value(model: nn.Module, term: nn.Module, data: dict, grad_scale: float = 1.0) -> torch.Tensor:
-    model.train()
-    scale = (grad_scale,) if grad_scale != 1.0 else ()
-    _, loss, _ = E._terms_loss(model, model, LossTerms([("t", 1.0, term)]), data, data["image"], data["label"],
-                               E.loss_function(model), *scale)
-    return loss
+from .conftest_models import GAIN, Linear, batch_data, build, pooled_model, term_value
 
 
 # --- attention maps: kinds, keys, empty maps -----------------------------------------------------------------------
@@ -161,30 +143,6 @@ def test_bce_and_gradient_terms_run_under_autocast():
 
 
 # --- GAIN ----------------------------------------------------------------------------------------------------------
-class Identity(nn.Module):
-    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        return features["x"]
-
-
-class Conv(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 3, 4, stride=4)
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"x": self.conv(x)}
-
-
-def pooled_model(bias: float = 0.0) -> MedAttnModel:
-    """conv (1 -> 3 channels, 4 x 4 cells) -> identity -> global mean pool -> linear: one logit."""
-    torch.manual_seed(0)
-    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 1))
-    with torch.no_grad():
-        head[2].weight.copy_(torch.tensor([[0.5, -1.0, 2.0]]))
-        head[2].bias.fill_(bias)
-    return MedAttnModel(Conv(), Identity(), head, "sigmoid", 1, ["a", "b"])
-
-
 def test_grad_cam_equals_the_hand_computed_map():
     model = pooled_model()
     data = batch_data(16, channels=1)
@@ -230,20 +188,6 @@ def test_gain_mining_on_a_one_logit_model_never_rewards_predicting_the_other_cla
 
 
 # --- RRR: a linear model's input gradient is its weight ------------------------------------------------------------
-class Linear(nn.Module):
-    """A one-logit linear model of 8x8 grey images: its input gradient is its weight."""
-
-    output = "sigmoid"
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.lin = nn.Linear(64, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lin(x.flatten(1))
-
-
 def test_rrr_on_a_linear_model_penalises_the_weights_outside_the_mask():
     model = Linear()
     lin = model.lin

@@ -13,13 +13,14 @@ from torch import nn
 
 from medattn.components.losses import LossTerms, mask_problems, weight_at
 from medattn.components.model import MedAttnModel
+from medattn.errors import UserError
 from medattn.hookspecs import DataContext, LossBatch
 from medattn.jobs.test import confound_reliance
 from medattn.registry import default_registry
 from medattn.train import engine as E
 
 from .conftest import TINY
-from .test_guided_terms import GAIN, Linear, batch_data, pooled_model, term_value
+from .conftest_models import GAIN, Linear, batch_data, pooled_model, term_value
 
 DECOY = {"n_train": 256, "n_val": 8, "n_test": 64, "difficulty": 0.8, "lesion_size": 0.12, "decoys": 0.0,
          "seed_offset": 0, "shortcut": {"agree": 1.0, "strength": 0.8}}
@@ -118,7 +119,7 @@ def test_a_weight_schedule_warms_up_linearly_and_stays():
     terms = LossTerms([("c", 1.0, lambda b: torch.tensor(1.0)), ("m", schedule, lambda b: torch.tensor(10.0))])
     assert terms(None)[0].item() == 1.0
     terms.set_epoch(2)
-    assert terms(None)[0].item() == 11.0 and terms.weights() == {"c": 1.0, "m": 1.0}
+    assert terms(None)[0].item() == 11.0  # 1 x 1 + 1.0 x 10: the schedule's weight in epoch 2 is 1.0
 
 
 def test_a_confound_term_without_confound_masks_and_a_schedule_past_the_training_are_validate_errors(write, cli):
@@ -153,16 +154,37 @@ def test_the_penalised_region_skips_images_whose_confound_mask_is_empty_or_every
                       ids=["a", "b", "c"], confound_masks=masks)
     region, w = C.penalised_region(batch, "confound", "rrr")
     assert torch.equal(region, masks) and w.tolist() == [1.0, 0.0, 0.0]
-    with pytest.raises(Exception, match="confound masks"):
+    with pytest.raises(UserError, match="confound masks"):
         C.penalised_region(LossBatch(images=batch.images, labels=batch.labels, logits=batch.logits, model=None,
                                      ids=batch.ids), "confound", "rrr")
 
 
+class Relu(nn.Module):
+    """A non-linear attention: the Grad-CAM on its output differs from the one on the level it reads."""
+
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        return features["x"].relu()
+
+
 def test_gain_takes_its_grad_cam_at_the_level_asked_for():
-    model = pooled_model()
+    pooled = pooled_model()
+    model = MedAttnModel(pooled.backbone, Relu(), pooled.head, "sigmoid", 1, ["a", "b"])
     data = batch_data(16, channels=1)
     at_level = term_value(model, T.AttentionMining({**GAIN, "mining_weight": 0.0, "level": "x"}), data)
     attended = term_value(model, T.AttentionMining({**GAIN, "mining_weight": 0.0}), data)
-    assert at_level.item() == pytest.approx(attended.item())  # here the level x is what the head reads
-    with pytest.raises(Exception, match="level 'layer9'"):
+
+    def by_hand(level: str) -> float:  # the mask term (energy) of a Grad-CAM of each image's own class at level
+        x = model.backbone(data["image"])["x"]
+        a = x.relu() if level == "attended" else x
+        z = model.head(a.relu() if level == "x" else a).reshape(-1)
+        sign = 2 * data["label"].float() - 1
+        grads = torch.autograd.grad((sign * z).sum(), a)[0]
+        cam = F.relu((grads.mean(dim=(2, 3), keepdim=True) * a).sum(1, keepdim=True))
+        cam = F.interpolate(cam, size=(16, 16), mode="bilinear", align_corners=False)
+        return C.outside_fraction(cam, data["mask"]).mean().item()
+
+    assert at_level.item() == pytest.approx(by_hand("x"), rel=1e-5)
+    assert attended.item() == pytest.approx(by_hand("attended"), rel=1e-5)
+    assert at_level.item() != pytest.approx(attended.item(), rel=1e-3)
+    with pytest.raises(UserError, match="level 'layer9'"):
         term_value(model, T.AttentionMining({**GAIN, "level": "layer9"}), data)

@@ -75,3 +75,20 @@ def test_without_a_marker_there_is_no_reliance_to_report():
     b = bundle(0)
     assert b.splits["test"].confound_pair is None and "confound_mask" not in b.splits["test"][0]
     assert confound_reliance(torch.nn.Identity(), b.splits["test"], "cpu", 4) == {}
+
+
+def test_a_shortcut_split_may_not_take_the_name_of_the_calibration_split(tmp_path):
+    """A ``calibration`` split of the shortcut would show the test images, and test.conformal.split: calibration
+    would then fit the conformal sets on the test images: the name is refused, naming the field."""
+    import pytest
+
+    from medattn.config import ConfigError, load_experiment
+
+    from .conftest import BASE
+
+    path = tmp_path / "e.yaml"
+    path.write_text(BASE.replace("image_size: 32}", "image_size: 32, params: {shortcut: {agree: 1.0, splits: "
+                                                    "{calibration: 0.5}}}}"))
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    assert any("shortcut.splits" in line for line in info.value.problems), info.value.problems

@@ -51,9 +51,8 @@ def mask_problems(reg: Registry, config: dict, has_masks: bool,
     for i, s in enumerate(config["train"]["loss"]):
         for need in needs(reg, s):
             if need in given and not given[need]:
-                hint = ("give confound_masks (image_folder) or confound_mask_column (csv), or use a data set "
-                        "whose items carry confound_mask" if need == "confound_masks"
-                        else "use a data set with masks (see its params in `medattn plugins`)")
+                hint = ("use a data set that gives confound masks" if need == "confound_masks"
+                        else "use a data set with masks") + " (see its params in `medattn plugins`)"
                 out.append((("train", "loss", i, "name"),
                             f"loss {s['name']!r} needs {GIVEN[need]}, but dataset {dataset!r} gives none ({hint}, "
                             f"or drop the term)"))
@@ -125,10 +124,6 @@ class LossTerms:
     def set_epoch(self, epoch: int) -> None:
         """The epoch (0 = the first) scheduled weights are taken at."""
         self.epoch = int(epoch)
-
-    def weights(self) -> dict[str, float]:
-        """Each term's weight in the current epoch."""
-        return {label: weight_at(weight, self.epoch) for label, weight, _ in self.terms}
 
     def __call__(self, batch: Any) -> tuple[Any, dict[str, Any]]:
         """(weighted sum, {label: detached value}); a single term of weight 1 is returned as it is (bit-exact)."""

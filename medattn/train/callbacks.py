@@ -83,11 +83,12 @@ class ModelFile:
     They are fitted once per epoch on the validation outputs, by the rules of the config's ``test`` section (the
     same function the test job uses, medattn.evidence.held_out), and shared by the best and last checkpoints of
     the epoch. A conformal predictor on another split than validation, or one the validation split is too small
-    for, is left to the test job (which says why).
+    for, is left to the test job (which says why); the validation split does not change, so after the first such
+    failure the later epochs fit without it (once, not twice).
     """
 
     def __init__(self, meta: dict[str, Any], test: dict[str, Any]) -> None:
-        self.meta, self.test = meta, test
+        self.meta, self.test = meta, dict(test)  # its own copy: conformal is dropped from it after a failure
         self._fitted: tuple[int, dict[str, Any]] | None = None
 
     def fitted(self, result: EpochResult) -> dict[str, Any]:
@@ -102,11 +103,9 @@ class ModelFile:
                 except UserError:  # e.g. a split too small for test.conformal: the test job reports it
                     test = {**self.test, "conformal": None}
                     found = held_out.fit(val.labels, val.logits, val.scores, test, self.meta["class_names"])
+                    self.test = test
             self._fitted = (result.epoch, found)
         return self._fitted[1]
-
-    def threshold(self, result: EpochResult) -> dict[str, Any]:
-        return self.fitted(result)["threshold"]
 
     def state(self, trainer: Trainer, result: EpochResult, monitor: str | None, value: float | None) -> dict:
         return {"format": checkpoints.FORMAT, "model": trainer.model.state_dict(), "epoch": result.epoch,

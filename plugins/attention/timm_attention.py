@@ -88,22 +88,14 @@ class TimmAttention(nn.Module):
         return new
 
     def attention_maps(self) -> dict[str, torch.Tensor]:
-        """Gate outputs of the last forward: ``level/gate`` -> (B, C, 1, 1) channel or (B, 1, H, W) spatial weights."""
+        """Gate outputs of the last forward: ``level/gate`` -> (B, C, 1, 1) channel or (B, 1, H, W) spatial weights
+        (coord's per-row weights: ``other``). No ``attention_map_kinds()``: the shapes say it, as
+        :func:`medattn.api.attention_map_kinds` reads an undeclared map."""
         maps = {}
         for key, path in self._gates:
             for i, m in enumerate(self.attn.get_submodule(path).__dict__.get("_medattn_maps", [])):
                 maps[key if i == 0 else f"{key}_{i + 1}"] = m  # a gate called twice (coord: height, width)
         return maps
-
-    def attention_map_kinds(self) -> dict[str, str]:
-        """Each gate's kind: ``spatial`` for a (B, 1, H, W) gate (CBAM's spatial gate), ``channel`` for
-        (B, C, 1, 1) (SE, ECA, CBAM's channel gate), ``other`` for the rest (coord's per-row weights)."""
-        def kind(m: torch.Tensor) -> str:
-            if m.ndim == 4 and m.shape[1] == 1 and m.shape[2] * m.shape[3] > 1:
-                return "spatial"
-            return "channel" if m.ndim == 4 and m.shape[2:] == (1, 1) else "other"
-
-        return {key: kind(m) for key, m in self.attention_maps().items()}
 
 
 def build_timm_attn(params: dict[str, Any], ctx: AttentionContext) -> nn.Module:

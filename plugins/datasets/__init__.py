@@ -110,7 +110,7 @@ SYNTHETIC = _schema({
                              "description": "brightness the marker adds"},
                 "splits": {"type": "object", "default": {},
                            "propertyNames": {"pattern": "^[A-Za-z][A-Za-z0-9_-]*$",
-                                             "not": {"enum": ["train", "val", "test"]}},
+                                             "not": {"enum": ["train", "val", "test", "calibration"]}},
                            "additionalProperties": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
                            "description": "extra test splits: name -> agreement of the marker on the test images "
                                           "(null: no marker)"},

@@ -28,12 +28,12 @@ def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
     gcol = params.get("group_column") or None
     mcol = params.get("mask_column") or None
     ccol = params.get("confound_mask_column") or None
-    table = Table(csv_path, [c for c in (pcol, lcol, scol, gcol, mcol, ccol) if c])
+    columns = [c for c in (pcol, lcol, scol, gcol, mcol, ccol) if c]  # the others are metadata (test.subgroups)
+    table = Table(csv_path, columns)
     image_root = Path(str(params["image_root"])) if params.get("image_root") else csv_path.parent
     if not image_root.is_absolute():
         image_root = root / image_root
     rows = list(table.rows())
-    used = {c for c in (pcol, lcol, scol, gcol, mcol) if c}  # the other columns are metadata (test.subgroups)
     if not rows:
         raise UserError(f"{csv_path}: CSV has a header but no rows")
     given = params.get("classes")
@@ -60,7 +60,7 @@ def build(params: dict[str, Any], ctx: DataContext) -> DataBundle:
         path = Path(rel) if Path(rel).is_absolute() else image_root / rel
         group = r[gcol].strip() if gcol else rel
         sample = Sample(str(path), index[label], rel, group or rel, where,
-                        meta={k: str(v).strip() for k, v in r.items() if k not in used})
+                        meta={k: str(v).strip() for k, v in r.items() if k not in columns})
         mask = r[mcol].strip() if mcol else ""
         if mask:
             sample.mask_paths = [str(Path(mask) if Path(mask).is_absolute() else image_root / mask)]

@@ -16,7 +16,8 @@ def render_attention(maps: dict[str, torch.Tensor], features: dict[str, torch.Te
     """Attention maps as (B, 1, H, W) images: spatial gates as they are, position attention (B, N, N) by how much
     each position is attended to (column mean), channel weights (B, C, 1, 1) or channel attention (B, C, C)
     (row mean) by weighting the channels of the level they act on. Maps that fit none of these are left out.
-    ``kinds``: the module's declared map kinds; a square map declared ``channel`` is never read as positions."""
+    ``kinds``: the map kinds (:func:`medattn.api.attention_map_kinds`); a square map is read as positions only
+    when its kind is ``position`` (or no kinds are given), as channels when it is ``channel``, else left out."""
     shapes = {n: tuple(f.shape[1:]) for n, f in features.items() if f.ndim == 4}
     out = {}
     for key, m in maps.items():
@@ -35,7 +36,7 @@ def _as_image(m: torch.Tensor, features: dict[str, torch.Tensor], shapes: dict,
         return _weighted(m[:, :, 0, 0], features, shapes)
     if m.ndim == 3 and m.shape[1] == m.shape[2] and kind == "channel":
         return _weighted(m.mean(dim=1), features, shapes)
-    if m.ndim == 3 and m.shape[1] == m.shape[2]:
+    if m.ndim == 3 and m.shape[1] == m.shape[2] and kind in (None, "position"):  # None: no kinds given at all
         n = m.shape[1]
         hw = next(((h, w) for c, h, w in reversed(list(shapes.values())) if h * w == n), None)
         if hw is not None:

@@ -27,7 +27,8 @@ def penalised_region(batch: LossBatch, region: str, term: str) -> tuple[torch.Te
     (``outside_mask``), or inside the confound mask (``confound``, where a known shortcut lives). An image whose
     mask covers nothing or all of it tells nothing: it is skipped (weight 0)."""
     if region == "outside_mask":
-        return 1 - batch.masks if batch.masks is not None else batch.masks, mask_weights(batch, term)
+        w = mask_weights(batch, term)  # first: a batch without masks is its UserError
+        return 1 - batch.masks, w
     if batch.confound_masks is None:
         raise UserError(f"loss {term}: region: confound needs confound masks, and the batch has none (the data "
                         f"set gives none: see confound_masks / confound_mask_column)")

@@ -101,6 +101,7 @@ class AttentionMask(nn.Module):
     def __init__(self, penalty: str, keys: list[str], image_size: tuple[int, int] = (224, 224)) -> None:
         super().__init__()
         self.penalty, self.keys, self.image_size = penalty, keys, tuple(image_size)
+        self._kinds: tuple[frozenset, dict[str, str]] | None = None  # (map keys, their kinds), checked once
 
     def model_problems(self, model: nn.Module) -> list[tuple[tuple, str]]:
         """(path under the term's params, message) for each ``maps`` key the model does not expose as a spatial
@@ -110,13 +111,22 @@ class AttentionMask(nn.Module):
         _, kinds = probe_maps(model, self.image_size)
         return [(("maps", i), message) for i, message in map_key_problems(self.keys, kinds)]
 
-    def forward(self, batch: LossBatch) -> torch.Tensor:
+    def map_kinds(self, batch: LossBatch) -> dict[str, str]:
+        """The kinds of the batch's maps, with ``maps`` checked against them: once per set of map keys (the
+        module's maps keep their kinds from step to step)."""
         from medattn.api import attention_map_kinds
 
-        kinds = attention_map_kinds(getattr(batch.model, "attention", None), batch.attention)
-        problems = map_key_problems(self.keys, kinds)
-        if problems:
-            raise UserError(f"loss attention_mask: params.maps.{problems[0][0]}: {problems[0][1]}")
+        keys = frozenset(batch.attention)
+        if self._kinds is None or self._kinds[0] != keys:
+            kinds = attention_map_kinds(getattr(batch.model, "attention", None), batch.attention)
+            problems = map_key_problems(self.keys, kinds)
+            if problems:
+                raise UserError(f"loss attention_mask: params.maps.{problems[0][0]}: {problems[0][1]}")
+            self._kinds = (keys, kinds)
+        return self._kinds[1]
+
+    def forward(self, batch: LossBatch) -> torch.Tensor:
+        kinds = self.map_kinds(batch)
         maps = spatial_maps(batch.attention, kinds, tuple(batch.images.shape[-2:]), self.keys)
         if not maps:
             shown = ", ".join(f"{k} {tuple(v.shape)} {kinds[k]}" for k, v in batch.attention.items()) or "none"
@@ -179,6 +189,31 @@ def grad_cam(batch: LossBatch, a: torch.Tensor) -> torch.Tensor:
     return F.relu((grads.mean(dim=(2, 3), keepdim=True) * a.float()).sum(1, keepdim=True))
 
 
+def level_problems(model: nn.Module, level: str) -> list[tuple[tuple, str]]:
+    """(("level",), message) when ``level`` is neither the attention's output (``attended``) nor a level of the
+    backbone, with a did-you-mean (``medattn validate``)."""
+    import difflib
+
+    levels = ["attended", *(i.name for i in getattr(model.backbone, "feature_info", []))]
+    if level in levels:
+        return []
+    close = difflib.get_close_matches(level, levels, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return [(("level",), f"{level!r} is not a level of this model{hint}; levels: {', '.join(levels)}")]
+
+
+def cam_at(batch: LossBatch, level: str, term: str) -> torch.Tensor:
+    """(B, 1, H, W) :func:`grad_cam` at ``level`` (``attended``: the attention module's output; else a backbone
+    level of ``batch.features``), drawn at the image's size; a level without a (B, C, h, w) map is a UserError."""
+    a = batch.attended if level == "attended" else (batch.features or {}).get(level)
+    if a is None or a.ndim != 4:
+        shape = "" if a is None else f"; it gives {tuple(a.shape)}"
+        raise UserError(f"loss {term}: level {level!r} gives no feature map (B, C, H, W) for a Grad-CAM (levels: "
+                        f"{', '.join(['attended', *(batch.features or {})])}{shape})")
+    return F.interpolate(grad_cam(batch, a), size=tuple(batch.images.shape[-2:]), mode="bilinear",
+                         align_corners=False)
+
+
 def above_chance(batch: LossBatch, logits: torch.Tensor) -> torch.Tensor:
     """(B,) how far each image's own class is above chance, in [0, 1]: max(0, (p - 1/K) / (1 - 1/K)), p the
     probability of the label among K classes (K = 2 for a one-logit model). GAIN's mining score: erasing all
@@ -204,17 +239,10 @@ class AttentionMining(nn.Module):
 
     def model_problems(self, model: nn.Module) -> list[tuple[tuple, str]]:
         """The Grad-CAM's level is the attention's output or a level of the backbone."""
-        return GradCamReasons("outside_mask", self.p.get("level", "attended"), "l2").model_problems(model)
+        return level_problems(model, self.p.get("level", "attended"))
 
     def forward(self, batch: LossBatch) -> torch.Tensor:
-        level = self.p.get("level", "attended")
-        a = batch.attended if level == "attended" else (batch.features or {}).get(level)
-        if a is None or a.ndim != 4:
-            raise UserError(f"loss gain: level {level!r} gives no feature map (B, C, H, W) for a Grad-CAM "
-                            f"({'its output' if level == 'attended' else 'levels: ' + ', '.join(batch.features or {})}"
-                            f": {None if a is None else tuple(a.shape)})")
-        cam = F.interpolate(grad_cam(batch, a), size=tuple(batch.images.shape[-2:]), mode="bilinear",
-                            align_corners=False)
+        cam = cam_at(batch, self.p.get("level", "attended"), "gain")
         scaled = cam / (cam.flatten(1).amax(1).view(-1, 1, 1, 1) + EPS)
         total = batch.logits.new_zeros(()).float()
         if self.p["mining_weight"] > 0:
@@ -248,23 +276,11 @@ class GradCamReasons(nn.Module):
 
     def model_problems(self, model: nn.Module) -> list[tuple[tuple, str]]:
         """The level is the attention's output or a level of the backbone."""
-        import difflib
-
-        levels = ["attended", *(i.name for i in getattr(model.backbone, "feature_info", []))]
-        if self.level in levels:
-            return []
-        close = difflib.get_close_matches(self.level, levels, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return [(("level",), f"{self.level!r} is not a level of this model{hint}; levels: {', '.join(levels)}")]
+        return level_problems(model, self.level)
 
     def forward(self, batch: LossBatch) -> torch.Tensor:
-        a = batch.attended if self.level == "attended" else (batch.features or {}).get(self.level)
-        if a is None or a.ndim != 4:
-            raise UserError(f"loss rrr_gradcam: level {self.level!r} gives no feature map (B, C, H, W) for a "
-                            f"Grad-CAM (levels: attended, {', '.join(batch.features or {})})")
+        cam = cam_at(batch, self.level, "rrr_gradcam")
         region, w = penalised_region(batch, self.region, "rrr_gradcam")
-        cam = F.interpolate(grad_cam(batch, a), size=tuple(batch.images.shape[-2:]), mode="bilinear",
-                            align_corners=False)
         if self.penalty == "fraction":
             per_image = outside_fraction(cam, 1 - region)
         else:  # an empty map counts as a uniform one: it points nowhere, so everywhere is as likely
@@ -307,7 +323,7 @@ def build_classification(params: dict[str, Any], ctx: LossContext) -> nn.Module:
 
 
 def build_attention_mask(params: dict[str, Any], ctx: LossContext) -> nn.Module:
-    return AttentionMask(params["penalty"], list(params["maps"]), ctx.image_size if ctx is not None else (224, 224))
+    return AttentionMask(params["penalty"], list(params["maps"]), ctx.image_size)
 
 
 def build_rrr(params: dict[str, Any], ctx: LossContext) -> nn.Module:
