@@ -110,6 +110,17 @@ def sample_logits(forward: Callable[[Any], Any], x: Any, names: Sequence[str] = 
     return np.concatenate(out, axis=0)
 
 
+def sampled_summary(model: Any, x: Any, names: Sequence[str], samples: int, calibration: Any, output: str,
+                    chunk: int | None = None) -> dict[str, np.ndarray]:
+    """:func:`summarise` of a batch over the views ``names`` and ``samples`` MC-dropout passes, each one's logits
+    calibrated as ``calibration`` says (None: as the model gives them); what the test job and predict share."""
+    from . import calibration as C
+    from .metrics import class_probabilities
+
+    z = sample_logits(model, x, names, samples or 1, model, chunk=chunk)
+    return summarise(np.stack([class_probabilities(C.probabilities(C.apply(calibration, zi), output)) for zi in z]))
+
+
 def summarise(probabilities: np.ndarray) -> dict[str, np.ndarray]:
     """From (S, N, K) class probabilities of S views / samples: ``mean`` (N, K), and per image ``entropy``,
     ``spread`` and ``mutual_information`` (see the module docstring)."""

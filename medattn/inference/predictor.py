@@ -416,12 +416,9 @@ class Predictor:
         """(mean class scores, {entropy, spread, mutual_information}) of a normalised batch over the views of
         ``tta`` (one forward of all views) and ``mc_samples`` MC-dropout passes, calibrated as the file says."""
         from ..evidence import uncertainty
-        from ..evidence.metrics import class_probabilities
 
-        z = uncertainty.sample_logits(self.model, x.to(self.device), uncertainty.GROUPS[tta], mc_samples or 1,
-                                      self.model, chunk=len(x))
-        probs = np.stack([class_probabilities(self.scores_of(torch.from_numpy(zi)).astype(np.float64)) for zi in z])
-        summary = uncertainty.summarise(probs)
+        summary = uncertainty.sampled_summary(self.model, x.to(self.device), uncertainty.GROUPS[tta], mc_samples,
+                                              self.calibration, self.model.output, chunk=len(x))
         mean = summary.pop("mean").astype(np.float32)
         return (mean[:, 1] if self.model.output == "sigmoid" else mean), summary
 

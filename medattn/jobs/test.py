@@ -416,8 +416,6 @@ def _sampled(run, dist, model, dataset, cal: dict | None) -> dict | None:
     import numpy as np
 
     from ..components.model import image_size
-    from ..evidence import calibration as C
-    from ..evidence import metrics as M
     from ..evidence import uncertainty as U
     from ..train import engine as E
 
@@ -429,12 +427,9 @@ def _sampled(run, dist, model, dataset, cal: dict | None) -> dict | None:
     loader = E.make_loader(dataset, int(cfg["batch_size"]), False, 0, dist.device, settings)
     output = getattr(model, "output", "softmax")
     model.eval()
-    parts = []
-    for batch in loader:
-        z = U.sample_logits(model, batch["image"].to(dist.device), names, samples or 1, model,
-                            chunk=int(cfg["batch_size"]))  # (S, B, out)
-        parts.append(np.stack([M.class_probabilities(C.probabilities(C.apply(cal, zi), output)) for zi in z]))
-    summary = U.summarise(np.concatenate(parts, axis=1))
+    parts = [U.sampled_summary(model, batch["image"].to(dist.device), names, samples, cal, output,
+                               chunk=int(cfg["batch_size"])) for batch in loader]
+    summary = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
     mean = summary["mean"]
     return {"scores": mean[:, 1] if output == "sigmoid" else mean, "views": list(names), "samples": samples,
             **{k: summary[k] for k in ("entropy", "spread", "mutual_information")}}
