@@ -49,17 +49,21 @@ def _folder(*parts: str) -> property:
     return _Fixed(*parts, folder=True)
 
 
-class RunDir:
-    """Paths and readers of one run directory. Creating paths creates no folders; writers do that."""
+class _Folder:
+    """A folder of medattn's, by its root (``os.fspath`` gives the root)."""
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
 
     def __repr__(self) -> str:
-        return f"RunDir({str(self.root)!r})"
+        return f"{type(self).__name__}({str(self.root)!r})"
 
     def __fspath__(self) -> str:
         return str(self.root)
+
+
+class RunDir(_Folder):
+    """Paths and readers of one run directory. Creating paths creates no folders; writers do that."""
 
     # -- files at the top --------------------------------------------------------------------------------
     config = _at("config.yaml")
@@ -207,17 +211,8 @@ class RunDir:
             return {k: z[k] for k in z.files}
 
 
-class ExperimentDir:
+class ExperimentDir(_Folder):
     """Paths of an experiment folder: the runs below it and the tables and figures across them."""
-
-    def __init__(self, root: Path | str) -> None:
-        self.root = Path(root)
-
-    def __repr__(self) -> str:
-        return f"ExperimentDir({str(self.root)!r})"
-
-    def __fspath__(self) -> str:
-        return str(self.root)
 
     def run(self, variant: str, seed: int | None = None) -> RunDir:
         """The run directory of a variant (and of one seed of it, for experiments with ``seeds:``)."""
