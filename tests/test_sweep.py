@@ -61,6 +61,12 @@ def finished(trials: list) -> list:
     return [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
 
 
+def failures(trials: list) -> list[str]:
+    """Each failed trial's reason, for an assertion's message."""
+    return [f"trial {t.number}: {t.user_attrs.get('medattn:error', 'no heartbeat')}" for t in trials
+            if t.state.name == "FAIL"]
+
+
 # -- the schema --------------------------------------------------------------------------------------------
 def test_bad_sweep_sections_are_reported_with_file_line_and_key(write, tmp_path):
     base = SWEEP.format(trials=2, epochs=1, n_train=16).split("sweep:")[0]
@@ -109,10 +115,10 @@ def test_sweep_status_finalize_and_the_tuned_comparison(write, tmp_path, cli):
 
     path = sweep_file(write, tmp_path, extra=VARIANTS)
     code, out, err = cli("sweep", path)
-    assert code == 0, err
+    assert code == 0, out + err
     for variant in ("none", "timm_attn"):
         trials = trials_of(tmp_path, variant)
-        assert len(finished(trials)) == 2 and len(trials) == 2
+        assert len(finished(trials)) == 2 and len(trials) == 2, failures(trials)
         assert (tmp_path / "runs" / "sw" / "sweep" / variant / "trial-001" / "metrics" / "history.csv").is_file()
     code, out, _ = cli("sweep", path, "--status")
     assert code == 0 and "| variant" in out and "best params" in out
@@ -128,7 +134,7 @@ def test_sweep_status_finalize_and_the_tuned_comparison(write, tmp_path, cli):
     for v in exp.variants:
         assert v.config.data["train"]["optimizer"]["lr"] == best[v.name]
     code, out, err = cli("run", tuned, "--set", "seeds=[1,2]")
-    assert code == 0, err
+    assert code == 0, out + err
     root = tmp_path / "runs" / "sw"
     assert (root / "comparisons.csv").is_file()
     assert {p.name for p in (root / "figures").glob("sweep_*")} >= {"sweep_none_history.png",
@@ -150,7 +156,8 @@ def _kill_a_trained_worker(tmp_path: Path, proc: subprocess.Popen, deadline: flo
                 os.kill(int(t.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
                 return t.number
         time.sleep(0.05)
-    pytest.fail("no running trial to kill")
+    said = proc.communicate(timeout=60)[0] if proc.poll() is not None else "(still running)"
+    pytest.fail(f"no running trial to kill; the sweep said:\n{said}")
 
 
 # Imported by each spawned worker as its __mp_main__: a worker's second trial (the retry of the killed one) starts
@@ -387,7 +394,7 @@ def test_a_claim_lock_held_with_another_grace_is_a_user_error_naming_the_setting
 def test_a_changed_objective_refuses_to_continue_the_study(write, tmp_path, cli, untrained):
     path = grid_file(write, tmp_path, trials=2)
     code, out, err = cli("sweep", path)
-    assert code == 0, err
+    assert code == 0, out + err
     path.write_text(path.read_text().replace("metric: val_loss", "metric: val_roc_auc"))
     code, out, err = cli("sweep", path)
     assert code == 2 and "sweep.objective" in err and "val_loss (minimize, best epoch)" in err, err
@@ -449,7 +456,7 @@ def test_finalize_into_another_folder_rebases_paths_and_adds_the_figure_jobs(wri
     path = write("exp/sw.yaml", "name: sw\nextends: ../shared/base.yaml\nplugins: [plugin_here.py]\n"
                  + GRID.format(trials=2))
     code, out, err = cli("sweep", path)
-    assert code == 0, err
+    assert code == 0, out + err
     code, out, err = cli("sweep", path, "--finalize", "-o", tmp_path / "elsewhere" / "deeper" / "tuned.yaml")
     assert code == 0, err
     tuned = tmp_path / "elsewhere" / "deeper" / "tuned.yaml"
@@ -486,7 +493,7 @@ def test_a_pruned_study_prunes_after_the_warmup_epochs(write, tmp_path, cli):
     study.enqueue_trial({"train.optimizer.lr": 1.0e-7})
     study.enqueue_trial({"train.optimizer.lr": 3.0e-3})
     code, out, err = cli("sweep", path)
-    assert code == 0, err
+    assert code == 0, out + err
     trials = trials_of(tmp_path)
     assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED"], out
     assert sorted(trials[1].intermediate_values) == [1, 2]  # epoch 1 protected, pruned at epoch 2
@@ -527,6 +534,6 @@ def test_slurm_array_runs_with_the_local_executor(write, tmp_path, cli):
     assert code == 0, out + err
     assert "submitted 2 worker(s) to local" in out
     trials = trials_of(tmp_path)
-    assert len(finished(trials)) == 2 and len(trials) == 2
+    assert len(finished(trials)) == 2 and len(trials) == 2, failures(trials)
     assert len({t.user_attrs["worker"] for t in trials}) >= 1
     assert len(list((tmp_path / "runs" / "sw" / "sweep" / "slurm").glob("*/*_log.out"))) == 2  # one per task
