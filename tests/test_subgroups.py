@@ -36,6 +36,28 @@ def test_per_group_metrics_worst_group_and_gap():
     assert gap["gap"] == pytest.approx(rows[("site", "north", "roc_auc")]["value"] - worst[("site", "roc_auc")]["value"])
 
 
+def test_intervals_resample_whole_patients_within_each_group():
+    """Four images of each patient (the same scan four times): drawing images one by one would take them for four
+    independent cases and give intervals about half as wide; drawing patients gives the intervals of the patients
+    alone, as the whole split's intervals do."""
+    from medattn.evidence.metrics import bootstrap_ci
+
+    y, s, meta = data(80)
+    patients = np.repeat([f"p{i}" for i in range(80)], 4)
+    y4, s4, meta4 = np.repeat(y, 4), np.repeat(s, 4), [m for m in meta for _ in range(4)]
+    by_patient = subgroup_table(y4, s4, meta4, ["site"], resamples=400, seed=2, patients=patients)
+    by_image = subgroup_table(y4, s4, meta4, ["site"], resamples=400, seed=2)
+    south = np.array([m["site"] == "south" for m in meta4])
+    expected = bootstrap_ci(y4[south], s4[south], 0.5, 400, 2, patients[south], 0.95,
+                            keys=("accuracy", "sensitivity", "specificity", "roc_auc"))
+    for metric in ("accuracy", "roc_auc"):
+        row = {r["group"]: r for r in by_patient["rows"] if r["metric"] == metric}["south"]
+        assert [row["ci_low"], row["ci_high"]] == expected[metric]
+        narrow = {r["group"]: r for r in by_image["rows"] if r["metric"] == metric}["south"]
+        assert row["value"] == narrow["value"]
+        assert (row["ci_high"] - row["ci_low"]) > 1.5 * (narrow["ci_high"] - narrow["ci_low"])
+
+
 def test_a_missing_column_and_a_one_class_group():
     y, s, meta = data(60)
     with pytest.raises(UserError, match=r"test.subgroups: the test images carry no column 'density' \(they carry: "

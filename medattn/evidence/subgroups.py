@@ -1,6 +1,9 @@
 """Performance per subgroup (site, device, age band, density, view ...): fairlearn's ``MetricFrame`` computes the
-metrics of every group of a metadata column, their bootstrap intervals (``n_boot``, percentile), the worst group
-and the largest gap between groups.
+metrics of every group of a metadata column, the worst group and the largest gap between groups; their percentile
+bootstrap intervals come from medattn's own resampler (:func:`medattn.evidence.metrics.bootstrap_ci`), which draws
+whole patients when the images carry them, as the whole split's intervals do. MetricFrame's own bootstrap
+(``n_boot``) draws images one by one: with several images of one patient in a group, its intervals would be too
+narrow.
 
 A group whose images are all of one class has no ROC AUC, sensitivity or specificity: those cells are left empty
 and the row's ``note`` says why (the other metrics are still given). Binary tasks: class 1 positive; multi-class:
@@ -56,9 +59,11 @@ def _metric_functions(binary: bool, threshold: float, k: int) -> dict[str, Any]:
 
 
 def subgroup_table(labels: Any, scores: Any, metadata: Sequence[dict[str, str]], columns: Sequence[str], *,
-                   threshold: float = 0.5, resamples: int = 200, seed: int = 0, confidence: float = 0.95
-                   ) -> dict[str, Any]:
-    """``{"rows": [...COLUMNS], "worst": [...], "gaps": [...]}`` for every metadata column of ``columns``."""
+                   threshold: float = 0.5, resamples: int = 2000, seed: int = 0, confidence: float = 0.95,
+                   patients: Sequence[Any] | None = None) -> dict[str, Any]:
+    """``{"rows": [...COLUMNS], "worst": [...], "gaps": [...]}`` for every metadata column of ``columns``.
+
+    ``patients`` (one per image, or None): the intervals resample whole patients within each group."""
     from fairlearn.metrics import MetricFrame
 
     from . import metrics as M
@@ -74,28 +79,27 @@ def subgroup_table(labels: Any, scores: Any, metadata: Sequence[dict[str, str]],
     rows: list[dict[str, Any]] = []
     worst: list[dict[str, Any]] = []
     gaps: list[dict[str, Any]] = []
-    tail = (1 - confidence) / 2
+    units = None if patients is None else np.asarray([str(p) for p in patients])
     for column in columns:
         if column not in have:
             raise UserError(f"test.subgroups: the test images carry no column {column!r} (they carry: "
                             f"{', '.join(have) or 'no metadata'})")
         groups = np.array([str(row.get(column, "")) for row in metadata])
-        boot = {"n_boot": int(resamples), "ci_quantiles": [tail, 1 - tail], "random_state": int(seed)} \
-            if resamples > 0 else {}
-        with warnings.catch_warnings():  # a resample without one class: NaN, as below
+        with warnings.catch_warnings():  # a metric a group cannot define: NaN, as below
             warnings.simplefilter("ignore")
             frame = MetricFrame(metrics=functions, y_true=y, y_pred=pos.reshape(len(y), -1) if not binary else pos,
-                                sensitive_features=pd_series(groups, column), **boot)
+                                sensitive_features=pd_series(groups, column))
         table = frame.by_group
-        ci = frame.by_group_ci if resamples > 0 else None
         for group in table.index:
             n, n_pos = int(table.loc[group, "n"]), int(table.loc[group, "n_positive"])
-            one_class = len(np.unique(y[groups == group])) < 2
+            mine = groups == group
+            one_class = len(np.unique(y[mine])) < 2
+            ci = M.bootstrap_ci(y[mine], s[mine], threshold, resamples, seed,
+                                None if units is None else units[mine], confidence, keys=names) \
+                if resamples > 0 else {}
             for metric in names:
                 value = float(table.loc[group, metric])
-                low = high = math.nan
-                if ci is not None:
-                    low, high = float(ci[0].loc[group, metric]), float(ci[1].loc[group, metric])
+                low, high = ci.get(metric, (math.nan, math.nan))
                 note = "one class in this group: no ROC AUC" if one_class and metric == "roc_auc" else (
                     "no image of the class it needs" if not math.isfinite(value) else "")
                 rows.append({"column": column, "group": str(group), "n": n, "n_positive": n_pos, "metric": metric,

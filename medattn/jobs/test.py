@@ -570,7 +570,7 @@ def _uncertainty(run, name: str, metrics: dict, ev: Evaluation) -> None:
     plain = 1.0 - M.class_probabilities(np.asarray(ev.scores, dtype=float)).max(axis=1)
     ranked = ev.sampled["entropy"] if ev.sampled else plain
     boot = _bootstrap_settings(run)
-    groups = ev.test.groups if run.config["test"]["bootstrap"]["by_group"] else None
+    groups = resampled_units(run, ev.test)
     block: dict[str, Any] = {"uncertainty": "entropy of the mean over " + (
         f"{len(ev.sampled['views'])} view(s) x {max(1, ev.sampled['samples'])} sample(s)" if ev.sampled else
         "one forward (1 - top probability ranks alike for two classes)")}
@@ -605,13 +605,15 @@ def _subgroups(run, name: str, metrics: dict, ev: Evaluation) -> None:
     if not columns or ev.metadata is None:
         return
     boot = _bootstrap_settings(run)
+    patients = resampled_units(run, ev.test)
     table = subgroups.subgroup_table(ev.test.labels, ev.scores, ev.metadata, columns, threshold=ev.threshold,
-                                     resamples=min(boot["resamples"], 200), seed=boot["seed"],
-                                     confidence=boot["confidence"])
+                                     resamples=boot["resamples"], seed=boot["seed"],
+                                     confidence=boot["confidence"], patients=patients)
     write_rows(run.dir.subgroups(name), list(subgroups.COLUMNS),
                [[_cell(r[c]) for c in subgroups.COLUMNS] for r in table["rows"]])
     metrics["subgroups"] = {"columns": list(columns), "worst": table["worst"], "gaps": table["gaps"],
-                            "file": run.dir.subgroups(name).name}
+                            "file": run.dir.subgroups(name).name, "resamples": boot["resamples"],
+                            "unit": "group" if patients is not None else "image"}
 
 
 def _cell(value: Any) -> str:
@@ -632,7 +634,7 @@ def _decision(run, metrics: dict, ev: Evaluation) -> None:
         return
     cfg = run.config["test"]["operating_points"]
     boot = _bootstrap_settings(run)
-    groups = ev.test.groups if run.config["test"]["bootstrap"]["by_group"] else None
+    groups = resampled_units(run, ev.test)
     points = D.operating_points(labels, pos, cfg.get("sensitivity"), cfg.get("specificity"),
                                 resamples=boot["resamples"], seed=boot["seed"], groups=groups,
                                 confidence=boot["confidence"])
@@ -641,6 +643,12 @@ def _decision(run, metrics: dict, ev: Evaluation) -> None:
             metrics[key] = points[key]
     metrics.setdefault("ci", {}).update(points.get("ci", {}))
     metrics["decision"] = {**points, "curve": D.decision_curve(labels, pos)}
+
+
+def resampled_units(run, split) -> Any:
+    """What the bootstrap draws: the split's patient groups when ``test.bootstrap.by_group`` (whole patients),
+    else None (single images)."""
+    return split.groups if run.config["test"]["bootstrap"]["by_group"] else None
 
 
 def _bootstrap_settings(run) -> dict[str, Any]:
@@ -660,7 +668,7 @@ def _calibration(run, metrics: dict, ev: Evaluation) -> None:
         return
     output = held_out.output_of(te.logits)
     boot = _bootstrap_settings(run)
-    groups = te.groups if run.config["test"]["bootstrap"]["by_group"] else None
+    groups = resampled_units(run, te)
     raw = C.probabilities(te.logits, output)
     odds = None
     if cal is not None and C.log_odds(te.logits, output) is not None:
@@ -693,7 +701,7 @@ def _conformal(run, metrics: dict, ev: Evaluation, sets) -> None:
     from ..evidence import conformal
 
     boot = _bootstrap_settings(run)
-    groups = ev.test.groups if run.config["test"]["bootstrap"]["by_group"] else None
+    groups = resampled_units(run, ev.test)
     rep = conformal.coverage_report(ev.test.labels, sets, ev.classes, resamples=boot["resamples"], seed=boot["seed"],
                                     groups=groups, confidence=boot["confidence"])
     for key in ("coverage", "class_coverage_min", "set_size"):
@@ -725,7 +733,7 @@ def _intervals(run, te, threshold: float, scores=None) -> dict:
     if int(boot["resamples"]) <= 0:
         return {}
     seed = int(boot["seed"]) if boot["seed"] is not None else int(run.config["seed"])
-    groups = te.groups if boot["by_group"] else None
+    groups = resampled_units(run, te)
     confidence = float(boot["confidence"])
     return {"ci": {"confidence": confidence, "resamples": int(boot["resamples"]),
                    "unit": "group" if groups is not None else "image", "seed": seed,
