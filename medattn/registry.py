@@ -262,13 +262,20 @@ class Registry:
 
 
 def _import_file(spec: str, base_dir: Path | None) -> tuple[Any, str]:
-    """Import a plugin ``.py`` file once per process; (module, label). A second registry gets the same module."""
+    """Import a plugin ``.py`` file once per process and content; (module, label). A second registry gets the same
+    module while the file is unchanged, and the file's new code once it was edited (a notebook that edits its
+    plugin and runs again must not keep running the old code)."""
+    import hashlib
+
+    from .files import sha256_file
+
     path = Path(spec)
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     if not path.is_file():
         raise UserError(f"plugin file not found: {path}")
-    mod_name = f"medattn_user_plugin_{path.stem}_{abs(hash(str(path.resolve()))) % 10**8}"
+    where = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
+    mod_name = f"medattn_user_plugin_{path.stem}_{where}_{sha256_file(path)[:12]}"
     if mod_name in sys.modules:
         return sys.modules[mod_name], str(path)
     loader_spec = importlib.util.spec_from_file_location(mod_name, path)

@@ -105,6 +105,18 @@ def _load_file(tmp_path, source: str, name: str = "my_plugin.py") -> Registry:
     return reg
 
 
+def test_a_plugin_file_is_imported_once_until_it_is_edited(tmp_path):
+    """A second registry in the same process (a notebook running again) gets the module it already imported while
+    the file is unchanged, and the file's new code once it was edited."""
+    first = _load_file(tmp_path, FAKE_PLUGIN.format(name="v1"))
+    again = Registry()
+    again.load_plugin("my_plugin.py", tmp_path)
+    assert again.names("attention") == first.names("attention") == ["v1"]
+    assert again.pm.get_plugins() == first.pm.get_plugins()  # the same module object
+    edited = _load_file(tmp_path, FAKE_PLUGIN.format(name="v2"))
+    assert edited.names("attention") == ["v2"] and not edited.errors
+
+
 def test_misspelled_hook_is_a_load_error_naming_the_plugin(tmp_path):
     reg = _load_file(tmp_path, FAKE_PLUGIN.replace("def medattn_components", "def medattn_component")
                      .format(name="lost"))
