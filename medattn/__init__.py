@@ -5,6 +5,8 @@ returns a :class:`medattn.inference.predictor.Predictor` of a trained run. Plugi
 """
 from __future__ import annotations
 
+import os as _os
+import sys as _sys
 import warnings
 from typing import Any
 
@@ -15,8 +17,9 @@ from .errors import UserError as _UserError
 try:  # before anything loads torch or numpy: the mode's settings are read as they load
     if _reproducible.requested():
         _reproducible.apply()
-except _UserError as _exc:  # the CLI refuses a bad value (exit 2); an import only warns
-    warnings.warn(str(_exc), _MedattnWarning, stacklevel=2)
+except _UserError as _exc:  # the medattn command refuses a bad value itself (one error, exit 2); other code warns
+    if _os.path.basename((getattr(_sys, "argv", None) or [""])[0]) not in ("medattn", "medattn.exe"):
+        warnings.warn(str(_exc), _MedattnWarning, stacklevel=2)
 
 __version__ = "0.2.0"
 __all__ = ["__version__", "load_run", "run"]

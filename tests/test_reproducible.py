@@ -110,6 +110,26 @@ def test_a_bad_value_of_the_variable_is_refused_by_the_cli(cli, monkeypatch):
     assert not reproducible.active()
 
 
+def test_a_bad_value_is_one_error_from_the_command_and_a_warning_on_import(tmp_path):
+    """The medattn command says it once (its error, exit 2), not also as the import's warning; ``import medattn``
+    in other code warns."""
+    import shutil
+
+    command = shutil.which("medattn", path=str(Path(sys.executable).parent)) or shutil.which("medattn")
+    if command is None:
+        pytest.skip("the medattn console script is not installed beside this Python")
+    env = {**clean_env(), reproducible.VARIABLE: "maybe"}
+    done = subprocess.run([command, "plugins", "--kind", "dataset"], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert [line for line in done.stderr.splitlines() if "MEDATTN_REPRODUCIBLE" in line] == [
+        "medattn: error: MEDATTN_REPRODUCIBLE='maybe': expected 1 (the reproducible mode) or 0; see "
+        "docs/reproducibility.md"]
+    done = subprocess.run([sys.executable, "-c", "import medattn"], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 0 and "MedattnWarning: MEDATTN_REPRODUCIBLE='maybe'" in done.stderr
+
+
 def test_bare_overrides_after_the_global_flag_still_become_set_options():
     from medattn.cli import hydra_overrides
 
