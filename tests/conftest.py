@@ -39,6 +39,36 @@ model:
 """
 
 
+# two variants (no attention, squeeze-and-excitation) trained one epoch on the synthetic lesions and compared
+PAIRED = """\
+name: {name}
+seed: 3
+device: cpu
+output_dir: {out}
+dataset:
+  name: synthetic_lesions
+  image_size: 32
+  seed: 1
+  params: {params}
+model:
+  backbone: {{name: resnet18, params: {{pretrained: false}}}}
+  attention: {{name: none}}
+train: {{epochs: 1, batch_size: 8}}
+test: {test}
+compare: {{reference: none, metrics: {metrics}, resamples: 50}}
+jobs: [train, test]
+matrix:
+  attention:
+    none: {{model.attention: {{name: none}}}}
+    se: {{model.attention: {{name: timm_attn, params: {{type: se}}}}}}
+"""
+
+
+def paired_experiment(name: str, out: Path, params: str, test: str, metrics: str) -> str:
+    """The text of :data:`PAIRED` with its data set params, test section and compared metrics (YAML flow)."""
+    return PAIRED.format(name=name, out=out, params=params, test=test, metrics=metrics)
+
+
 def problems(path, overrides=None) -> list[str]:
     """Every problem load_experiment reports for a file (it must fail)."""
     from medattn.config import load_experiment

@@ -3,32 +3,13 @@ from __future__ import annotations
 
 from medattn.store.rundir import ExperimentDir
 
-REPEATS = """\
-name: rep
-seed: 3
-device: cpu
-output_dir: {out}
-dataset:
-  name: synthetic_lesions
-  image_size: 32
-  seed: 1
-  params: {{n_train: 16, n_val: 8, n_test: 12}}
-model:
-  backbone: {{name: resnet18, params: {{pretrained: false}}}}
-  attention: {{name: none}}
-train: {{epochs: 1, batch_size: 8}}
-test: {{checkpoints: [last], bootstrap: {{resamples: 0}}}}
-compare: {{reference: none, metrics: [roc_auc, accuracy], resamples: 50}}
-jobs: [train, test]
-matrix:
-  attention:
-    none: {{model.attention: {{name: none}}}}
-    se: {{model.attention: {{name: timm_attn, params: {{type: se}}}}}}
-"""
+from .conftest import paired_experiment
 
 
 def test_seeds_run_each_pair_aggregate_and_compare(write, cli, tmp_path):
-    exp_file = write("rep.yaml", REPEATS.format(out=tmp_path / "runs"))
+    exp_file = write("rep.yaml", paired_experiment(
+        "rep", tmp_path / "runs", "{n_train: 16, n_val: 8, n_test: 12}",
+        "{checkpoints: [last], bootstrap: {resamples: 0}}", "[roc_auc, accuracy]"))
     code, out, err = cli("run", exp_file, "--set", "seeds=[0,1]")
     assert code == 0, err
     exp = ExperimentDir(tmp_path / "runs" / "rep")

@@ -3,6 +3,7 @@ worst group and the largest gap, and clear answers for a missing column or a one
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,8 @@ from sklearn.metrics import roc_auc_score
 
 from medattn.errors import UserError
 from medattn.evidence.subgroups import subgroup_table
+
+from .conftest import paired_experiment
 
 
 def data(n: int = 300, seed: int = 0):
@@ -100,32 +103,12 @@ def test_synthetic_lesions_sites_are_off_by_default_and_differ_in_contrast():
             assert np.abs(b - 0.5).mean() < np.abs(a - 0.5).mean()  # lower contrast around mid-grey
 
 
-SITES = """\
-name: sites
-seed: 3
-device: cpu
-output_dir: {out}
-dataset:
-  name: synthetic_lesions
-  image_size: 32
-  seed: 1
-  params: {{n_train: 16, n_val: 8, n_test: 24, n_calibration: 12, sites: 2}}
-model:
-  backbone: {{name: resnet18, params: {{pretrained: false}}}}
-  attention: {{name: none}}
-train: {{epochs: 1, batch_size: 8}}
-test:
-  checkpoints: [last]
-  bootstrap: {{resamples: 0}}
-  subgroups: [site]
-  conformal: {{alpha: 0.25, split: calibration, class_conditional: false}}
-compare: {{reference: none, metrics: [roc_auc, site=site1.roc_auc, site=site0.accuracy], resamples: 50}}
-jobs: [train, test]
-matrix:
-  attention:
-    none: {{model.attention: {{name: none}}}}
-    se: {{model.attention: {{name: timm_attn, params: {{type: se}}}}}}
-"""
+def sites_experiment(out: Path) -> str:
+    return paired_experiment(
+        "sites", out, "{n_train: 16, n_val: 8, n_test: 24, n_calibration: 12, sites: 2}",
+        "{checkpoints: [last], bootstrap: {resamples: 0}, subgroups: [site], "
+        "conformal: {alpha: 0.25, split: calibration, class_conditional: false}}",
+        "[roc_auc, site=site1.roc_auc, site=site0.accuracy]")
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +118,7 @@ def sited(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("sites")
     path = root / "sites.yaml"
-    path.write_text(SITES.format(out=root / "runs"))
+    path.write_text(sites_experiment(root / "runs"))
     assert main(["run", str(path)]) == 0
     return root, path
 

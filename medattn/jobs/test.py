@@ -729,16 +729,14 @@ def _intervals(run, te, threshold: float, scores=None) -> dict:
     """{"ci": ...}: percentile bootstrap intervals of the test metrics (by patient group when known)."""
     from ..evidence import metrics as M
 
-    boot = run.config["test"]["bootstrap"]
-    if int(boot["resamples"]) <= 0:
+    boot = _bootstrap_settings(run)
+    if boot["resamples"] <= 0:
         return {}
-    seed = int(boot["seed"]) if boot["seed"] is not None else int(run.config["seed"])
     groups = resampled_units(run, te)
-    confidence = float(boot["confidence"])
-    return {"ci": {"confidence": confidence, "resamples": int(boot["resamples"]),
-                   "unit": "group" if groups is not None else "image", "seed": seed,
+    return {"ci": {"confidence": boot["confidence"], "resamples": boot["resamples"],
+                   "unit": "group" if groups is not None else "image", "seed": boot["seed"],
                    **M.bootstrap_ci(te.labels, te.scores if scores is None else scores, threshold,
-                                    int(boot["resamples"]), seed, groups, confidence)}}
+                                    boot["resamples"], boot["seed"], groups, boot["confidence"])}}
 
 
 SUBGROUP_PREFIX = "subgroup_"  # the predictions CSV's column of each test.subgroups column
