@@ -193,10 +193,11 @@ def attach_metadata(parts: dict[str, list[Sample]], root: Path, given: Any, key_
         raise UserError(f"{path} line 1: the metadata CSV has only its key column {key_column!r}; add a column per "
                         "field (site, device, ...)")
     samples = [s for split in parts.values() for s in split]
-    exact = {Path(s.path).relative_to(root).as_posix(): s for s in samples}
+    exact: dict[str, Sample] = {}  # the path relative to root
     loose: dict[str, list[Sample]] = {}  # the path without extension, the file name with and without it
     for s in samples:
         rel = Path(s.path).relative_to(root)
+        exact[rel.as_posix()] = s
         for name in {rel.with_suffix("").as_posix(), rel.name, rel.stem}:
             loose.setdefault(name, []).append(s)
     seen: dict[int, int] = {}  # id(sample) -> the line that gave its fields
